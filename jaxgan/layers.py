@@ -1,0 +1,29 @@
+"""Layers shared by the generator and discriminator modules."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxgan import rng
+
+# Keras defaults, which the papers' models used.
+KERAS_LEAKY_SLOPE = 0.3
+keras_kernel_init = nn.initializers.glorot_uniform()
+
+
+class ExampleDropout(nn.Module):
+  """Inverted dropout whose mask for each example depends only on its global batch index.
+
+  flax's `nn.Dropout` draws one mask for the local batch, so the same global batch split over
+  a different number of devices would be dropped differently.
+  """
+  rate: float
+  axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x, *, deterministic: bool):
+    if deterministic or self.rate == 0.0:
+      return x
+    keep = rng.bernoulli(self.make_rng('dropout'), x.shape[0], x.shape[1:], 1.0 - self.rate,
+                         self.axis_name)
+    return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros_like(x))

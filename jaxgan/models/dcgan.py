@@ -1,0 +1,54 @@
+"""The papers' Keras DCGAN (the TensorFlow DCGAN tutorial network), layer for layer.
+
+Keras defaults are kept where the papers relied on them: glorot-uniform kernels, zero biases,
+LeakyReLU slope 0.3, BatchNormalization momentum 0.99 and epsilon 1e-3. Parameter counts equal
+the Keras model's (371,936 trainable in G, 55,233 in D; pinned in tests/test_models.py).
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxgan.layers import KERAS_LEAKY_SLOPE, ExampleDropout, keras_kernel_init
+
+LATENT_DIM = 100
+
+
+def _leaky(x):
+  return nn.leaky_relu(x, KERAS_LEAKY_SLOPE)
+
+
+class Generator(nn.Module):
+  """z -> Dense(7*7*64) -> BN -> LReLU -> 7x7x64 -> ConvT(32, 5, s2) -> BN -> LReLU
+  -> ConvT(1, 5, s2, tanh) -> 28x28x1."""
+  axis_name: str | None = None  # batch statistics are averaged over this device axis
+
+  @nn.compact
+  def __call__(self, z, *, train: bool):
+    def batch_norm(x):
+      return nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=1e-3,
+                          axis_name=self.axis_name)(x)
+
+    x = nn.Dense(7 * 7 * 64, use_bias=False, kernel_init=keras_kernel_init)(z)
+    x = _leaky(batch_norm(x)).reshape((-1, 7, 7, 64))
+    x = nn.ConvTranspose(32, (5, 5), (2, 2), 'SAME', use_bias=False,
+                         kernel_init=keras_kernel_init)(x)
+    x = _leaky(batch_norm(x))
+    x = nn.ConvTranspose(1, (5, 5), (2, 2), 'SAME', use_bias=False,
+                         kernel_init=keras_kernel_init)(x)
+    return jnp.tanh(x)
+
+
+class Discriminator(nn.Module):
+  """x -> Conv(32, 5, s2) -> LReLU -> Dropout(0.3) -> Conv(64, 5, s2) -> LReLU -> Dropout(0.3)
+  -> Flatten -> Dense(1)."""
+  dropout_rate: float = 0.3
+  axis_name: str | None = None  # keys the per-example dropout masks to global batch indices
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    for features in (32, 64):
+      x = nn.Conv(features, (5, 5), (2, 2), 'SAME', kernel_init=keras_kernel_init)(x)
+      x = ExampleDropout(self.dropout_rate, self.axis_name)(_leaky(x), deterministic=not train)
+    x = x.reshape((x.shape[0], -1))
+    return nn.Dense(1, kernel_init=keras_kernel_init)(x)[:, 0]

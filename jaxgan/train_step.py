@@ -1,0 +1,119 @@
+"""One GAN training step: discriminator update(s), then a generator update.
+
+`make_train_step` returns a pure `step(state, batch, key) -> (state, measurements)` for one
+device's share of the batch. With `axis_name` set, gradients, batch statistics and measurements
+are averaged over that device axis, so the same function runs under `jax.shard_map` on a mesh
+or under `jax.pmap` (see `jaxgan.parallel`). All randomness comes from `fold_in(key, step)`.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxgan import losses, rng
+from jaxgan.models import GAN
+from jaxgan.state import GANState
+
+StepFn = Callable[[GANState, dict, jax.Array], tuple[GANState, dict]]
+
+
+def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransformation,
+                    d_tx: optax.GradientTransformation, *, n_critic: int = 1,
+                    axis_name: str | None = None,
+                    g_schedule: optax.Schedule | None = None,
+                    d_schedule: optax.Schedule | None = None) -> StepFn:
+  """`batch['image']` holds `n_critic` real batches per device, interleaved: critic update j
+  uses local rows j, j + n_critic, ... (so each chunk is the same set of global examples
+  whatever the device count)."""
+  if n_critic < 1:
+    raise ValueError(f'loss.n_critic must be >= 1, got {n_critic}')
+
+  def mean_over_devices(tree):
+    return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
+
+  def generate(g_params, g_batch_stats, z):
+    variables = {'params': g_params}
+    if g_batch_stats:
+      variables['batch_stats'] = g_batch_stats
+    fake, updates = gan.generator.apply(variables, z, train=True, mutable=['batch_stats'])
+    return fake, updates.get('batch_stats', g_batch_stats)
+
+  def discriminate(d_params, images, dropout_key):
+    return gan.discriminator.apply({'params': d_params}, images, train=True,
+                                   rngs={'dropout': dropout_key})
+
+  def report(outputs):
+    return jax.nn.sigmoid(outputs).mean() if loss.outputs_are_logits else outputs.mean()
+
+  def step(state: GANState, batch: dict, key: jax.Array):
+    step_key = jax.random.fold_in(key, state.step)
+    critic_key, generator_key = jax.random.split(step_key)
+    images = batch['image']
+    local_batch = images.shape[0] // n_critic
+    real_chunks = images.reshape((local_batch, n_critic) + images.shape[1:]).swapaxes(0, 1)
+
+    def critic_update(carry, real, index):
+      d_params, d_opt_state, g_batch_stats = carry
+      z_key, real_key, fake_key, gp_key = jax.random.split(jax.random.fold_in(critic_key, index),
+                                                           4)
+      z = rng.normal(z_key, local_batch, (gan.latent_dim,), axis_name)
+      fake, g_batch_stats = generate(state.g_params, g_batch_stats, z)
+
+      def d_loss_fn(d_params):
+        real_out = discriminate(d_params, real, real_key)
+        fake_out = discriminate(d_params, fake, fake_key)
+        value = loss.discriminator(real_out, fake_out)
+        penalty = jnp.zeros(())
+        if loss.gradient_penalty_weight:
+          penalty = losses.gradient_penalty(
+              lambda x: discriminate(d_params, x, real_key), real, fake, gp_key,
+              weight=loss.gradient_penalty_weight, axis_name=axis_name)
+        return value + penalty, (penalty, report(real_out), report(fake_out))
+
+      (d_loss, (penalty, d_real, d_fake)), grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
+          d_params)
+      grads = mean_over_devices(grads)
+      updates, d_opt_state = d_tx.update(grads, d_opt_state, d_params)
+      d_params = optax.apply_updates(d_params, updates)
+      measured = dict(d_loss=d_loss, d_real=d_real, d_fake=d_fake,
+                      d_grad_norm=optax.global_norm(grads))
+      if loss.gradient_penalty_weight:
+        measured['gradient_penalty'] = penalty
+      return (d_params, d_opt_state, g_batch_stats), measured
+
+    # A Python loop, not lax.scan: XLA:CPU runs a while-loop body ~3x slower than the same ops
+    # unrolled (measured on the dcgan step), and n_critic is small.
+    carry, critic_measured = (state.d_params, state.d_opt_state, state.g_batch_stats), []
+    for index in range(n_critic):
+      carry, measured = critic_update(carry, real_chunks[index], index)
+      critic_measured.append(measured)
+    d_params, d_opt_state, g_batch_stats = carry
+
+    z_key, dropout_key = jax.random.split(generator_key)
+    z = rng.normal(z_key, local_batch, (gan.latent_dim,), axis_name)
+
+    def g_loss_fn(g_params):
+      fake, new_batch_stats = generate(g_params, g_batch_stats, z)
+      return loss.generator(discriminate(d_params, fake, dropout_key)), new_batch_stats
+
+    (g_loss, g_batch_stats), grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)
+    grads = mean_over_devices(grads)
+    updates, g_opt_state = g_tx.update(grads, state.g_opt_state, state.g_params)
+    g_params = optax.apply_updates(state.g_params, updates)
+
+    measurements = {name: jnp.mean(jnp.stack([m[name] for m in critic_measured]))
+                    for name in critic_measured[0]}
+    measurements.update(g_loss=g_loss, g_grad_norm=optax.global_norm(grads))
+    measurements = mean_over_devices(measurements)
+    if g_schedule is not None:
+      measurements['g_lr'] = g_schedule(state.step)
+    if d_schedule is not None:
+      measurements['d_lr'] = d_schedule(state.step * n_critic)
+    new_state = GANState(step=state.step + 1, g_params=g_params, g_batch_stats=g_batch_stats,
+                         d_params=d_params, g_opt_state=g_opt_state, d_opt_state=d_opt_state)
+    return new_state, measurements
+
+  return step
