@@ -79,7 +79,7 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
       updates, d_opt_state = d_tx.update(grads, d_opt_state, d_params)
       d_params = optax.apply_updates(d_params, updates)
       measured = dict(d_loss=d_loss, d_real=d_real, d_fake=d_fake,
-                      d_grad_norm=optax.global_norm(grads))
+                      d_grad_norm=optax.tree.norm(grads))
       if loss.gradient_penalty_weight:
         measured['gradient_penalty'] = penalty
       return (d_params, d_opt_state, g_batch_stats), measured
@@ -106,7 +106,7 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
 
     measurements = {name: jnp.mean(jnp.stack([m[name] for m in critic_measured]))
                     for name in critic_measured[0]}
-    measurements.update(g_loss=g_loss, g_grad_norm=optax.global_norm(grads))
+    measurements.update(g_loss=g_loss, g_grad_norm=optax.tree.norm(grads))
     measurements = mean_over_devices(measurements)
     if g_schedule is not None:
       measurements['g_lr'] = g_schedule(state.step)

@@ -1,0 +1,28 @@
+r"""Train a GAN: python -m experiments.train --config=experiments/configs/dcgan_mnist.py --workdir=DIR
+
+Override any config field with --config.FIELD=VALUE (e.g. --config.num_epochs=3). Running the
+same command again resumes from DIR's newest checkpoint.
+"""
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from absl import app, flags
+from ml_collections import config_flags
+
+from jaxgan import console, trainer
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder: config, metrics, samples, checkpoints.')
+config_flags.DEFINE_config_file('config', 'experiments/configs/dcgan_mnist.py',
+                                'Training config file.', lock_config=True)
+flags.mark_flags_as_required(['workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  console.setup_logging()
+  trainer.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value)
+
+
+if __name__ == '__main__':
+  console.run(main)

@@ -1,0 +1,41 @@
+"""Checkpoints of the GAN state with orbax: atomic (written to a temporary folder, then
+renamed, so a run killed mid-save keeps its previous checkpoint) and pruned to the last few."""
+from __future__ import annotations
+
+import os
+
+import orbax.checkpoint as ocp
+
+from jaxgan.state import GANState
+
+
+class CheckpointStore:
+  """`<workdir>/checkpoints/<step>/`, keeping the newest `keep`."""
+
+  def __init__(self, workdir: str, *, keep: int = 3):
+    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    self._manager = ocp.CheckpointManager(
+        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, state: GANState) -> None:
+    step = int(state.step)
+    if step != self._manager.latest_step():
+      self._manager.save(step, args=ocp.args.StandardSave(state))
+
+  def restore(self, abstract_state: GANState, step: int | None = None) -> GANState:
+    """The state at `step` (default: latest), laid out as `abstract_state` (shapes, shardings)."""
+    step = self._manager.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f'no checkpoint in {self.directory}: train first '
+                              '(python -m experiments.train --workdir=...)')
+    return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+
+  def wait(self) -> None:
+    """Block until background writes are on disk."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()

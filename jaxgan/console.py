@@ -1,0 +1,36 @@
+"""Console output for the experiment scripts: keep jaxgan's progress lines readable."""
+from __future__ import annotations
+
+import logging as std_logging
+
+from absl import logging
+
+# Libraries whose INFO records (per-file checkpoint commits, dataset bookkeeping) would bury
+# the training log; their warnings and errors still show.
+_CHATTY_LIBRARIES = ('/orbax/', '/tensorflow_datasets/', '/etils/')
+
+
+class _HideLibraryInfo(std_logging.Filter):
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return record.levelno >= std_logging.WARNING or not any(
+        lib in record.pathname for lib in _CHATTY_LIBRARIES)
+
+
+def setup_logging() -> None:
+  logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().addFilter(_HideLibraryInfo())
+
+
+def run(main) -> None:
+  """absl's app.run, with bad input (ValueError: config, data; FileNotFoundError: paths)
+  reported as one line on stderr and exit status 1 instead of a traceback."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+
+  def guarded(argv):
+    try:
+      main(argv)
+    except (ValueError, FileNotFoundError) as error:
+      raise SystemExit(f'error: {error}') from None
+
+  app.run(guarded)

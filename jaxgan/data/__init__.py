@@ -1,0 +1,10 @@
+"""Digit datasets: IDX files -> tfds prepared copies -> in-memory arrays -> batches.
+
+Importing this package registers the `kannada_mnist` tfds builder.
+"""
+
+from jaxgan.data.builders import DATASETS, prepare
+from jaxgan.data.idx import DataError
+from jaxgan.data.pipeline import BatchIterator, load_split
+
+__all__ = ['DATASETS', 'BatchIterator', 'DataError', 'load_split', 'prepare']

@@ -1,0 +1,176 @@
+"""tfds builders for the digit datasets and `prepare`, the one entry point to them.
+
+`mnist` is tfds's own catalog entry. `kannada_mnist` is defined here and registered
+with tfds when this module is imported. Both are prepared either online (tfds
+downloads and verifies the official files) or offline from a manual dir holding
+the IDX .gz files in `<manual_dir>/<name>/`; the offline preparers are unregistered
+subclasses that only change where the IDX files come from, so the prepared copy
+is the one `tfds.builder(name, data_dir=...)` reads in both cases.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import tensorflow_datasets as tfds
+from tensorflow_datasets.core import utils as tfds_utils
+
+from jaxgan.data.idx import DataError, find_idx_files, read_idx_pair
+
+# Split -> (images file, labels file), as named in the official releases.
+IDX_FILES: dict[str, dict[str, tuple[str, str]]] = {
+    'mnist': {
+        'train': ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz'),
+        'test': ('t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz'),
+    },
+    'kannada_mnist': {
+        'train': ('X_kannada_MNIST_train-idx3-ubyte.gz', 'y_kannada_MNIST_train-idx1-ubyte.gz'),
+        'test': ('X_kannada_MNIST_test-idx3-ubyte.gz', 'y_kannada_MNIST_test-idx1-ubyte.gz'),
+        'dig': ('X_dig_MNIST-idx3-ubyte.gz', 'y_dig_MNIST-idx1-ubyte.gz'),
+    },
+}
+DATASETS: tuple[str, ...] = tuple(IDX_FILES)
+
+# Pinned to the commit whose files the checksums describe.
+KANNADA_MNIST_URL = (
+    'https://raw.githubusercontent.com/vinayprabhu/Kannada_MNIST/'
+    'f8390ece0c6990551e6f35189ccc42757bb29c43/data/output_tensors/MNIST_format/'
+)
+KANNADA_MNIST_CHECKSUMS = Path(__file__).parent / 'checksums' / 'kannada_mnist.tsv'
+_KANNADA_MNIST_CITATION = """\
+@article{prabhu2019kannada,
+  title={Kannada-MNIST: A new handwritten digits dataset for the Kannada language},
+  author={Prabhu, Vinay Uday},
+  journal={arXiv preprint arXiv:1908.01242},
+  year={2019}
+}"""
+
+
+def _file_names(name: str) -> list[str]:
+  return [file_name for pair in IDX_FILES[name].values() for file_name in pair]
+
+
+def _idx_examples(images_path: os.PathLike, labels_path: os.PathLike) -> Iterator[tuple[int, dict]]:
+  """Examples keyed by position, in the record format of tfds's MNIST generator."""
+  images, labels = read_idx_pair(images_path, labels_path)
+  for index, (image, label) in enumerate(zip(images[..., np.newaxis], labels.astype(np.int64))):
+    yield index, {'image': image, 'label': label}
+
+
+class KannadaMnist(tfds.core.GeneratorBasedBuilder):
+  """Kannada-MNIST (Prabhu 2019): handwritten Kannada digits, plus the Dig-MNIST split."""
+
+  name = 'kannada_mnist'
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Official IDX release; splits train, test and dig (Dig-MNIST).'}
+
+  @tfds_utils.classproperty
+  @classmethod
+  def _checksums_path(cls) -> Path:
+    return KANNADA_MNIST_CHECKSUMS
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=(
+            'Kannada-MNIST: 28x28 grayscale handwritten digits 0-9 in the Kannada script, in '
+            'the MNIST format. Dig-MNIST is a harder out-of-domain set written by other volunteers.'
+        ),
+        features=tfds.features.FeaturesDict({
+            'image': tfds.features.Image(shape=(28, 28, 1)),
+            'label': tfds.features.ClassLabel(num_classes=10),
+        }),
+        supervised_keys=('image', 'label'),
+        homepage='https://github.com/vinayprabhu/Kannada_MNIST',
+        citation=_KANNADA_MNIST_CITATION,
+        # Keep the official order, so example i of a split is image i of the official file.
+        disable_shuffling=True,
+    )
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict:
+    file_names = _file_names(self.name)
+    paths = dl_manager.download_and_extract({f: KANNADA_MNIST_URL + f for f in file_names})
+    return {
+        split: self._generate_examples(paths[images], paths[labels])
+        for split, (images, labels) in IDX_FILES[self.name].items()
+    }
+
+  def _generate_examples(self, images_path: os.PathLike, labels_path: os.PathLike):
+    yield from _idx_examples(images_path, labels_path)
+
+
+class _FromManualDir:
+  """Mixin for a builder: read the IDX files from a folder instead of downloading them."""
+
+  def __init__(self, *, idx_folder: os.PathLike, **kwargs):
+    self._idx_folder = Path(idx_folder)
+    super().__init__(**kwargs)
+
+  # Nothing is downloaded, so no checksums file. (This also skips tfds's lookup of
+  # the builder's code path, which needs importlib_resources: tensorflow/datasets#11212.)
+  @tfds_utils.classproperty
+  @classmethod
+  def _checksums_path(cls) -> None:
+    return None
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict:
+    del dl_manager  # Nothing to download.
+    file_names = _file_names(self.name)
+    paths = dict(zip(file_names, find_idx_files(self._idx_folder, file_names)))
+    return {
+        split: _idx_examples(paths[images], paths[labels])
+        for split, (images, labels) in IDX_FILES[self.name].items()
+    }
+
+
+class _MnistFromManualDir(_FromManualDir, tfds.image_classification.MNIST, skip_registration=True):
+  """tfds's `mnist` (same name, version and info) prepared from local IDX files.
+
+  tfds's own download would fail offline, and local .gz files may differ from the
+  original downloads in their gzip headers, so they cannot pass its checksums.
+  """
+
+  name = 'mnist'
+
+
+class _KannadaMnistFromManualDir(_FromManualDir, KannadaMnist, skip_registration=True):
+  name = 'kannada_mnist'
+
+
+_FROM_MANUAL_DIR = {'mnist': _MnistFromManualDir, 'kannada_mnist': _KannadaMnistFromManualDir}
+
+
+def prepare(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    manual_dir: str | os.PathLike | None = None,
+) -> tfds.core.DatasetBuilder:
+  """The tfds builder of dataset `name`, prepared in `data_dir` and ready to read.
+
+  If `data_dir` (default: tfds's, which respects TFDS_DATA_DIR) already holds the
+  prepared dataset, nothing else happens. Otherwise the dataset is prepared from
+  the IDX .gz files in `<manual_dir>/<name>/` when `manual_dir` is given, else from
+  the official files downloaded by tfds.
+  """
+  if name not in DATASETS:
+    raise DataError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}")
+  data_dir = None if data_dir is None else os.fspath(data_dir)
+  builder = tfds.builder(name, data_dir=data_dir)
+  if builder.is_prepared():
+    return builder
+  if manual_dir is None:
+    try:
+      builder.download_and_prepare()
+    except OSError as error:  # includes requests' connection errors
+      reason = ' '.join(f'{type(error).__name__}: {error}'.split())
+      raise DataError(
+          f'could not download and prepare {name} in {builder.data_dir_root} ({reason}): check '
+          f'the network and disk, or pass manual_dir=DIR with the IDX .gz files in DIR/{name}/'
+      ) from error
+    return builder
+  preparer = _FROM_MANUAL_DIR[name](idx_folder=Path(manual_dir) / name, data_dir=data_dir)
+  preparer.download_and_prepare()
+  return tfds.builder(name, data_dir=data_dir)

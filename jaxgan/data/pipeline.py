@@ -1,0 +1,228 @@
+"""In-memory splits and the deterministic, resumable, sharded batch iterator."""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+
+import jax
+import numpy as np
+import tensorflow_datasets as tfds
+
+from jaxgan.data.builders import prepare
+from jaxgan.data.idx import DataError
+
+# Read in batches, not with batch_size=-1: that asks tfds for one batch of its total
+# example count, which under tfds.testing.mock_data (no metadata) is sys.maxsize and aborts.
+_READ_BATCH_SIZE = 10_000
+
+
+def load_split(
+    name: str,
+    split: str,
+    data_dir: str | os.PathLike | None = None,
+    manual_dir: str | os.PathLike | None = None,
+    num_examples: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+  """A whole split in memory: (images uint8 (N, 28, 28, 1), labels int32 (N,)).
+
+  The dataset is prepared first if needed (see `prepare`). `split` is any tfds
+  split expression ("train", "test[:1000]", ...). With `num_examples`, only that
+  many examples are kept, chosen by `class_balanced_indices` (no seed involved).
+  """
+  builder = prepare(name, data_dir=data_dir, manual_dir=manual_dir)
+  chunks = list(tfds.as_numpy(builder.as_dataset(split=split, batch_size=_READ_BATCH_SIZE)))
+  images = np.concatenate([chunk['image'] for chunk in chunks])
+  labels = np.concatenate([chunk['label'] for chunk in chunks]).astype(np.int32)
+  if num_examples is not None:
+    if not 1 <= num_examples <= len(labels):
+      raise DataError(
+          f'num_examples={num_examples} but {name} {split!r} has {len(labels)} examples: '
+          f'pass 1..{len(labels)} or None for all'
+      )
+    keep = class_balanced_indices(labels, num_examples)
+    images, labels = images[keep], labels[keep]
+  return images, labels
+
+
+def class_balanced_indices(labels: np.ndarray, num_examples: int) -> np.ndarray:
+  """Sorted indices of `num_examples` examples, as evenly spread over the classes as possible.
+
+  Classes are visited round-robin in ascending label order, each contributing its
+  next example in split order: first the first example of every class, then the
+  second of every class, and so on. Class counts thus differ by at most one, unless
+  a class runs out of examples.
+  """
+  rank_in_class = np.empty(len(labels), dtype=np.int64)
+  for label in np.unique(labels):
+    members = labels == label
+    rank_in_class[members] = np.arange(np.count_nonzero(members))
+  round_robin = np.lexsort((labels, rank_in_class))  # by rank, then label
+  return np.sort(round_robin[:num_examples])
+
+
+class BatchIterator:
+  """Endless, deterministic stream of training batches, prefetched in a background thread.
+
+  Epoch e visits the examples in the order `np.random.default_rng([seed, e]).permutation(N)`,
+  cut into `N // batch_size` batches (the remainder is dropped). Step s is batch
+  `s % steps_per_epoch` of epoch `s // steps_per_epoch`, so an iterator started at
+  `start_step=k` yields exactly what an uninterrupted one yields from its step k on.
+
+  Each batch is `{"image": float32 (B, H, W, C) in [-1, 1], "label": int32 (B,)}` where
+  B = `batch_size` is the global batch. Process p of P (jax.process_index/count)
+  converts only rows [p*B/P, (p+1)*B/P) of it. With a `sharding` (for example
+  `NamedSharding(mesh, PartitionSpec("data"))`) those rows become a global jax.Array
+  sharded over the mesh; without one the process's rows are returned as numpy arrays.
+
+  Use as a context manager, or call `close()`, to stop the thread. An exception in
+  the thread is raised by the `next()` call that would have returned its batch.
+  """
+
+  def __init__(
+      self,
+      images: np.ndarray,
+      labels: np.ndarray,
+      *,
+      batch_size: int,
+      seed: int,
+      start_step: int = 0,
+      sharding: jax.sharding.Sharding | None = None,
+      prefetch: int = 2,
+  ):
+    if len(images) != len(labels):
+      raise ValueError(
+          f'{len(images)} images but {len(labels)} labels: pass the arrays of one split'
+      )
+    if not 1 <= batch_size <= len(images):
+      raise ValueError(
+          f'batch_size={batch_size} must be in 1..{len(images)} (the number of examples)'
+      )
+    if start_step < 0:
+      raise ValueError(f'start_step={start_step} must be >= 0')
+    if prefetch < 1:
+      raise ValueError(f'prefetch={prefetch} must be >= 1')
+    self.images = images
+    self.labels = labels
+    self.batch_size = batch_size
+    self.seed = seed
+    self.sharding = sharding
+    self.steps_per_epoch = len(images) // batch_size
+    self.local_rows = _local_rows(batch_size, sharding, images.shape[1:])
+    self.step = start_step  # the step of the batch next() returns
+    self._epoch_order = (-1, np.empty(0, dtype=np.int64))  # (epoch, its permutation), cached
+    self._ready: queue.Queue = queue.Queue(maxsize=prefetch)
+    self._stop = threading.Event()
+    self._failure: BaseException | None = None
+    self._thread = threading.Thread(
+        target=self._produce, args=(start_step,), daemon=True, name='BatchIterator'
+    )
+    self._thread.start()
+
+  def epoch_of(self, step: int) -> int:
+    """The epoch that step `step` belongs to."""
+    return step // self.steps_per_epoch
+
+  def epoch_permutation(self, epoch: int) -> np.ndarray:
+    """The order in which epoch `epoch` visits the examples."""
+    return np.random.default_rng([self.seed, epoch]).permutation(len(self.images))
+
+  def batch_at(self, step: int) -> dict:
+    """The (process-local part of the) batch of step `step`, computed now."""
+    epoch = self.epoch_of(step)
+    cached_epoch, order = self._epoch_order  # one read: batch_at may run in two threads
+    if cached_epoch != epoch:
+      order = self.epoch_permutation(epoch)
+      self._epoch_order = (epoch, order)
+    start = (step % self.steps_per_epoch) * self.batch_size
+    rows = order[start + self.local_rows.start : start + self.local_rows.stop]
+    batch = {
+        'image': self.images[rows].astype(np.float32) / 127.5 - 1.0,
+        'label': self.labels[rows].astype(np.int32),
+    }
+    if self.sharding is None:
+      return batch
+    return {
+        key: jax.make_array_from_process_local_data(
+            self.sharding, local, (self.batch_size, *local.shape[1:])
+        )
+        for key, local in batch.items()
+    }
+
+  def __iter__(self) -> BatchIterator:
+    return self
+
+  def __next__(self) -> dict:
+    if self._failure is not None:
+      raise self._failure
+    if self._stop.is_set():
+      raise StopIteration
+    batch = self._ready.get()
+    if isinstance(batch, BaseException):
+      self._failure = batch
+      raise batch
+    self.step += 1
+    return batch
+
+  def close(self) -> None:
+    """Stop the prefetch thread; further next() calls raise StopIteration."""
+    self._stop.set()
+    self._thread.join()
+
+  def __enter__(self) -> BatchIterator:
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
+
+  def _produce(self, step: int) -> None:
+    try:
+      while not self._stop.is_set():
+        self._put(self.batch_at(step))
+        step += 1
+    except BaseException as error:  # handed to the consumer, which re-raises it
+      self._put(error)
+
+  def _put(self, item) -> None:
+    """Queue `item`, waiting for room but giving up once close() is called."""
+    while not self._stop.is_set():
+      try:
+        self._ready.put(item, timeout=0.05)
+        return
+      except queue.Full:
+        continue
+
+
+def _local_rows(
+    batch_size: int, sharding: jax.sharding.Sharding | None, example_shape: tuple
+) -> slice:
+  """This process's rows of every global batch; checks that the sharding agrees."""
+  process_count, process_index = jax.process_count(), jax.process_index()
+  if batch_size % process_count:
+    raise ValueError(
+        f'batch_size={batch_size} is not divisible by the {process_count} processes: '
+        'pick a multiple'
+    )
+  rows_per_process = batch_size // process_count
+  rows = slice(process_index * rows_per_process, (process_index + 1) * rows_per_process)
+  if sharding is None:
+    return rows
+  global_shape = (batch_size, *example_shape)
+  try:
+    device_slices = sharding.addressable_devices_indices_map(global_shape).values()
+  except ValueError:  # jax: the batch axis does not divide evenly over the devices
+    raise ValueError(
+        f"batch_size={batch_size} does not divide evenly over the sharding's "
+        f'{len(sharding.device_set)} devices: pick a multiple of the number of devices on the '
+        'batch axis'
+    ) from None
+  covered = [index[0].indices(batch_size)[:2] for index in device_slices]
+  first_row, end_row = min(start for start, _ in covered), max(stop for _, stop in covered)
+  if (first_row, end_row) != (rows.start, rows.stop):
+    raise ValueError(
+        f"process {process_index}'s devices hold rows [{first_row}, {end_row}) of the batch, not "
+        f'[{rows.start}, {rows.stop}): build the mesh so that the devices of each process are '
+        'contiguous on the batch axis (jax.make_mesh does)'
+    )
+  return rows

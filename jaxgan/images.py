@@ -1,0 +1,44 @@
+"""Image conversion, sample grids and atomic image writes."""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+  """[-1, 1] floats (N, H, W[, 1]) -> uint8 (N, H, W), 0 = background as in the IDX files."""
+  images = np.asarray(images, np.float32)
+  if images.ndim == 4:
+    images = images[..., 0]
+  return np.clip(np.rint((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def grid(images: np.ndarray, rows: int, cols: int | None = None, *, scale: int = 1,
+         pad: int = 1) -> Image.Image:
+  """Tile uint8 images (N, H, W) row-major into a grayscale picture, white gaps between cells."""
+  cols = rows if cols is None else cols
+  images = np.asarray(images)[: rows * cols]
+  height, width = images.shape[1:3]
+  canvas = np.full((rows * (height + pad) + pad, cols * (width + pad) + pad), 255, np.uint8)
+  for index, image in enumerate(images):
+    r, c = divmod(index, cols)
+    top, left = pad + r * (height + pad), pad + c * (width + pad)
+    canvas[top:top + height, left:left + width] = image
+  picture = Image.fromarray(canvas)  # 2-D uint8 -> 8-bit grayscale
+  return picture.resize((canvas.shape[1] * scale, canvas.shape[0] * scale), Image.NEAREST)
+
+
+def save_atomic(picture: Image.Image, path: str, **save_kwargs) -> None:
+  """Write next to `path`, then rename: a killed run never leaves a half-written image."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f'{path}.tmp-{os.getpid()}'
+  picture.save(tmp, format=os.path.splitext(path)[1][1:].upper() or 'PNG', **save_kwargs)
+  os.replace(tmp, path)
+
+
+def save_gif_atomic(frames: Sequence[Image.Image], path: str, *, duration_ms: int = 400) -> None:
+  first, *rest = frames
+  save_atomic(first, path, save_all=True, append_images=rest, duration=duration_ms, loop=0)

@@ -1,0 +1,320 @@
+"""`train_and_evaluate(config, workdir)`: the training loop behind `experiments.train`.
+
+A run folder holds everything about one run:
+  config.json      the resolved config
+  metrics.jsonl    one JSON object per log interval
+  samples/         epoch_NNN.png grids from one fixed latent batch, and final.png
+  checkpoints/     orbax checkpoints of the whole GAN state, the newest few
+Running again with the same workdir resumes from the newest checkpoint; a finished run returns.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from jaxgan import data, generate, images, losses, models, optim, parallel
+from jaxgan.checkpoint import CheckpointStore
+from jaxgan.state import GANState, generator_variables, init_state
+from jaxgan.train_step import make_train_step
+
+# Fields a resumed run may change; any other difference means a different experiment.
+RESUMABLE_FIELDS = frozenset({
+    'num_epochs', 'num_steps', 'log_every', 'checkpoint_every', 'keep_checkpoints',
+    'data.manual_dir', 'data.data_dir', 'parallel'})
+# Streams split from the seed: parameter init, train steps, the fixed sample-grid latents.
+_INIT, _STEPS, _SAMPLES = range(3)
+
+
+@dataclasses.dataclass(frozen=True)
+class Components:
+  gan: models.GAN  # modules for init and sampling (no device axis)
+  loss: losses.GANLoss
+  g_tx: optax.GradientTransformation
+  d_tx: optax.GradientTransformation
+  g_schedule: optax.Schedule
+  d_schedule: optax.Schedule
+
+
+def build_components(config: ml_collections.ConfigDict, total_steps: int) -> Components:
+  loss = losses.get(config.loss.name, label_smoothing=config.loss.label_smoothing,
+                    gp_weight=config.loss.gp_weight)
+  g_tx, g_schedule = optim.make_adam(config.optimizer.generator, config.schedule, total_steps)
+  d_tx, d_schedule = optim.make_adam(config.optimizer.discriminator, config.schedule,
+                                     total_steps * config.loss.n_critic)
+  return Components(models.build(config.model.name), loss, g_tx, d_tx, g_schedule, d_schedule)
+
+
+def abstract_state(components: Components, sharding=None) -> GANState:
+  """Shapes and dtypes of the state (no computation), laid out with `sharding` for restores."""
+  shapes = jax.eval_shape(
+      lambda key: init_state(components.gan, components.g_tx, components.d_tx, key),
+      jax.random.key(0))
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+
+
+def seed_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(init, step, sample-grid) keys of a run."""
+  root = jax.random.key(seed)
+  return tuple(jax.random.fold_in(root, stream) for stream in (_INIT, _STEPS, _SAMPLES))
+
+
+def grid_latents(config: ml_collections.ConfigDict, gan: models.GAN) -> jax.Array:
+  return generate.latents(seed_keys(config.seed)[2], config.sample_grid_rows ** 2, gan.latent_dim)
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Fail early, with the field to fix, before anything is written."""
+  problems = []
+  if config.batch_size <= 0:
+    problems.append(f'batch_size must be > 0, got {config.batch_size}')
+  if config.num_steps < 0 or (config.num_steps == 0 and config.num_epochs <= 0):
+    problems.append('set num_epochs > 0 or num_steps > 0 '
+                    f'(got num_epochs={config.num_epochs}, num_steps={config.num_steps})')
+  if not 0.0 <= config.loss.label_smoothing < 1.0:
+    problems.append(f'loss.label_smoothing must be in [0, 1), got {config.loss.label_smoothing}')
+  if config.loss.n_critic < 1:
+    problems.append(f'loss.n_critic must be >= 1, got {config.loss.n_critic}')
+  for field in ('log_every', 'checkpoint_every', 'keep_checkpoints', 'sample_grid_rows',
+                'sample_grid_scale'):
+    if config[field] <= 0:
+      problems.append(f'{field} must be > 0, got {config[field]}')
+  if config.parallel not in ('mesh', 'pmap'):
+    problems.append(f"parallel must be 'mesh' or 'pmap', got {config.parallel!r}")
+  if problems:
+    raise ValueError('bad config: ' + '; '.join(problems))
+  models.build(config.model.name)  # raises on an unknown model name
+  losses.get(config.loss.name, gp_weight=config.loss.gp_weight)
+
+
+def _flatten(config: dict, prefix: str = '') -> dict:
+  flat = {}
+  for key, value in config.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = value
+  return flat
+
+
+def _write_json_atomic(obj, path: str) -> None:
+  tmp = f'{path}.tmp-{os.getpid()}'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+    f.write('\n')
+  os.replace(tmp, path)
+
+
+def record_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Write config.json; refuse a workdir whose run was started with a different experiment."""
+  path = os.path.join(workdir, 'config.json')
+  resolved = json.loads(config.to_json())
+  if os.path.exists(path):
+    with open(path) as f:
+      before, now = _flatten(json.load(f)), _flatten(resolved)
+    changed = sorted(k for k in before.keys() | now.keys()
+                     if k not in RESUMABLE_FIELDS and before.get(k) != now.get(k))
+    if changed:
+      diffs = ', '.join(f'{k}: {before.get(k)!r} there, {now.get(k)!r} now' for k in changed)
+      raise ValueError(f'{workdir} holds a run with a different config ({diffs}): use a new '
+                       '--workdir, or the same config to resume it')
+  _write_json_atomic(resolved, path)
+
+
+class MetricsLog:
+  """metrics.jsonl, appended one line per log interval and flushed at once."""
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+
+  def drop_after(self, step: int) -> None:
+    """Forget lines logged after the checkpoint a resumed run starts from (they will be
+    logged again), so the file reads as one uninterrupted run."""
+    if not os.path.exists(self.path):
+      return
+    with open(self.path) as f:
+      kept = [line for line in f if line.strip() and json.loads(line)['step'] <= step]
+    tmp = f'{self.path}.tmp-{os.getpid()}'
+    with open(tmp, 'w') as f:
+      f.writelines(kept)
+    os.replace(tmp, self.path)
+
+  def append(self, record: dict) -> None:
+    with open(self.path, 'a') as f:
+      f.write(json.dumps(record) + '\n')
+      f.flush()
+
+
+class _MeshRunner:
+  """jit(shard_map(step)) over a mesh of all devices; state arrays replicated."""
+
+  def __init__(self, components: Components, step_fn, mesh):
+    self.mesh = mesh
+    self.batch_sharding = parallel.batch_sharded(mesh)
+    self.state_sharding = parallel.replicated(mesh)
+    self._init = jax.jit(
+        lambda key: init_state(components.gan, components.g_tx, components.d_tx, key),
+        out_shardings=self.state_sharding)
+    self.step = parallel.shard_step(step_fn, mesh)
+
+  def init(self, key):
+    return self._init(key)
+
+  def from_checkpoint(self, state):
+    return state
+
+  def to_checkpoint(self, state):
+    return state
+
+  def to_host(self, tree):
+    return jax.device_get(tree)
+
+  def prepare_batch(self, batch):
+    return batch
+
+
+class _PmapRunner(_MeshRunner):
+  """pmap(step) over this process's devices; state arrays carry a leading device axis."""
+
+  def __init__(self, components: Components, step_fn, mesh):
+    if jax.process_count() > 1:
+      raise ValueError("parallel='pmap' runs on one process; use --config.parallel=mesh")
+    super().__init__(components, step_fn, mesh)
+    self.batch_sharding = None  # host batches, split on a leading device axis below
+    self.state_sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    self.step = parallel.pmap_step(step_fn)
+
+  def init(self, key):
+    return self.from_checkpoint(self._init(key))
+
+  def from_checkpoint(self, state):
+    return parallel.pmap_replicate(jax.device_get(state), jax.local_device_count())
+
+  def to_checkpoint(self, state):
+    return parallel.pmap_unreplicate(state)
+
+  def to_host(self, tree):
+    return jax.device_get(parallel.pmap_unreplicate(tree))
+
+  def prepare_batch(self, batch):
+    count = jax.local_device_count()
+    return {k: v.reshape((count, -1) + v.shape[1:]) for k, v in batch.items()}
+
+
+def _format_seconds(seconds: float) -> str:
+  minutes, seconds = divmod(int(seconds), 60)
+  hours, minutes = divmod(minutes, 60)
+  return f'{hours}h{minutes:02d}m{seconds:02d}s' if hours else f'{minutes}m{seconds:02d}s'
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANState:
+  """Train (or resume) the run in `workdir`; returns the final state (host layout)."""
+  validate(config)
+  mesh = parallel.make_mesh()
+  parallel.check_batch_divides(config.batch_size, mesh)
+  train_images, train_labels = data.load_split(
+      config.data.name, config.data.split, data_dir=config.data.data_dir or None,
+      manual_dir=config.data.manual_dir or None,
+      num_examples=config.data.num_train_examples or None)
+  examples_per_step = config.batch_size * config.loss.n_critic
+  steps_per_epoch = len(train_images) // examples_per_step
+  if steps_per_epoch == 0:
+    raise ValueError(f'{len(train_images)} training examples are fewer than one step needs '
+                     f'(batch_size x loss.n_critic = {examples_per_step}): lower batch_size')
+  total_steps = config.num_steps or config.num_epochs * steps_per_epoch
+
+  is_writer = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+  if is_writer:
+    record_config(config, workdir)
+  components = build_components(config, total_steps)
+  step_gan = models.build(config.model.name, axis_name=parallel.DATA_AXIS)
+  step_fn = make_train_step(step_gan, components.loss, components.g_tx, components.d_tx,
+                            n_critic=config.loss.n_critic, axis_name=parallel.DATA_AXIS,
+                            g_schedule=components.g_schedule, d_schedule=components.d_schedule)
+  runner = (_PmapRunner if config.parallel == 'pmap' else _MeshRunner)(components, step_fn, mesh)
+
+  init_key, step_key, _ = seed_keys(config.seed)
+  store = CheckpointStore(workdir, keep=config.keep_checkpoints)
+  if store.latest_step() is None:
+    state = runner.init(init_key)
+  else:
+    state = runner.from_checkpoint(
+        store.restore(abstract_state(components, runner.state_sharding)))
+    logging.info('resuming %s from its checkpoint at step %d', workdir, store.latest_step())
+  start_step = int(runner.to_host(state.step))
+  metrics_log = MetricsLog(workdir)
+  samples_dir = os.path.join(workdir, 'samples')
+  z_grid = grid_latents(config, components.gan)
+
+  def write_grid(name: str) -> None:
+    if is_writer:
+      host = runner.to_host(state)
+      picture = generate.sample_grid(components.gan, generator_variables(host), z_grid,
+                                     config.sample_grid_rows, scale=config.sample_grid_scale)
+      images.save_atomic(picture, os.path.join(samples_dir, name))
+
+  if start_step >= total_steps:
+    logging.info('run in %s already finished at step %d of %d: nothing to do', workdir,
+                 start_step, total_steps)
+    if not os.path.exists(os.path.join(samples_dir, 'final.png')):
+      write_grid('final.png')
+    store.close()
+    return runner.to_host(state)
+  if is_writer:
+    metrics_log.drop_after(start_step)
+
+  logging.info('training %s (%s loss) on %s: %d examples, %d steps (%d per epoch), '
+               'global batch %d over %d devices (%s)', config.model.name, config.loss.name,
+               config.data.name, len(train_images), total_steps, steps_per_epoch,
+               config.batch_size, mesh.size, config.parallel)
+  batches = data.BatchIterator(train_images, train_labels, batch_size=examples_per_step,
+                               seed=config.seed, start_step=start_step,
+                               sharding=runner.batch_sharding)
+  interval_start, interval_first_step = time.perf_counter(), start_step
+  try:
+    for step in range(start_step, total_steps):
+      state, measurements = runner.step(state, runner.prepare_batch(next(batches)), step_key)
+      done = step + 1
+      if done == start_step + 1:
+        jax.block_until_ready(measurements)  # the first step compiles: keep it out of img/s
+        logging.info('first step (compilation included) took %.1f s',
+                     time.perf_counter() - interval_start)
+        interval_start, interval_first_step = time.perf_counter(), done
+      if done % config.log_every == 0 or done == total_steps:
+        measured = {k: float(v) for k, v in runner.to_host(measurements).items()}
+        now = time.perf_counter()
+        steps_timed = done - interval_first_step
+        step_seconds = (now - interval_start) / steps_timed if steps_timed else float('nan')
+        images_per_s = config.batch_size / step_seconds if steps_timed else float('nan')
+        interval_start, interval_first_step = now, done
+        record = dict(step=done, epoch=round(done / steps_per_epoch, 4),
+                      images_per_s=round(images_per_s, 1), **measured)
+        if is_writer:
+          metrics_log.append(record)
+        eta = _format_seconds((total_steps - done) * step_seconds) if steps_timed else '?'
+        logging.info('epoch %.2f step %d/%d  d_loss %.4f  g_loss %.4f  D(real) %.3f  '
+                     'D(fake) %.3f  %.0f img/s  eta %s', record['epoch'], done, total_steps,
+                     measured['d_loss'], measured['g_loss'], measured['d_real'],
+                     measured['d_fake'], images_per_s, eta)
+      if done % steps_per_epoch == 0:
+        write_grid(f'epoch_{done // steps_per_epoch:03d}.png')
+      if done % steps_per_epoch == 0 or done % config.checkpoint_every == 0:
+        store.save(runner.to_checkpoint(state))
+  finally:
+    batches.close()
+    store.wait()
+  store.save(runner.to_checkpoint(state))
+  store.wait()
+  write_grid('final.png')
+  store.close()
+  logging.info('finished: %d steps; run folder %s', total_steps, workdir)
+  return runner.to_host(state)

@@ -1,0 +1,632 @@
+"""Tests of jaxgan.data on tiny IDX files written here (and, opt-in, on the real datasets)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import struct
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from jax.sharding import NamedSharding, PartitionSpec
+
+from jaxgan.data import DATASETS, BatchIterator, DataError, load_split, prepare
+from jaxgan.data import builders
+from jaxgan.data.idx import IMAGES_MAGIC, LABELS_MAGIC, find_idx_files
+from jaxgan.data.idx import read_idx_images, read_idx_labels, read_idx_pair
+from jaxgan.data.pipeline import class_balanced_indices
+
+# Folder holding the real mnist/ and kannada_mnist/ IDX files, for the real_data tests.
+REAL_MANUAL_DIR = os.environ.get('JAXGAN_MANUAL_DIR')
+needs_real_data = pytest.mark.skipif(
+    not REAL_MANUAL_DIR,
+    reason='set JAXGAN_MANUAL_DIR to the folder holding mnist/ and kannada_mnist/',
+)
+
+# Examples per split of the tiny datasets.
+TINY_SIZES = {
+    'mnist': {'train': 30, 'test': 10},
+    'kannada_mnist': {'train': 30, 'test': 10, 'dig': 20},
+}
+
+
+def write_idx(
+    path: Path,
+    array: np.ndarray,
+    *,
+    magic: int | None = None,
+    truncate: int = 0,
+    compress: bool = True,
+) -> Path:
+  """Write uint8 images (N, rows, cols) or labels (N,) as an IDX file, gzipped if `compress`.
+
+  `magic` overrides the magic number and `truncate` drops that many bytes from the
+  end of the (uncompressed) content, to produce broken files.
+  """
+  array = np.asarray(array, dtype=np.uint8)
+  if magic is None:
+    magic = IMAGES_MAGIC if array.ndim == 3 else LABELS_MAGIC
+  content = struct.pack(f'>{array.ndim + 1}I', magic, *array.shape) + array.tobytes()
+  content = content[: len(content) - truncate]
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_bytes(gzip.compress(content) if compress else content)
+  return path
+
+
+def tiny_digits(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  rng = np.random.default_rng(seed)
+  images = rng.integers(0, 256, (count, 28, 28), dtype=np.uint8)
+  return images, rng.integers(0, 10, count, dtype=np.uint8)
+
+
+@pytest.fixture(scope='module')
+def manual_dir(tmp_path_factory) -> tuple[Path, dict]:
+  """A manual dir with tiny versions of all IDX files, and the arrays: name -> split -> arrays."""
+  root = tmp_path_factory.mktemp('manual')
+  arrays = {}
+  for dataset_index, (name, sizes) in enumerate(TINY_SIZES.items()):
+    arrays[name] = {}
+    for split, count in sizes.items():
+      images, labels = tiny_digits(count, seed=100 * dataset_index + count)
+      images_file, labels_file = builders.IDX_FILES[name][split]
+      write_idx(root / name / images_file, images)
+      write_idx(root / name / labels_file, labels)
+      arrays[name][split] = (images, labels)
+  return root, arrays
+
+
+@pytest.fixture(scope='module')
+def data_dir(manual_dir, tmp_path_factory) -> Path:
+  """A tfds data dir with both tiny datasets prepared from the manual dir."""
+  root = tmp_path_factory.mktemp('tfds')
+  for name in DATASETS:
+    prepare(name, data_dir=root, manual_dir=manual_dir[0])
+  return root
+
+
+def full_split(builder: tfds.core.DatasetBuilder, split: str) -> tuple[np.ndarray, np.ndarray]:
+  data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+  return data['image'], data['label']
+
+
+def sorted_examples(images: np.ndarray, labels: np.ndarray) -> list[tuple[int, bytes]]:
+  """The examples as an order-free list, to compare splits that tfds stored shuffled."""
+  return sorted(
+      zip(labels.tolist(), (image.tobytes() for image in images.reshape(len(images), -1)))
+  )
+
+
+def no_download(*args, **kwargs):
+  raise AssertionError('download_and_prepare was called on a prepared dataset')
+
+
+# --- idx.py ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('compress', [True, False])
+def test_read_idx_pair_returns_the_arrays_written(tmp_path, compress):
+  images, labels = tiny_digits(7, seed=0)
+  read_images, read_labels = read_idx_pair(
+      write_idx(tmp_path / 'images', images, compress=compress),
+      write_idx(tmp_path / 'labels', labels, compress=compress),
+  )
+  assert read_images.dtype == np.uint8 and read_images.shape == (7, 28, 28)
+  assert read_labels.dtype == np.uint8 and read_labels.shape == (7,)
+  np.testing.assert_array_equal(read_images, images)
+  np.testing.assert_array_equal(read_labels, labels)
+
+
+def assert_one_line_error(read, *fragments: str) -> None:
+  with pytest.raises(DataError) as error:
+    read()
+  message = str(error.value)
+  assert '\n' not in message
+  for fragment in fragments:
+    assert fragment in message, f'{fragment!r} not in {message!r}'
+
+
+def test_wrong_magic_number_names_file_and_both_numbers(tmp_path):
+  images, labels = tiny_digits(3, seed=0)
+  labels_as_images = write_idx(tmp_path / 'swapped-images.gz', images, magic=LABELS_MAGIC)
+  images_as_labels = write_idx(tmp_path / 'swapped-labels.gz', labels, magic=IMAGES_MAGIC)
+  assert_one_line_error(
+      lambda: read_idx_images(labels_as_images),
+      'swapped-images.gz',
+      'wrong magic number 2049',
+      'expected 2051',
+  )
+  assert_one_line_error(
+      lambda: read_idx_labels(images_as_labels),
+      'swapped-labels.gz',
+      'wrong magic number 2051',
+      'expected 2049',
+  )
+
+
+def test_truncated_file_names_expected_and_found_sizes(tmp_path):
+  images, labels = tiny_digits(3, seed=0)
+  expected = 16 + 3 * 28 * 28
+  short_images = write_idx(tmp_path / 'short-images.gz', images, truncate=100)
+  short_labels = write_idx(tmp_path / 'short-labels', labels, truncate=1, compress=False)
+  assert_one_line_error(
+      lambda: read_idx_images(short_images),
+      'short-images.gz',
+      'truncated',
+      f'{expected} bytes',
+      f'found {expected - 100}',
+  )
+  assert_one_line_error(
+      lambda: read_idx_labels(short_labels), 'short-labels', 'truncated', '11 bytes', 'found 10'
+  )
+  header_only = tmp_path / 'stub.gz'
+  header_only.write_bytes(gzip.compress(b'\x00\x00\x08'))
+  assert_one_line_error(
+      lambda: read_idx_images(header_only), 'stub.gz', 'truncated', '16-byte IDX header'
+  )
+
+
+def test_file_longer_than_its_header_says_is_rejected(tmp_path):
+  path = tmp_path / 'long-labels.gz'
+  path.write_bytes(gzip.compress(struct.pack('>II', LABELS_MAGIC, 2) + bytes(5)))
+  assert_one_line_error(
+      lambda: read_idx_labels(path), 'long-labels.gz', 'too long', '10 bytes', 'found 13'
+  )
+
+
+def test_images_that_are_not_28x28_are_rejected(tmp_path):
+  path = write_idx(tmp_path / 'small-images.gz', np.zeros((2, 27, 28)))
+  assert_one_line_error(lambda: read_idx_images(path), 'small-images.gz', '27x28', 'expected 28x28')
+
+
+def test_count_mismatch_names_both_files_and_counts(tmp_path):
+  images, labels = tiny_digits(5, seed=0)
+  images_path = write_idx(tmp_path / 'five-images.gz', images)
+  labels_path = write_idx(tmp_path / 'four-labels.gz', labels[:4])
+  assert_one_line_error(
+      lambda: read_idx_pair(images_path, labels_path),
+      'five-images.gz has 5 images',
+      'four-labels.gz has 4 labels',
+  )
+
+
+def test_corrupt_gzip_is_reported_as_such(tmp_path):
+  images, _ = tiny_digits(5, seed=0)
+  path = write_idx(tmp_path / 'cut-images.gz', images)
+  path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+  assert_one_line_error(lambda: read_idx_images(path), 'cut-images.gz', 'corrupt gzip')
+
+
+def test_missing_folder_and_missing_files_list_what_is_expected(tmp_path):
+  names = ['a-images.gz', 'a-labels.gz', 'b-images.gz']
+  assert_one_line_error(
+      lambda: find_idx_files(tmp_path / 'absent', names), 'absent not found', ', '.join(names)
+  )
+  (tmp_path / 'a-labels.gz').write_bytes(b'')
+  assert_one_line_error(
+      lambda: find_idx_files(tmp_path, names),
+      'missing a-images.gz, b-images.gz',
+      f"expected all of: {', '.join(names)}",
+  )
+  for name in names:
+    (tmp_path / name).write_bytes(b'')
+  assert find_idx_files(tmp_path, names) == [tmp_path / name for name in names]
+
+
+# --- builders.py ----------------------------------------------------------------------
+
+
+def test_unknown_dataset_name_lists_the_known_ones():
+  assert_one_line_error(
+      lambda: prepare('fashion_mnist'), "unknown dataset 'fashion_mnist'", 'mnist, kannada_mnist'
+  )
+
+
+def test_missing_manual_folder_is_reported_before_anything_is_written(tmp_path):
+  assert_one_line_error(
+      lambda: prepare('kannada_mnist', data_dir=tmp_path / 'tfds', manual_dir=tmp_path / 'nowhere'),
+      str(tmp_path / 'nowhere' / 'kannada_mnist'),
+      'not found',
+      'X_dig_MNIST-idx3-ubyte.gz',
+  )
+  assert not tfds.builder('kannada_mnist', data_dir=tmp_path / 'tfds').is_prepared()
+
+
+def test_kannada_mnist_is_registered_with_its_declared_info(tmp_path):
+  builder = tfds.builder('kannada_mnist', data_dir=tmp_path)
+  assert isinstance(builder, builders.KannadaMnist)
+  assert str(builder.version) == '1.0.0'
+  assert builder.info.features['image'].shape == (28, 28, 1)
+  assert builder.info.features['image'].np_dtype == np.uint8
+  assert builder.info.features['label'].num_classes == 10
+  assert builder.info.supervised_keys == ('image', 'label')
+
+
+def test_kannada_mnist_prepared_from_manual_dir_reads_back_through_plain_tfds(
+    manual_dir, data_dir, monkeypatch
+):
+  builder = tfds.builder('kannada_mnist', data_dir=data_dir)
+  split_sizes = {split: info.num_examples for split, info in builder.info.splits.items()}
+  assert split_sizes == TINY_SIZES['kannada_mnist']
+  for split, (images, labels) in manual_dir[1]['kannada_mnist'].items():
+    read_images, read_labels = full_split(builder, split)
+    np.testing.assert_array_equal(read_images, images[..., np.newaxis])  # official order kept
+    np.testing.assert_array_equal(read_labels, labels)
+  monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare', no_download)
+  again = prepare('kannada_mnist', data_dir=data_dir)  # no manual dir needed any more
+  assert isinstance(again, builders.KannadaMnist) and again.data_dir == builder.data_dir
+
+
+def test_mnist_prepared_from_manual_dir_reads_back_through_plain_tfds(
+    manual_dir, data_dir, monkeypatch
+):
+  builder = tfds.builder('mnist', data_dir=data_dir)
+  assert type(builder) is tfds.image_classification.MNIST
+  assert Path(builder.data_dir) == data_dir / 'mnist' / '3.0.1'
+  split_sizes = {split: info.num_examples for split, info in builder.info.splits.items()}
+  assert split_sizes == TINY_SIZES['mnist']
+  for split, (images, labels) in manual_dir[1]['mnist'].items():
+    read_images, read_labels = full_split(builder, split)
+    assert read_images.shape == (len(images), 28, 28, 1)
+    assert sorted_examples(read_images, read_labels) == sorted_examples(images, labels)
+  monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare', no_download)
+  assert prepare('mnist', data_dir=data_dir).data_dir == builder.data_dir
+
+
+def test_offline_mnist_generates_what_tfds_mnist_generates(tmp_path):
+  """Same keys and records as tfds's own generator (which reads the decompressed downloads)."""
+  images, labels = tiny_digits(12, seed=3)
+  train_images, train_labels = builders.IDX_FILES['mnist']['train']
+  write_idx(tmp_path / 'mnist' / train_images, images)
+  write_idx(tmp_path / 'mnist' / train_labels, labels)
+  for test_file, array in zip(builders.IDX_FILES['mnist']['test'], tiny_digits(2, seed=4)):
+    write_idx(tmp_path / 'mnist' / test_file, array)
+  tfds_mnist = tfds.image_classification.MNIST(data_dir=tmp_path / 'tfds')
+  theirs = list(
+      tfds_mnist._generate_examples(
+          num_examples=12,
+          data_path=write_idx(tmp_path / 'plain-images', images, compress=False),
+          label_path=write_idx(tmp_path / 'plain-labels', labels, compress=False),
+      )
+  )
+  offline = builders._MnistFromManualDir(idx_folder=tmp_path / 'mnist', data_dir=tmp_path / 'tfds')
+  ours = list(offline._split_generators(dl_manager=None)['train'])
+  assert offline.name == tfds_mnist.name and offline.version == tfds_mnist.version
+  features = offline.info.features.get_serialized_info()
+  assert features == tfds_mnist.info.features.get_serialized_info()
+  assert [key for key, _ in ours] == [key for key, _ in theirs]
+  for (_, our_record), (_, their_record) in zip(ours, theirs):
+    for feature in ('image', 'label'):
+      assert type(our_record[feature]) is type(their_record[feature])
+      assert our_record[feature].dtype == their_record[feature].dtype
+      np.testing.assert_array_equal(our_record[feature], their_record[feature])
+
+
+def test_kannada_mnist_online_downloads_the_checksummed_official_files(
+    manual_dir, tmp_path, monkeypatch
+):
+  """The online path, the network replaced by the tiny files; each URL must have a checksum."""
+  requested = []
+
+  def download_and_extract(self, urls):
+    requested.extend(urls.values())
+    paths = {}
+    for file_name, url in urls.items():
+      assert url == builders.KANNADA_MNIST_URL + file_name
+      # tfds hands over the decompressed download.
+      plain = tmp_path / 'extracted' / file_name.removesuffix('.gz')
+      plain.parent.mkdir(exist_ok=True)
+      plain.write_bytes(gzip.decompress((manual_dir[0] / 'kannada_mnist' / file_name).read_bytes()))
+      paths[file_name] = plain
+    return paths
+
+  monkeypatch.setattr(tfds.download.DownloadManager, 'download_and_extract', download_and_extract)
+  builder = prepare('kannada_mnist', data_dir=tmp_path / 'tfds')
+  url_infos = builders.KannadaMnist.url_infos
+  assert sorted(requested) == sorted(url_infos)
+  assert {info.filename for info in url_infos.values()} == {Path(url).name for url in requested}
+  np.testing.assert_array_equal(
+      full_split(builder, 'dig')[1], manual_dir[1]['kannada_mnist']['dig'][1]
+  )
+
+
+def test_failed_download_says_to_use_a_manual_dir(tmp_path, monkeypatch):
+  def unreachable(self, **kwargs):
+    raise ConnectionError("Failed to resolve 'raw.githubusercontent.com'\n(retries exhausted)")
+
+  monkeypatch.setattr(builders.KannadaMnist, 'download_and_prepare', unreachable)
+  assert_one_line_error(
+      lambda: prepare('kannada_mnist', data_dir=tmp_path),
+      'could not download and prepare kannada_mnist',
+      'raw.githubusercontent.com',
+      'manual_dir=DIR',
+      'DIR/kannada_mnist/',
+  )
+
+
+# --- pipeline.py: load_split ----------------------------------------------------------
+
+
+def test_load_split_returns_the_whole_split_in_memory(manual_dir, data_dir):
+  images, labels = load_split('kannada_mnist', 'test', data_dir=data_dir)
+  expected_images, expected_labels = manual_dir[1]['kannada_mnist']['test']
+  assert images.dtype == np.uint8 and images.shape == (10, 28, 28, 1)
+  assert labels.dtype == np.int32 and labels.shape == (10,)
+  np.testing.assert_array_equal(images[..., 0], expected_images)
+  np.testing.assert_array_equal(labels, expected_labels)
+
+
+def test_load_split_num_examples_is_a_deterministic_class_balanced_subset(data_dir):
+  images, labels = load_split('mnist', 'train', data_dir=data_dir)
+  some_images, some_labels = load_split('mnist', 'train', data_dir=data_dir, num_examples=12)
+  again_images, again_labels = load_split('mnist', 'train', data_dir=data_dir, num_examples=12)
+  np.testing.assert_array_equal(some_images, again_images)
+  np.testing.assert_array_equal(some_labels, again_labels)
+  keep = class_balanced_indices(labels, 12)
+  np.testing.assert_array_equal(some_images, images[keep])
+  np.testing.assert_array_equal(some_labels, labels[keep])
+  assert_one_line_error(
+      lambda: load_split('mnist', 'train', data_dir=data_dir, num_examples=31),
+      'num_examples=31',
+      '30 examples',
+  )
+
+
+def test_class_balanced_indices_go_round_robin_over_the_classes():
+  labels = np.array([2, 0, 0, 0, 1, 2, 2, 0])
+  # Round 1: first 0 (index 1), first 1 (4), first 2 (0); round 2: second 0 (2), second 2 (5); ...
+  np.testing.assert_array_equal(class_balanced_indices(labels, 3), [0, 1, 4])
+  np.testing.assert_array_equal(class_balanced_indices(labels, 5), [0, 1, 2, 4, 5])
+  np.testing.assert_array_equal(class_balanced_indices(labels, 8), np.arange(8))
+
+
+def test_load_split_works_on_tfds_mock_data():
+  with tfds.testing.mock_data(num_examples=8):
+    for name, split in (('mnist', 'train'), ('kannada_mnist', 'dig')):
+      images, labels = load_split(name, split)
+      assert images.dtype == np.uint8 and images.shape == (8, 28, 28, 1)
+      assert labels.dtype == np.int32 and labels.shape == (8,)
+      with BatchIterator(images, labels, batch_size=4, seed=0) as batches:
+        assert next(batches)['image'].shape == (4, 28, 28, 1)
+
+
+# --- pipeline.py: BatchIterator -------------------------------------------------------
+
+
+def indexed_examples(count: int) -> tuple[np.ndarray, np.ndarray]:
+  """Images whose every pixel is the example's index, so a batch shows which examples it holds."""
+  indices = np.arange(count, dtype=np.uint8)[:, None, None, None]
+  images = np.broadcast_to(indices, (count, 28, 28, 1)).copy()
+  return images, (np.arange(count) % 10).astype(np.int32)
+
+
+def example_indices(batch: dict) -> np.ndarray:
+  return np.rint((np.asarray(batch['image'])[:, 0, 0, 0] + 1.0) * 127.5).astype(int)
+
+
+def take(count: int, *args, **kwargs) -> list[dict]:
+  with BatchIterator(*args, **kwargs) as batches:
+    return [next(batches) for _ in range(count)]
+
+
+def test_batches_have_the_right_shapes_dtypes_and_values():
+  images, labels = indexed_examples(23)
+  for batch in take(12, images, labels, batch_size=5, seed=0):
+    assert batch['image'].dtype == np.float32 and batch['image'].shape == (5, 28, 28, 1)
+    assert batch['label'].dtype == np.int32 and batch['label'].shape == (5,)
+    np.testing.assert_array_equal(
+        batch['image'], images[example_indices(batch)].astype(np.float32) / 127.5 - 1
+    )
+    np.testing.assert_array_equal(batch['label'], labels[example_indices(batch)])
+  extremes = np.zeros((4, 28, 28, 1), np.uint8)
+  extremes[:, 0] = 255
+  (batch,) = take(1, extremes, labels[:4], batch_size=4, seed=0)
+  # x / 127.5 - 1 maps [0, 255] onto [-1, 1].
+  assert batch['image'].min() == -1.0 and batch['image'].max() == 1.0
+
+
+def test_each_epoch_visits_every_example_exactly_once():
+  images, labels = indexed_examples(20)
+  batches = take(12, images, labels, batch_size=5, seed=7)
+  epochs = [
+      np.concatenate([example_indices(b) for b in batches[start : start + 4]])
+      for start in (0, 4, 8)
+  ]
+  for epoch in epochs:
+    assert sorted(epoch) == list(range(20))
+  assert not np.array_equal(epochs[0], epochs[1])  # reshuffled every epoch
+
+
+def test_the_remainder_is_dropped():
+  images, labels = indexed_examples(23)
+  with BatchIterator(images, labels, batch_size=5, seed=1) as batches:
+    assert batches.steps_per_epoch == 4
+    assert [batches.epoch_of(step) for step in (0, 3, 4, 7, 8)] == [0, 0, 1, 1, 2]
+    for epoch in range(3):
+      indices = np.concatenate([example_indices(next(batches)) for _ in range(4)])
+      np.testing.assert_array_equal(indices, batches.epoch_permutation(epoch)[:20])
+    assert batches.step == 12
+
+
+def test_same_seed_same_batches_and_other_seed_other_batches():
+  images, labels = indexed_examples(23)
+  first = take(6, images, labels, batch_size=5, seed=3)
+  second = take(6, images, labels, batch_size=5, seed=3)
+  other = take(6, images, labels, batch_size=5, seed=4)
+  for a, b in zip(first, second):
+    np.testing.assert_array_equal(a['image'], b['image'])
+    np.testing.assert_array_equal(a['label'], b['label'])
+  assert not all(
+      np.array_equal(example_indices(a), example_indices(c)) for a, c in zip(first, other)
+  )
+  epoch_zero = np.random.default_rng([3, 0]).permutation(23)
+  np.testing.assert_array_equal(example_indices(first[0]), epoch_zero[:5])
+
+
+@pytest.mark.parametrize('start_step', [1, 4, 9])
+def test_starting_at_a_step_resumes_the_uninterrupted_stream(start_step):
+  images, labels = indexed_examples(23)
+  uninterrupted = take(start_step + 5, images, labels, batch_size=5, seed=11)
+  resumed = take(5, images, labels, batch_size=5, seed=11, start_step=start_step)
+  for expected, batch in zip(uninterrupted[start_step:], resumed):
+    np.testing.assert_array_equal(batch['image'], expected['image'])
+    np.testing.assert_array_equal(batch['label'], expected['label'])
+
+
+def test_each_process_gets_its_contiguous_part_of_the_global_batch(monkeypatch):
+  images, labels = indexed_examples(23)
+  global_batches = take(5, images, labels, batch_size=6, seed=2)
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  for process in (0, 1):
+    monkeypatch.setattr(jax, 'process_index', lambda: process)
+    local_batches = take(5, images, labels, batch_size=6, seed=2)
+    for local, full in zip(local_batches, global_batches):
+      np.testing.assert_array_equal(local['image'], full['image'][3 * process : 3 * process + 3])
+      np.testing.assert_array_equal(local['label'], full['label'][3 * process : 3 * process + 3])
+  with pytest.raises(ValueError, match='batch_size=5 is not divisible by the 2 processes'):
+    BatchIterator(images, labels, batch_size=5, seed=2)
+
+
+def test_batches_are_sharded_onto_a_one_device_mesh():
+  images, labels = indexed_examples(23)
+  sharding = NamedSharding(jax.make_mesh((1,), ('data',)), PartitionSpec('data'))
+  expected = take(3, images, labels, batch_size=5, seed=5)
+  sharded = take(3, images, labels, batch_size=5, seed=5, sharding=sharding)
+  for batch, reference in zip(sharded, expected):
+    for key in ('image', 'label'):
+      assert isinstance(batch[key], jax.Array) and batch[key].sharding == sharding
+      assert batch[key].dtype == reference[key].dtype
+      np.testing.assert_array_equal(np.asarray(batch[key]), reference[key])
+
+
+@pytest.mark.skipif(jax.device_count() < 2, reason='needs several (possibly fake) devices')
+def test_batches_are_sharded_over_all_devices():
+  devices = jax.device_count()
+  images, labels = indexed_examples(4 * devices + 3)
+  sharding = NamedSharding(jax.make_mesh((devices,), ('data',)), PartitionSpec('data'))
+  (expected,) = take(1, images, labels, batch_size=2 * devices, seed=6)
+  (batch,) = take(1, images, labels, batch_size=2 * devices, seed=6, sharding=sharding)
+  for key in ('image', 'label'):
+    assert batch[key].sharding == sharding
+    for shard in batch[key].addressable_shards:
+      assert shard.data.shape[0] == 2
+      np.testing.assert_array_equal(np.asarray(shard.data), expected[key][shard.index])
+  with pytest.raises(ValueError, match=f"over the sharding's {devices} devices"):
+    BatchIterator(images, labels, batch_size=devices + 1, seed=6, sharding=sharding)
+
+
+def test_an_error_in_the_prefetch_thread_reaches_the_consumer(monkeypatch):
+  batch_at = BatchIterator.batch_at
+
+  def fails_at_step_two(self, step):
+    if step == 2:
+      raise RuntimeError('no batch for step 2')
+    return batch_at(self, step)
+
+  monkeypatch.setattr(BatchIterator, 'batch_at', fails_at_step_two)
+  images, labels = indexed_examples(23)
+  with BatchIterator(images, labels, batch_size=5, seed=0) as batches:
+    next(batches), next(batches)
+    for _ in range(2):  # and again on every later call
+      with pytest.raises(RuntimeError, match='no batch for step 2'):
+        next(batches)
+
+
+def test_close_stops_the_thread_and_ends_the_iteration():
+  images, labels = indexed_examples(23)
+  with BatchIterator(images, labels, batch_size=5, seed=0, prefetch=1) as batches:
+    next(batches)
+    time.sleep(0.1)  # let the thread block on the full queue
+  assert not batches._thread.is_alive()
+  with pytest.raises(StopIteration):
+    next(batches)
+
+
+def test_invalid_arguments_are_rejected_with_the_fix():
+  images, labels = indexed_examples(23)
+  with pytest.raises(ValueError, match='batch_size=24 must be in 1..23'):
+    BatchIterator(images, labels, batch_size=24, seed=0)
+  with pytest.raises(ValueError, match='23 images but 22 labels'):
+    BatchIterator(images, labels[:22], batch_size=4, seed=0)
+  with pytest.raises(ValueError, match='prefetch=0 must be >= 1'):
+    BatchIterator(images, labels, batch_size=4, seed=0, prefetch=0)
+
+
+# --- real data (opt-in) ---------------------------------------------------------------
+
+
+def split_labels(builder: tfds.core.DatasetBuilder, split: str) -> np.ndarray:
+  """The labels of a split, read without decoding its images (which takes most of the time)."""
+  skip_images = {'image': tfds.decode.SkipDecoding()}
+  dataset = builder.as_dataset(split=split, batch_size=-1, decoders=skip_images)
+  return tfds.as_numpy(dataset)['label']
+
+
+@pytest.mark.real_data
+@needs_real_data
+def test_real_datasets_prepare_with_the_published_sizes_and_class_counts(tmp_path):
+  manual_dir = Path(REAL_MANUAL_DIR)
+  mnist = prepare('mnist', data_dir=tmp_path, manual_dir=manual_dir)
+  splits = mnist.info.splits
+  assert {split: info.num_examples for split, info in splits.items()} == {
+      'train': 60000,
+      'test': 10000,
+  }
+  # The same bytes as tfds's own prepared mnist 3.0.1 (sizes from its published metadata).
+  assert {split: info.num_bytes for split, info in splits.items()} == {
+      'train': 18872042,
+      'test': 3150056,
+  }
+  # tfds stores mnist in key-hash order, so the original order is checked in the files themselves.
+  assert read_idx_labels(manual_dir / 'mnist' / 'train-labels-idx1-ubyte.gz')[0] == 5
+  assert read_idx_labels(manual_dir / 'mnist' / 't10k-labels-idx1-ubyte.gz')[0] == 7
+  mnist_class_counts = {
+      'train': [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949],
+      'test': [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009],
+  }
+  for split, class_counts in mnist_class_counts.items():
+    assert np.bincount(split_labels(mnist, split)).tolist() == class_counts
+
+  kannada = prepare('kannada_mnist', data_dir=tmp_path, manual_dir=manual_dir)
+  split_sizes = {'train': 60000, 'test': 10000, 'dig': 10240}
+  assert {split: info.num_examples for split, info in kannada.info.splits.items()} == split_sizes
+  for split, size in split_sizes.items():
+    labels = split_labels(kannada, split)
+    assert np.bincount(labels).tolist() == [size // 10] * 10
+    np.testing.assert_array_equal(labels, np.arange(size) % 10)  # official order: position mod 10
+
+  images, labels = load_split('mnist', 'test', data_dir=tmp_path)  # prepared: no manual dir
+  assert images.shape == (10000, 28, 28, 1) and images.dtype == np.uint8
+  assert (images.min(), images.max()) == (0, 255)
+  assert np.bincount(labels).tolist() == mnist_class_counts['test']
+
+
+@pytest.mark.real_data
+@needs_real_data
+def test_kannada_checksums_are_those_of_the_release_rebuilt_from_the_manual_dir():
+  """The official .gz files: the IDX content gzipped by Python (level 9, stored name, mtimes)."""
+  header_mtimes = {
+      'X_kannada_MNIST_train-idx3-ubyte.gz': 1564465188,
+      'y_kannada_MNIST_train-idx1-ubyte.gz': 1564465205,
+      'X_kannada_MNIST_test-idx3-ubyte.gz': 1564465205,
+      'y_kannada_MNIST_test-idx1-ubyte.gz': 1564465208,
+      'X_dig_MNIST-idx3-ubyte.gz': 1564466096,
+      'y_dig_MNIST-idx1-ubyte.gz': 1564465188,
+  }
+  url_infos = builders.KannadaMnist.url_infos
+  assert sorted(info.filename for info in url_infos.values()) == sorted(header_mtimes)
+  for url, info in url_infos.items():
+    shared_file = Path(REAL_MANUAL_DIR) / 'kannada_mnist' / info.filename
+    content = gzip.decompress(shared_file.read_bytes())
+    release = io.BytesIO()
+    stored_name = info.filename.removesuffix('.gz')
+    with gzip.GzipFile(stored_name, 'wb', 9, release, mtime=header_mtimes[info.filename]) as gz:
+      gz.write(content)
+    release_bytes = release.getvalue()
+    digest = hashlib.sha256(release_bytes).hexdigest()
+    assert (len(release_bytes), digest) == (info.size, info.checksum), url
