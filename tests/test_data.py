@@ -21,6 +21,7 @@ from jaxgan.data import builders
 from jaxgan.data.idx import IMAGES_MAGIC, LABELS_MAGIC, find_idx_files
 from jaxgan.data.idx import read_idx_images, read_idx_labels, read_idx_pair
 from jaxgan.data.pipeline import class_balanced_indices
+from tests.idx_files import tiny_digits, write_idx, write_manual_dir
 
 # Folder holding the real mnist/ and kannada_mnist/ IDX files, for the real_data tests.
 REAL_MANUAL_DIR = os.environ.get('JAXGAN_MANUAL_DIR')
@@ -36,49 +37,11 @@ TINY_SIZES = {
 }
 
 
-def write_idx(
-    path: Path,
-    array: np.ndarray,
-    *,
-    magic: int | None = None,
-    truncate: int = 0,
-    compress: bool = True,
-) -> Path:
-  """Write uint8 images (N, rows, cols) or labels (N,) as an IDX file, gzipped if `compress`.
-
-  `magic` overrides the magic number and `truncate` drops that many bytes from the
-  end of the (uncompressed) content, to produce broken files.
-  """
-  array = np.asarray(array, dtype=np.uint8)
-  if magic is None:
-    magic = IMAGES_MAGIC if array.ndim == 3 else LABELS_MAGIC
-  content = struct.pack(f'>{array.ndim + 1}I', magic, *array.shape) + array.tobytes()
-  content = content[: len(content) - truncate]
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_bytes(gzip.compress(content) if compress else content)
-  return path
-
-
-def tiny_digits(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-  rng = np.random.default_rng(seed)
-  images = rng.integers(0, 256, (count, 28, 28), dtype=np.uint8)
-  return images, rng.integers(0, 10, count, dtype=np.uint8)
-
-
 @pytest.fixture(scope='module')
 def manual_dir(tmp_path_factory) -> tuple[Path, dict]:
   """A manual dir with tiny versions of all IDX files, and the arrays: name -> split -> arrays."""
   root = tmp_path_factory.mktemp('manual')
-  arrays = {}
-  for dataset_index, (name, sizes) in enumerate(TINY_SIZES.items()):
-    arrays[name] = {}
-    for split, count in sizes.items():
-      images, labels = tiny_digits(count, seed=100 * dataset_index + count)
-      images_file, labels_file = builders.IDX_FILES[name][split]
-      write_idx(root / name / images_file, images)
-      write_idx(root / name / labels_file, labels)
-      arrays[name][split] = (images, labels)
-  return root, arrays
+  return root, write_manual_dir(root, TINY_SIZES)
 
 
 @pytest.fixture(scope='module')

@@ -1,0 +1,239 @@
+"""End to end: experiments.train / experiments.sample on tiny IDX data written here, resume
+after a finished run, after an interrupted one and after SIGKILL, and bad input.
+
+The tiny config trains the MLP GAN on 256 examples (8 steps per epoch) in seconds.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from experiments.configs import tiny
+from jaxgan import trainer
+from tests.idx_files import write_manual_dir
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_MNIST = {'mnist': {'train': 300, 'test': 50}}
+
+
+@pytest.fixture(scope='module')
+def data_dirs(tmp_path_factory):
+  """(manual_dir with tiny mnist IDX files, tfds data_dir)."""
+  manual = tmp_path_factory.mktemp('manual')
+  write_manual_dir(manual, TINY_MNIST)
+  return manual, tmp_path_factory.mktemp('tfds')
+
+
+def tiny_config(data_dirs, **overrides):
+  config = tiny.get_config()
+  config.data.manual_dir, config.data.data_dir = map(str, data_dirs)
+  for field, value in overrides.items():
+    config[field] = value
+  return config
+
+
+def cli(module: str, *args: str, timeout: int = 300, log=None):
+  """Run `python -m experiments.<module> args` from the repo root, or start it in the
+  background with its output going to the open file `log`."""
+  command = [sys.executable, '-m', f'experiments.{module}', *args]
+  if log is not None:
+    return subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+  return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def train_args(data_dirs, workdir, *extra):
+  manual, data_dir = data_dirs
+  return ('--config=experiments/configs/tiny.py', f'--workdir={workdir}',
+          f'--config.data.manual_dir={manual}', f'--config.data.data_dir={data_dir}', *extra)
+
+
+def read_metrics(workdir) -> list[dict]:
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+def checkpoint_steps(workdir) -> list[int]:
+  folder = os.path.join(workdir, 'checkpoints')
+  return sorted(int(name) for name in os.listdir(folder) if name.isdigit())
+
+
+@pytest.fixture(scope='module')
+def trained_run(data_dirs, tmp_path_factory):
+  """A tiny run trained through the CLI: (workdir, completed process)."""
+  workdir = tmp_path_factory.mktemp('run')
+  result = cli('train', *train_args(data_dirs, workdir))
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir, result
+
+
+def test_train_writes_the_run_folder(trained_run):
+  workdir, result = trained_run
+  config = json.loads((workdir / 'config.json').read_text())
+  assert config['model']['name'] == 'mlp' and config['batch_size'] == 32
+  metrics = read_metrics(workdir)
+  assert [m['step'] for m in metrics] == list(range(2, 17, 2))  # log_every=2, 2 epochs of 8
+  assert metrics[-1]['epoch'] == 2.0
+  for record in metrics:
+    assert {'d_loss', 'g_loss', 'd_real', 'd_fake', 'images_per_s', 'g_lr'} <= record.keys()
+    assert all(np.isfinite(v) for v in record.values())
+  samples = sorted(os.listdir(workdir / 'samples'))
+  assert samples == ['epoch_001.png', 'epoch_002.png', 'final.png']
+  assert checkpoint_steps(workdir) == [12, 16]  # every 4 steps and per epoch, keep 2
+  assert 'step 16/16' in result.stderr and 'img/s' in result.stderr and 'eta' in result.stderr
+
+
+def test_sample_grid_is_8x8_digits_scaled_up(trained_run):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  workdir, _ = trained_run
+  picture = Image.open(workdir / 'samples' / 'final.png')
+  # tiny: 4x4 grid of 28x28 digits with 1-pixel gaps, scale 1.
+  assert picture.size == (4 * 29 + 1, 4 * 29 + 1) and picture.mode == 'L'
+
+
+def test_running_a_finished_run_again_says_so_and_exits_0(trained_run, data_dirs):
+  workdir, _ = trained_run
+  before = (workdir / 'metrics.jsonl').read_text()
+  result = cli('train', *train_args(data_dirs, workdir))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'already finished at step 16 of 16' in result.stderr
+  assert (workdir / 'metrics.jsonl').read_text() == before
+
+
+def test_sample_writes_uint8_digits_and_a_grid(trained_run, tmp_path):
+  workdir, _ = trained_run
+  out, grid = tmp_path / 'digits.npz', tmp_path / 'digits.png'
+  result = cli('sample', f'--workdir={workdir}', '--num=50', f'--out={out}', f'--grid={grid}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  with np.load(out) as data:
+    assert data['images'].shape == (50, 28, 28) and data['images'].dtype == np.uint8
+    first = data['images']
+  assert grid.exists()
+  # The same seed gives the same digits; --num only extends the list.
+  result = cli('sample', f'--workdir={workdir}', '--num=60', f'--out={out}')
+  with np.load(out) as data:
+    np.testing.assert_array_equal(data['images'][:50], first)
+
+
+def test_sample_without_a_run_folder_is_a_one_line_error(tmp_path):
+  result = cli('sample', f'--workdir={tmp_path}', f'--out={tmp_path / "x.npz"}')
+  assert result.returncode != 0
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'error: {tmp_path}/config.json not found: --workdir must be a run folder written by '
+      'experiments.train')
+
+
+def test_unknown_model_is_a_one_line_error(data_dirs, tmp_path):
+  result = cli('train', *train_args(data_dirs, tmp_path / 'run', '--config.model.name=resnet'))
+  assert result.returncode != 0
+  assert result.stderr.strip().splitlines()[-1] == (
+      "error: unknown model 'resnet': choose one of mlp, dcgan, kannada (config field "
+      'model.name)')
+  assert not (tmp_path / 'run').exists()
+
+
+def test_a_workdir_of_another_experiment_is_refused_and_left_alone(trained_run, data_dirs):
+  workdir, _ = trained_run
+  before = {p: p.read_bytes() for p in (workdir / 'config.json', workdir / 'metrics.jsonl')}
+  result = cli('train', *train_args(data_dirs, workdir, '--config.seed=7'))
+  assert result.returncode != 0
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith(f'error: {workdir} holds a run with a different config (seed: 0 there, '
+                         '7 now)'), last
+  assert {p: p.read_bytes() for p in before} == before
+  assert checkpoint_steps(workdir) == [12, 16]
+
+
+def test_missing_data_folder_is_a_one_line_error(tmp_path):
+  result = cli('train', '--config=experiments/configs/tiny.py', f'--workdir={tmp_path / "run"}',
+               f'--config.data.manual_dir={tmp_path / "nowhere"}',
+               f'--config.data.data_dir={tmp_path / "tfds"}')
+  assert result.returncode != 0
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: ') and str(tmp_path / 'nowhere') in last, last
+
+
+def final_state(workdir, config):
+  components = trainer.build_components(config, total_steps=1)
+  from jaxgan.checkpoint import CheckpointStore  # pylint: disable=g-import-not-at-top
+  store = CheckpointStore(str(workdir))
+  state = store.restore(trainer.abstract_state(components))
+  store.close()
+  return jax.device_get(state)
+
+
+def test_an_interrupted_run_resumes_to_the_same_result(data_dirs, tmp_path):
+  """1 epoch, then resumed to 3, equals 3 epochs straight: bit for bit (same data order,
+  same per-step keys), and metrics.jsonl reads as one run."""
+  straight = trainer.train_and_evaluate(tiny_config(data_dirs, num_epochs=3), str(tmp_path / 'a'))
+  trainer.train_and_evaluate(tiny_config(data_dirs, num_epochs=1), str(tmp_path / 'b'))
+  resumed = trainer.train_and_evaluate(tiny_config(data_dirs, num_epochs=3), str(tmp_path / 'b'))
+  jax.tree.map(np.testing.assert_array_equal, straight, resumed)
+  drop_timing = lambda rows: [{k: v for k, v in r.items() if k != 'images_per_s'} for r in rows]
+  assert drop_timing(read_metrics(tmp_path / 'a')) == drop_timing(read_metrics(tmp_path / 'b'))
+
+
+def test_pmap_path_trains_like_the_mesh_path(data_dirs, tmp_path):
+  mesh = trainer.train_and_evaluate(tiny_config(data_dirs, num_epochs=1), str(tmp_path / 'm'))
+  pmap = trainer.train_and_evaluate(tiny_config(data_dirs, num_epochs=1, parallel='pmap'),
+                                    str(tmp_path / 'p'))
+  for a, b in zip(jax.tree.leaves(mesh), jax.tree.leaves(pmap)):
+    np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), atol=1e-6)
+  assert int(pmap.step) == 8
+
+
+def test_sigkill_mid_training_then_rerun_continues_from_the_last_checkpoint(data_dirs, tmp_path):
+  workdir = tmp_path / 'run'
+  # Long enough to be killed mid-run; checkpoints every 4 steps.
+  log_path = tmp_path / 'killed.log'
+  with open(log_path, 'w') as log:
+    process = cli('train', *train_args(data_dirs, workdir, '--config.num_epochs=100000'), log=log)
+  deadline = time.time() + 240
+  while time.time() < deadline and not (
+      (workdir / 'checkpoints').exists() and any(s >= 8 for s in checkpoint_steps(workdir))):
+    assert process.poll() is None, log_path.read_text()[-3000:]
+    time.sleep(0.2)
+  os.killpg(process.pid, signal.SIGKILL)
+  process.wait()
+  killed_at = checkpoint_steps(workdir)[-1]
+  assert killed_at >= 8
+  logged = read_metrics(workdir)  # may run past the checkpoint: those lines are replaced
+
+  stop = killed_at + 6
+  result = cli('train', *train_args(data_dirs, workdir, f'--config.num_steps={stop}'))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f'from its checkpoint at step {killed_at}' in result.stderr
+  steps = [m['step'] for m in read_metrics(workdir)]
+  assert steps == list(range(2, stop + 1, 2))
+  kept = [m for m in logged if m['step'] <= killed_at]
+  assert read_metrics(workdir)[:len(kept)] == kept
+  assert checkpoint_steps(workdir)[-1] == stop
+
+
+@pytest.mark.real_data
+@pytest.mark.skipif(not os.environ.get('JAXGAN_MANUAL_DIR'),
+                    reason='set JAXGAN_MANUAL_DIR to the folder holding mnist/')
+def test_dcgan_smoke_run_on_real_mnist(tmp_path):
+  """50 steps of the default DCGAN on the real MNIST files (prepared once per TFDS_DATA_DIR)."""
+  from experiments.configs import dcgan_mnist  # pylint: disable=g-import-not-at-top
+  config = dcgan_mnist.get_config()
+  config.data.manual_dir = os.environ['JAXGAN_MANUAL_DIR']
+  config.data.data_dir = os.environ.get('TFDS_DATA_DIR') or str(tmp_path / 'tfds')
+  config.num_steps, config.log_every = 50, 10
+  state = trainer.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert int(state.step) == 50
+  metrics = read_metrics(tmp_path / 'run')
+  assert [m['step'] for m in metrics] == [10, 20, 30, 40, 50]
+  assert all(np.isfinite(m['d_loss']) and np.isfinite(m['g_loss']) for m in metrics)
+  # The discriminator learns to tell real from fake within 50 steps.
+  assert metrics[-1]['d_real'] > metrics[-1]['d_fake']
+  assert (tmp_path / 'run' / 'samples' / 'final.png').exists()
