@@ -22,8 +22,12 @@ class ExampleDropout(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, deterministic: bool):
+    if not 0.0 <= self.rate <= 1.0:
+      raise ValueError(f'dropout rate must be in [0, 1], got {self.rate}')
     if deterministic or self.rate == 0.0:
       return x
+    if self.rate == 1.0:  # x / 0 in the discarded branch would make the gradient NaN
+      return jnp.zeros_like(x)
     keep = rng.bernoulli(self.make_rng('dropout'), x.shape[0], x.shape[1:], 1.0 - self.rate,
                          self.axis_name)
     return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros_like(x))

@@ -49,7 +49,8 @@ def gradient_penalty(critic: Callable[[jax.Array], jax.Array], real, fake, key, 
   eps = rng.uniform(key, batch, (1,) * (real.ndim - 1), axis_name)
   mixed = eps * real + (1.0 - eps) * fake
   grads = jax.grad(lambda x: critic(x).sum())(mixed)
-  norms = jnp.sqrt(jnp.sum(jnp.square(grads.reshape(batch, -1)), axis=1))
+  # safe_norm: a zero input gradient (all ReLUs off) must not give a NaN parameter gradient.
+  norms = optax.safe_norm(grads.reshape(batch, -1), 0.0, axis=1)
   return weight * jnp.mean(jnp.square(norms - 1.0))
 
 

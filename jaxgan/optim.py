@@ -11,7 +11,7 @@ def make_schedule(lr: float, schedule: ml_collections.ConfigDict,
                   total_steps: int) -> optax.Schedule:
   """`schedule.name`: constant | warmup (linear from 0, then constant) | cosine (linear warmup,
   cosine decay to lr * end_factor at total_steps) | exponential (linear warmup, then lr *
-  decay_rate ** (steps / decay_steps))."""
+  decay_rate ** ((step - warmup_steps) / decay_steps))."""
   name, warmup = schedule.name, schedule.warmup_steps
   if warmup < 0 or (warmup and warmup >= total_steps and name == 'cosine'):
     raise ValueError(f'schedule.warmup_steps={warmup} must be >= 0 and, for cosine, below the '

@@ -42,7 +42,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.schedule.name = 'constant'  # constant | warmup | cosine | exponential
   config.schedule.warmup_steps = 0
   config.schedule.end_factor = 0.0  # cosine: final lr = lr * end_factor
-  config.schedule.decay_steps = 1000  # exponential: lr * decay_rate ** (step / decay_steps)
+  # exponential: after warmup, lr * decay_rate ** ((step - warmup_steps) / decay_steps)
+  config.schedule.decay_steps = 1000
   config.schedule.decay_rate = 0.5
 
   config.parallel = 'mesh'  # mesh (jit + shard_map over all devices) | pmap
