@@ -3,18 +3,17 @@ r"""Generate digits from a trained run's newest checkpoint.
 python -m experiments.sample --workdir=DIR --num=1000 --out=digits.npz [--grid=digits.png]
 writes `images`, uint8 (N, 28, 28) with 0 = background as in the IDX files.
 """
-import json
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import jax
-import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
 from jaxgan import console, generate, images, trainer
 from jaxgan.checkpoint import CheckpointStore
+from jaxgan.run_folder import load_run_config
 from jaxgan.state import generator_variables
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder written by experiments.train.')
@@ -24,15 +23,6 @@ _GRID = flags.DEFINE_string('grid', None, 'Optional PNG of the first digits as a
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the latent vectors.')
 _BATCH = flags.DEFINE_integer('batch_size', 2000, 'Digits generated per call.', lower_bound=1)
 flags.mark_flags_as_required(['workdir'])
-
-
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'{path} not found: --workdir must be a run folder written by '
-                            'experiments.train')
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
 
 
 def save_npz_atomic(path: str, **arrays) -> None:

@@ -1,0 +1,125 @@
+r"""Score generated digits against real ones, next to the same scores for real data.
+
+python -m experiments.evaluate --workdir=RUN --num_samples=10000 \
+    --metrics=fcd,classifier_score,precision_recall,coverage
+  generates --num_samples digits from RUN's newest checkpoint and writes RUN/eval.json.
+python -m experiments.evaluate --samples=digits.npz --dataset=mnist
+  scores an existing .npz (`images` uint8 (N, 28, 28), optional `labels`) and writes
+  digits.eval.json beside it.
+
+Metrics (default: all that the samples allow): fcd, classifier_score, precision_recall,
+coverage, and with labels label_accuracy, cas, augmentation_gain; see jaxgan.evaluation.metrics.
+The real reference is a real train subset of the same size, scored against the same test split.
+"""
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+import dataclasses
+import json
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags, logging
+
+from jaxgan import console, generate, trainer
+from jaxgan.checkpoint import CheckpointStore
+from jaxgan.evaluation import metrics, suite, weights
+from jaxgan.run_folder import load_run_config
+from jaxgan.state import generator_variables
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder written by experiments.train.')
+_SAMPLES = flags.DEFINE_string('samples', None, '.npz of digits to score instead of a run.')
+_DATASET = flags.DEFINE_enum('dataset', None, list(weights.TRAIN_COMMANDS),
+                             'Real data to compare --samples with (a run knows its own).')
+_NUM_SAMPLES = flags.DEFINE_integer('num_samples', 10000,
+                                    'Digits generated from the run (--workdir only).',
+                                    lower_bound=2)
+_METRICS = flags.DEFINE_list('metrics', None, 'Metrics to compute; default: all applicable.')
+_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the latent vectors (--workdir only).')
+_OUT = flags.DEFINE_string('out', None, 'Where to write the results; default: RUN/eval.json '
+                           'or FILE.eval.json beside --samples.')
+_MANUAL_DIR = flags.DEFINE_string('manual_dir', os.environ.get('JAXGAN_MANUAL_DIR', ''),
+                                  'Folder holding <dataset>/<IDX files> (default: the run\'s, '
+                                  'else $JAXGAN_MANUAL_DIR).')
+_DATA_DIR = flags.DEFINE_string('data_dir', '', "tfds's prepared copies (default: the run's, "
+                                'else $TFDS_DATA_DIR).')
+
+
+def generate_from_run(workdir: str, config: ml_collections.ConfigDict, num: int, seed: int):
+  """(step, uint8 digits (num, 28, 28)) from the run's newest checkpoint."""
+  components = trainer.build_components(config, total_steps=1)
+  store = CheckpointStore(workdir, keep=config.keep_checkpoints)
+  state = store.restore(trainer.abstract_state(components))
+  store.close()
+  logging.info('generating %d digits from %s at step %d', num, workdir, int(state.step))
+  z = generate.latents(jax.random.key(seed), num, components.gan.latent_dim)
+  return int(state.step), generate.generate(components.gan, generator_variables(state), z)
+
+
+def load_samples(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} not found: pass an .npz written by experiments.sample or '
+                            'one holding images uint8 (N, 28, 28) and optional labels')
+  with np.load(path) as npz:
+    if 'images' not in npz:
+      raise ValueError(f'{path} holds {", ".join(npz.files) or "nothing"}, no images array: '
+                       'save the digits as images=uint8 (N, 28, 28)')
+    return npz['images'], npz['labels'] if 'labels' in npz else None
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if (_WORKDIR.value is None) == (_SAMPLES.value is None):
+    raise app.UsageError('give exactly one of --workdir=RUN and --samples=FILE.npz')
+  if _SAMPLES.value and not _DATASET.value:
+    raise app.UsageError('--samples needs --dataset=mnist|kannada_mnist: the real data to '
+                         'compare with')
+  console.setup_logging()
+  start = time.perf_counter()
+  manual_dir, data_dir = _MANUAL_DIR.value, _DATA_DIR.value
+  if _WORKDIR.value:
+    config = load_run_config(_WORKDIR.value)
+    dataset = config.data.name
+    if _DATASET.value and _DATASET.value != dataset:
+      raise ValueError(f'--dataset={_DATASET.value} but the run trained on {dataset}: drop '
+                       '--dataset')
+    names = suite.resolve_metric_names(_METRICS.value, has_labels=False)  # unconditional GANs
+    params, manifest = weights.load_shipped(dataset)
+    step, images = generate_from_run(_WORKDIR.value, config, _NUM_SAMPLES.value, _SEED.value)
+    labels = None
+    manual_dir = manual_dir or config.data.manual_dir
+    data_dir = data_dir or config.data.data_dir
+    source = dict(workdir=_WORKDIR.value, step=step, seed=_SEED.value)
+    out = _OUT.value or os.path.join(_WORKDIR.value, 'eval.json')
+  else:
+    images, labels = load_samples(_SAMPLES.value)
+    dataset = _DATASET.value
+    names = suite.resolve_metric_names(_METRICS.value, has_labels=labels is not None)
+    params, manifest = weights.load_shipped(dataset)
+    source = dict(samples=_SAMPLES.value)
+    out = _OUT.value or os.path.splitext(_SAMPLES.value)[0] + '.eval.json'
+
+  settings = metrics.Settings()
+  logging.info('classifying %d samples', len(images))
+  samples = metrics.score_images(params, images, labels, name='samples')
+  real = suite.load_real_data(dataset, params, data_dir=data_dir or None,
+                              manual_dir=manual_dir or None)
+  reference = suite.real_reference(params, real, len(samples.images), settings)
+  results = suite.evaluate(names, samples, real, reference, settings)
+
+  print(suite.format_table(results))
+  record = dict(source, dataset=dataset, num_samples=len(samples.images),
+                num_real_reference=len(reference.images), num_real_test=len(real.test.images),
+                metrics=list(names), classifier=dict(file=manifest['file'],
+                                                     sha256=manifest['sha256']),
+                settings=dataclasses.asdict(settings),
+                seconds=round(time.perf_counter() - start, 1), **results)
+  suite.write_json_atomic(record, out)
+  logging.info('wrote %s (%.0f s)', out, record['seconds'])
+
+
+if __name__ == '__main__':
+  console.run(main)

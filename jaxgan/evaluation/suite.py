@@ -1,0 +1,134 @@
+"""Evaluation end to end: the real data, the real reference, the results table, and the
+periodic evaluation a training run can call.
+
+Every number is reported next to the same number for real data at the same sample size: a
+fixed random subset of the real train split (outside the class-balanced subsets that
+`augmentation_gain` starts from), scored against the same real test split as the samples.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from jaxgan import data, generate
+from jaxgan.evaluation import metrics, weights
+from jaxgan.evaluation.metrics import RealData, ScoredImages, Settings
+
+# The periodic evaluation's latents: stream 3 of the run's seed (the trainer uses 0-2).
+EVAL_LATENT_STREAM = 3
+_REFERENCE_SEED = 0
+
+
+def load_real_data(dataset: str, params, *, data_dir: str | None = None,
+                   manual_dir: str | None = None, with_train: bool = True) -> RealData:
+  """The scored real test split, and (with_train) the labelled train split."""
+  logging.info('loading and classifying the real %s test split', dataset)
+  test_images, test_labels = data.load_split(dataset, 'test', data_dir=data_dir,
+                                             manual_dir=manual_dir)
+  test = metrics.score_images(params, test_images, test_labels, name='real test images')
+  if not with_train:
+    return RealData(test, test_images[:0], test_labels[:0])
+  logging.info('loading the real %s train split', dataset)
+  train_images, train_labels = data.load_split(dataset, 'train', data_dir=data_dir,
+                                               manual_dir=manual_dir)
+  return RealData(test, train_images, train_labels)
+
+
+def reference_rows(real: RealData, num: int, settings: Settings) -> np.ndarray:
+  """`num` train rows (fewer if the split is short) drawn with a fixed seed from those outside
+  the augmentation subsets, so the real reference never repeats an image it is added to."""
+  excluded = real.augmentation_rows(max(settings.augmentation_sizes))
+  pool = np.setdiff1d(np.arange(len(real.train_labels)), excluded)
+  if num > len(pool):
+    logging.warning('the real reference has %d images, not %d: the train split holds no more '
+                    'outside the augmentation subsets', len(pool), num)
+  chosen = np.random.default_rng(_REFERENCE_SEED).permutation(pool)[:num]
+  return np.sort(chosen)
+
+
+def real_reference(params, real: RealData, num: int, settings: Settings) -> ScoredImages:
+  rows = reference_rows(real, num, settings)
+  logging.info('classifying the real reference: %d train images', len(rows))
+  return metrics.score_images(params, real.train_images[rows], real.train_labels[rows],
+                              name='real reference images')
+
+
+def resolve_metric_names(requested: list[str] | None, has_labels: bool) -> tuple[str, ...]:
+  """The metrics to run: `requested` (checked), or by default every one the samples allow.
+  `precision` and `recall` are accepted for `precision_recall`."""
+  if not requested:
+    return metrics.DEFAULT_METRICS + (metrics.LABEL_METRICS if has_labels else ())
+  aliases = {'precision': 'precision_recall', 'recall': 'precision_recall'}
+  names = metrics.check_names(dict.fromkeys(aliases.get(name, name) for name in requested))
+  label_only = [name for name in names if name in metrics.LABEL_METRICS]
+  if label_only and not has_labels:
+    raise ValueError(f'{", ".join(label_only)} can only score labelled samples: pass '
+                     '--samples with an npz holding a labels array, or drop them from --metrics')
+  return names
+
+
+def evaluate(names, samples: ScoredImages, real: RealData, reference: ScoredImages,
+             settings: Settings = Settings()) -> dict:
+  """{'model': results, 'real': results for the real reference}, metric by metric."""
+  results = {'model': {}, 'real': {}}
+  for name in names:
+    logging.info('computing %s', name)
+    results['model'].update(metrics.compute([name], samples, real, settings))
+    results['real'].update(metrics.compute([name], reference, real, settings))
+  return results
+
+
+def _format(value) -> str:
+  if isinstance(value, list):
+    return ' '.join(f'{100 * share:.1f}' for share in value) + ' (%)'
+  return f'{value:.4f}'
+
+
+def format_table(results: dict) -> str:
+  """A text table: metric | model | real reference."""
+  rows = [('metric', 'model', 'real reference')]
+  rows += [(key, _format(value), _format(results['real'][key]))
+           for key, value in results['model'].items()]
+  widths = [max(len(row[column]) for row in rows) for column in range(3)]
+  lines = [' | '.join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+           for row in rows]
+  lines.insert(1, '-+-'.join('-' * width for width in widths))
+  return '\n'.join(lines)
+
+
+def write_json_atomic(obj, path: str) -> None:
+  tmp = f'{path}.tmp-{os.getpid()}'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+    f.write('\n')
+  os.replace(tmp, path)
+
+
+def make_periodic_evaluator(config: ml_collections.ConfigDict, gan
+                            ) -> Callable[[dict], dict[str, float]]:
+  """What a training run calls every `config.eval_every` steps: generator variables ->
+  {fcd, classifier_score, precision, recall, coverage_entropy, coverage_min_share}.
+
+  The real test split is scored once, here; each call generates `config.eval_num_samples`
+  digits from the same latents (stream EVAL_LATENT_STREAM of `config.seed`), so successive
+  figures differ only through the generator.
+  """
+  params, _ = weights.load_shipped(config.data.name)
+  real = load_real_data(config.data.name, params, data_dir=config.data.data_dir or None,
+                        manual_dir=config.data.manual_dir or None, with_train=False)
+  z = generate.latents(jax.random.fold_in(jax.random.key(config.seed), EVAL_LATENT_STREAM),
+                       config.eval_num_samples, gan.latent_dim)
+
+  def evaluate_generator(g_variables: dict) -> dict[str, float]:
+    images = generate.generate(gan, g_variables, z)
+    samples = metrics.score_images(params, images, name='generated digits')
+    results = metrics.compute(metrics.DEFAULT_METRICS, samples, real)
+    return {key: value for key, value in results.items() if isinstance(value, float)}
+
+  return evaluate_generator

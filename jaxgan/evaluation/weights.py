@@ -1,0 +1,105 @@
+"""Evaluation-classifier weights: flax msgpack (arrays only, never pickle) plus a JSON manifest.
+
+`<name>.msgpack` holds `flax.serialization.to_bytes(params)`; `<name>.json` beside it records the
+file's SHA-256, how it was trained and how well it scores. `load` refuses a file whose digest
+differs from the manifest's, so every metric is computed with exactly the shipped classifier.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import flax.serialization
+import jax
+
+from jaxgan.evaluation import classifier
+
+SHIPPED_DIR = Path(__file__).parent / 'weights'
+# The command that (re)produces each shipped file, named in every error about it.
+TRAIN_COMMANDS = {
+    'mnist': 'python -m experiments.train_classifier '
+             '--config=experiments/configs/classifier_mnist.py',
+    'kannada_mnist': 'python -m experiments.train_classifier '
+                     '--config=experiments/configs/classifier_kannada.py',
+}
+
+
+def weights_path(dataset: str, directory: str | os.PathLike = SHIPPED_DIR) -> Path:
+  """`<directory>/<dataset>.msgpack`; refuses datasets without an evaluation classifier."""
+  if dataset not in TRAIN_COMMANDS:
+    raise ValueError(f'no evaluation classifier for dataset {dataset!r}: choose one of '
+                     f'{", ".join(TRAIN_COMMANDS)}')
+  return Path(directory) / f'{dataset}.msgpack'
+
+
+def manifest_path(path: str | os.PathLike) -> Path:
+  return Path(path).with_suffix('.json')
+
+
+def sha256(data: bytes) -> str:
+  return hashlib.sha256(data).hexdigest()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+  tmp = path.with_name(f'{path.name}.tmp-{os.getpid()}')
+  tmp.write_bytes(data)
+  os.replace(tmp, path)
+
+
+def save(params, path: str | os.PathLike, **record) -> dict:
+  """Write `params` to `path` and its manifest (the digest plus `record`); returns the manifest."""
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  data = flax.serialization.to_bytes(params)
+  manifest = dict(record, file=path.name, sha256=sha256(data), num_bytes=len(data))
+  _write_atomic(path, data)
+  _write_atomic(manifest_path(path),
+                (json.dumps(manifest, indent=2, sort_keys=True) + '\n').encode())
+  return manifest
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+  manifest_file = manifest_path(path)
+  if not manifest_file.is_file():
+    raise FileNotFoundError(f'{manifest_file} not found: it records the checksum of {path}; '
+                            'restore both files (git checkout) or train them again with '
+                            'python -m experiments.train_classifier')
+  return json.loads(manifest_file.read_text())
+
+
+def load(path: str | os.PathLike, model=classifier.Classifier()) -> tuple[dict, dict]:
+  """(params, manifest) of a weights file, after checking its SHA-256 against the manifest."""
+  path = Path(path)
+  manifest = read_manifest(path)
+  regenerate = manifest.get('command', 'python -m experiments.train_classifier')
+  if not path.is_file():
+    raise FileNotFoundError(f'{path} not found: restore it (git checkout) or train it again '
+                            f'with {regenerate}')
+  data = path.read_bytes()
+  actual = sha256(data)
+  if actual != manifest['sha256']:
+    raise ValueError(f'{path} has SHA-256 {actual}, but {manifest_path(path).name} expects '
+                     f'{manifest["sha256"]}: the file is damaged or was changed; restore it '
+                     f'(git checkout {path}) or train it again with {regenerate}')
+  target = jax.eval_shape(functools.partial(classifier.init_params, model), jax.random.key(0))
+  try:
+    params = flax.serialization.from_bytes(target, data)
+  except (ValueError, KeyError) as error:
+    raise ValueError(f'{path} does not hold {type(model).__name__} weights ({error}): train '
+                     f'them again with {regenerate}') from None
+  mismatched = [
+      jax.tree_util.keystr(key) for (key, want), got in zip(
+          jax.tree_util.tree_leaves_with_path(target), jax.tree.leaves(params))
+      if want.shape != got.shape]
+  if mismatched:
+    raise ValueError(f'{path} holds weights of other shapes than {type(model).__name__} at '
+                     f'{", ".join(mismatched)}: train them again with {regenerate}')
+  return params, manifest
+
+
+def load_shipped(dataset: str) -> tuple[dict, dict]:
+  """(params, manifest) of the evaluation classifier shipped for `dataset`."""
+  return load(weights_path(dataset))

@@ -1,0 +1,137 @@
+"""The evaluation classifiers: shipped weights verified at load, shapes, seeded training."""
+import json
+import os
+import shutil
+from pathlib import Path
+
+import flax.serialization
+import jax
+import numpy as np
+import pytest
+
+from jaxgan.data.idx import read_idx_pair
+from jaxgan.evaluation import classifier, weights
+
+REAL_MANUAL_DIR = os.environ.get('JAXGAN_MANUAL_DIR')
+TARGET_TEST_ACCURACY = {'mnist': 0.993, 'kannada_mnist': 0.97}
+
+
+@pytest.fixture(scope='module')
+def mnist_params():
+  params, _ = weights.load_shipped('mnist')
+  return params
+
+
+def random_digits(num: int, seed: int = 0) -> np.ndarray:
+  return np.random.default_rng(seed).integers(0, 256, (num, 28, 28), dtype=np.uint8)
+
+
+@pytest.mark.parametrize('dataset', ['mnist', 'kannada_mnist'])
+def test_shipped_weights_load_verified_and_their_manifest_records_the_accuracy(dataset):
+  path = weights.weights_path(dataset)
+  params, manifest = weights.load_shipped(dataset)
+  assert manifest['file'] == path.name and manifest['dataset'] == dataset
+  assert manifest['sha256'] == weights.sha256(path.read_bytes())
+  assert manifest['accuracy']['test'] >= TARGET_TEST_ACCURACY[dataset]
+  if dataset == 'kannada_mnist':
+    assert 0 < manifest['accuracy']['dig'] <= 1
+  assert manifest['command'] == weights.TRAIN_COMMANDS[dataset]
+  assert path.stat().st_size < 2_000_000
+  shapes = jax.tree.map(np.shape, params)
+  assert shapes['Dense_0']['kernel'][1] == 128  # the embedding layer
+
+
+def test_a_tampered_weights_file_is_refused_with_the_digests_and_the_fix(tmp_path):
+  path = tmp_path / 'mnist.msgpack'
+  shutil.copy(weights.weights_path('mnist'), path)
+  shutil.copy(weights.manifest_path(weights.weights_path('mnist')), tmp_path / 'mnist.json')
+  weights.load(path)  # the copy is intact
+  data = bytearray(path.read_bytes())
+  data[len(data) // 2] ^= 0x01
+  path.write_bytes(bytes(data))
+  expected = json.loads((tmp_path / 'mnist.json').read_text())['sha256']
+  with pytest.raises(ValueError) as error:
+    weights.load(path)
+  message = str(error.value)
+  assert '\n' not in message
+  for part in (str(path), expected, weights.sha256(bytes(data)), 'experiments.train_classifier',
+               'classifier_mnist.py'):
+    assert part in message
+
+
+def test_weights_without_a_manifest_or_of_another_model_are_refused(tmp_path):
+  path = tmp_path / 'mnist.msgpack'
+  shutil.copy(weights.weights_path('mnist'), path)
+  with pytest.raises(FileNotFoundError, match='mnist.json not found'):
+    weights.load(path)
+  small = classifier.init_params(classifier.SmallClassifier(), jax.random.key(0))
+  weights.save(small, path, command='python -m experiments.train_classifier --config=X')
+  with pytest.raises(ValueError, match='does not hold Classifier weights.*--config=X'):
+    weights.load(path)
+  assert weights.load(path, model=classifier.SmallClassifier())[1]['file'] == 'mnist.msgpack'
+
+
+def test_save_writes_msgpack_that_flax_reads_back(tmp_path):
+  params = classifier.init_params(classifier.SmallClassifier(), jax.random.key(1))
+  manifest = weights.save(params, tmp_path / 'w.msgpack', dataset='mnist')
+  raw = flax.serialization.msgpack_restore((tmp_path / 'w.msgpack').read_bytes())
+  jax.tree.map(np.testing.assert_array_equal, raw, jax.device_get(params))
+  assert manifest == json.loads((tmp_path / 'w.json').read_text())
+
+
+def test_embeddings_and_probabilities_have_the_documented_shapes(mnist_params):
+  images = random_digits(7)
+  embeddings, probs = classifier.embed_and_predict(mnist_params, images, batch_size=3)
+  assert embeddings.shape == (7, 128) and embeddings.dtype == np.float32
+  assert probs.shape == (7, 10)
+  np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
+  assert (embeddings >= 0).all()  # ReLU embeddings
+  # Batching and the trailing channel axis change nothing.
+  whole_embeddings, whole_probs = classifier.embed_and_predict(mnist_params, images[..., None])
+  np.testing.assert_allclose(whole_embeddings, embeddings, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(whole_probs, probs, rtol=1e-5, atol=1e-6)
+
+
+def test_images_must_be_uint8_digits():
+  with pytest.raises(ValueError, match=r'images must be uint8 \(N, 28, 28\[, 1\]\)'):
+    classifier.as_batch(np.zeros((2, 28, 28), np.float32))
+  with pytest.raises(ValueError, match='got uint8 \\(2, 32, 32\\)'):
+    classifier.as_batch(np.zeros((2, 32, 32), np.uint8))
+
+
+def test_training_is_reproducible_from_its_seed():
+  images, labels = random_digits(50), np.arange(50) % 10
+  fit = lambda seed: classifier.fit(classifier.SmallClassifier(), images, labels, seed=seed,
+                                    num_steps=4, batch_size=16, learning_rate=1e-3,
+                                    max_shift=2)
+  first, again, other = fit(0), fit(0), fit(1)
+  assert flax.serialization.to_bytes(first) == flax.serialization.to_bytes(again)
+  assert flax.serialization.to_bytes(first) != flax.serialization.to_bytes(other)
+
+
+def test_index_batches_visit_every_example_once_per_epoch_in_fixed_size_batches():
+  batches = classifier.index_batches(5, 4, seed=0)
+  first_ten = np.concatenate([next(batches) for _ in range(5)])  # 20 indices: 4 epochs
+  for epoch in range(4):
+    assert sorted(first_ten[5 * epoch:5 * epoch + 5]) == list(range(5))
+
+
+def test_random_shift_moves_whole_images_within_the_limit():
+  image = np.zeros((1, 28, 28, 1), np.uint8)
+  image[0, 10:14, 12:15] = 200
+  shifted = np.asarray(classifier.random_shift(jax.random.key(0), np.repeat(image, 64, 0), 2))
+  for moved in shifted:
+    rows, cols = np.nonzero(moved[..., 0])
+    assert moved.sum() == image.sum()  # nothing falls off: the blob is away from the border
+    assert abs(rows.min() - 10) <= 2 and abs(cols.min() - 12) <= 2
+  assert len({(np.nonzero(m)[0].min(), np.nonzero(m)[1].min()) for m in shifted}) > 5
+  np.testing.assert_array_equal(classifier.random_shift(jax.random.key(0), image, 0), image)
+
+
+@pytest.mark.real_data
+@pytest.mark.skipif(not REAL_MANUAL_DIR, reason='set JAXGAN_MANUAL_DIR to the IDX files')
+def test_shipped_mnist_classifier_is_accurate_on_real_test_digits(mnist_params):
+  folder = Path(REAL_MANUAL_DIR) / 'mnist'
+  images, labels = read_idx_pair(folder / 't10k-images-idx3-ubyte.gz',
+                                 folder / 't10k-labels-idx1-ubyte.gz')
+  assert classifier.accuracy(mnist_params, images[:2000], labels[:2000]) >= 0.99

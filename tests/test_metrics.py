@@ -1,0 +1,258 @@
+"""Metrics: closed forms, invariants, and the ordering real < blurred < noise on real digits."""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxgan.data.idx import read_idx_pair
+from jaxgan.evaluation import classifier, metrics, suite, weights
+
+REAL_MANUAL_DIR = os.environ.get('JAXGAN_MANUAL_DIR')
+needs_real_data = pytest.mark.skipif(
+    not REAL_MANUAL_DIR, reason='set JAXGAN_MANUAL_DIR to the folder holding mnist/')
+needs_shipped_mnist = pytest.mark.skipif(
+    not weights.weights_path('mnist').is_file(),
+    reason='no shipped MNIST classifier: run experiments.train_classifier')
+
+
+def gaussian_samples(rng, mean, cov, num):
+  return rng.multivariate_normal(mean, cov, size=num)
+
+
+def random_covariance(rng, dim):
+  factor = rng.normal(size=(dim, dim))
+  return factor @ factor.T / dim + 0.1 * np.eye(dim)
+
+
+def test_streaming_stats_match_numpy_for_any_batching_and_a_large_offset():
+  rng = np.random.default_rng(0)
+  vectors = rng.normal(size=(1000, 5)) @ rng.normal(size=(5, 5)) + 1e6  # a mean >> spread
+  for batch_size in (1, 7, 1000):
+    stats = metrics.GaussianStats.of(vectors, batch_size=batch_size)
+    assert stats.count == 1000
+    np.testing.assert_allclose(stats.mean, vectors.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(stats.covariance, np.cov(vectors - 1e6, rowvar=False),
+                               rtol=1e-6, atol=1e-9)
+
+
+def test_frechet_distance_of_a_set_with_itself_is_zero():
+  rng = np.random.default_rng(1)
+  stats = metrics.GaussianStats.of(rng.normal(size=(500, 32)) * rng.uniform(0.1, 3, 32))
+  distance = metrics.frechet_distance(stats.mean, stats.covariance, stats.mean, stats.covariance)
+  assert 0 <= distance < 1e-8
+
+
+def test_frechet_distance_matches_the_closed_form_for_shared_eigenvectors():
+  """cov_a = Q diag(a) Q^T, cov_b = Q diag(b) Q^T (not diagonal): the square-root term is
+  sum(sqrt(a * b))."""
+  rng = np.random.default_rng(2)
+  basis, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+  a, b = rng.uniform(0.5, 4, 6), rng.uniform(0.5, 4, 6)
+  mean_a, mean_b = rng.normal(size=6), rng.normal(size=6)
+  expected = np.sum((mean_a - mean_b) ** 2) + np.sum(a + b - 2 * np.sqrt(a * b))
+  got = metrics.frechet_distance(mean_a, basis * a @ basis.T, mean_b, basis * b @ basis.T)
+  np.testing.assert_allclose(got, expected, rtol=1e-10)
+
+
+def test_frechet_distance_matches_the_closed_form_for_non_commuting_2x2_covariances():
+  """For 2x2 matrices, tr sqrt(M) = sqrt(tr M + 2 sqrt(det M)) with M = A B (whose eigenvalues
+  are real and non-negative for PSD A, B)."""
+  cov_a = np.array([[2.0, 0.8], [0.8, 1.0]])
+  cov_b = np.array([[1.0, -0.3], [-0.3, 0.5]])
+  assert not np.allclose(cov_a @ cov_b, cov_b @ cov_a)
+  mean_a, mean_b = np.array([1.0, -2.0]), np.array([0.5, 0.5])
+  product = cov_a @ cov_b
+  trace_sqrt = np.sqrt(np.trace(product) + 2 * np.sqrt(np.linalg.det(product)))
+  expected = (np.sum((mean_a - mean_b) ** 2) + np.trace(cov_a) + np.trace(cov_b) -
+              2 * trace_sqrt)
+  np.testing.assert_allclose(metrics.frechet_distance(mean_a, cov_a, mean_b, cov_b), expected,
+                             rtol=1e-12)
+
+
+def test_frechet_distance_of_samples_approaches_that_of_their_gaussians():
+  rng = np.random.default_rng(3)
+  mean_a, mean_b = np.zeros(4), np.array([1.0, 0.0, -1.0, 0.5])
+  cov_a, cov_b = random_covariance(rng, 4), random_covariance(rng, 4)
+  stats_a = metrics.GaussianStats.of(gaussian_samples(rng, mean_a, cov_a, 200_000))
+  stats_b = metrics.GaussianStats.of(gaussian_samples(rng, mean_b, cov_b, 200_000))
+  exact = metrics.frechet_distance(mean_a, cov_a, mean_b, cov_b)
+  estimated = metrics.frechet_distance(stats_a.mean, stats_a.covariance, stats_b.mean,
+                                       stats_b.covariance)
+  np.testing.assert_allclose(estimated, exact, rtol=0.02)
+
+
+def test_frechet_distance_survives_singular_covariances():
+  """Dead ReLU units give all-zero embedding columns: rank-deficient covariances."""
+  rng = np.random.default_rng(4)
+  vectors = np.concatenate([rng.normal(size=(300, 8)), np.zeros((300, 4))], axis=1)
+  stats = metrics.GaussianStats.of(vectors)
+  shifted = metrics.GaussianStats.of(vectors + np.r_[np.ones(8), np.zeros(4)])
+  distance = metrics.frechet_distance(stats.mean, stats.covariance, shifted.mean,
+                                      shifted.covariance)
+  np.testing.assert_allclose(distance, 8.0, rtol=1e-6)
+
+
+def test_precision_and_recall_of_identical_sets_are_one():
+  embeddings = np.random.default_rng(5).normal(size=(700, 16)).astype(np.float32)
+  assert metrics.precision_recall(embeddings, embeddings, k=3, batch_size=64) == (1.0, 1.0)
+
+
+def test_precision_and_recall_separate_quality_from_diversity():
+  """Samples from a shrunken cloud are all plausible (high precision) but miss most of the
+  real spread (low recall); a few repeated points do the same, more sharply."""
+  rng = np.random.default_rng(6)
+  real = rng.normal(size=(2000, 8))
+  shrunken = 0.3 * rng.normal(size=(2000, 8))
+  precision, recall = metrics.precision_recall(real, shrunken)
+  assert precision > 0.95 and recall < 0.5
+  collapsed = np.repeat(real[:5], 400, axis=0)
+  precision, recall = metrics.precision_recall(real, collapsed)
+  assert precision == 1.0 and recall < 0.01
+  far = rng.normal(size=(2000, 8)) + 10
+  assert metrics.precision_recall(real, far) == (0.0, 0.0)
+
+
+def test_classifier_score_is_between_one_and_the_number_of_classes():
+  uniform = np.full((100, 10), 0.1)
+  np.testing.assert_allclose(metrics.classifier_score(uniform), 1.0)
+  one_hot = np.eye(10)[np.arange(100) % 10]
+  np.testing.assert_allclose(metrics.classifier_score(one_hot), 10.0)
+  single_class = np.eye(10)[np.zeros(100, int)]
+  np.testing.assert_allclose(metrics.classifier_score(single_class), 1.0)
+  mixed = np.random.default_rng(7).dirichlet(np.full(10, 0.3), size=500)
+  assert 1.0 < metrics.classifier_score(mixed) < 10.0
+
+
+def test_coverage_of_balanced_and_collapsed_predictions():
+  balanced = np.eye(10)[np.arange(1000) % 10]
+  shares = metrics.class_shares(balanced)
+  np.testing.assert_allclose(shares, 0.1)
+  np.testing.assert_allclose(metrics.normalised_entropy(shares), 1.0)
+  collapsed = np.eye(10)[np.array([3, 3, 3, 7] * 50)]
+  shares = metrics.class_shares(collapsed)
+  assert shares.min() == 0.0
+  np.testing.assert_allclose(metrics.normalised_entropy(shares),
+                             -(0.75 * np.log(0.75) + 0.25 * np.log(0.25)) / np.log(10))
+
+
+def toy_digits(num: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """Class c: a bright 6x6 square at a class-specific place, jittered, on faint noise."""
+  rng = np.random.default_rng(seed)
+  labels = np.arange(num) % 10
+  images = rng.integers(0, 40, (num, 28, 28), dtype=np.uint8)
+  for index, label in enumerate(labels):
+    row = 4 + 12 * (label // 5) + rng.integers(-1, 2)
+    col = 1 + 5 * (label % 5) + rng.integers(-1, 2)
+    images[index, row:row + 6, col:col + 6] = 255
+  return images, labels.astype(np.int32)
+
+
+def toy_scored(images, labels=None):
+  """ScoredImages without running the evaluation CNN: the label metrics read only the images,
+  labels and (label_accuracy) the probabilities, here one-hot on the true class."""
+  num = len(images)
+  true_labels = np.arange(num) % 10 if labels is None else labels
+  embeddings = np.random.default_rng(num).normal(size=(num, 4)).astype(np.float32)
+  return metrics.ScoredImages(classifier.as_batch(images), labels, embeddings,
+                              np.eye(10, dtype=np.float32)[true_labels],
+                              metrics.GaussianStats.of(embeddings))
+
+
+@pytest.fixture(scope='module')
+def toy_real():
+  train_images, train_labels = toy_digits(300, seed=0)
+  return metrics.RealData(toy_scored(*toy_digits(200, seed=1)),
+                          classifier.as_batch(train_images), train_labels)
+
+
+TINY = metrics.Settings(small_steps=30, small_batch_size=32, augmentation_sizes=(20, 50),
+                        augmentation_seeds=(0, 1))
+
+
+def test_cas_and_augmentation_gain_run_end_to_end_on_tiny_data(toy_real):
+  real = toy_real
+  samples = toy_scored(*toy_digits(100, seed=2))
+  results = metrics.compute(['label_accuracy', 'cas', 'augmentation_gain'], samples, real, TINY)
+  assert results['label_accuracy'] == 1.0
+  assert 0.5 < results['cas'] <= 1  # the toy classes are easy
+  for size in (20, 50):
+    gain = 100 * (results[f'augmented_accuracy_k{size}'] - results[f'real_only_accuracy_k{size}'])
+    np.testing.assert_allclose(results[f'augmentation_gain_k{size}'], gain, atol=1e-9)
+    assert results[f'augmentation_gain_k{size}_std'] >= 0
+  again = metrics.compute(['cas', 'augmentation_gain'], samples, real, TINY)
+  assert again['cas'] == results['cas']  # seeded: the same number twice
+  assert again['augmentation_gain_k20'] == results['augmentation_gain_k20']
+
+
+def test_label_metrics_refuse_unlabelled_samples(toy_real):
+  real = toy_real
+  samples = toy_scored(toy_digits(20, seed=3)[0])
+  for name in metrics.LABEL_METRICS:
+    with pytest.raises(ValueError, match=f'{name} needs labelled samples'):
+      metrics.compute([name], samples, real, TINY)
+
+
+def test_unknown_metric_names_are_refused_with_the_choices():
+  with pytest.raises(ValueError, match='unknown metric fid: choose from fcd, '):
+    metrics.check_names(['fcd', 'fid'])
+  with pytest.raises(ValueError, match='cas can only score labelled samples'):
+    suite.resolve_metric_names(['fcd', 'cas'], has_labels=False)
+  assert suite.resolve_metric_names(['precision', 'recall'], has_labels=False) == (
+      'precision_recall',)
+  assert suite.resolve_metric_names(None, has_labels=True)[-1] == 'augmentation_gain'
+
+
+def test_real_reference_avoids_the_augmentation_subsets(toy_real):
+  rows = suite.reference_rows(toy_real, 1000, TINY)
+  assert len(rows) == 250  # 300 train images, 50 held for augmentation
+  assert not np.intersect1d(rows, toy_real.augmentation_rows(50)).size
+  np.testing.assert_array_equal(rows, suite.reference_rows(toy_real, 1000, TINY))
+
+
+def box_blur(images: np.ndarray, radius: int) -> np.ndarray:
+  padded = np.pad(images.astype(np.float32), ((0, 0), (radius, radius), (radius, radius)))
+  size = 2 * radius + 1
+  total = sum(padded[:, i:i + 28, j:j + 28] for i in range(size) for j in range(size))
+  return np.rint(total / size ** 2).astype(np.uint8)
+
+
+@pytest.mark.real_data
+@needs_real_data
+@needs_shipped_mnist
+def test_real_beats_blurred_beats_noise_and_collapse_shows_on_real_digits():
+  folder = Path(REAL_MANUAL_DIR) / 'mnist'
+  images, labels = read_idx_pair(folder / 't10k-images-idx3-ubyte.gz',
+                                 folder / 't10k-labels-idx1-ubyte.gz')
+  params, _ = weights.load_shipped('mnist')
+  # Real side: 3000 test images; candidates: 1000 others, blurred copies, noise, 4 digits x 250.
+  real = metrics.RealData(metrics.score_images(params, images[:3000], labels[:3000]),
+                          images[:0], labels[:0])
+  held_out = images[3000:4000]
+  candidates = {
+      'real': held_out,
+      'blurred': box_blur(held_out, 1),
+      'noise': np.random.default_rng(0).integers(0, 256, held_out.shape, dtype=np.uint8),
+      'collapsed': np.repeat(held_out[:4], 250, axis=0),
+  }
+  results = {name: metrics.compute(metrics.DEFAULT_METRICS,
+                                   metrics.score_images(params, candidate), real)
+             for name, candidate in candidates.items()}
+  fcd = {name: result['fcd'] for name, result in results.items()}
+  precision = {name: result['precision'] for name, result in results.items()}
+  assert fcd['real'] < fcd['blurred'] < fcd['noise'], fcd
+  assert precision['real'] > precision['blurred'] > precision['noise'], precision
+  assert results['real']['coverage_entropy'] > 0.99
+  assert results['real']['recall'] > 0.6
+  collapsed = results['collapsed']
+  assert collapsed['coverage_entropy'] < 0.7 and collapsed['coverage_min_share'] == 0.0
+  assert collapsed['recall'] < 0.05
+
+
+def test_score_images_refuses_bad_labels_and_empty_sets():
+  images = toy_digits(4, seed=0)[0]
+  for labels in ([0, 1, 2, 10], [0.0, 1.0, 2.0, 3.0], [0, 1, 2]):
+    with pytest.raises(ValueError, match=r'labels must be 4 integers in \[0, 10\)'):
+      metrics.score_images(None, images, np.array(labels))  # refused before any classifying
+  with pytest.raises(ValueError, match='no images to score'):
+    metrics.score_images(None, images[:0])
