@@ -15,7 +15,6 @@ import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import dataclasses
-import json
 import time
 
 import jax
@@ -26,7 +25,7 @@ from absl import app, flags, logging
 from jaxgan import console, generate, trainer
 from jaxgan.checkpoint import CheckpointStore
 from jaxgan.evaluation import metrics, suite, weights
-from jaxgan.run_folder import load_run_config
+from jaxgan.run_folder import load_run_config, write_json_atomic
 from jaxgan.state import generator_variables
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder written by experiments.train.')
@@ -117,7 +116,7 @@ def main(argv):
                                                      sha256=manifest['sha256']),
                 settings=dataclasses.asdict(settings),
                 seconds=round(time.perf_counter() - start, 1), **results)
-  suite.write_json_atomic(record, out)
+  write_json_atomic(record, out)
   logging.info('wrote %s (%.0f s)', out, record['seconds'])
 
 

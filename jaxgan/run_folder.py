@@ -1,4 +1,4 @@
-"""Reading a run folder written by experiments.train (see jaxgan.trainer for its layout)."""
+"""Run-folder files (see jaxgan.trainer for the layout): reading the config, atomic writes."""
 from __future__ import annotations
 
 import json
@@ -15,3 +15,12 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
                             'experiments.train')
   with open(path) as f:
     return ml_collections.ConfigDict(json.load(f))
+
+
+def write_json_atomic(obj, path: str) -> None:
+  """Write next to `path`, then rename: a killed process never leaves half a file."""
+  tmp = f'{path}.tmp-{os.getpid()}'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+    f.write('\n')
+  os.replace(tmp, path)

@@ -15,14 +15,13 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from absl import logging
 
 from jaxgan import data, generate, images, losses, models, optim, parallel
 from jaxgan.checkpoint import CheckpointStore
+from jaxgan.run_folder import write_json_atomic
 from jaxgan.state import GANState, generator_variables, init_state
 from jaxgan.train_step import make_train_step
 
@@ -105,14 +104,6 @@ def _flatten(config: dict, prefix: str = '') -> dict:
   return flat
 
 
-def _write_json_atomic(obj, path: str) -> None:
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-    f.write('\n')
-  os.replace(tmp, path)
-
-
 def record_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Write config.json; refuse a workdir whose run was started with a different experiment."""
   path = os.path.join(workdir, 'config.json')
@@ -126,7 +117,7 @@ def record_config(config: ml_collections.ConfigDict, workdir: str) -> None:
       diffs = ', '.join(f'{k}: {before.get(k)!r} there, {now.get(k)!r} now' for k in changed)
       raise ValueError(f'{workdir} holds a run with a different config ({diffs}): use a new '
                        '--workdir, or the same config to resume it')
-  _write_json_atomic(resolved, path)
+  write_json_atomic(resolved, path)
 
 
 class MetricsLog:

@@ -7,8 +7,6 @@ fixed random subset of the real train split (outside the class-balanced subsets 
 """
 from __future__ import annotations
 
-import json
-import os
 from typing import Callable
 
 import jax
@@ -100,14 +98,6 @@ def format_table(results: dict) -> str:
            for row in rows]
   lines.insert(1, '-+-'.join('-' * width for width in widths))
   return '\n'.join(lines)
-
-
-def write_json_atomic(obj, path: str) -> None:
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-    f.write('\n')
-  os.replace(tmp, path)
 
 
 def make_periodic_evaluator(config: ml_collections.ConfigDict, gan
