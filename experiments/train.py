@@ -9,19 +9,25 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from absl import app, flags
 from ml_collections import config_flags
 
-from jaxgan import console, trainer
+from jaxgan import console, distributed, parallel, trainer
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder: config, metrics, samples, checkpoints.')
 config_flags.DEFINE_config_file('config', 'experiments/configs/dcgan_mnist.py',
                                 'Training config file.', lock_config=True)
 flags.mark_flags_as_required(['workdir'])
+distributed.define_flags()  # multi-host: --coordinator_address --num_processes --process_id
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   console.setup_logging()
-  trainer.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value)
+  config = flags.FLAGS.config
+  processes = distributed.initialize_from_flags()  # before any other jax call; 1: no-op
+  # CPU: one jax device per core (data-parallel step; faster than intra-op threads there).
+  parallel.configure_cpu_devices(config.get('cpu_devices', 0),
+                                 divides=config.batch_size // processes if processes else None)
+  trainer.train_and_evaluate(config, _WORKDIR.value)
 
 
 if __name__ == '__main__':

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import functools
+from typing import Sequence
 
 import jax
 import numpy as np
 
-from jaxgan import images, rng
+from jaxgan import images, parallel, rng
 from jaxgan.models import GAN
 
 
@@ -21,15 +22,26 @@ def _generate(gan: GAN, g_variables: dict, z: jax.Array) -> jax.Array:
   return jax.numpy.clip(jax.numpy.rint((fake[..., 0] + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
-def generate(gan: GAN, g_variables: dict, z: jax.Array, *, batch_size: int = 2000) -> np.ndarray:
+def generate(gan: GAN, g_variables: dict, z: jax.Array, *, batch_size: int = 2000,
+             devices: Sequence[jax.Device] | None = None) -> np.ndarray:
   """uint8 images (N, H, W) for latents `z`, in batches of `batch_size` (one compile: the last
-  partial batch is padded)."""
+  partial batch is padded), each batch split over `devices` (default: this process's devices;
+  several CPU devices run it data-parallel, see `parallel.configure_cpu_devices`)."""
+  devices = jax.local_devices() if devices is None else list(devices)
   num = z.shape[0]
   batch_size = min(batch_size, num)
+  batch_size += -batch_size % len(devices)  # a multiple of the device count
   pad = -num % batch_size
-  z = jax.numpy.concatenate([z, jax.numpy.zeros((pad, z.shape[1]), z.dtype)])
-  out = [np.asarray(_generate(gan, g_variables, z[i:i + batch_size]))
-         for i in range(0, num + pad, batch_size)]
+  z = np.concatenate([np.asarray(z), np.zeros((pad, z.shape[1]), z.dtype)])
+  mesh = parallel.make_mesh(devices)
+  g_variables = jax.device_put(g_variables, parallel.replicated(mesh))
+  sharding = parallel.batch_sharded(mesh)
+  out = []
+  for start in range(0, num + pad, batch_size):
+    out.append(_generate(gan, g_variables, jax.device_put(z[start:start + batch_size], sharding)))
+    if len(out) > 1:  # copy the previous batch out while this one computes
+      out[-2] = np.asarray(out[-2])
+  out[-1] = np.asarray(out[-1])
   return np.concatenate(out)[:num]
 
 

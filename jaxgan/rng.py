@@ -6,6 +6,7 @@ coefficients. This is what lets the multi-device step reproduce the single-devic
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import jax
@@ -38,6 +39,59 @@ def uniform(key: jax.Array, local_batch: int, shape: Sequence[int],
 
 def bernoulli(key: jax.Array, local_batch: int, shape: Sequence[int], p: float,
               axis_name: str | None = None) -> jax.Array:
-  """Bernoulli(p) masks of `shape` for each of this device's examples."""
-  return _per_example(lambda k: jax.random.bernoulli(k, p, tuple(shape)), key, local_batch,
-                      axis_name)
+  """Bernoulli(p) masks of `shape` for each of this device's examples.
+
+  Equal to `jax.random.bernoulli(fold_in(key, i), p, shape)` for example i; for threefry keys
+  (jax's default) the bits come from the unrolled `threefry2x32` below, which XLA:CPU fuses into
+  the consumer instead of running jax's rolled hash loop over the whole mask.
+  """
+  shape = tuple(shape)
+  if not _unrolled_threefry_applies(key, shape):
+    return _per_example(lambda k: jax.random.bernoulli(k, p, shape), key, local_batch,
+                        axis_name)
+  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(
+      global_example_indices(local_batch, axis_name))
+  data = jax.random.key_data(keys) if jnp.issubdtype(keys.dtype, jax.dtypes.prng_key) else keys
+  expand = (local_batch,) + (1,) * len(shape)
+  counts = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape((1,) + shape)
+  bits1, bits2 = threefry2x32(data[:, 0].reshape(expand), data[:, 1].reshape(expand),
+                              jnp.zeros((), jnp.uint32), counts)
+  # jax.random.uniform's float32 construction: 23 random mantissa bits, exponent of 1.0.
+  floats = jax.lax.bitcast_convert_type(((bits1 ^ bits2) >> jnp.uint32(9))
+                                        | jnp.uint32(0x3F800000), jnp.float32) - 1.0
+  mask = floats < jnp.float32(p)
+  return jax.lax.optimization_barrier(mask) if _MATERIALIZE else mask
+
+
+_MATERIALIZE = True
+
+
+def _unrolled_threefry_applies(key: jax.Array, shape: tuple[int, ...]) -> bool:
+  return (str(jax.random.key_impl(key)) == 'threefry2x32'
+          and jax.config.jax_threefry_partitionable and 0 < math.prod(shape) < 2 ** 32)
+
+
+# --- Unrolled threefry for large per-example draws -------------------------------------------
+# jax lowers its threefry2x32 hash on CPU as a rolled 5-iteration while loop (to keep compile
+# times down), which XLA:CPU runs as a loop over whole arrays and cannot fuse with the op that
+# consumes the bits. The same hash written out in jnp ops below is bit-for-bit jax's (partitionable
+# threefry, the default), and XLA fuses it into the dropout's select.
+
+_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+
+
+def _rotate_left(x, d):
+  return (x << jnp.uint32(d)) | (x >> jnp.uint32(32 - d))
+
+
+def threefry2x32(k1, k2, x1, x2):
+  """The Threefry-2x32 hash (20 rounds) of counters (x1, x2) under key (k1, k2), unrolled."""
+  ks = (k1, k2, k1 ^ k2 ^ jnp.uint32(0x1BD11BDA))
+  x1, x2 = x1 + ks[0], x2 + ks[1]
+  for i in range(5):
+    for r in _ROTATIONS[i % 2]:
+      x1 = x1 + x2
+      x2 = _rotate_left(x2, r) ^ x1
+    x1 = x1 + ks[(i + 1) % 3]
+    x2 = x2 + ks[(i + 2) % 3] + jnp.uint32(i + 1)
+  return x1, x2

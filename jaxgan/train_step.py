@@ -24,26 +24,47 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
                     d_tx: optax.GradientTransformation, *, n_critic: int = 1,
                     axis_name: str | None = None,
                     g_schedule: optax.Schedule | None = None,
-                    d_schedule: optax.Schedule | None = None) -> StepFn:
+                    d_schedule: optax.Schedule | None = None,
+                    compute_dtype: str | jnp.dtype = 'float32') -> StepFn:
   """`batch['image']` holds `n_critic` real batches per device, interleaved: critic update j
   uses local rows j, j + n_critic, ... (so each chunk is the same set of global examples
-  whatever the device count)."""
+  whatever the device count).
+
+  `compute_dtype` (float32 | bfloat16): the dtype the networks compute in. Parameters,
+  optimizer state, batch statistics, gradients and losses stay float32; with bfloat16 the
+  parameters and inputs are cast on the way into each network and its outputs cast back
+  (mixed precision for accelerators; on CPU bfloat16 is emulated and slower).
+  """
   if n_critic < 1:
     raise ValueError(f'loss.n_critic must be >= 1, got {n_critic}')
+  compute_dtype = jnp.dtype(compute_dtype)
+  if compute_dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
+    raise ValueError(f'compute_dtype must be float32 or bfloat16, got {compute_dtype}')
+
+  def to_compute(tree):
+    if compute_dtype == jnp.float32:
+      return tree
+    return jax.tree.map(
+        lambda x: x.astype(compute_dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+  def to_float32(x):
+    return x.astype(jnp.float32)
 
   def mean_over_devices(tree):
     return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
 
   def generate(g_params, g_batch_stats, z):
-    variables = {'params': g_params}
+    variables = {'params': to_compute(g_params)}
     if g_batch_stats:
-      variables['batch_stats'] = g_batch_stats
-    fake, updates = gan.generator.apply(variables, z, train=True, mutable=['batch_stats'])
+      variables['batch_stats'] = g_batch_stats  # running statistics stay float32
+    fake, updates = gan.generator.apply(variables, to_compute(z), train=True,
+                                        mutable=['batch_stats'])
     return fake, updates.get('batch_stats', g_batch_stats)
 
   def discriminate(d_params, images, dropout_key):
-    return gan.discriminator.apply({'params': d_params}, images, train=True,
-                                   rngs={'dropout': dropout_key})
+    return to_float32(gan.discriminator.apply({'params': to_compute(d_params)},
+                                              to_compute(images), train=True,
+                                              rngs={'dropout': dropout_key}))
 
   def report(outputs):
     return jax.nn.sigmoid(outputs).mean() if loss.outputs_are_logits else outputs.mean()

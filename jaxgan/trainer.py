@@ -28,7 +28,10 @@ from jaxgan.train_step import make_train_step
 # Fields a resumed run may change; any other difference means a different experiment.
 RESUMABLE_FIELDS = frozenset({
     'num_epochs', 'num_steps', 'log_every', 'checkpoint_every', 'keep_checkpoints',
-    'data.manual_dir', 'data.data_dir', 'parallel'})
+    'data.manual_dir', 'data.data_dir', 'parallel', 'steps_per_call', 'donate', 'cpu_devices'})
+# Fields added after the first runs were recorded: absent from a config.json means this value.
+_ADDED_FIELDS = {'compute_dtype': 'float32', 'steps_per_call': 1, 'donate': True,
+                 'cpu_devices': 0}
 # Streams split from the seed: parameter init, train steps, the fixed sample-grid latents.
 _INIT, _STEPS, _SAMPLES = range(3)
 
@@ -88,6 +91,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
       problems.append(f'{field} must be > 0, got {config[field]}')
   if config.parallel not in ('mesh', 'pmap'):
     problems.append(f"parallel must be 'mesh' or 'pmap', got {config.parallel!r}")
+  if config.get('steps_per_call', 1) < 1:
+    problems.append(f'steps_per_call must be >= 1, got {config.steps_per_call}')
+  if config.get('compute_dtype', 'float32') not in ('float32', 'bfloat16'):
+    problems.append(f"compute_dtype must be 'float32' or 'bfloat16', got "
+                    f'{config.compute_dtype!r}')
   if problems:
     raise ValueError('bad config: ' + '; '.join(problems))
   models.build(config.model.name)  # raises on an unknown model name
@@ -110,7 +118,7 @@ def record_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   resolved = json.loads(config.to_json())
   if os.path.exists(path):
     with open(path) as f:
-      before, now = _flatten(json.load(f)), _flatten(resolved)
+      before, now = {**_ADDED_FIELDS, **_flatten(json.load(f))}, _flatten(resolved)
     changed = sorted(k for k in before.keys() | now.keys()
                      if k not in RESUMABLE_FIELDS and before.get(k) != now.get(k))
     if changed:
@@ -147,14 +155,16 @@ class MetricsLog:
 class _MeshRunner:
   """jit(shard_map(step)) over a mesh of all devices; state arrays replicated."""
 
-  def __init__(self, components: Components, step_fn, mesh):
+  def __init__(self, components: Components, step_fn, mesh, donate=True, steps_per_call=1):
     self.mesh = mesh
     self.batch_sharding = parallel.batch_sharded(mesh)
     self.state_sharding = parallel.replicated(mesh)
     self._init = jax.jit(
         lambda key: init_state(components.gan, components.g_tx, components.d_tx, key),
         out_shardings=self.state_sharding)
-    self.step = parallel.shard_step(step_fn, mesh)
+    self.step = parallel.shard_step(step_fn, mesh, donate=donate)
+    self.multi_step = None if steps_per_call == 1 else parallel.shard_step(
+        step_fn, mesh, donate=donate, steps_per_call=steps_per_call)
 
   def init(self, key):
     return self._init(key)
@@ -175,13 +185,15 @@ class _MeshRunner:
 class _PmapRunner(_MeshRunner):
   """pmap(step) over this process's devices; state arrays carry a leading device axis."""
 
-  def __init__(self, components: Components, step_fn, mesh):
+  def __init__(self, components: Components, step_fn, mesh, donate=True, steps_per_call=1):
     if jax.process_count() > 1:
       raise ValueError("parallel='pmap' runs on one process; use --config.parallel=mesh")
-    super().__init__(components, step_fn, mesh)
+    super().__init__(components, step_fn, mesh, donate, steps_per_call)
     self.batch_sharding = None  # host batches, split on a leading device axis below
     self.state_sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    self.step = parallel.pmap_step(step_fn)
+    self.step = parallel.pmap_step(step_fn, donate=donate)
+    self.multi_step = None if steps_per_call == 1 else parallel.pmap_step(
+        step_fn, donate=donate, steps_per_call=steps_per_call)
 
   def init(self, key):
     return self.from_checkpoint(self._init(key))
@@ -230,8 +242,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
   step_gan = models.build(config.model.name, axis_name=parallel.DATA_AXIS)
   step_fn = make_train_step(step_gan, components.loss, components.g_tx, components.d_tx,
                             n_critic=config.loss.n_critic, axis_name=parallel.DATA_AXIS,
-                            g_schedule=components.g_schedule, d_schedule=components.d_schedule)
-  runner = (_PmapRunner if config.parallel == 'pmap' else _MeshRunner)(components, step_fn, mesh)
+                            g_schedule=components.g_schedule, d_schedule=components.d_schedule,
+                            compute_dtype=config.get('compute_dtype', 'float32'))
+  runner = (_PmapRunner if config.parallel == 'pmap' else _MeshRunner)(
+      components, step_fn, mesh, config.get('donate', True), config.get('steps_per_call', 1))
 
   init_key, step_key, _ = seed_keys(config.seed)
   store = CheckpointStore(workdir, keep=config.keep_checkpoints)
@@ -272,9 +286,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
                                sharding=runner.batch_sharding)
   interval_start, interval_first_step = time.perf_counter(), start_step
   try:
-    for step in range(start_step, total_steps):
-      state, measurements = runner.step(state, runner.prepare_batch(next(batches)), step_key)
-      done = step + 1
+    for done, state, measurements in parallel.run_steps(
+        runner.step, runner.multi_step, state, lambda: runner.prepare_batch(next(batches)),
+        step_key, start_step, total_steps, steps_per_call=config.get('steps_per_call', 1),
+        is_boundary=lambda d: d % steps_per_epoch == 0 or d % config.checkpoint_every == 0,
+        wants_measurements=lambda d: d % config.log_every == 0 or d == total_steps):
       if done == start_step + 1:
         jax.block_until_ready(measurements)  # the first step compiles: keep it out of img/s
         logging.info('first step (compilation included) took %.1f s',

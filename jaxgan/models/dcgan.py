@@ -9,6 +9,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxgan import convs
 from jaxgan.layers import KERAS_LEAKY_SLOPE, ExampleDropout, keras_kernel_init
 
 LATENT_DIM = 100
@@ -22,6 +23,7 @@ class Generator(nn.Module):
   """z -> Dense(7*7*64) -> BN -> LReLU -> 7x7x64 -> ConvT(32, 5, s2) -> BN -> LReLU
   -> ConvT(1, 5, s2, tanh) -> 28x28x1."""
   axis_name: str | None = None  # batch statistics are averaged over this device axis
+  conv_impl: str = 'auto'  # jaxgan.convs: auto | phase | xla (same parameters and results)
 
   @nn.compact
   def __call__(self, z, *, train: bool):
@@ -31,11 +33,11 @@ class Generator(nn.Module):
 
     x = nn.Dense(7 * 7 * 64, use_bias=False, kernel_init=keras_kernel_init)(z)
     x = _leaky(batch_norm(x)).reshape((-1, 7, 7, 64))
-    x = nn.ConvTranspose(32, (5, 5), (2, 2), 'SAME', use_bias=False,
-                         kernel_init=keras_kernel_init)(x)
+    x = convs.ConvTranspose(32, (5, 5), (2, 2), 'SAME', use_bias=False,
+                            kernel_init=keras_kernel_init, impl=self.conv_impl)(x)
     x = _leaky(batch_norm(x))
-    x = nn.ConvTranspose(1, (5, 5), (2, 2), 'SAME', use_bias=False,
-                         kernel_init=keras_kernel_init)(x)
+    x = convs.ConvTranspose(1, (5, 5), (2, 2), 'SAME', use_bias=False,
+                            kernel_init=keras_kernel_init, impl=self.conv_impl)(x)
     return jnp.tanh(x)
 
 
@@ -44,11 +46,13 @@ class Discriminator(nn.Module):
   -> Flatten -> Dense(1)."""
   dropout_rate: float = 0.3
   axis_name: str | None = None  # keys the per-example dropout masks to global batch indices
+  conv_impl: str = 'auto'  # jaxgan.convs: auto | phase | xla (same parameters and results)
 
   @nn.compact
   def __call__(self, x, *, train: bool):
     for features in (32, 64):
-      x = nn.Conv(features, (5, 5), (2, 2), 'SAME', kernel_init=keras_kernel_init)(x)
+      x = convs.Conv(features, (5, 5), (2, 2), 'SAME', kernel_init=keras_kernel_init,
+                     impl=self.conv_impl)(x)
       x = ExampleDropout(self.dropout_rate, self.axis_name)(_leaky(x), deterministic=not train)
     x = x.reshape((x.shape[0], -1))
     return nn.Dense(1, kernel_init=keras_kernel_init)(x)[:, 0]

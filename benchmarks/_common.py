@@ -1,0 +1,81 @@
+"""Shared by the benchmarks: quiet-machine waiting, foreign CPU load, thread pinning, versions.
+
+Timings on a shared machine are only meaningful while nothing else runs: `wait_quiet` blocks
+until other processes use less than `max_load` cores for `window` seconds (like
+../shared/bench/peers/run_all.sh), and `ForeignLoad` measures how many cores other processes
+used while a timed loop ran (whole-machine busy time from /proc/stat minus this process's CPU
+time), which every benchmark line reports.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import time
+
+
+def machine_busy_seconds() -> float:
+  """Non-idle CPU seconds of the whole machine since boot (user+nice+system+irq+softirq+steal)."""
+  with open('/proc/stat') as f:
+    fields = [int(x) for x in f.readline().split()[1:9]]
+  return (sum(fields) - fields[3] - fields[4]) / os.sysconf('SC_CLK_TCK')
+
+
+def wait_quiet(max_load: float = 0.15, window: float = 5.0, max_wait: float = 600.0) -> dict:
+  """Block until the machine's load (all processes; call it before starting the timed work)
+  stays below `max_load` cores for `window` s, or `max_wait` s pass. Returns what it saw."""
+  start = time.time()
+  load = float('nan')
+  while True:
+    busy = machine_busy_seconds()
+    time.sleep(window)
+    load = (machine_busy_seconds() - busy) / window
+    if load < max_load or time.time() - start >= max_wait:
+      return dict(quiet=load < max_load, load_before=round(load, 2),
+                  waited_s=round(time.time() - start, 1))
+
+
+class ForeignLoad:
+  """Cores used by other processes while the `with` block ran (`.cores` afterwards)."""
+
+  def __enter__(self):
+    self._busy, self._cpu, self._wall = (machine_busy_seconds(), time.process_time(),
+                                         time.perf_counter())
+    return self
+
+  def __exit__(self, *exc):
+    wall = time.perf_counter() - self._wall
+    own = time.process_time() - self._cpu
+    self.cores = round(((machine_busy_seconds() - self._busy) - own) / wall, 2)
+
+
+def pin_threads(threads: int) -> None:
+  """Restrict this process to `threads` CPUs (XLA:CPU and TF size their pools from this). Call
+  before importing jax."""
+  if threads:
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
+
+
+def peak_rss_mb() -> float:
+  """This process's peak resident memory so far (MiB)."""
+  return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def machine() -> dict:
+  model = ''
+  try:
+    with open('/proc/cpuinfo') as f:
+      model = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+  except (OSError, StopIteration):
+    pass
+  return dict(cpu=model or platform.processor(), cores=os.cpu_count(),
+              usable_cores=len(os.sched_getaffinity(0)), python=platform.python_version())
+
+
+def versions() -> dict:
+  import flax  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  return dict(jax=jax.__version__, jaxlib=jax.lib.__version__ if hasattr(jax.lib, '__version__')
+              else jax.__version__, flax=flax.__version__, optax=optax.__version__,
+              backend=jax.default_backend(), devices=jax.device_count())

@@ -1,0 +1,187 @@
+r"""Images per second of jaxgan's training step, per model and batch size, fed two ways.
+
+One step = one discriminator update + one generator update (as the papers count a step), the
+trainer's own program: `make_train_step` under `parallel.shard_step` (jit + shard_map over a mesh
+of all devices, state donated), built from the model's experiment config. Fed by
+  (a) device:   one batch already on the device(s), reused every step;
+  (b) pipeline: the real input pipeline, `jaxgan.data.load_split` (tfds) + `BatchIterator` with
+                the mesh's batch sharding (prefetch thread, host -> device copy every step).
+Each (model, batch) runs in its own subprocess (so peak memory is its own): it compiles once,
+then alternates timed repeats of (a) and (b), each `--steps` steps dispatched back to back and
+synchronised at the end, as the trainer runs between log lines. One JSON line per (model,
+batch, feed): images/s (median over repeats, and every repeat), step time (ms, median),
+compile time (s, first call minus one step), whether anything recompiled after the first step,
+peak resident memory of the process (MiB), the foreign CPU load during the timed repeats
+(cores used by other processes) and the versions. A last line per (model, batch) gives
+pipeline/device.
+
+Before each subprocess the machine must be quiet (other processes < 0.15 core for 5 s, see
+benchmarks/_common.py); `--max-wait 0` skips the wait (quick runs; then read `foreign_load`).
+
+  JAXGAN_MANUAL_DIR=../shared/datasets TFDS_DATA_DIR=/tmp/tfds_bench \
+    python benchmarks/train_throughput.py                       # all models, batch 64 and 256
+  python benchmarks/train_throughput.py --models=dcgan --batches=64 --steps=20 --repeats=2 \
+    --max-wait=0                                                # a quick look
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks import _common  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+CONFIGS = {'mlp': 'mlp_mnist', 'dcgan': 'dcgan_mnist', 'kannada': 'dcgan_kannada'}
+
+
+def parse_args(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--models', default='mlp,dcgan,kannada')
+  parser.add_argument('--batches', default='64,256')
+  parser.add_argument('--feeds', default='device,pipeline', help='device and/or pipeline')
+  parser.add_argument('--steps', type=int, default=100, help='steps per timed repeat')
+  parser.add_argument('--repeats', type=int, default=5)
+  parser.add_argument('--warmup', type=int, default=5, help='steps after compilation, untimed')
+  parser.add_argument('--threads', type=int, default=0, help='CPUs to use (0: all)')
+  parser.add_argument('--cpu-devices', type=int, default=0,
+                      help='jax CPU devices: 0 one per core (as the trainer), -1 jax default (1)')
+  parser.add_argument('--steps-per-call', type=int, default=1)
+  parser.add_argument('--compute-dtype', default='float32')
+  parser.add_argument('--max-wait', type=float, default=600,
+                      help='seconds to wait for a quiet machine before each (model, batch)')
+  parser.add_argument('--out', help='also append the JSON lines to this file')
+  parser.add_argument('--worker', help=argparse.SUPPRESS)  # "model,batch": run one in-process
+  return parser.parse_args(argv)
+
+
+def _time_repeat(run_step, steps, batch_size, jax):
+  with _common.ForeignLoad() as foreign:
+    start = time.perf_counter()
+    out = None
+    for _ in range(steps):
+      out = run_step()
+    jax.block_until_ready(out)
+    elapsed = time.perf_counter() - start
+  return batch_size * steps / elapsed, 1e3 * elapsed / steps, foreign.cores
+
+
+def worker(args) -> list[dict]:
+  """One (model, batch): compile, then interleave timed repeats of the requested feeds."""
+  model, batch_size = args.worker.split(',')
+  batch_size = int(batch_size)
+  _common.pin_threads(args.threads)
+  import importlib  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from jaxgan import data, models, parallel, trainer  # pylint: disable=g-import-not-at-top
+  from jaxgan.state import init_state  # pylint: disable=g-import-not-at-top
+  parallel.configure_cpu_devices(args.cpu_devices, divides=batch_size)
+  from jaxgan.train_step import make_train_step  # pylint: disable=g-import-not-at-top
+
+  config = importlib.import_module(f'experiments.configs.{CONFIGS[model]}').get_config()
+  config.batch_size = batch_size
+  mesh = parallel.make_mesh()
+  parallel.check_batch_divides(batch_size, mesh)
+  components = trainer.build_components(config, total_steps=10_000)
+  step_fn = make_train_step(
+      models.build(model, axis_name=parallel.DATA_AXIS), components.loss, components.g_tx,
+      components.d_tx, n_critic=config.loss.n_critic, axis_name=parallel.DATA_AXIS,
+      g_schedule=components.g_schedule, d_schedule=components.d_schedule,
+      compute_dtype=args.compute_dtype)
+  k = args.steps_per_call
+  step = parallel.shard_step(step_fn, mesh, steps_per_call=k)
+  sharding = parallel.batch_sharded(mesh)
+  state = jax.jit(lambda key: init_state(components.gan, components.g_tx, components.d_tx, key),
+                  out_shardings=parallel.replicated(mesh))(jax.random.key(0))
+  key = jax.random.key(1)
+  examples = batch_size * config.loss.n_critic
+
+  images, labels = data.load_split(config.data.name, 'train', manual_dir=config.data.manual_dir
+                                   or None)
+  fixed = data.BatchIterator(images, labels, batch_size=examples, seed=0, sharding=sharding)
+  device_batch = next(fixed)
+  fixed.close()
+  pipeline = data.BatchIterator(images, labels, batch_size=examples, seed=0, sharding=sharding)
+
+  holder = {'state': state}
+
+  def make_runner(next_batch):
+    def run_step():
+      batches = next_batch() if k == 1 else [next_batch() for _ in range(k)]
+      holder['state'], measured = step(holder['state'], batches, key)
+      return measured
+    return run_step
+
+  runners = {'device': make_runner(lambda: device_batch),
+             'pipeline': make_runner(lambda: next(pipeline))}
+  feeds = [f for f in args.feeds.split(',') if f]
+  start = time.perf_counter()
+  jax.block_until_ready(runners[feeds[0]]())
+  first_call = time.perf_counter() - start
+  for _ in range(args.warmup):
+    for feed in feeds:
+      jax.block_until_ready(runners[feed]())
+  calls = max(1, args.steps // k)
+  results = {feed: [] for feed in feeds}
+  for _ in range(args.repeats):
+    for feed in feeds:
+      results[feed].append(_time_repeat(runners[feed], calls, batch_size * k, jax))
+  pipeline.close()
+  recompiled = step._cache_size() != 1  # pylint: disable=protected-access
+  common = dict(model=model, batch=batch_size, steps_per_call=k, cpu_devices=args.cpu_devices,
+                compute_dtype=args.compute_dtype, steps=calls * k, repeats=args.repeats,
+                threads=len(os.sched_getaffinity(0)), devices=mesh.size,
+                recompiled_after_first_step=recompiled, peak_rss_mb=_common.peak_rss_mb(),
+                **{f'v_{name}': v for name, v in _common.versions().items()})
+  lines = []
+  for feed, runs in results.items():
+    step_ms = statistics.median(ms for _, ms, _ in runs) / k
+    lines.append(dict(
+        common, feed=feed, images_per_s=round(statistics.median(r for r, _, _ in runs), 1),
+        images_per_s_repeats=[round(r, 1) for r, _, _ in runs], step_ms=round(step_ms, 3),
+        compile_s=round(first_call - step_ms * k / 1e3, 2),
+        foreign_load=max(f for _, _, f in runs)))
+  return lines
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  if args.worker:
+    for line in worker(args):
+      print(json.dumps(line), flush=True)
+    return
+  out = open(args.out, 'a') if args.out else None  # pylint: disable=consider-using-with
+  print(json.dumps(dict(benchmark='train_throughput', machine=_common.machine(),
+                        argv=sys.argv[1:])), flush=True)
+  for model in args.models.split(','):
+    for batch in args.batches.split(','):
+      quiet = _common.wait_quiet(max_wait=args.max_wait) if args.max_wait > 0 else {}
+      command = [sys.executable, __file__, f'--worker={model},{batch}',
+                 *(a for a in (argv if argv is not None else sys.argv[1:])
+                   if not a.startswith('--worker'))]
+      result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+      lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{')]
+      if result.returncode or not lines:
+        lines = [dict(model=model, batch=int(batch), error=result.stderr.strip()[-2000:])]
+      by_feed = {line.get('feed'): line for line in lines}
+      if 'device' in by_feed and 'pipeline' in by_feed:
+        lines.append(dict(model=model, batch=int(batch), pipeline_over_device=round(
+            by_feed['pipeline']['images_per_s'] / by_feed['device']['images_per_s'], 3)))
+      for line in lines:
+        line.update(quiet)
+        text = json.dumps(line)
+        print(text, flush=True)
+        if out:
+          out.write(text + '\n')
+          out.flush()
+
+
+if __name__ == '__main__':
+  main()
