@@ -7,7 +7,7 @@ architecture, losses, optimisers and hyper-parameters (Keras initialisers, Leaky
 BatchNorm 0.99/1e-3, Adam(1e-4, eps 1e-7)); one step = a discriminator update then a generator
 update with fresh noise; a fixed random batch already in memory; the losses read back after
 every step (a sync point). jaxgan's step is the trainer's own program (`make_train_step` under
-`parallel.shard_step`, state donated) run by this script with `--worker` in the same protocol.
+`parallel.shard_step`, state donated, `config.cpu_devices` CPU devices) run by this script with `--worker` in the same protocol.
 
 Each run is a separate process with the same `--threads` (CPU affinity for XLA, intra/inter-op
 threads for TF, torch.set_num_threads). Runs are interleaved like run_all.sh: for each round,
@@ -95,6 +95,7 @@ def worker(args) -> dict:
 
   batch = args.batch_size
   config = dcgan_mnist.get_config()
+  parallel.configure_cpu_devices(config.cpu_devices, divides=batch)  # as experiments.train
   components = trainer.build_components(config, total_steps=10_000)
   mesh = parallel.make_mesh()
   step = parallel.shard_step(make_train_step(

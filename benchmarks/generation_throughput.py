@@ -34,8 +34,9 @@ def parse_args(argv=None):
   parser.add_argument('--batch-size', type=int, default=2000)
   parser.add_argument('--repeats', type=int, default=3, help='timed exports after the first')
   parser.add_argument('--threads', type=int, default=0)
-  parser.add_argument('--cpu-devices', type=int, default=0,
-                      help='jax CPU devices: 0 one per core (as experiments.sample), -1 jax default')
+  parser.add_argument('--cpu-devices', type=int, default=-1,
+                      help='jax CPU devices: -1 jax default, 1 (as experiments.sample); '
+                      '0 one per core; N')
   parser.add_argument('--workdir', help='run folder to load the generator from (its model only)')
   parser.add_argument('--max-wait', type=float, default=600)
   return parser.parse_args(argv)

@@ -51,8 +51,9 @@ def parse_args(argv=None):
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--warmup', type=int, default=5, help='steps after compilation, untimed')
   parser.add_argument('--threads', type=int, default=0, help='CPUs to use (0: all)')
-  parser.add_argument('--cpu-devices', type=int, default=0,
-                      help='jax CPU devices: 0 one per core (as the trainer), -1 jax default (1)')
+  parser.add_argument('--cpu-devices', type=int, default=None,
+                      help="jax CPU devices (default: the model config's cpu_devices, as the "
+                      'trainer); 0 one per core, -1 jax default (1)')
   parser.add_argument('--steps-per-call', type=int, default=1)
   parser.add_argument('--compute-dtype', default='float32')
   parser.add_argument('--max-wait', type=float, default=600,
@@ -82,10 +83,12 @@ def worker(args) -> list[dict]:
   import jax  # pylint: disable=g-import-not-at-top
   from jaxgan import data, models, parallel, trainer  # pylint: disable=g-import-not-at-top
   from jaxgan.state import init_state  # pylint: disable=g-import-not-at-top
-  parallel.configure_cpu_devices(args.cpu_devices, divides=batch_size)
   from jaxgan.train_step import make_train_step  # pylint: disable=g-import-not-at-top
 
   config = importlib.import_module(f'experiments.configs.{CONFIGS[model]}').get_config()
+  if args.cpu_devices is None:
+    args.cpu_devices = config.cpu_devices
+  parallel.configure_cpu_devices(args.cpu_devices, divides=batch_size)
   config.batch_size = batch_size
   mesh = parallel.make_mesh()
   parallel.check_batch_divides(batch_size, mesh)

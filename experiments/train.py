@@ -24,8 +24,8 @@ def main(argv):
   console.setup_logging()
   config = flags.FLAGS.config
   processes = distributed.initialize_from_flags()  # before any other jax call; 1: no-op
-  # CPU: one jax device per core (data-parallel step; faster than intra-op threads there).
-  parallel.configure_cpu_devices(config.get('cpu_devices', 0),
+  # CPU: config.cpu_devices jax devices (data-parallel step; faster than intra-op threads there).
+  parallel.configure_cpu_devices(config.get('cpu_devices', -1),
                                  divides=config.batch_size // processes if processes else None)
   trainer.train_and_evaluate(config, _WORKDIR.value)
 

@@ -9,17 +9,17 @@ a GAN's backward pass is full of fall off that path:
     and non-canonical dimension order and runs in its naive loop emitter (~230 ms per dcgan
     step at batch 64, 40% of the step; it grows with the batch, which is why the plain jax
     DCGAN gets slower per image at batch 256).
-Both go away when the stride is moved out of the convolution:
-  - `strided_conv` (stride 2): space-to-depth on the padded input, then a stride-1
-    ceil(k/2) x ceil(k/2) convolution whose kernel is the k x k kernel regrouped by phase;
-  - `strided_conv_transpose` (stride 2): a stride-1 convolution producing the 4 output
-    phases as channels, then depth-to-space (the "sub-pixel" form).
+Both go away when the input dilation is moved out of the convolution ("sub-pixel" form): a
+stride-2 transposed convolution runs as stride-1 convolutions producing its 4 output phases,
+then depth-to-space (`strided_conv_transpose`, `strided_conv_transpose_split`), and a stride-2
+convolution keeps XLA's forward pass but computes its input gradient that way
+(`strided_conv_fast_grad`).
 Their gradients (both data and kernel) are then ordinary stride-1 convolutions plus
 reshapes/transposes. Results equal `lax.conv_general_dilated` / `lax.conv_transpose` up to float
 summation order; the kernels are the usual (kh, kw, in, out) parameters, regrouped inside the
-computation, so parameters, initialisation and checkpoints are unchanged. The price is
-zero taps: (2*ceil(k/2))^2 / k^2 more multiply-adds (1.44x for 5x5), which the faster kernels
-repay many times on CPU. Accelerators have native kernels for the dilated forms (cuDNN, TPU
+computation, so parameters, initialisation and checkpoints are unchanged. The one-convolution
+form pays with zero taps, (2*ceil(k/2))^2 / k^2 more multiply-adds (1.44x for 5x5), which the
+faster kernels repay on CPU; the split form (one convolution per phase) has none. Accelerators have native kernels for the dilated forms (cuDNN, TPU
 convolution units), so `impl='auto'` keeps XLA's own convolution there.
 
 `Conv` and `ConvTranspose` are drop-in flax modules (same parameter names and shapes as
@@ -76,32 +76,6 @@ def conv_transpose_padding(padding, kernel_size: Sequence[int],
       raise ValueError(f'conv_transpose_padding: padding must be SAME or VALID, got {padding!r}')
     pads.append((low, pad_len - low))
   return pads
-
-
-def strided_conv(x: jax.Array, kernel: jax.Array, padding: Sequence[tuple[int, int]]):
-  """`lax.conv_general_dilated(x, kernel, (2, 2), padding)` (NHWC, HWIO) without a strided
-  convolution: space-to-depth, then a stride-1 convolution."""
-  n, in_h, in_w, c = x.shape
-  k_h, k_w, _, features = kernel.shape
-  out, phases, pads = [], [], []
-  for size, k, (low, high) in zip((in_h, in_w), (k_h, k_w), padding):
-    out_size = (size + low + high - k) // 2 + 1
-    taps = -(-k // 2)  # ceil(k / 2) taps per phase
-    padded = 2 * (out_size + taps - 1)
-    out.append(out_size)
-    phases.append(taps)
-    # A negative high pad crops input rows that no output reads.
-    pads.append((low, padded - low - size, 0))
-  x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *pads, (0, 0, 0)])
-  rows, cols = x.shape[1] // 2, x.shape[2] // 2
-  x = x.reshape(n, rows, 2, cols, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, rows, cols, 4 * c)
-  (t_h, t_w) = phases
-  kernel = jnp.pad(kernel, [(0, 2 * t_h - k_h), (0, 2 * t_w - k_w), (0, 0), (0, 0)])
-  kernel = kernel.reshape(t_h, 2, t_w, 2, c, features).transpose(0, 2, 1, 3, 4, 5)
-  kernel = kernel.reshape(t_h, t_w, 4 * c, features)
-  y = lax.conv_general_dilated(x, kernel, (1, 1), 'VALID', dimension_numbers=_DIMENSION_NUMBERS)
-  assert y.shape[1:3] == tuple(out), (y.shape, out)
-  return y
 
 
 def strided_conv_transpose(x: jax.Array, kernel: jax.Array,
@@ -226,7 +200,7 @@ def _pair(value) -> tuple[int, int]:
 
 class Conv(nn.Module):
   """2-D NHWC convolution with `flax.linen.Conv`'s parameters; stride 2 runs as
-  `strided_conv` when `impl` resolves to 'phase'."""
+  `strided_conv_fast_grad` when `impl` resolves to 'phase'."""
   features: int
   kernel_size: Sequence[int]
   strides: int | Sequence[int] = 1
@@ -243,11 +217,8 @@ class Conv(nn.Module):
     dtype = jnp.result_type(x, kernel)  # flax's promotion: float32 params keep float32 compute
     x, kernel = x.astype(dtype), kernel.astype(dtype)
     padding = conv_padding(self.padding, x.shape[1:3], kernel_size, strides)
-    impl = self.impl if self.impl in ('vjp', 's2d') else resolve_impl(self.impl)
-    if strides == (2, 2) and impl in ('vjp', 'phase'):
+    if strides == (2, 2) and resolve_impl(self.impl) == 'phase':
       y = strided_conv_fast_grad(x, kernel, tuple(map(tuple, padding)))
-    elif strides == (2, 2) and impl == 's2d':
-      y = strided_conv(x, kernel, padding)
     else:
       y = lax.conv_general_dilated(x, kernel, strides, padding,
                                    dimension_numbers=_DIMENSION_NUMBERS)

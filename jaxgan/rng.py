@@ -59,11 +59,9 @@ def bernoulli(key: jax.Array, local_batch: int, shape: Sequence[int], p: float,
   # jax.random.uniform's float32 construction: 23 random mantissa bits, exponent of 1.0.
   floats = jax.lax.bitcast_convert_type(((bits1 ^ bits2) >> jnp.uint32(9))
                                         | jnp.uint32(0x3F800000), jnp.float32) - 1.0
-  mask = floats < jnp.float32(p)
-  return jax.lax.optimization_barrier(mask) if _MATERIALIZE else mask
-
-
-_MATERIALIZE = True
+  # Materialised once: the forward and backward passes both read the mask, and without the
+  # barrier XLA would recompute the 20-round hash inside each consumer fusion.
+  return jax.lax.optimization_barrier(floats < jnp.float32(p))
 
 
 def _unrolled_threefry_applies(key: jax.Array, shape: tuple[int, ...]) -> bool:

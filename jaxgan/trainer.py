@@ -31,7 +31,7 @@ RESUMABLE_FIELDS = frozenset({
     'data.manual_dir', 'data.data_dir', 'parallel', 'steps_per_call', 'donate', 'cpu_devices'})
 # Fields added after the first runs were recorded: absent from a config.json means this value.
 _ADDED_FIELDS = {'compute_dtype': 'float32', 'steps_per_call': 1, 'donate': True,
-                 'cpu_devices': 0}
+                 'cpu_devices': -1}
 # Streams split from the seed: parameter init, train steps, the fixed sample-grid latents.
 _INIT, _STEPS, _SAMPLES = range(3)
 
@@ -93,6 +93,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     problems.append(f"parallel must be 'mesh' or 'pmap', got {config.parallel!r}")
   if config.get('steps_per_call', 1) < 1:
     problems.append(f'steps_per_call must be >= 1, got {config.steps_per_call}')
+  if config.get('cpu_devices', -1) < -1:
+    problems.append(f'cpu_devices must be >= -1 (-1: jax default, 0: one per core), got '
+                    f'{config.cpu_devices}')
   if config.get('compute_dtype', 'float32') not in ('float32', 'bfloat16'):
     problems.append(f"compute_dtype must be 'float32' or 'bfloat16', got "
                     f'{config.compute_dtype!r}')

@@ -223,3 +223,33 @@ def test_donate_reuses_or_keeps_the_input_state(donate):
   assert int(new_state.step) == 1
   old_leaf = jax.tree.leaves(state.g_params)[0]
   assert old_leaf.is_deleted() == donate
+
+
+# --- cpu_devices: the default is a fixed count, not the machine's core count ----------------
+
+_DEVICES_PROBE = '''
+import os, sys
+os.environ.pop("XLA_FLAGS", None)
+os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # a 1-core machine
+from experiments.configs import default
+from jaxgan import parallel
+import jax
+count = int(sys.argv[1]) if len(sys.argv) > 1 else default.get_config().cpu_devices
+set_to = parallel.configure_cpu_devices(count, divides=64)
+print(set_to, jax.device_count())
+'''
+
+
+@pytest.mark.parametrize('count,want', [(None, '2 2'), (0, '1 1'), (-1, 'None 1')])
+def test_cpu_devices_default_does_not_depend_on_the_core_count(count, want):
+  import subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  argv = [sys.executable, '-c', _DEVICES_PROBE] + ([] if count is None else [str(count)])
+  out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=120)
+  assert out.stdout.split('\n')[-2] == want, out.stderr
+
+
+def test_validate_rejects_a_negative_cpu_devices():
+  config = tiny.get_config()
+  config.cpu_devices = -2
+  with pytest.raises(ValueError, match='cpu_devices must be >= -1'):
+    trainer.validate(config)

@@ -1,0 +1,85 @@
+"""Two processes on this machine train like one: `experiments.train` with a localhost
+coordinator (jax.distributed, gloo collectives on CPU), each process 1 CPU device reading its
+own half of every global batch, against one process with 2 CPU devices; and the settings'
+errors."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jaxgan import distributed
+from tests.idx_files import write_manual_dir
+
+REPO = Path(__file__).resolve().parent.parent
+_LOG_LINE = re.compile(r'step (\d+)/\d+  d_loss (\S+)  g_loss (\S+)  D\(real\) (\S+)  D\(fake\) (\S+)')
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def _train(workdir, data, *extra, wait=True):
+  manual, data_dir = data
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}  # real device counts
+  command = [sys.executable, '-m', 'experiments.train', '--config=experiments/configs/tiny.py',
+             f'--workdir={workdir}', f'--config.data.manual_dir={manual}',
+             f'--config.data.data_dir={data_dir}', '--config.num_epochs=1', *extra]
+  process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+  return process.communicate(timeout=600) if wait else process
+
+
+def _metrics(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [{k: v for k, v in json.loads(line).items() if k != 'images_per_s'} for line in f]
+
+
+def test_two_processes_train_like_one_process_with_two_devices(tmp_path):
+  manual = tmp_path / 'manual'
+  write_manual_dir(manual, {'mnist': {'train': 300, 'test': 50}})
+  data = (manual, tmp_path / 'tfds')
+  # One process, 2 CPU devices (also prepares the tfds data the two processes then share).
+  output, _ = _train(tmp_path / 'single', data, '--config.cpu_devices=2')
+  single = _metrics(tmp_path / 'single')
+  assert [row['step'] for row in single] == [2, 4, 6, 8], output[-3000:]
+
+  port = _free_port()
+  processes = [_train(tmp_path / 'multi', data, '--config.cpu_devices=1',
+                      f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
+                      f'--process_id={i}', wait=False) for i in range(2)]
+  outputs = [p.communicate(timeout=600)[0] for p in processes]
+  for p, out in zip(processes, outputs):
+    assert p.returncode == 0, out[-3000:]
+    assert 'global batch 32 over 2 devices' in out, out[-3000:]
+  # Process 0 writes metrics.jsonl; both log every interval's values.
+  multi = _metrics(tmp_path / 'multi')
+  assert multi == single
+  logged = [[tuple(m.groups()) for m in _LOG_LINE.finditer(out)] for out in outputs]
+  want = [(str(r['step']), *(f"{r[k]:.{n}f}" for k, n in
+                             (('d_loss', 4), ('g_loss', 4), ('d_real', 3), ('d_fake', 3))))
+          for r in single]
+  assert logged[0] == logged[1] == want
+
+
+def test_settings_need_a_coordinator_and_a_valid_process_id():
+  assert not distributed.resolve(environ={}).requested  # nothing set: one process
+  with pytest.raises(ValueError, match='--coordinator_address needs --process_id'):
+    distributed.resolve('127.0.0.1:1234', 2, environ={})
+  with pytest.raises(ValueError, match=r'process_id=2 must be in \[0, num_processes=2\)'):
+    distributed.resolve('127.0.0.1:1234', 2, 2, environ={})
+  with pytest.raises(ValueError, match='need --coordinator_address'):
+    distributed.resolve(num_processes=2, process_id=0, environ={})
+  env = {'JAXGAN_COORDINATOR_ADDRESS': 'h:1', 'JAXGAN_NUM_PROCESSES': '4',
+         'JAXGAN_PROCESS_ID': '3'}
+  assert distributed.resolve(process_id=1, environ=env) == distributed.Settings('h:1', 4, 1)
+  with pytest.raises(ValueError, match="JAXGAN_NUM_PROCESSES='x' is not a valid int"):
+    distributed.resolve(environ={'JAXGAN_NUM_PROCESSES': 'x'})
