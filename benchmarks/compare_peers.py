@@ -199,6 +199,13 @@ def main(argv=None):
   if unknown:
     raise SystemExit(f'unknown --impls {sorted(unknown)}: choose from jaxgan,{",".join(PEERS)}')
   batches = [int(b) for b in args.batches.split(',')]
+  peers = set(impls) - {'jaxgan'}
+  if peers and not (Path(args.peers_dir) / 'keras_dcgan.py').exists():
+    raise SystemExit(f'error: no peer programs in {args.peers_dir}: pass --peers-dir=PATH to '
+                     'the folder holding keras_dcgan.py, torch_dcgan.py and jax_dcgan.py')
+  if peers and not Path(args.peers_python).exists():
+    raise SystemExit(f'error: no Python at {args.peers_python}: pass --peers-python=PATH to a '
+                     'Python with tensorflow-cpu, keras, torch, jax, flax and optax')
   out = open(args.out, 'a') if args.out else None  # pylint: disable=consider-using-with
 
   def emit(record):
