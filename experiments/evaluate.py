@@ -23,7 +23,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from jaxgan import console, generate, trainer
-from jaxgan.checkpoint import CheckpointStore
+from jaxgan.checkpoint import BEST, LATEST, CheckpointStore
 from jaxgan.evaluation import metrics, suite, weights
 from jaxgan.run_folder import load_run_config, write_json_atomic
 from jaxgan.state import generator_variables
@@ -35,6 +35,9 @@ _DATASET = flags.DEFINE_enum('dataset', None, list(weights.TRAIN_COMMANDS),
 _NUM_SAMPLES = flags.DEFINE_integer('num_samples', 10000,
                                     'Digits generated from the run (--workdir only).',
                                     lower_bound=2)
+_CHECKPOINT = flags.DEFINE_enum('checkpoint', LATEST, [LATEST, BEST],
+                                'Which state of the run: its newest checkpoint, or the best one '
+                                'kept by evaluation during training (config.eval_every).')
 _METRICS = flags.DEFINE_list('metrics', None, 'Metrics to compute; default: all applicable.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the latent vectors (--workdir only).')
 _OUT = flags.DEFINE_string('out', None, 'Where to write the results; default: RUN/eval.json '
@@ -46,10 +49,11 @@ _DATA_DIR = flags.DEFINE_string('data_dir', '', "tfds's prepared copies (default
                                 'else $TFDS_DATA_DIR).')
 
 
-def generate_from_run(workdir: str, config: ml_collections.ConfigDict, num: int, seed: int):
-  """(step, uint8 digits (num, 28, 28)) from the run's newest checkpoint."""
+def generate_from_run(workdir: str, config: ml_collections.ConfigDict, num: int, seed: int,
+                      checkpoint: str = LATEST):
+  """(step, uint8 digits (num, 28, 28)) from the run's newest (or best) checkpoint."""
   components = trainer.build_components(config, total_steps=1)
-  store = CheckpointStore(workdir, keep=config.keep_checkpoints)
+  store = CheckpointStore(workdir, keep=config.keep_checkpoints, folder=checkpoint)
   state = store.restore(trainer.abstract_state(components))
   store.close()
   logging.info('generating %d digits from %s at step %d', num, workdir, int(state.step))
@@ -87,11 +91,13 @@ def main(argv):
                        '--dataset')
     names = suite.resolve_metric_names(_METRICS.value, has_labels=False)  # unconditional GANs
     params, manifest = weights.load_shipped(dataset)
-    step, images = generate_from_run(_WORKDIR.value, config, _NUM_SAMPLES.value, _SEED.value)
+    step, images = generate_from_run(_WORKDIR.value, config, _NUM_SAMPLES.value, _SEED.value,
+                                     _CHECKPOINT.value)
     labels = None
     manual_dir = manual_dir or config.data.manual_dir
     data_dir = data_dir or config.data.data_dir
-    source = dict(workdir=_WORKDIR.value, step=step, seed=_SEED.value)
+    source = dict(workdir=_WORKDIR.value, checkpoint=_CHECKPOINT.value, step=step,
+                  seed=_SEED.value)
     out = _OUT.value or os.path.join(_WORKDIR.value, 'eval.json')
   else:
     images, labels = load_samples(_SAMPLES.value)

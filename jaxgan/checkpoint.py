@@ -9,11 +9,17 @@ import orbax.checkpoint as ocp
 from jaxgan.state import GANState
 
 
-class CheckpointStore:
-  """`<workdir>/checkpoints/<step>/`, keeping the newest `keep`."""
+LATEST, BEST = 'checkpoints', 'best'  # the run folder's two checkpoint folders
 
-  def __init__(self, workdir: str, *, keep: int = 3):
-    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+
+class CheckpointStore:
+  """`<workdir>/<folder>/<step>/`, keeping the newest `keep`. `folder`: LATEST (the training
+  checkpoints) or BEST (the state with the best periodic evaluation, see jaxgan.trainer)."""
+
+  def __init__(self, workdir: str, *, keep: int = 3, folder: str = LATEST):
+    if folder not in (LATEST, BEST):
+      raise ValueError(f'checkpoint folder must be {LATEST!r} or {BEST!r}, got {folder!r}')
+    self.directory = os.path.join(os.path.abspath(workdir), folder)
     self._manager = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
@@ -29,8 +35,10 @@ class CheckpointStore:
     """The state at `step` (default: latest), laid out as `abstract_state` (shapes, shardings)."""
     step = self._manager.latest_step() if step is None else step
     if step is None:
-      raise FileNotFoundError(f'no checkpoint in {self.directory}: train first '
-                              '(python -m experiments.train --workdir=...)')
+      hint = ('train first (python -m experiments.train --workdir=...)'
+              if os.path.basename(self.directory) == LATEST else
+              'train with --config.eval_every=N (> 0) to keep the best checkpoint')
+      raise FileNotFoundError(f'no checkpoint in {self.directory}: {hint}')
     return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
 
   def wait(self) -> None:

@@ -21,6 +21,8 @@ from absl import logging
 
 from jaxgan import data, generate, images, losses, models, optim, parallel
 from jaxgan.checkpoint import CheckpointStore
+from jaxgan.evaluation import weights
+from jaxgan.evaluation.during_training import TrainingEvaluator
 from jaxgan.run_folder import write_json_atomic
 from jaxgan.state import GANState, generator_variables, init_state
 from jaxgan.train_step import make_train_step
@@ -28,7 +30,8 @@ from jaxgan.train_step import make_train_step
 # Fields a resumed run may change; any other difference means a different experiment.
 RESUMABLE_FIELDS = frozenset({
     'num_epochs', 'num_steps', 'log_every', 'checkpoint_every', 'keep_checkpoints',
-    'data.manual_dir', 'data.data_dir', 'parallel', 'steps_per_call', 'donate', 'cpu_devices'})
+    'data.manual_dir', 'data.data_dir', 'parallel', 'steps_per_call', 'donate', 'cpu_devices',
+    'eval_every', 'eval_num_samples'})
 # Fields added after the first runs were recorded: absent from a config.json means this value.
 _ADDED_FIELDS = {'compute_dtype': 'float32', 'steps_per_call': 1, 'donate': True,
                  'cpu_devices': -1}
@@ -91,6 +94,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
       problems.append(f'{field} must be > 0, got {config[field]}')
   if config.parallel not in ('mesh', 'pmap'):
     problems.append(f"parallel must be 'mesh' or 'pmap', got {config.parallel!r}")
+  if config.get('eval_every', 0) < 0:
+    problems.append(f'eval_every must be >= 0 (0: no evaluation), got {config.eval_every}')
+  if config.get('eval_every', 0) and config.get('eval_num_samples', 5000) < 2:
+    problems.append(f'eval_num_samples must be >= 2, got {config.eval_num_samples}')
+  if config.get('eval_every', 0) and config.data.name not in weights.TRAIN_COMMANDS:
+    problems.append(f'eval_every needs an evaluation classifier, which exists for '
+                    f'{", ".join(weights.TRAIN_COMMANDS)}, not {config.data.name!r}: '
+                    'set --config.eval_every=0')
   if config.get('steps_per_call', 1) < 1:
     problems.append(f'steps_per_call must be >= 1, got {config.steps_per_call}')
   if config.get('cpu_devices', -1) < -1:
@@ -287,12 +298,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
   batches = data.BatchIterator(train_images, train_labels, batch_size=examples_per_step,
                                seed=config.seed, start_step=start_step,
                                sharding=runner.batch_sharding)
+  eval_every = config.get('eval_every', 0)
+  evaluator = None
+  if eval_every:
+    evaluator = TrainingEvaluator(config, components.gan, workdir, append=metrics_log.append,
+                                  is_writer=is_writer)
+
+  def is_eval_step(done: int) -> bool:
+    return bool(eval_every) and (done % eval_every == 0 or done == total_steps)
+
   interval_start, interval_first_step = time.perf_counter(), start_step
   try:
     for done, state, measurements in parallel.run_steps(
         runner.step, runner.multi_step, state, lambda: runner.prepare_batch(next(batches)),
         step_key, start_step, total_steps, steps_per_call=config.get('steps_per_call', 1),
-        is_boundary=lambda d: d % steps_per_epoch == 0 or d % config.checkpoint_every == 0,
+        is_boundary=lambda d: (d % steps_per_epoch == 0 or d % config.checkpoint_every == 0
+                               or is_eval_step(d)),
         wants_measurements=lambda d: d % config.log_every == 0 or d == total_steps):
       if done == start_step + 1:
         jax.block_until_ready(measurements)  # the first step compiles: keep it out of img/s
@@ -315,6 +336,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
                      'D(fake) %.3f  %.0f img/s  eta %s', record['epoch'], done, total_steps,
                      measured['d_loss'], measured['g_loss'], measured['d_real'],
                      measured['d_fake'], images_per_s, eta)
+      if is_eval_step(done):
+        evaluator(done, round(done / steps_per_epoch, 4),
+                  generator_variables(runner.to_host(state)), runner.to_checkpoint(state))
       if done % steps_per_epoch == 0:
         write_grid(f'epoch_{done // steps_per_epoch:03d}.png')
       if done % steps_per_epoch == 0 or done % config.checkpoint_every == 0:
@@ -322,6 +346,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
   finally:
     batches.close()
     store.wait()
+    if evaluator is not None:
+      evaluator.close()
   store.save(runner.to_checkpoint(state))
   store.wait()
   write_grid('final.png')

@@ -1,0 +1,80 @@
+"""Evaluation during training: every `config.eval_every` steps the trainer scores its
+generator, appends the figures to metrics.jsonl and keeps the state with the lowest fcd so far
+in `<run>/best/<step>/`, described by `<run>/best.json`.
+
+Every process evaluates (the generator is replicated, the figures deterministic), so all agree
+on when the best checkpoint is saved, which orbax needs on several hosts; only the writer
+(process 0) writes files.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Callable
+
+from absl import logging
+
+from jaxgan.checkpoint import BEST, CheckpointStore
+from jaxgan.evaluation import suite
+from jaxgan.run_folder import write_json_atomic
+
+BEST_METRIC = 'fcd'  # lower is better
+BEST_JSON = 'best.json'
+
+
+def read_best(workdir: str) -> dict | None:
+  """best.json of a run folder ({step, fcd, metrics}), or None before the first evaluation."""
+  path = os.path.join(workdir, BEST_JSON)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+class TrainingEvaluator:
+  """Called by the trainer at evaluation steps with the generator variables (host arrays)
+  and the state as checkpointed; returns the record it appended to metrics.jsonl."""
+
+  def __init__(self, config, gan, workdir: str, *, append: Callable[[dict], None],
+               is_writer: bool):
+    self._evaluate_generator = suite.make_periodic_evaluator(config, gan)
+    self._workdir, self._append, self._is_writer = workdir, append, is_writer
+    self._num_samples = config.eval_num_samples
+    self._store = CheckpointStore(workdir, keep=1, folder=BEST)
+    best = read_best(workdir)
+    self._best = math.inf
+    if best and best.get('eval_num_samples') == self._num_samples:
+      self._best = best[BEST_METRIC]
+    elif best:  # figures from another sample size are not comparable
+      logging.warning('%s was measured on %s samples, this run evaluates %d: the next '
+                      'evaluation replaces it', BEST_JSON, best.get('eval_num_samples'),
+                      self._num_samples)
+
+  def __call__(self, step: int, epoch: float, g_variables: dict, checkpoint_state) -> dict:
+    start = time.perf_counter()
+    figures = self._evaluate_generator(g_variables)
+    record = dict(step=step, epoch=epoch, eval_num_samples=self._num_samples,
+                  eval_seconds=round(time.perf_counter() - start, 1),
+                  **{f'eval_{name}': value for name, value in figures.items()})
+    improved = figures[BEST_METRIC] < self._best
+    logging.info('evaluation at step %d: fcd %.3f, precision %.3f, recall %.3f (%d samples, '
+                 '%.1f s)%s', step, figures['fcd'], figures['precision'], figures['recall'],
+                 self._num_samples, record['eval_seconds'], '  new best' if improved else '')
+    if improved:
+      self._best = figures[BEST_METRIC]
+      self._store.save(checkpoint_state)
+      self._store.wait()  # on disk before best.json names it
+      if self._is_writer:
+        write_json_atomic(dict(step=step, epoch=epoch, metric=BEST_METRIC,
+                               eval_num_samples=self._num_samples,
+                               **{BEST_METRIC: figures[BEST_METRIC]}, metrics=figures),
+                          os.path.join(self._workdir, BEST_JSON))
+    if self._is_writer:
+      self._append(record)
+    return record
+
+  def close(self) -> None:
+    self._store.wait()
+    self._store.close()
