@@ -10,6 +10,7 @@ import dataclasses
 from types import ModuleType
 
 import flax.linen as nn
+import ml_collections
 
 from jaxgan.models import dcgan, kannada, mlp
 
@@ -27,12 +28,43 @@ class GAN:
   image_shape: tuple[int, int, int] = IMAGE_SHAPE
 
 
-def build(name: str, *, axis_name: str | None = None) -> GAN:
-  """The named GAN's modules; `axis_name` is the device axis of the data-parallel step."""
+GENERATOR_NORMS = ('batch', 'instance')
+# Models whose networks take the normalisation options of `build`.
+_SPECTRAL_NORM = ('mlp', 'dcgan')
+_GENERATOR_NORM = ('dcgan',)
+
+
+def build(name: str, *, axis_name: str | None = None, spectral_norm: bool = False,
+          generator_norm: str = 'batch') -> GAN:
+  """The named GAN's modules; `axis_name` is the device axis of the data-parallel step.
+
+  `spectral_norm` normalises the discriminator's layers; `generator_norm` (batch | instance)
+  is the generator's normalisation (instance: dcgan only).
+  """
   if name not in _MODULES:
     raise ValueError(f'unknown model {name!r}: choose one of {", ".join(MODEL_NAMES)} '
                      '(config field model.name)')
+  if generator_norm not in GENERATOR_NORMS:
+    raise ValueError(f'unknown model.generator_norm {generator_norm!r}: choose one of '
+                     f'{", ".join(GENERATOR_NORMS)}')
+  options_g, options_d = {}, {}
+  if spectral_norm:
+    if name not in _SPECTRAL_NORM:
+      raise ValueError(f'model.spectral_norm is implemented for {", ".join(_SPECTRAL_NORM)}, '
+                       f'not {name!r}: set it to False')
+    options_d = dict(spectral_norm=True)
+  if generator_norm != 'batch':
+    if name not in _GENERATOR_NORM:
+      raise ValueError(f'model.generator_norm is implemented for {", ".join(_GENERATOR_NORM)}, '
+                       f'not {name!r}: set it to batch')
+    options_g = dict(norm=generator_norm)
   module = _MODULES[name]
-  return GAN(name=name, generator=module.Generator(axis_name=axis_name),
-             discriminator=module.Discriminator(axis_name=axis_name),
+  return GAN(name=name, generator=module.Generator(axis_name=axis_name, **options_g),
+             discriminator=module.Discriminator(axis_name=axis_name, **options_d),
              latent_dim=module.LATENT_DIM)
+
+
+def from_config(model: ml_collections.ConfigDict, *, axis_name: str | None = None) -> GAN:
+  """`build` from the config's `model` section (fields added later default to old behaviour)."""
+  return build(model.name, axis_name=axis_name, spectral_norm=model.get('spectral_norm', False),
+               generator_norm=model.get('generator_norm', 'batch'))
