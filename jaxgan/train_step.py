@@ -67,22 +67,23 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
   def mean_over_devices(tree):
     return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
 
-  def generate(g_params, g_batch_stats, z):
+  def generate(g_params, g_batch_stats, z, net):
     variables = {'params': to_compute(g_params)}
     if g_batch_stats:
       variables['batch_stats'] = g_batch_stats  # running statistics stay float32
     fake, updates = gan.generator.apply(variables, to_compute(z), train=True,
-                                        mutable=['batch_stats'])
+                                        mutable=['batch_stats'], **net)
     return fake, updates.get('batch_stats', g_batch_stats)
 
-  def discriminate(d_params, d_state, images, dropout_key):
+  def discriminate(d_params, d_state, images, dropout_key, net):
     """(outputs, d_state advanced by this pass)."""
     variables = {'params': to_compute(d_params), **d_state}
     if not d_state:
       return to_float32(gan.discriminator.apply(variables, to_compute(images), train=True,
-                                                rngs={'dropout': dropout_key})), d_state
+                                                rngs={'dropout': dropout_key}, **net)), d_state
     out, d_state = gan.discriminator.apply(variables, to_compute(images), train=True,
-                                           rngs={'dropout': dropout_key}, mutable=list(d_state))
+                                           rngs={'dropout': dropout_key}, mutable=list(d_state),
+                                           **net)
     return to_float32(out), d_state
 
   def maybe_augment(images, key, stream):
@@ -93,6 +94,7 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
 
   def step(state: GANState, batch: dict, key: jax.Array):
     step_key = jax.random.fold_in(key, state.step)
+    net = gan.network_kwargs(state.step)  # progressive growing's alpha; {} for other models
     critic_key, generator_key = jax.random.split(step_key)
     images = batch['image']
     local_batch = images.shape[0] // n_critic
@@ -103,15 +105,15 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
       z_key, real_key, fake_key, gp_key = jax.random.split(jax.random.fold_in(critic_key, index),
                                                            4)
       z = rng.normal(z_key, local_batch, (gan.latent_dim,), axis_name)
-      fake, g_batch_stats = generate(state.g_params, g_batch_stats, z)
+      fake, g_batch_stats = generate(state.g_params, g_batch_stats, z, net)
       real = maybe_augment(real, real_key, _AUGMENT_STREAM)
       fake = maybe_augment(fake, fake_key, _AUGMENT_STREAM)
 
       def d_loss_fn(d_params):
-        real_out, new_d_state = discriminate(d_params, d_state, real, real_key)
-        fake_out, new_d_state = discriminate(d_params, new_d_state, fake, fake_key)
+        real_out, new_d_state = discriminate(d_params, d_state, real, real_key, net)
+        fake_out, new_d_state = discriminate(d_params, new_d_state, fake, fake_key, net)
         value = loss.discriminator(real_out, fake_out)
-        critic = lambda x: discriminate(d_params, new_d_state, x, real_key)[0]
+        critic = lambda x: discriminate(d_params, new_d_state, x, real_key, net)[0]
         penalties = {}
         if loss.gradient_penalty_weight:
           penalties['gradient_penalty'] = losses.gradient_penalty(
@@ -146,9 +148,9 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
     z = rng.normal(z_key, local_batch, (gan.latent_dim,), axis_name)
 
     def g_loss_fn(g_params):
-      fake, new_batch_stats = generate(g_params, g_batch_stats, z)
+      fake, new_batch_stats = generate(g_params, g_batch_stats, z, net)
       fake = maybe_augment(fake, dropout_key, _AUGMENT_STREAM)
-      fake_out, new_d_state = discriminate(d_params, d_state, fake, dropout_key)
+      fake_out, new_d_state = discriminate(d_params, d_state, fake, dropout_key, net)
       return loss.generator(fake_out), (new_batch_stats, new_d_state)
 
     (g_loss, (g_batch_stats, d_state)), grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
@@ -164,6 +166,7 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
                     for name in critic_measured[0]}
     measurements.update(g_loss=g_loss, g_grad_norm=optax.tree.norm(grads))
     measurements = mean_over_devices(measurements)
+    measurements.update(net)  # progressive growing: alpha is logged
     if g_schedule is not None:
       measurements['g_lr'] = g_schedule(state.step)
     if d_schedule is not None:

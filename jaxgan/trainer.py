@@ -33,7 +33,8 @@ RESUMABLE_FIELDS = frozenset({
 _ADDED_FIELDS = {'compute_dtype': 'float32', 'steps_per_call': 1, 'donate': True,
                  'cpu_devices': 0, 'model.spectral_norm': False, 'model.generator_norm': 'batch',
                  'loss.weight_clip': 0.01, 'loss.r1_gamma': 0.0, 'optimizer.name': 'adam',
-                 'ema.decay': 0.0, 'augment.policy': ''}
+                 'ema.decay': 0.0, 'augment.policy': '', 'model.grow_step': 0,
+                 'model.fade_steps': 0}
 # Streams split from the seed: parameter init, train steps, the fixed sample-grid latents.
 _INIT, _STEPS, _SAMPLES = range(3)
 
@@ -261,6 +262,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
     raise ValueError(f'{len(train_images)} training examples are fewer than one step needs '
                      f'(batch_size x loss.n_critic = {examples_per_step}): lower batch_size')
   total_steps = config.num_steps or config.num_epochs * steps_per_epoch
+  if config.model.name == 'progressive' and (
+      config.model.grow_step + config.model.fade_steps > total_steps):
+    raise ValueError(f'model.grow_step + model.fade_steps = {config.model.grow_step} + '
+                     f'{config.model.fade_steps} is past the {total_steps} training steps: the '
+                     'model would never be fully grown; lower them or train longer')
 
   is_writer = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
@@ -294,7 +300,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
     if is_writer:
       host = runner.to_host(state)
       picture = generate.sample_grid(components.gan, generator_variables(host), z_grid,
-                                     config.sample_grid_rows, scale=config.sample_grid_scale)
+                                     config.sample_grid_rows, scale=config.sample_grid_scale,
+                                     step=host.step)
       images.save_atomic(picture, os.path.join(samples_dir, name))
 
   if start_step >= total_steps:

@@ -12,9 +12,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0
 
   config.model = ml_collections.ConfigDict()
-  config.model.name = 'dcgan'  # mlp | dcgan | kannada
+  config.model.name = 'dcgan'  # mlp | dcgan | kannada | progressive
   config.model.spectral_norm = False  # spectral normalisation of D's layers (dcgan)
   config.model.generator_norm = 'batch'  # batch | instance: G's normalisation (dcgan)
+  # progressive: the 28x28 layers fade in from generator step grow_step over fade_steps steps.
+  config.model.grow_step = 0
+  config.model.fade_steps = 0
 
   config.loss = ml_collections.ConfigDict()
   config.loss.name = 'bce'  # bce (non-saturating) | wgan (weight clipping) | wgan_gp | hinge | lsgan
