@@ -17,7 +17,7 @@ from jaxgan import augment as augment_lib, ema, losses, rng
 from jaxgan.models import GAN
 from jaxgan.state import GANState
 
-# fold_in stream of a pass's dropout key that keys its augmentation.
+# fold_in stream of a discriminator pass's dropout key that keys its augmentation.
 _AUGMENT_STREAM = 1
 
 StepFn = Callable[[GANState, dict, jax.Array], tuple[GANState, dict]]
@@ -86,8 +86,12 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
                                            **net)
     return to_float32(out), d_state
 
-  def maybe_augment(images, key, stream):
-    return images if augment is None else augment(images, jax.random.fold_in(key, stream))
+  def maybe_augment(images, pass_key):
+    """DiffAugment keyed by a stream of the pass's dropout key (no new splits: the other
+    draws, and the goldens, stay as they were)."""
+    if augment is None:
+      return images
+    return augment(images, jax.random.fold_in(pass_key, _AUGMENT_STREAM))
 
   def report(outputs):
     return jax.nn.sigmoid(outputs).mean() if loss.outputs_are_logits else outputs.mean()
@@ -106,8 +110,8 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
                                                            4)
       z = rng.normal(z_key, local_batch, (gan.latent_dim,), axis_name)
       fake, g_batch_stats = generate(state.g_params, g_batch_stats, z, net)
-      real = maybe_augment(real, real_key, _AUGMENT_STREAM)
-      fake = maybe_augment(fake, fake_key, _AUGMENT_STREAM)
+      real = maybe_augment(real, real_key)
+      fake = maybe_augment(fake, fake_key)
 
       def d_loss_fn(d_params):
         real_out, new_d_state = discriminate(d_params, d_state, real, real_key, net)
@@ -149,7 +153,7 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
 
     def g_loss_fn(g_params):
       fake, new_batch_stats = generate(g_params, g_batch_stats, z, net)
-      fake = maybe_augment(fake, dropout_key, _AUGMENT_STREAM)
+      fake = maybe_augment(fake, dropout_key)
       fake_out, new_d_state = discriminate(d_params, d_state, fake, dropout_key, net)
       return loss.generator(fake_out), (new_batch_stats, new_d_state)
 
