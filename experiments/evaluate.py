@@ -58,7 +58,8 @@ def generate_from_run(workdir: str, config: ml_collections.ConfigDict, num: int,
   store.close()
   logging.info('generating %d digits from %s at step %d', num, workdir, int(state.step))
   z = generate.latents(jax.random.key(seed), num, components.gan.latent_dim)
-  return int(state.step), generate.generate(components.gan, generator_variables(state), z)
+  return int(state.step), generate.generate(components.gan, generator_variables(state), z,
+                                            step=state.step)
 
 
 def load_samples(path: str) -> tuple[np.ndarray, np.ndarray | None]:

@@ -48,7 +48,8 @@ def main(argv):
   step = int(state.step)
   gan = components.gan
   z = generate.latents(jax.random.key(_SEED.value), _NUM.value, gan.latent_dim)
-  digits = generate.generate(gan, generator_variables(state), z, batch_size=_BATCH.value)
+  digits = generate.generate(gan, generator_variables(state), z, batch_size=_BATCH.value,
+                             step=step)
   if _OUT.value:
     save_npz_atomic(_OUT.value, images=digits)
     logging.info('wrote %d digits from step %d to %s', len(digits), step, _OUT.value)

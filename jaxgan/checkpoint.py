@@ -2,8 +2,10 @@
 renamed, so a run killed mid-save keeps its previous checkpoint) and pruned to the last few."""
 from __future__ import annotations
 
+import dataclasses
 import os
 
+import jax
 import orbax.checkpoint as ocp
 
 from jaxgan.state import GANState
@@ -21,7 +23,8 @@ class CheckpointStore:
       raise ValueError(f'checkpoint folder must be {LATEST!r} or {BEST!r}, got {folder!r}')
     self.directory = os.path.join(os.path.abspath(workdir), folder)
     self._manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        item_handlers=ocp.StandardCheckpointHandler())  # known before a save: item_metadata
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -39,7 +42,19 @@ class CheckpointStore:
               if os.path.basename(self.directory) == LATEST else
               'train with --config.eval_every=N (> 0) to keep the best checkpoint')
       raise FileNotFoundError(f'no checkpoint in {self.directory}: {hint}')
-    return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    # Checkpoints written before a field was added (d_state, g_ema_params) lack it: restore the
+    # fields they hold, and take the others, which must have no arrays, from `abstract_state`.
+    saved = set(self._manager.item_metadata(step))
+    fields = {f.name: getattr(abstract_state, f.name) for f in dataclasses.fields(abstract_state)}
+    missing = {name: value for name, value in fields.items() if name not in saved}
+    needed = sorted(name for name, value in missing.items() if jax.tree.leaves(value))
+    if needed:
+      raise ValueError(f'the checkpoint at step {step} in {self.directory} has no '
+                       f'{", ".join(needed)}, which this config needs: it was written by '
+                       'another experiment; use a new --workdir')
+    target = {name: value for name, value in fields.items() if name not in missing}
+    restored = self._manager.restore(step, args=ocp.args.StandardRestore(target))
+    return type(abstract_state)(**restored, **missing)
 
   def wait(self) -> None:
     """Block until background writes are on disk."""

@@ -6,6 +6,9 @@ import jax.numpy as jnp
 
 from jaxgan import rng
 
+# The variable collection holding spectral normalisation's power-iteration vectors.
+SPECTRAL = 'spectral'
+
 # Keras defaults, which the papers' models used.
 KERAS_LEAKY_SLOPE = 0.3
 keras_kernel_init = nn.initializers.glorot_uniform()
@@ -31,3 +34,16 @@ class ExampleDropout(nn.Module):
     keep = rng.bernoulli(self.make_rng('dropout'), x.shape[0], x.shape[1:], 1.0 - self.rate,
                          self.axis_name)
     return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros_like(x))
+
+
+def spectral_normalised(module: nn.Module, x, *, train: bool):
+  """`module(x)` with its kernel divided by its largest singular value (Miyato et al. 2018).
+
+  flax's `nn.SpectralNorm` (kernels of rank > 2 flattened to (-1, out), one power iteration
+  per call), with its vector u (and the estimate sigma) in the SPECTRAL collection rather than
+  'batch_stats', so it is told apart from batch statistics and carried in GANState.d_state.
+  In training mode each call advances u by one iteration from the current weights, as
+  torch.nn.utils.spectral_norm does on every forward pass; u depends only on the (replicated)
+  weights, so every device computes the same u. Evaluation mode reads u without changing it.
+  """
+  return nn.SpectralNorm(module, collection_name=SPECTRAL)(x, update_stats=train)

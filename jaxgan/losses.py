@@ -14,7 +14,7 @@ import optax
 
 from jaxgan import rng
 
-LOSS_NAMES = ('bce', 'wgan_gp')
+LOSS_NAMES = ('bce', 'wgan', 'wgan_gp', 'hinge', 'lsgan')
 
 
 def bce_discriminator_loss(real_logits, fake_logits, label_smoothing: float = 0.0):
@@ -35,6 +35,38 @@ def wasserstein_critic_loss(real_scores, fake_scores):
 
 def wasserstein_generator_loss(fake_scores):
   return -fake_scores.mean()
+
+
+def hinge_discriminator_loss(real_scores, fake_scores):
+  """Hinge loss (Lim & Ye 2017; Miyato et al. 2018): E[relu(1 - D(x))] + E[relu(1 + D(G(z)))]."""
+  return jax.nn.relu(1.0 - real_scores).mean() + jax.nn.relu(1.0 + fake_scores).mean()
+
+
+def least_squares_discriminator_loss(real_scores, fake_scores):
+  """LSGAN (Mao et al. 2017) with targets b = 1 (real) and a = 0 (fake):
+  E[(D(x) - 1)^2] / 2 + E[D(G(z))^2] / 2."""
+  return 0.5 * (jnp.square(real_scores - 1.0).mean() + jnp.square(fake_scores).mean())
+
+
+def least_squares_generator_loss(fake_scores):
+  """LSGAN generator loss with target c = 1: E[(D(G(z)) - 1)^2] / 2."""
+  return 0.5 * jnp.square(fake_scores - 1.0).mean()
+
+
+def r1_penalty(critic: Callable[[jax.Array], jax.Array], real, *, gamma: float):
+  """R1 (Mescheder et al. 2018): gamma / 2 * E[||grad_x D(x)||^2] on real data.
+
+  As with `gradient_penalty`, `critic` must not mix examples, so the gradient of the summed
+  scores is per-example; no randomness, so any split of the batch over devices gives the same
+  mean once the step averages it.
+  """
+  grads = jax.grad(lambda x: critic(x).sum())(real)
+  return 0.5 * gamma * jnp.mean(jnp.sum(jnp.square(grads.reshape(real.shape[0], -1)), axis=1))
+
+
+def clip_weights(params, clip: float):
+  """The WGAN paper's Lipschitz constraint: every parameter clipped into [-clip, clip]."""
+  return jax.tree.map(lambda p: jnp.clip(p, -clip, clip), params)
 
 
 def gradient_penalty(critic: Callable[[jax.Array], jax.Array], real, fake, key, *,
@@ -62,16 +94,36 @@ class GANLoss:
   generator: Callable  # (fake_out) -> scalar
   gradient_penalty_weight: float = 0.0  # > 0 adds `gradient_penalty` to the critic loss
   outputs_are_logits: bool = True  # reported D(real)/D(fake) are sigmoid probabilities if so
+  r1_gamma: float = 0.0  # > 0 adds `r1_penalty` to the discriminator loss
+  weight_clip: float = 0.0  # > 0 clips the critic's parameters after each update (`clip_weights`)
 
 
-def get(name: str, *, label_smoothing: float = 0.0, gp_weight: float = 10.0) -> GANLoss:
+def get(name: str, *, label_smoothing: float = 0.0, gp_weight: float = 10.0,
+        weight_clip: float = 0.01, r1_gamma: float = 0.0) -> GANLoss:
+  """The loss family `name`; `r1_gamma` > 0 adds the R1 penalty to any of them."""
+  if r1_gamma < 0:
+    raise ValueError(f'loss.r1_gamma must be >= 0 (0 = off), got {r1_gamma}')
+  if label_smoothing and name != 'bce':
+    raise ValueError(f'loss.label_smoothing={label_smoothing} applies to the bce loss only, '
+                     f'not {name!r}: set it to 0')
   if name == 'bce':
     return GANLoss('bce', lambda r, f: bce_discriminator_loss(r, f, label_smoothing),
-                   bce_generator_loss)
+                   bce_generator_loss, r1_gamma=r1_gamma)
+  if name == 'wgan':
+    if weight_clip <= 0:
+      raise ValueError(f'wgan needs loss.weight_clip > 0, got {weight_clip} (the paper uses 0.01)')
+    return GANLoss('wgan', wasserstein_critic_loss, wasserstein_generator_loss,
+                   outputs_are_logits=False, r1_gamma=r1_gamma, weight_clip=weight_clip)
   if name == 'wgan_gp':
     if gp_weight <= 0:
       raise ValueError(f'wgan_gp needs loss.gp_weight > 0, got {gp_weight} (the paper uses 10)')
     return GANLoss('wgan_gp', wasserstein_critic_loss, wasserstein_generator_loss,
-                   gradient_penalty_weight=gp_weight, outputs_are_logits=False)
+                   gradient_penalty_weight=gp_weight, outputs_are_logits=False, r1_gamma=r1_gamma)
+  if name == 'hinge':
+    return GANLoss('hinge', hinge_discriminator_loss, wasserstein_generator_loss,
+                   outputs_are_logits=False, r1_gamma=r1_gamma)
+  if name == 'lsgan':
+    return GANLoss('lsgan', least_squares_discriminator_loss, least_squares_generator_loss,
+                   outputs_are_logits=False, r1_gamma=r1_gamma)
   raise ValueError(f'unknown loss {name!r}: choose one of {", ".join(LOSS_NAMES)} '
                    '(config field loss.name)')

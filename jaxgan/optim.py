@@ -5,6 +5,7 @@ import ml_collections
 import optax
 
 SCHEDULE_NAMES = ('constant', 'warmup', 'cosine', 'exponential')
+OPTIMIZER_NAMES = ('adam', 'rmsprop')
 
 
 def make_schedule(lr: float, schedule: ml_collections.ConfigDict,
@@ -34,5 +35,18 @@ def make_schedule(lr: float, schedule: ml_collections.ConfigDict,
 def make_adam(opt: ml_collections.ConfigDict, schedule: ml_collections.ConfigDict,
               total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """Adam with the configured schedule; the schedule is returned too, for logging."""
+  return make_optimizer('adam', opt, schedule, total_steps)
+
+
+def make_optimizer(name: str, opt: ml_collections.ConfigDict,
+                   schedule: ml_collections.ConfigDict,
+                   total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """`name`: adam (lr, b1, b2, eps) | rmsprop (lr, decay b2, eps; Keras's RMSprop, the WGAN
+  paper's optimiser), with the configured schedule; the schedule is returned too, for logging."""
   lr = make_schedule(opt.lr, schedule, total_steps)
-  return optax.adam(lr, b1=opt.b1, b2=opt.b2, eps=opt.eps), lr
+  if name == 'adam':
+    return optax.adam(lr, b1=opt.b1, b2=opt.b2, eps=opt.eps), lr
+  if name == 'rmsprop':
+    return optax.rmsprop(lr, decay=opt.b2, eps=opt.eps), lr
+  raise ValueError(f'unknown optimizer {name!r}: choose one of {", ".join(OPTIMIZER_NAMES)} '
+                   '(config field optimizer.name)')

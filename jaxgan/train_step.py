@@ -13,9 +13,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxgan import losses, rng
+from jaxgan import augment as augment_lib, ema, losses, rng
 from jaxgan.models import GAN
 from jaxgan.state import GANState
+
+# fold_in stream of a discriminator pass's dropout key that keys its augmentation.
+_AUGMENT_STREAM = 1
 
 StepFn = Callable[[GANState, dict, jax.Array], tuple[GANState, dict]]
 
@@ -25,7 +28,9 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
                     axis_name: str | None = None,
                     g_schedule: optax.Schedule | None = None,
                     d_schedule: optax.Schedule | None = None,
-                    compute_dtype: str | jnp.dtype = 'float32') -> StepFn:
+                    compute_dtype: str | jnp.dtype = 'float32',
+                    augment: augment_lib.Augment | None = None,
+                    ema_decay: float = 0.0) -> StepFn:
   """`batch['image']` holds `n_critic` real batches per device, interleaved: critic update j
   uses local rows j, j + n_critic, ... (so each chunk is the same set of global examples
   whatever the device count).
@@ -34,7 +39,16 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
   optimizer state, batch statistics, gradients and losses stay float32; with bfloat16 the
   parameters and inputs are cast on the way into each network and its outputs cast back
   (mixed precision for accelerators; on CPU bfloat16 is emulated and slower).
+
+  Options: `augment` (jaxgan.augment) is applied to every batch the discriminator sees, real
+  and fake, in both updates; `ema_decay` > 0 updates `state.g_ema_params` after each generator
+  update (jaxgan.ema); the loss's `r1_gamma` and `weight_clip` add the R1 penalty and clip the
+  critic's parameters after each of its updates. The discriminator's non-parameter variables
+  (`state.d_state`: spectral-norm vectors) advance on each training-mode pass over real and
+  fake images; penalty passes read them without advancing them.
   """
+  if not 0.0 <= ema_decay < 1.0:
+    raise ValueError(f'ema.decay must be in [0, 1) (0 = off), got {ema_decay}')
   if n_critic < 1:
     raise ValueError(f'loss.n_critic must be >= 1, got {n_critic}')
   compute_dtype = jnp.dtype(compute_dtype)
@@ -53,88 +67,117 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
   def mean_over_devices(tree):
     return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
 
-  def generate(g_params, g_batch_stats, z):
+  def generate(g_params, g_batch_stats, z, net):
     variables = {'params': to_compute(g_params)}
     if g_batch_stats:
       variables['batch_stats'] = g_batch_stats  # running statistics stay float32
     fake, updates = gan.generator.apply(variables, to_compute(z), train=True,
-                                        mutable=['batch_stats'])
+                                        mutable=['batch_stats'], **net)
     return fake, updates.get('batch_stats', g_batch_stats)
 
-  def discriminate(d_params, images, dropout_key):
-    return to_float32(gan.discriminator.apply({'params': to_compute(d_params)},
-                                              to_compute(images), train=True,
-                                              rngs={'dropout': dropout_key}))
+  def discriminate(d_params, d_state, images, dropout_key, net):
+    """(outputs, d_state advanced by this pass)."""
+    variables = {'params': to_compute(d_params), **d_state}
+    if not d_state:
+      return to_float32(gan.discriminator.apply(variables, to_compute(images), train=True,
+                                                rngs={'dropout': dropout_key}, **net)), d_state
+    out, d_state = gan.discriminator.apply(variables, to_compute(images), train=True,
+                                           rngs={'dropout': dropout_key}, mutable=list(d_state),
+                                           **net)
+    return to_float32(out), d_state
+
+  def maybe_augment(images, pass_key):
+    """DiffAugment keyed by a stream of the pass's dropout key (no new splits: the other
+    draws, and the goldens, stay as they were)."""
+    if augment is None:
+      return images
+    return augment(images, jax.random.fold_in(pass_key, _AUGMENT_STREAM))
 
   def report(outputs):
     return jax.nn.sigmoid(outputs).mean() if loss.outputs_are_logits else outputs.mean()
 
   def step(state: GANState, batch: dict, key: jax.Array):
     step_key = jax.random.fold_in(key, state.step)
+    net = gan.network_kwargs(state.step)  # progressive growing's alpha; {} for other models
     critic_key, generator_key = jax.random.split(step_key)
     images = batch['image']
     local_batch = images.shape[0] // n_critic
     real_chunks = images.reshape((local_batch, n_critic) + images.shape[1:]).swapaxes(0, 1)
 
     def critic_update(carry, real, index):
-      d_params, d_opt_state, g_batch_stats = carry
+      d_params, d_state, d_opt_state, g_batch_stats = carry
       z_key, real_key, fake_key, gp_key = jax.random.split(jax.random.fold_in(critic_key, index),
                                                            4)
       z = rng.normal(z_key, local_batch, (gan.latent_dim,), axis_name)
-      fake, g_batch_stats = generate(state.g_params, g_batch_stats, z)
+      fake, g_batch_stats = generate(state.g_params, g_batch_stats, z, net)
+      real = maybe_augment(real, real_key)
+      fake = maybe_augment(fake, fake_key)
 
       def d_loss_fn(d_params):
-        real_out = discriminate(d_params, real, real_key)
-        fake_out = discriminate(d_params, fake, fake_key)
+        real_out, new_d_state = discriminate(d_params, d_state, real, real_key, net)
+        fake_out, new_d_state = discriminate(d_params, new_d_state, fake, fake_key, net)
         value = loss.discriminator(real_out, fake_out)
-        penalty = jnp.zeros(())
+        critic = lambda x: discriminate(d_params, new_d_state, x, real_key, net)[0]
+        penalties = {}
         if loss.gradient_penalty_weight:
-          penalty = losses.gradient_penalty(
-              lambda x: discriminate(d_params, x, real_key), real, fake, gp_key,
-              weight=loss.gradient_penalty_weight, axis_name=axis_name)
-        return value + penalty, (penalty, report(real_out), report(fake_out))
+          penalties['gradient_penalty'] = losses.gradient_penalty(
+              critic, real, fake, gp_key, weight=loss.gradient_penalty_weight,
+              axis_name=axis_name)
+        if loss.r1_gamma:
+          penalties['r1_penalty'] = losses.r1_penalty(critic, real, gamma=loss.r1_gamma)
+        total = value + sum(penalties.values()) if penalties else value
+        return total, (penalties, report(real_out), report(fake_out), new_d_state)
 
-      (d_loss, (penalty, d_real, d_fake)), grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
-          d_params)
+      (d_loss, (penalties, d_real, d_fake, d_state)), grads = jax.value_and_grad(
+          d_loss_fn, has_aux=True)(d_params)
       grads = mean_over_devices(grads)
       updates, d_opt_state = d_tx.update(grads, d_opt_state, d_params)
       d_params = optax.apply_updates(d_params, updates)
+      if loss.weight_clip:
+        d_params = losses.clip_weights(d_params, loss.weight_clip)
       measured = dict(d_loss=d_loss, d_real=d_real, d_fake=d_fake,
-                      d_grad_norm=optax.tree.norm(grads))
-      if loss.gradient_penalty_weight:
-        measured['gradient_penalty'] = penalty
-      return (d_params, d_opt_state, g_batch_stats), measured
+                      d_grad_norm=optax.tree.norm(grads), **penalties)
+      return (d_params, d_state, d_opt_state, g_batch_stats), measured
 
     # A Python loop, not lax.scan: XLA:CPU runs a while-loop body ~3x slower than the same ops
     # unrolled (measured on the dcgan step), and n_critic is small.
-    carry, critic_measured = (state.d_params, state.d_opt_state, state.g_batch_stats), []
+    carry = (state.d_params, state.d_state, state.d_opt_state, state.g_batch_stats)
+    critic_measured = []
     for index in range(n_critic):
       carry, measured = critic_update(carry, real_chunks[index], index)
       critic_measured.append(measured)
-    d_params, d_opt_state, g_batch_stats = carry
+    d_params, d_state, d_opt_state, g_batch_stats = carry
 
     z_key, dropout_key = jax.random.split(generator_key)
     z = rng.normal(z_key, local_batch, (gan.latent_dim,), axis_name)
 
     def g_loss_fn(g_params):
-      fake, new_batch_stats = generate(g_params, g_batch_stats, z)
-      return loss.generator(discriminate(d_params, fake, dropout_key)), new_batch_stats
+      fake, new_batch_stats = generate(g_params, g_batch_stats, z, net)
+      fake = maybe_augment(fake, dropout_key)
+      fake_out, new_d_state = discriminate(d_params, d_state, fake, dropout_key, net)
+      return loss.generator(fake_out), (new_batch_stats, new_d_state)
 
-    (g_loss, g_batch_stats), grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)
+    (g_loss, (g_batch_stats, d_state)), grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
+        state.g_params)
     grads = mean_over_devices(grads)
     updates, g_opt_state = g_tx.update(grads, state.g_opt_state, state.g_params)
     g_params = optax.apply_updates(state.g_params, updates)
+    g_ema_params = state.g_ema_params
+    if ema_decay:
+      g_ema_params = ema.update(g_ema_params, g_params, ema_decay)
 
     measurements = {name: jnp.mean(jnp.stack([m[name] for m in critic_measured]))
                     for name in critic_measured[0]}
     measurements.update(g_loss=g_loss, g_grad_norm=optax.tree.norm(grads))
     measurements = mean_over_devices(measurements)
+    measurements.update(net)  # progressive growing: alpha is logged
     if g_schedule is not None:
       measurements['g_lr'] = g_schedule(state.step)
     if d_schedule is not None:
       measurements['d_lr'] = d_schedule(state.step * n_critic)
     new_state = GANState(step=state.step + 1, g_params=g_params, g_batch_stats=g_batch_stats,
-                         d_params=d_params, g_opt_state=g_opt_state, d_opt_state=d_opt_state)
+                         d_params=d_params, g_opt_state=g_opt_state, d_opt_state=d_opt_state,
+                         d_state=d_state, g_ema_params=g_ema_params)
     return new_state, measurements
 
   return step

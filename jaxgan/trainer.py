@@ -19,7 +19,7 @@ import ml_collections
 import optax
 from absl import logging
 
-from jaxgan import data, generate, images, losses, models, optim, parallel
+from jaxgan import augment, data, generate, images, losses, models, optim, parallel
 from jaxgan.checkpoint import CheckpointStore
 from jaxgan.evaluation import weights
 from jaxgan.evaluation.during_training import TrainingEvaluator
@@ -34,7 +34,10 @@ RESUMABLE_FIELDS = frozenset({
     'eval_every', 'eval_num_samples'})
 # Fields added after the first runs were recorded: absent from a config.json means this value.
 _ADDED_FIELDS = {'compute_dtype': 'float32', 'steps_per_call': 1, 'donate': True,
-                 'cpu_devices': -1}
+                 'cpu_devices': -1, 'model.spectral_norm': False, 'model.generator_norm': 'batch',
+                 'loss.weight_clip': 0.01, 'loss.r1_gamma': 0.0, 'optimizer.name': 'adam',
+                 'ema.decay': 0.0, 'augment.policy': '', 'model.grow_step': 0,
+                 'model.fade_steps': 0}
 # Streams split from the seed: parameter init, train steps, the fixed sample-grid latents.
 _INIT, _STEPS, _SAMPLES = range(3)
 
@@ -47,21 +50,40 @@ class Components:
   d_tx: optax.GradientTransformation
   g_schedule: optax.Schedule
   d_schedule: optax.Schedule
+  ema: bool = False  # the state keeps an EMA of the generator's parameters
 
 
 def build_components(config: ml_collections.ConfigDict, total_steps: int) -> Components:
-  loss = losses.get(config.loss.name, label_smoothing=config.loss.label_smoothing,
-                    gp_weight=config.loss.gp_weight)
-  g_tx, g_schedule = optim.make_adam(config.optimizer.generator, config.schedule, total_steps)
-  d_tx, d_schedule = optim.make_adam(config.optimizer.discriminator, config.schedule,
-                                     total_steps * config.loss.n_critic)
-  return Components(models.build(config.model.name), loss, g_tx, d_tx, g_schedule, d_schedule)
+  loss = make_loss(config)
+  optimizer = config.optimizer.get('name', 'adam')
+  g_tx, g_schedule = optim.make_optimizer(optimizer, config.optimizer.generator, config.schedule,
+                                          total_steps)
+  d_tx, d_schedule = optim.make_optimizer(optimizer, config.optimizer.discriminator,
+                                          config.schedule, total_steps * config.loss.n_critic)
+  return Components(models.from_config(config.model), loss, g_tx, d_tx, g_schedule, d_schedule,
+                    ema=ema_decay(config) > 0)
+
+
+def make_loss(config: ml_collections.ConfigDict) -> losses.GANLoss:
+  return losses.get(config.loss.name, label_smoothing=config.loss.label_smoothing,
+                    gp_weight=config.loss.gp_weight,
+                    weight_clip=config.loss.get('weight_clip', 0.01),
+                    r1_gamma=config.loss.get('r1_gamma', 0.0))
+
+
+def ema_decay(config: ml_collections.ConfigDict) -> float:
+  return config.get('ema', {}).get('decay', 0.0)
+
+
+def augment_policy(config: ml_collections.ConfigDict) -> str:
+  return config.get('augment', {}).get('policy', '')
 
 
 def abstract_state(components: Components, sharding=None) -> GANState:
   """Shapes and dtypes of the state (no computation), laid out with `sharding` for restores."""
   shapes = jax.eval_shape(
-      lambda key: init_state(components.gan, components.g_tx, components.d_tx, key),
+      lambda key: init_state(components.gan, components.g_tx, components.d_tx, key,
+                             ema=components.ema),
       jax.random.key(0))
   return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
@@ -110,10 +132,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.get('compute_dtype', 'float32') not in ('float32', 'bfloat16'):
     problems.append(f"compute_dtype must be 'float32' or 'bfloat16', got "
                     f'{config.compute_dtype!r}')
+  if not 0.0 <= ema_decay(config) < 1.0:
+    problems.append(f'ema.decay must be in [0, 1) (0 = off), got {ema_decay(config)}')
+  if config.optimizer.get('name', 'adam') not in optim.OPTIMIZER_NAMES:
+    problems.append(f'optimizer.name must be one of {", ".join(optim.OPTIMIZER_NAMES)}, got '
+                    f'{config.optimizer.name!r}')
   if problems:
     raise ValueError('bad config: ' + '; '.join(problems))
-  models.build(config.model.name)  # raises on an unknown model name
-  losses.get(config.loss.name, gp_weight=config.loss.gp_weight)
+  models.from_config(config.model)  # raises on an unknown model or normalisation
+  make_loss(config)  # raises on a bad loss setting
+  augment.parse_policy(augment_policy(config))
 
 
 def _flatten(config: dict, prefix: str = '') -> dict:
@@ -174,7 +202,8 @@ class _MeshRunner:
     self.batch_sharding = parallel.batch_sharded(mesh)
     self.state_sharding = parallel.replicated(mesh)
     self._init = jax.jit(
-        lambda key: init_state(components.gan, components.g_tx, components.d_tx, key),
+        lambda key: init_state(components.gan, components.g_tx, components.d_tx, key,
+                               ema=components.ema),
         out_shardings=self.state_sharding)
     self.step = parallel.shard_step(step_fn, mesh, donate=donate)
     self.multi_step = None if steps_per_call == 1 else parallel.shard_step(
@@ -247,17 +276,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
     raise ValueError(f'{len(train_images)} training examples are fewer than one step needs '
                      f'(batch_size x loss.n_critic = {examples_per_step}): lower batch_size')
   total_steps = config.num_steps or config.num_epochs * steps_per_epoch
+  if config.model.name == 'progressive' and (
+      config.model.grow_step + config.model.fade_steps > total_steps):
+    raise ValueError(f'model.grow_step + model.fade_steps = {config.model.grow_step} + '
+                     f'{config.model.fade_steps} is past the {total_steps} training steps: the '
+                     'model would never be fully grown; lower them or train longer')
 
   is_writer = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
   if is_writer:
     record_config(config, workdir)
   components = build_components(config, total_steps)
-  step_gan = models.build(config.model.name, axis_name=parallel.DATA_AXIS)
+  step_gan = models.from_config(config.model, axis_name=parallel.DATA_AXIS)
   step_fn = make_train_step(step_gan, components.loss, components.g_tx, components.d_tx,
                             n_critic=config.loss.n_critic, axis_name=parallel.DATA_AXIS,
                             g_schedule=components.g_schedule, d_schedule=components.d_schedule,
-                            compute_dtype=config.get('compute_dtype', 'float32'))
+                            compute_dtype=config.get('compute_dtype', 'float32'),
+                            augment=augment.make(augment_policy(config), parallel.DATA_AXIS),
+                            ema_decay=ema_decay(config))
   runner = (_PmapRunner if config.parallel == 'pmap' else _MeshRunner)(
       components, step_fn, mesh, config.get('donate', True), config.get('steps_per_call', 1))
 
@@ -278,7 +314,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
     if is_writer:
       host = runner.to_host(state)
       picture = generate.sample_grid(components.gan, generator_variables(host), z_grid,
-                                     config.sample_grid_rows, scale=config.sample_grid_scale)
+                                     config.sample_grid_rows, scale=config.sample_grid_scale,
+                                     step=host.step)
       images.save_atomic(picture, os.path.join(samples_dir, name))
 
   if start_step >= total_steps:

@@ -136,7 +136,8 @@ def test_unknown_model_is_a_one_line_error(data_dirs, tmp_path):
   result = cli('train', *train_args(data_dirs, tmp_path / 'run', '--config.model.name=resnet'))
   assert result.returncode != 0
   assert result.stderr.strip().splitlines()[-1] == (
-      "error: unknown model 'resnet': choose one of mlp, dcgan, kannada (config field "
+      "error: unknown model 'resnet': choose one of mlp, dcgan, kannada, progressive "
+      "(config field "
       'model.name)')
   assert not (tmp_path / 'run').exists()
 

@@ -242,14 +242,14 @@ def test_get_bce_and_wgan_gp():
     assert losses.get("wgan_gp").gradient_penalty_weight == 10.0
     np.testing.assert_allclose(wgan.discriminator(real, fake), losses.wasserstein_critic_loss(real, fake), rtol=1e-6)
     np.testing.assert_allclose(wgan.generator(fake), losses.wasserstein_generator_loss(fake), rtol=1e-6)
-    assert set(losses.LOSS_NAMES) == {"bce", "wgan_gp"}
+    assert set(losses.LOSS_NAMES) == {"bce", "wgan", "wgan_gp", "hinge", "lsgan"}
 
 
 def test_get_unknown_name_raises_naming_choices():
     with pytest.raises(ValueError) as excinfo:
-        losses.get("hinge")
+        losses.get("wasserstein")
     message = str(excinfo.value)
-    assert "hinge" in message and "bce" in message and "wgan_gp" in message
+    assert "wasserstein" in message and "bce" in message and "wgan_gp" in message
 
 
 @pytest.mark.parametrize("gp_weight", [0.0, -1.0])
@@ -268,3 +268,73 @@ def test_gradient_penalty_has_a_finite_gradient_where_the_input_gradient_is_zero
   grad = jax.grad(penalty)(jnp.zeros(3))
   assert np.all(np.isfinite(grad))
   np.testing.assert_allclose(penalty(jnp.zeros(3)), 10.0)
+
+
+# --- hinge, least squares, weight clipping, R1 ---------------------------------------------
+
+
+def test_hinge_losses_closed_form():
+    real = jnp.array([2.0, 0.5, -1.0, 0.0])  # relu(1 - r): 0, 0.5, 2, 1 -> mean 0.875
+    fake = jnp.array([-2.0, -0.5, 1.0, 0.0])  # relu(1 + f): 0, 0.5, 2, 1 -> mean 0.875
+    hinge = losses.get("hinge")
+    assert not hinge.outputs_are_logits
+    np.testing.assert_allclose(hinge.discriminator(real, fake), 1.75, rtol=1e-6)
+    np.testing.assert_allclose(hinge.generator(fake), -(-2.0 - 0.5 + 1.0 + 0.0) / 4, rtol=1e-6)
+
+
+def test_least_squares_losses_closed_form():
+    real = jnp.array([1.0, 3.0])  # (r - 1)^2: 0, 4 -> mean 2
+    fake = jnp.array([0.0, 2.0])  # f^2: 0, 4 -> mean 2; (f - 1)^2: 1, 1 -> mean 1
+    lsgan = losses.get("lsgan")
+    np.testing.assert_allclose(lsgan.discriminator(real, fake), 0.5 * (2.0 + 2.0), rtol=1e-6)
+    np.testing.assert_allclose(lsgan.generator(fake), 0.5 * 1.0, rtol=1e-6)
+
+
+def test_wgan_uses_the_wasserstein_losses_and_clips_the_critic():
+    wgan = losses.get("wgan", weight_clip=0.05)
+    assert wgan.weight_clip == 0.05 and wgan.gradient_penalty_weight == 0.0
+    real, fake = _rand(70, (8,)), _rand(71, (8,))
+    np.testing.assert_allclose(wgan.discriminator(real, fake),
+                               losses.wasserstein_critic_loss(real, fake), rtol=1e-6)
+    params = {"w": jnp.array([-1.0, -0.01, 0.0, 0.02, 3.0]), "b": jnp.array(0.5)}
+    clipped = losses.clip_weights(params, 0.05)
+    np.testing.assert_array_equal(clipped["w"], np.float32([-0.05, -0.01, 0.0, 0.02, 0.05]))
+    np.testing.assert_array_equal(clipped["b"], np.float32(0.05))
+    with pytest.raises(ValueError, match="weight_clip"):
+        losses.get("wgan", weight_clip=0.0)
+
+
+def test_r1_penalty_of_linear_critic_is_half_gamma_squared_norm():
+    """D(x) = <w, x>: grad = w for every example, so R1 = gamma / 2 * ||w||^2."""
+    w = _rand(72, GP_SHAPE[1:])
+    critic = lambda x: jnp.sum(x * w, axis=tuple(range(1, x.ndim)))
+    value = losses.r1_penalty(critic, _rand(73, GP_SHAPE), gamma=4.0)
+    np.testing.assert_allclose(value, 2.0 * float(np.sum(np.square(np.asarray(w, np.float64)))),
+                               rtol=1e-5)
+
+
+def test_r1_penalty_of_quadratic_critic_averages_per_example_norms():
+    """D(x) = c * sum(x^2): grad = 2 c x, so R1 = gamma / 2 * mean_i 4 c^2 ||x_i||^2."""
+    c, gamma = 0.3, 10.0
+    real = _rand(74, GP_SHAPE)
+    value = losses.r1_penalty(_quadratic_critic(c), real, gamma=gamma)
+    norms = np.sum(np.square(np.asarray(real, np.float64)).reshape(GP_SHAPE[0], -1), axis=1)
+    np.testing.assert_allclose(value, gamma / 2 * np.mean(4 * c * c * norms), rtol=1e-5)
+
+
+def test_r1_penalty_under_shard_map_matches_global_batch():
+    if jax.device_count() < 2:
+        pytest.skip("needs 2 devices")
+    mesh = Mesh(np.array(jax.devices()[:2]), ("data",))
+    critic, real = _quadratic_critic(0.7), _rand(75, GP_SHAPE)
+    local = lambda x: jax.lax.pmean(losses.r1_penalty(critic, x, gamma=1.0), "data")
+    sharded = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=P("data"), out_specs=P()))(real)
+    np.testing.assert_allclose(sharded, losses.r1_penalty(critic, real, gamma=1.0), rtol=1e-5)
+
+
+def test_r1_and_label_smoothing_options_are_checked():
+    assert losses.get("hinge", r1_gamma=2.0).r1_gamma == 2.0
+    with pytest.raises(ValueError, match="r1_gamma"):
+        losses.get("bce", r1_gamma=-1.0)
+    with pytest.raises(ValueError, match="label_smoothing.*bce"):
+        losses.get("hinge", label_smoothing=0.1)

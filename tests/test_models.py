@@ -112,11 +112,20 @@ def _eval_outputs(name: str):
 
 
 # The generator's last layer, whose output goes through tanh.
-LAST_GENERATOR_LAYER = {"mlp": "Dense_1", "dcgan": "ConvTranspose_1", "kannada": "Conv_2"}
+# progressive: at alpha = 1 (the default) the output is tanh of the 28x28 path's toImage.
+LAST_GENERATOR_LAYER = {"mlp": "Dense_1", "dcgan": "ConvTranspose_1", "kannada": "Conv_2",
+                        "progressive": "Conv_1"}
 
 
 # Exact parameter counts, computed by hand from the layer shapes (kernel + bias per layer).
 EXPECTED_COUNTS = {
+    # progressive (batch norm after the reshape to 7x7x64, over channels):
+    # G: Dense 100*3136 (no bias) + BN 2*64 + ConvT 5*5*64*64 + BN 2*64 + ConvT 5*5*64*32
+    #   + BN 2*32 + toImage14 64+1 + toImage28 32+1 = 467,618; batch_stats 2*(64+64+32) = 320.
+    # D: fromImage14 1*64+64 + fromImage28 1*32+32 + Conv 5*5*32*64+64 + Conv 5*5*64*128+128
+    #   + Dense 7*7*128+1 = 262,657.
+    "progressive": dict(latent_dim=100, generator=467_618, batch_stats=320,
+                        discriminator=262_657),
     # G: Dense 100*128+128 = 12,928; Dense 128*784+784 = 101,136.
     # D: Dense 784*128+128 = 100,480; Dense 128+1 = 129.
     "mlp": dict(latent_dim=100, generator=114_064, batch_stats=0, discriminator=100_609),

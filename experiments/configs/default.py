@@ -12,12 +12,19 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0
 
   config.model = ml_collections.ConfigDict()
-  config.model.name = 'dcgan'  # mlp | dcgan | kannada
+  config.model.name = 'dcgan'  # mlp | dcgan | kannada | progressive
+  config.model.spectral_norm = False  # spectral normalisation of D's layers (dcgan)
+  config.model.generator_norm = 'batch'  # batch | instance: G's normalisation (dcgan)
+  # progressive: the 28x28 layers fade in from generator step grow_step over fade_steps steps.
+  config.model.grow_step = 0
+  config.model.fade_steps = 0
 
   config.loss = ml_collections.ConfigDict()
-  config.loss.name = 'bce'  # bce (non-saturating) | wgan_gp
+  config.loss.name = 'bce'  # bce (non-saturating) | wgan (weight clipping) | wgan_gp | hinge | lsgan
   config.loss.label_smoothing = 0.0  # one-sided: real target 1 - label_smoothing (bce only)
   config.loss.gp_weight = 10.0  # gradient-penalty lambda (wgan_gp only)
+  config.loss.weight_clip = 0.01  # critic parameters clipped to [-c, c] (wgan only)
+  config.loss.r1_gamma = 0.0  # > 0: R1 penalty gamma/2 E||grad D(real)||^2 (any loss)
   config.loss.n_critic = 1  # discriminator updates per generator update
 
   config.data = ml_collections.ConfigDict()
@@ -34,6 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Keras Adam defaults with the papers' learning rate.
   config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = 'adam'  # adam | rmsprop (decay = b2, eps), for both networks
   config.optimizer.generator = ml_collections.ConfigDict(
       dict(lr=1e-4, b1=0.9, b2=0.999, eps=1e-7))
   config.optimizer.discriminator = ml_collections.ConfigDict(
@@ -45,6 +53,14 @@ def get_config() -> ml_collections.ConfigDict:
   # exponential: after warmup, lr * decay_rate ** ((step - warmup_steps) / decay_steps)
   config.schedule.decay_steps = 1000
   config.schedule.decay_rate = 0.5
+
+  # Exponential moving average of G's parameters, sampled and evaluated instead of the trained
+  # ones when on: decay per generator step, 0 = off.
+  config.ema = ml_collections.ConfigDict()
+  config.ema.decay = 0.0
+  # DiffAugment on every image D sees, real and fake: '' (off) or e.g. 'translation,cutout'.
+  config.augment = ml_collections.ConfigDict()
+  config.augment.policy = ''
 
   config.parallel = 'mesh'  # mesh (jit + shard_map over all devices) | pmap
   # Speed (results equal up to float rounding): steps per jit call (lax.scan; saves host round

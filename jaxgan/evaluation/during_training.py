@@ -54,7 +54,7 @@ class TrainingEvaluator:
 
   def __call__(self, step: int, epoch: float, g_variables: dict, checkpoint_state) -> dict:
     start = time.perf_counter()
-    figures = self._evaluate_generator(g_variables)
+    figures = self._evaluate_generator(g_variables, step)
     record = dict(step=step, epoch=epoch, eval_num_samples=self._num_samples,
                   eval_seconds=round(time.perf_counter() - start, 1),
                   **{f'eval_{name}': value for name, value in figures.items()})

@@ -102,7 +102,7 @@ def format_table(results: dict) -> str:
 
 def make_periodic_evaluator(config: ml_collections.ConfigDict, gan
                             ) -> Callable[[dict], dict[str, float]]:
-  """What a training run calls every `config.eval_every` steps: generator variables ->
+  """What a training run calls every `config.eval_every` steps: (generator variables, step) ->
   {fcd, classifier_score, precision, recall, coverage_entropy, coverage_min_share}.
 
   The real test split is scored once, here; each call generates `config.eval_num_samples`
@@ -115,8 +115,8 @@ def make_periodic_evaluator(config: ml_collections.ConfigDict, gan
   z = generate.latents(jax.random.fold_in(jax.random.key(config.seed), EVAL_LATENT_STREAM),
                        config.eval_num_samples, gan.latent_dim)
 
-  def evaluate_generator(g_variables: dict) -> dict[str, float]:
-    images = generate.generate(gan, g_variables, z)
+  def evaluate_generator(g_variables: dict, step=None) -> dict[str, float]:
+    images = generate.generate(gan, g_variables, z, step=step)  # step: a progressive G's growth
     samples = metrics.score_images(params, images, name='generated digits')
     results = metrics.compute(metrics.DEFAULT_METRICS, samples, real)
     return {key: value for key, value in results.items() if isinstance(value, float)}

@@ -10,10 +10,12 @@ import dataclasses
 from types import ModuleType
 
 import flax.linen as nn
+import ml_collections
 
-from jaxgan.models import dcgan, kannada, mlp
+from jaxgan.models import dcgan, kannada, mlp, progressive
 
-_MODULES: dict[str, ModuleType] = {'mlp': mlp, 'dcgan': dcgan, 'kannada': kannada}
+_MODULES: dict[str, ModuleType] = {'mlp': mlp, 'dcgan': dcgan, 'kannada': kannada,
+                                   'progressive': progressive}
 MODEL_NAMES = tuple(_MODULES)
 IMAGE_SHAPE = (28, 28, 1)
 
@@ -25,14 +27,61 @@ class GAN:
   discriminator: nn.Module
   latent_dim: int
   image_shape: tuple[int, int, int] = IMAGE_SHAPE
+  # Progressive growing (model 'progressive'): the 28x28 layers fade in from generator step
+  # grow_step over fade_steps steps.
+  grow_step: int | None = None
+  fade_steps: int = 0
+
+  def network_kwargs(self, step) -> dict:
+    """Extra keyword arguments of both networks at generator step `step` (traced or not)."""
+    if self.grow_step is None:
+      return {}
+    return dict(alpha=progressive.growth_alpha(step, self.grow_step, self.fade_steps))
 
 
-def build(name: str, *, axis_name: str | None = None) -> GAN:
-  """The named GAN's modules; `axis_name` is the device axis of the data-parallel step."""
+GENERATOR_NORMS = ('batch', 'instance')
+# Models whose networks take the normalisation options of `build`.
+_SPECTRAL_NORM = ('mlp', 'dcgan', 'progressive')
+_GENERATOR_NORM = ('dcgan', 'progressive')
+
+
+def build(name: str, *, axis_name: str | None = None, spectral_norm: bool = False,
+          generator_norm: str = 'batch', grow_step: int = 0, fade_steps: int = 0) -> GAN:
+  """The named GAN's modules; `axis_name` is the device axis of the data-parallel step.
+
+  `spectral_norm` normalises the discriminator's layers; `generator_norm` (batch | instance)
+  is the generator's normalisation (instance: dcgan and progressive only); `grow_step` and
+  `fade_steps` schedule the progressive model's growth (`progressive.growth_alpha`).
+  """
   if name not in _MODULES:
     raise ValueError(f'unknown model {name!r}: choose one of {", ".join(MODEL_NAMES)} '
                      '(config field model.name)')
+  if generator_norm not in GENERATOR_NORMS:
+    raise ValueError(f'unknown model.generator_norm {generator_norm!r}: choose one of '
+                     f'{", ".join(GENERATOR_NORMS)}')
+  options_g, options_d = {}, {}
+  if spectral_norm:
+    if name not in _SPECTRAL_NORM:
+      raise ValueError(f'model.spectral_norm is implemented for {", ".join(_SPECTRAL_NORM)}, '
+                       f'not {name!r}: set it to False')
+    options_d = dict(spectral_norm=True)
+  if generator_norm != 'batch':
+    if name not in _GENERATOR_NORM:
+      raise ValueError(f'model.generator_norm is implemented for {", ".join(_GENERATOR_NORM)}, '
+                       f'not {name!r}: set it to batch')
+    options_g = dict(norm=generator_norm)
+  if grow_step < 0 or fade_steps < 0:
+    raise ValueError(f'model.grow_step and model.fade_steps must be >= 0, got {grow_step} and '
+                     f'{fade_steps}')
   module = _MODULES[name]
-  return GAN(name=name, generator=module.Generator(axis_name=axis_name),
-             discriminator=module.Discriminator(axis_name=axis_name),
-             latent_dim=module.LATENT_DIM)
+  return GAN(name=name, generator=module.Generator(axis_name=axis_name, **options_g),
+             discriminator=module.Discriminator(axis_name=axis_name, **options_d),
+             latent_dim=module.LATENT_DIM,
+             grow_step=grow_step if name == 'progressive' else None, fade_steps=fade_steps)
+
+
+def from_config(model: ml_collections.ConfigDict, *, axis_name: str | None = None) -> GAN:
+  """`build` from the config's `model` section (fields added later default to old behaviour)."""
+  return build(model.name, axis_name=axis_name, spectral_norm=model.get('spectral_norm', False),
+               generator_norm=model.get('generator_norm', 'batch'),
+               grow_step=model.get('grow_step', 0), fade_steps=model.get('fade_steps', 0))

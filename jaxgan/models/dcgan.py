@@ -10,7 +10,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxgan import convs
-from jaxgan.layers import KERAS_LEAKY_SLOPE, ExampleDropout, keras_kernel_init
+from jaxgan.layers import (KERAS_LEAKY_SLOPE, ExampleDropout, keras_kernel_init,
+                           spectral_normalised)
 
 LATENT_DIM = 100
 
@@ -21,21 +22,32 @@ def _leaky(x):
 
 class Generator(nn.Module):
   """z -> Dense(7*7*64) -> BN -> LReLU -> 7x7x64 -> ConvT(32, 5, s2) -> BN -> LReLU
-  -> ConvT(1, 5, s2, tanh) -> 28x28x1."""
+  -> ConvT(1, 5, s2, tanh) -> 28x28x1.
+
+  `norm='instance'` puts instance normalisation (per example and channel over the spatial
+  axes, learned scale and bias; no batch statistics) where BN is, the Dense output being
+  normalised as 7x7x64 feature maps.
+  """
   axis_name: str | None = None  # batch statistics are averaged over this device axis
   conv_impl: str = 'auto'  # jaxgan.convs: auto | phase | xla (same parameters and results)
+  norm: str = 'batch'  # batch | instance
 
   @nn.compact
   def __call__(self, z, *, train: bool):
-    def batch_norm(x):
+    def normalise(x):
+      if self.norm == 'instance':
+        return nn.InstanceNorm(epsilon=1e-3)(x)
       return nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=1e-3,
                           axis_name=self.axis_name)(x)
 
     x = nn.Dense(7 * 7 * 64, use_bias=False, kernel_init=keras_kernel_init)(z)
-    x = _leaky(batch_norm(x)).reshape((-1, 7, 7, 64))
+    if self.norm == 'instance':
+      x = _leaky(normalise(x.reshape((-1, 7, 7, 64))))
+    else:
+      x = _leaky(normalise(x)).reshape((-1, 7, 7, 64))
     x = convs.ConvTranspose(32, (5, 5), (2, 2), 'SAME', use_bias=False,
                             kernel_init=keras_kernel_init, impl=self.conv_impl)(x)
-    x = _leaky(batch_norm(x))
+    x = _leaky(normalise(x))
     x = convs.ConvTranspose(1, (5, 5), (2, 2), 'SAME', use_bias=False,
                             kernel_init=keras_kernel_init, impl=self.conv_impl)(x)
     return jnp.tanh(x)
@@ -43,16 +55,21 @@ class Generator(nn.Module):
 
 class Discriminator(nn.Module):
   """x -> Conv(32, 5, s2) -> LReLU -> Dropout(0.3) -> Conv(64, 5, s2) -> LReLU -> Dropout(0.3)
-  -> Flatten -> Dense(1)."""
+  -> Flatten -> Dense(1); `spectral_norm=True` divides every kernel by its spectral norm
+  (`jaxgan.layers.spectral_normalised`)."""
   dropout_rate: float = 0.3
   axis_name: str | None = None  # keys the per-example dropout masks to global batch indices
   conv_impl: str = 'auto'  # jaxgan.convs: auto | phase | xla (same parameters and results)
+  spectral_norm: bool = False
 
   @nn.compact
   def __call__(self, x, *, train: bool):
+    def layer(module, x):
+      return spectral_normalised(module, x, train=train) if self.spectral_norm else module(x)
+
     for features in (32, 64):
-      x = convs.Conv(features, (5, 5), (2, 2), 'SAME', kernel_init=keras_kernel_init,
-                     impl=self.conv_impl)(x)
+      x = layer(convs.Conv(features, (5, 5), (2, 2), 'SAME', kernel_init=keras_kernel_init,
+                           impl=self.conv_impl), x)
       x = ExampleDropout(self.dropout_rate, self.axis_name)(_leaky(x), deterministic=not train)
     x = x.reshape((x.shape[0], -1))
-    return nn.Dense(1, kernel_init=keras_kernel_init)(x)[:, 0]
+    return layer(nn.Dense(1, kernel_init=keras_kernel_init), x)[:, 0]

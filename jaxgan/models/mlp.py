@@ -4,7 +4,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxgan.layers import keras_kernel_init
+from jaxgan.layers import keras_kernel_init, spectral_normalised
 
 LATENT_DIM = 100
 
@@ -25,13 +25,17 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-  """x -> Flatten -> Dense(128, relu) -> Dense(1): one logit per image."""
+  """x -> Flatten -> Dense(128, relu) -> Dense(1): one logit per image; `spectral_norm=True`
+  spectrally normalises both layers (`jaxgan.layers.spectral_normalised`)."""
   hidden: int = 128
   axis_name: str | None = None
+  spectral_norm: bool = False
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    del train
+    def layer(module, x):
+      return spectral_normalised(module, x, train=train) if self.spectral_norm else module(x)
+
     x = x.reshape((x.shape[0], -1))
-    x = nn.relu(nn.Dense(self.hidden, kernel_init=keras_kernel_init)(x))
-    return nn.Dense(1, kernel_init=keras_kernel_init)(x)[:, 0]
+    x = nn.relu(layer(nn.Dense(self.hidden, kernel_init=keras_kernel_init), x))
+    return layer(nn.Dense(1, kernel_init=keras_kernel_init), x)[:, 0]

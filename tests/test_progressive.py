@@ -1,0 +1,87 @@
+"""Progressive growing: the fade-in schedule, the blended networks at alpha 0 and 1, and growth
+at the configured step of a real (tiny) training run of the progressive_mnist config."""
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.configs import progressive_mnist
+from jaxgan import generate, models, trainer
+from jaxgan.models import progressive
+from jaxgan.state import generator_variables
+from tests.idx_files import write_manual_dir
+
+
+def test_alpha_is_zero_until_the_grow_step_then_rises_linearly_to_one():
+  steps = jnp.array([0, 99, 100, 101, 150, 199, 200, 1000])
+  np.testing.assert_allclose(progressive.growth_alpha(steps, 100, 100),
+                             [0, 0, 0, 0.01, 0.5, 0.99, 1, 1], atol=1e-7)
+  np.testing.assert_array_equal(progressive.growth_alpha(steps, 100, 0),
+                                [0, 0, 1, 1, 1, 1, 1, 1])
+  gan = models.build('progressive', grow_step=10, fade_steps=4)
+  assert float(gan.network_kwargs(12)['alpha']) == 0.5
+  assert models.build('dcgan').network_kwargs(12) == {}
+
+
+@pytest.fixture(scope='module')
+def networks():
+  gan = models.build('progressive', spectral_norm=True, generator_norm='instance')
+  z = jax.random.normal(jax.random.key(0), (3, gan.latent_dim))
+  g_vars = jax.jit(lambda k: gan.generator.init(k, z, train=False))(jax.random.key(1))
+  d_vars = jax.jit(lambda k: gan.discriminator.init(k, jnp.zeros((1, 28, 28, 1)), train=False))(
+      jax.random.key(2))
+  g = jax.jit(lambda z, alpha: gan.generator.apply(g_vars, z, train=False, alpha=alpha))
+  d = jax.jit(lambda x, alpha: gan.discriminator.apply(d_vars, x, train=False, alpha=alpha))
+  return gan, z, g, d
+
+
+def test_generator_at_alpha_zero_is_the_upsampled_14x14_image(networks):
+  _, z, g, _ = networks
+  low = np.asarray(g(z, 0.0))
+  assert low.shape == (3, 28, 28, 1) and np.all(np.abs(low) <= 1.0)
+  # Every 2x2 block is one 14x14 pixel repeated.
+  blocks = low.reshape(3, 14, 2, 14, 2, 1)
+  np.testing.assert_array_equal(blocks, np.broadcast_to(blocks[:, :, :1, :, :1], blocks.shape))
+  high = np.asarray(g(z, 1.0))
+  assert not np.allclose(high.reshape(3, 14, 2, 14, 2, 1)[:, :, 0], high.reshape(
+      3, 14, 2, 14, 2, 1)[:, :, 1])  # full resolution at alpha 1
+  # In between, the output is the blend of the two.
+  np.testing.assert_allclose(g(z, 0.25), 0.75 * low + 0.25 * high, rtol=1e-5, atol=1e-6)
+
+
+def test_discriminator_at_alpha_zero_sees_only_14x14_content(networks):
+  _, _, _, d = networks
+  x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (4, 28, 28, 1)), jnp.float32)
+  same_low_pass = progressive.upsample(progressive.downsample(x))
+  assert d(x, 0.0).shape == (4,)
+  np.testing.assert_allclose(d(x, 0.0), d(same_low_pass, 0.0), rtol=1e-5, atol=1e-6)
+  assert not np.allclose(d(x, 1.0), d(same_low_pass, 1.0), atol=1e-4)
+
+
+def test_progressive_config_grows_at_the_configured_step(tmp_path_factory):
+  manual = tmp_path_factory.mktemp('manual')
+  write_manual_dir(manual, {'mnist': {'train': 100, 'test': 10}})
+  config = progressive_mnist.get_config()
+  config.data.manual_dir, config.data.data_dir = str(manual), str(tmp_path_factory.mktemp('t'))
+  config.batch_size, config.num_steps, config.log_every = 16, 6, 1
+  config.model.grow_step, config.model.fade_steps = 2, 2
+  config.schedule.warmup_steps = 1
+  config.sample_grid_rows, config.sample_grid_scale = 2, 1
+  workdir = tmp_path_factory.mktemp('run')
+  state = trainer.train_and_evaluate(config, str(workdir))
+  with open(workdir / 'metrics.jsonl') as f:
+    alphas = [json.loads(line)['alpha'] for line in f]
+  # alpha of the state each step started from: steps 0..5.
+  assert alphas == [0.0, 0.0, 0.0, 0.5, 1.0, 1.0]
+  assert jax.tree.leaves(state.d_state) and not state.g_batch_stats  # spectral norm, IN
+  gan = trainer.build_components(config, config.num_steps).gan
+  digits = generate.generate(gan, generator_variables(state), jnp.zeros((2, gan.latent_dim)),
+                             step=state.step)
+  assert digits.shape == (2, 28, 28) and digits.dtype == np.uint8
+  config.model.grow_step = 5
+  with pytest.raises(ValueError, match='never be fully grown'):
+    trainer.train_and_evaluate(config, str(tmp_path_factory.mktemp('bad')))

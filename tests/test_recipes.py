@@ -1,0 +1,120 @@
+"""The recipe configs (WGAN with weight clipping, hinge, least squares, DiffAugment) train a few
+steps end to end, and run folders written before their config fields and state fields existed
+still resume."""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+from typing import Any
+
+import flax.struct
+import jax
+import numpy as np
+import pytest
+
+from experiments.configs import default
+from jaxgan import models, optim, trainer
+from jaxgan import state as state_lib
+from jaxgan.checkpoint import CheckpointStore
+from tests import stepping
+from tests.idx_files import write_manual_dir
+
+
+@pytest.fixture(scope='module')
+def data_dirs(tmp_path_factory):
+  manual = tmp_path_factory.mktemp('manual')
+  write_manual_dir(manual, {'mnist': {'train': 200, 'test': 20}})
+  return str(manual), str(tmp_path_factory.mktemp('tfds'))
+
+
+def smoke_config(name, data_dirs):
+  """The named config, shrunk to a few steps of the MLP networks on the tiny data (the recipes'
+  losses, optimisers, regularisers and state are kept)."""
+  config = importlib.import_module(f'experiments.configs.{name}').get_config()
+  config.data.manual_dir, config.data.data_dir = data_dirs
+  config.data.num_train_examples = 0
+  config.model.name = 'mlp'
+  config.batch_size, config.num_steps, config.log_every = 16, 2, 1
+  config.sample_grid_rows, config.sample_grid_scale = 2, 1
+  return config
+
+
+@pytest.mark.parametrize('name', ['wgan_clip_mnist', 'hinge_mnist', 'lsgan_mnist',
+                                  'diffaugment_mnist'])
+def test_recipe_config_trains_and_resumes(name, data_dirs, tmp_path):
+  config = smoke_config(name, data_dirs)
+  state = trainer.train_and_evaluate(config, str(tmp_path))
+  assert int(state.step) == 2
+  with open(tmp_path / 'metrics.jsonl') as f:
+    metrics = [json.loads(line) for line in f]
+  assert [m['step'] for m in metrics] == [1, 2]
+  assert all(np.isfinite(v) for m in metrics for k, v in m.items() if k != 'images_per_s')
+  if config.loss.name == 'wgan':
+    assert max(float(np.abs(p).max()) for p in jax.tree.leaves(state.d_params)) <= 0.01
+  assert bool(jax.tree.leaves(state.d_state)) == config.model.spectral_norm
+  assert bool(jax.tree.leaves(state.g_ema_params)) == (config.ema.decay > 0)
+  if name != 'hinge_mnist':
+    return
+  # The checkpoint holds d_state and g_ema_params: one more step resumes from it.
+  config.num_steps = 3
+  resumed = trainer.train_and_evaluate(config, str(tmp_path))
+  assert int(resumed.step) == 3
+  assert jax.tree.structure(resumed) == jax.tree.structure(state)
+
+
+def test_new_config_fields_are_validated_with_one_line_errors():
+  for field, value, message in [
+      ('ema.decay', 1.0, 'ema.decay must be in [0, 1)'),
+      ('optimizer.name', 'sgd', 'optimizer.name must be one of adam, rmsprop'),
+      ('augment.policy', 'flip', "unknown augment.policy entries 'flip'"),
+      ('loss.r1_gamma', -1.0, 'loss.r1_gamma must be >= 0'),
+      ('model.generator_norm', 'layer', "unknown model.generator_norm 'layer'"),
+  ]:
+    config = default.get_config()
+    section, key = field.split('.')
+    config[section][key] = value
+    with pytest.raises(ValueError, match=None) as excinfo:
+      trainer.validate(config)
+    assert message in str(excinfo.value) and '\n' not in str(excinfo.value)
+
+
+def test_a_run_folder_from_before_the_new_fields_resumes(tmp_path):
+  """config.json without the new fields matches the defaults (old behaviour), and a checkpoint
+  of the state without d_state and g_ema_params restores into the current GANState."""
+  old_config = json.loads(default.get_config().to_json())
+  for section, key in [(s, k) for s, k in (f.split('.') for f in trainer._ADDED_FIELDS
+                                           if '.' in f)]:
+    del old_config[section][key]
+  for section in ('ema', 'augment'):
+    assert not old_config[section]
+    del old_config[section]
+  (tmp_path / 'config.json').write_text(json.dumps(old_config))
+  trainer.record_config(default.get_config(), str(tmp_path))  # no error: same experiment
+
+  @flax.struct.dataclass
+  class OldState:  # GANState before d_state and g_ema_params
+    step: Any
+    g_params: Any
+    g_batch_stats: Any
+    d_params: Any
+    g_opt_state: Any
+    d_opt_state: Any
+
+  tx, _ = optim.make_adam(stepping.adam_config(), stepping.CONSTANT, 10)
+  state = jax.jit(lambda key: state_lib.init_state(models.build('mlp'), tx, tx, key))(
+      jax.random.key(0))
+  store = CheckpointStore(str(tmp_path))
+  store.save(OldState(**{f.name: getattr(state, f.name)
+                         for f in dataclasses.fields(OldState)}))
+  store.wait()
+  store.close()
+  store = CheckpointStore(str(tmp_path))  # a fresh store, as a resumed run opens it
+  restored = store.restore(jax.eval_shape(lambda: state))
+  assert restored.d_state == {} and restored.g_ema_params == {}
+  jax.tree.map(np.testing.assert_array_equal, restored, state)
+  # A config that needs arrays the old checkpoint lacks (an EMA) is refused, with the fix.
+  with_ema = jax.eval_shape(lambda: state.replace(g_ema_params=state.g_params))
+  with pytest.raises(ValueError, match='has no g_ema_params.*new --workdir'):
+    store.restore(with_ema)
+  store.close()

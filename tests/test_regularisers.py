@@ -1,0 +1,245 @@
+"""Spectral normalisation, instance normalisation, DiffAugment and the generator EMA: against
+numpy's SVD and closed forms, and the same results whatever the device count."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh, PartitionSpec as P
+
+from jaxgan import augment, convs, ema, losses, models, optim, parallel, train_step
+from jaxgan import state as state_lib
+from jaxgan.layers import SPECTRAL, spectral_normalised
+from tests import stepping
+
+
+# --- spectral normalisation ----------------------------------------------------------------
+
+
+class _Wrapped(nn.Module):
+  layer: nn.Module
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    return spectral_normalised(self.layer, x, train=train)
+
+
+@pytest.mark.parametrize('layer, shape', [
+    (nn.Dense(7), (1, 12)),
+    (convs.Conv(8, (5, 5), (2, 2), 'SAME'), (1, 6, 6, 3)),
+])
+def test_power_iteration_estimate_converges_to_the_largest_singular_value(layer, shape):
+  model = _Wrapped(layer)
+  x = jnp.ones(shape)
+  variables = model.init(jax.random.key(0), x, train=False)
+  kernel = np.asarray(variables['params']['layer']['kernel'], np.float64)
+  sigma_max = np.linalg.svd(kernel.reshape(-1, kernel.shape[-1]), compute_uv=False)[0]
+
+  @jax.jit
+  def advance(spectral):
+    _, updates = model.apply({'params': variables['params'], SPECTRAL: spectral}, x,
+                             train=True, mutable=[SPECTRAL])
+    return updates[SPECTRAL]
+
+  spectral = variables[SPECTRAL]
+  for _ in range(50):
+    spectral = advance(spectral)
+  (sigma,) = [v for path, v in jax.tree_util.tree_leaves_with_path(spectral)
+              if 'sigma' in jax.tree_util.keystr(path)]
+  np.testing.assert_allclose(float(sigma), sigma_max, rtol=1e-4)
+  # The layer then computes with kernel / sigma_max: its largest singular value is 1.
+  (u,) = [v for path, v in jax.tree_util.tree_leaves_with_path(spectral)
+          if jax.tree_util.keystr(path).endswith("/u']")]
+  assert u.shape == (1, kernel.shape[-1])
+  # Evaluation mode reads u and changes nothing.
+  _, updates = model.apply({'params': variables['params'], SPECTRAL: spectral}, x, train=False,
+                           mutable=[SPECTRAL])
+  jax.tree.map(np.testing.assert_array_equal, updates[SPECTRAL], spectral)
+
+
+def test_spectral_norm_divides_a_dense_layer_by_its_largest_singular_value():
+  model = _Wrapped(nn.Dense(5, use_bias=False))
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 4)), jnp.float32)
+  variables = model.init(jax.random.key(1), x, train=False)
+  kernel = np.asarray(variables['params']['layer']['kernel'], np.float64)
+  spectral = variables[SPECTRAL]
+  for _ in range(50):
+    _, updates = model.apply({**variables, SPECTRAL: spectral}, x, train=True,
+                             mutable=[SPECTRAL])
+    spectral = updates[SPECTRAL]
+  out = model.apply({**variables, SPECTRAL: spectral}, x, train=False)
+  expected = np.asarray(x, np.float64) @ kernel / np.linalg.svd(kernel, compute_uv=False)[0]
+  np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_models_carry_spectral_vectors_only_when_asked():
+  def shapes(gan):
+    return jax.eval_shape(lambda key: gan.discriminator.init(key, jnp.zeros((1, 28, 28, 1)),
+                                                             train=False), jax.random.key(0))
+
+  plain, normed = shapes(models.build('dcgan')), shapes(models.build('dcgan', spectral_norm=True))
+  assert set(plain) == {'params'} and set(normed) == {'params', SPECTRAL}
+  # Same parameters (names and shapes) as the plain discriminator: only u and sigma are added.
+  assert normed['params'] == plain['params']
+  assert len(jax.tree.leaves(normed[SPECTRAL])) == 6  # u and sigma of 2 convs and the dense
+  with pytest.raises(ValueError, match='spectral_norm.*kannada'):
+    models.build('kannada', spectral_norm=True)
+  with pytest.raises(ValueError, match='generator_norm.*mlp'):
+    models.build('mlp', generator_norm='instance')
+  with pytest.raises(ValueError, match="generator_norm 'layer'"):
+    models.build('dcgan', generator_norm='layer')
+
+
+def test_instance_norm_generator_normalises_each_example_and_has_no_batch_stats():
+  gan = models.build('dcgan', generator_norm='instance')
+  z = jax.random.normal(jax.random.key(0), (3, gan.latent_dim))
+  variables = jax.jit(lambda key: gan.generator.init(key, z, train=False))(jax.random.key(1))
+  assert set(variables) == {'params'}
+  apply = jax.jit(lambda z: gan.generator.apply(variables, z, train=True))
+  out = apply(z)
+  assert out.shape == (3, 28, 28, 1)
+  # No cross-example statistics: an example's output does not depend on the rest of the batch.
+  np.testing.assert_allclose(apply(jnp.concatenate([z[:1], -z[1:]]))[:1], out[:1], rtol=1e-5,
+                             atol=1e-6)
+
+
+def _spectral_step(axis_name=None):
+  gan = models.build('mlp', spectral_norm=True, axis_name=axis_name)
+  g_tx, _ = optim.make_adam(stepping.adam_config(), stepping.CONSTANT, 100)
+  d_tx, _ = optim.make_adam(stepping.adam_config(), stepping.CONSTANT, 100)
+  init = lambda key: state_lib.init_state(models.build('mlp', spectral_norm=True), g_tx, d_tx,
+                                          key, ema=True)
+  step = train_step.make_train_step(gan, losses.get('hinge', r1_gamma=1.0), g_tx, d_tx,
+                                    axis_name=axis_name, ema_decay=0.5,
+                                    augment=augment.make('translation,cutout', axis_name))
+  return init, step
+
+
+def test_step_with_every_option_is_the_same_on_one_and_on_eight_devices():
+  """Spectral vectors, R1, DiffAugment and EMA under the data-parallel step: the state after
+  two steps on 8 devices (shard_map and pmap) equals the single-device one, and pmap's copies
+  of the spectral vectors are bitwise identical on every device."""
+  if jax.device_count() < 8:
+    pytest.skip('needs 8 devices')
+  batches = stepping.fixed_batches(2, 16)
+  init, step = _spectral_step()
+  single = jax.jit(init)(jax.random.key(0))
+  for images in batches:
+    single, _ = jax.jit(step)(single, {'image': images}, jax.random.key(1))
+
+  init, step = _spectral_step(parallel.DATA_AXIS)
+  mesh = parallel.make_mesh(jax.devices()[:8])
+  sharded = jax.jit(init, out_shardings=parallel.replicated(mesh))(jax.random.key(0))
+  sharded_step = parallel.shard_step(step, mesh)
+  pmapped = parallel.pmap_replicate(jax.device_get(jax.jit(init)(jax.random.key(0))), 8)
+  pmap_step = parallel.pmap_step(step)
+  for images in batches:
+    sharded, _ = sharded_step(
+        sharded, {'image': jax.device_put(images, parallel.batch_sharded(mesh))},
+        jax.random.key(1))
+    pmapped, _ = pmap_step(pmapped, {'image': images.reshape((8, -1) + images.shape[1:])},
+                           jax.random.key(1))
+  assert jax.tree.leaves(single.d_state)
+  for copy in jax.tree.leaves(jax.device_get(pmapped.d_state)):
+    for device in range(1, 8):
+      np.testing.assert_array_equal(copy[device], copy[0])
+  for other in (jax.device_get(sharded), parallel.pmap_unreplicate(jax.device_get(pmapped))):
+    for a, b in zip(jax.tree.leaves(jax.device_get(single)), jax.tree.leaves(other)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)  # float summation order
+
+
+# --- EMA -----------------------------------------------------------------------------------
+
+
+def test_ema_of_generator_parameters_matches_the_closed_form():
+  """ema_t = d * ema_{t-1} + (1 - d) * p_t from ema_0 = p_0, so after 3 steps
+  ema = d^3 p_0 + (1 - d) (d^2 p_1 + d p_2 + p_3)."""
+  d = 0.5
+  gan = models.build('mlp')
+  g_tx, _ = optim.make_adam(stepping.adam_config(), stepping.CONSTANT, 100)
+  d_tx, _ = optim.make_adam(stepping.adam_config(), stepping.CONSTANT, 100)
+  step = jax.jit(train_step.make_train_step(gan, losses.get('bce'), g_tx, d_tx, ema_decay=d))
+  state = jax.jit(lambda k: state_lib.init_state(gan, g_tx, d_tx, k, ema=True))(
+      jax.random.key(0))
+  params = [jax.device_get(state.g_params)]
+  for images in stepping.fixed_batches(3, 16):
+    state, _ = step(state, {'image': images}, jax.random.key(1))
+    params.append(jax.device_get(state.g_params))
+  expected = jax.tree.map(
+      lambda p0, p1, p2, p3: d ** 3 * p0 + (1 - d) * (d ** 2 * p1 + d * p2 + p3), *params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+               jax.device_get(state.g_ema_params), expected)
+  # Sampling uses the EMA parameters when the state has them, else the trained ones.
+  assert state_lib.generator_variables(state)['params'] is state.g_ema_params
+  assert state_lib.generator_variables(state, ema=False)['params'] is state.g_params
+  np.testing.assert_allclose(
+      ema.update({'w': jnp.float32(2.0)}, {'w': jnp.float32(4.0)}, 0.75)['w'], 2.5)
+  with pytest.raises(ValueError, match='ema.decay'):
+    train_step.make_train_step(gan, losses.get('bce'), g_tx, d_tx, ema_decay=1.0)
+
+
+# --- DiffAugment ---------------------------------------------------------------------------
+
+
+def _images(batch=8, seed=0):
+  return jnp.asarray(np.random.default_rng(seed).uniform(-1, 1, (batch, 28, 28, 1)),
+                     jnp.float32)
+
+
+def test_empty_policy_is_no_augmentation_and_unknown_names_are_refused():
+  assert augment.make('') is None and augment.parse_policy(' ') == ()
+  assert augment.parse_policy('translation, cutout') == ('translation', 'cutout')
+  with pytest.raises(ValueError, match="'color'.*translation, cutout"):
+    augment.make('translation,color')
+
+
+def test_translation_shifts_whole_images_and_fills_with_background():
+  images = _images()
+  moved = augment.translate(images, jax.random.key(0))
+  assert moved.shape == images.shape and moved.dtype == images.dtype
+  pad = round(augment.TRANSLATION_RATIO * 28)  # shifts up to 4 pixels
+  padded = np.pad(np.asarray(images), ((0, 0), (pad, pad), (pad, pad), (0, 0)),
+                  constant_values=augment.BACKGROUND)
+  shifts = set()
+  for image, out in zip(padded, np.asarray(moved)):
+    matches = [(dy, dx) for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)
+               if np.array_equal(image[dy:dy + 28, dx:dx + 28], out)]
+    assert len(matches) == 1
+    shifts.add(matches[0])
+  assert len(shifts) > 1  # each example draws its own shift
+
+
+def test_cutout_sets_one_half_size_square_per_image_to_background():
+  images = _images() * 0.5  # no pixel is already -1
+  cut = np.asarray(augment.cutout(images, jax.random.key(0)))
+  changed = cut != np.asarray(images)
+  assert np.all(cut[changed] == augment.BACKGROUND)
+  for mask in changed[..., 0]:
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    # A rectangle (the 14x14 square, clipped at the border) ...
+    assert mask.sum() == len(rows) * len(cols) and 0 < len(rows) <= 14 and 0 < len(cols) <= 14
+    assert len(rows) == 14 or rows[0] == 0 or rows[-1] == 27
+
+
+def test_augmentation_is_the_same_on_one_and_eight_devices():
+  if jax.device_count() < 8:
+    pytest.skip('needs 8 devices')
+  images, key = _images(16), jax.random.key(3)
+  single = augment.make('translation,cutout')(images, key)
+  mesh = Mesh(np.array(jax.devices()[:8]), ('data',))
+  sharded_fn = augment.make('translation,cutout', 'data')
+  sharded = jax.jit(jax.shard_map(sharded_fn, mesh=mesh, in_specs=(P('data'), P()),
+                                  out_specs=P('data')))(images, key)
+  np.testing.assert_array_equal(single, sharded)
+
+
+def test_gradients_flow_through_the_augmentation_to_the_kept_pixels():
+  images, key = _images(4), jax.random.key(5)
+  policy = augment.make('translation,cutout')
+  grad = jax.grad(lambda x: jnp.sum(policy(x, key) * 2.0))(images)
+  # Each output pixel copies one input pixel or is background: the gradient is 2 on the input
+  # pixels that survive (at least one per image) and 0 elsewhere.
+  assert set(np.unique(np.asarray(grad))) <= {0.0, 2.0}
+  assert np.all(np.asarray(grad).reshape(4, -1).max(axis=1) == 2.0)
