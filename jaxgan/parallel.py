@@ -20,12 +20,12 @@ DATA_AXIS = 'data'
 def configure_cpu_devices(count: int = 0, *, divides: int | None = None) -> int | None:
   """Present this host's CPU to jax as `count` devices; call before any jax computation.
 
-  XLA:CPU runs a small network's many small convolutions faster as a data-parallel program on
-  several CPU devices (one per core, each program working on its share of the batch) than as
-  one program whose every op is split over the cores: the DCGAN step on 2 cores trains ~1.6x
-  faster as 2 devices (benchmarks/train_throughput.py). Results equal the 1-device step up to
-  float rounding (batch statistics and gradients are averaged over devices; dropout and latents
-  are drawn per global example).
+  Several CPU devices run the step as a data-parallel program, each device on its share of the
+  batch, instead of one program whose ops are split over the cores (compare with
+  benchmarks/train_throughput.py --cpu-devices). Results equal the 1-device step up to float
+  rounding (batch statistics and gradients are averaged over devices; dropout and latents are
+  drawn per global example). Not the default: real training runs with 2 devices on a loaded
+  2-core machine stopped inside XLA:CPU's all-reduce rendezvous (see config.cpu_devices).
 
   `count` 0: one device per core this process may use, lowered to the largest count that
   divides `divides` (the per-process batch) when given; < 0: leave jax's default. Returns the

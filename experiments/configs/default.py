@@ -67,11 +67,12 @@ def get_config() -> ml_collections.ConfigDict:
   # trips on accelerators; slower on XLA:CPU), network compute dtype (float32 | bfloat16, for
   # accelerators; params stay float32), reuse the state's buffers for the new state.
   config.steps_per_call = 1
-  # CPU only: jax devices per process (set before jax starts, by experiments.train). A fixed 2,
-  # not one per core, so a seed and config give the same program (and bitwise the same results)
-  # on every machine; the data-parallel step is ~1.6x faster than 1 device on 2 cores.
-  # 0 = one per core (machine-dependent results); -1 = jax's default (1).
-  config.cpu_devices = 2
+  # CPU only: jax devices per process (set before jax starts, by experiments.train); -1 = jax's
+  # default (1 device using every core), 0 = one per core, N = N. Several CPU devices make the
+  # step data-parallel, but all 3 real training runs started with 2 devices on a loaded 2-core
+  # machine (mlp_mnist twice, cgan_mnist) stopped in XLA:CPU's all-reduce rendezvous (a hang,
+  # or an abort after its 40 s timeout), so runs default to one device.
+  config.cpu_devices = -1
   config.compute_dtype = 'float32'
   config.donate = True
   config.log_every = 100  # steps between metrics.jsonl lines and log lines
