@@ -3,7 +3,8 @@
 A run folder holds everything about one run:
   config.json      the resolved config
   metrics.jsonl    one JSON object per log interval
-  samples/         epoch_NNN.png grids from one fixed latent batch, and final.png
+  samples/         epoch_NNN.png grids from one fixed latent batch (conditional models: one row
+                   per class), final.png, and progress.gif of the epoch grids
   checkpoints/     orbax checkpoints of the whole GAN state, the newest few
 Running again with the same workdir resumes from the newest checkpoint; a finished run returns.
 """
@@ -18,6 +19,7 @@ import jax
 import ml_collections
 import optax
 from absl import logging
+from PIL import Image
 
 from jaxgan import data, generate, images, losses, models, optim, parallel
 from jaxgan.checkpoint import CheckpointStore
@@ -31,7 +33,8 @@ RESUMABLE_FIELDS = frozenset({
     'data.manual_dir', 'data.data_dir', 'parallel', 'steps_per_call', 'donate', 'cpu_devices'})
 # Fields added after the first runs were recorded: absent from a config.json means this value.
 _ADDED_FIELDS = {'compute_dtype': 'float32', 'steps_per_call': 1, 'donate': True,
-                 'cpu_devices': 0}
+                 'cpu_devices': 0, 'model.num_classes': 0, 'model.conditioning': 'projection',
+                 'model.label_embed_dim': 50, 'loss.class_weight': 1.0}
 # Streams split from the seed: parameter init, train steps, the fixed sample-grid latents.
 _INIT, _STEPS, _SAMPLES = range(3)
 
@@ -46,13 +49,22 @@ class Components:
   d_schedule: optax.Schedule
 
 
+def build_gan(config: ml_collections.ConfigDict, axis_name: str | None = None) -> models.GAN:
+  """The config's GAN (`model.*` fields; configs recorded before a field existed get its
+  _ADDED_FIELDS value)."""
+  model = config.model
+  return models.build(model.name, num_classes=model.get('num_classes', 0),
+                      conditioning=model.get('conditioning', 'projection'),
+                      label_embed_dim=model.get('label_embed_dim', 50), axis_name=axis_name)
+
+
 def build_components(config: ml_collections.ConfigDict, total_steps: int) -> Components:
   loss = losses.get(config.loss.name, label_smoothing=config.loss.label_smoothing,
                     gp_weight=config.loss.gp_weight)
   g_tx, g_schedule = optim.make_adam(config.optimizer.generator, config.schedule, total_steps)
   d_tx, d_schedule = optim.make_adam(config.optimizer.discriminator, config.schedule,
                                      total_steps * config.loss.n_critic)
-  return Components(models.build(config.model.name), loss, g_tx, d_tx, g_schedule, d_schedule)
+  return Components(build_gan(config), loss, g_tx, d_tx, g_schedule, d_schedule)
 
 
 def abstract_state(components: Components, sharding=None) -> GANState:
@@ -93,12 +105,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
     problems.append(f"parallel must be 'mesh' or 'pmap', got {config.parallel!r}")
   if config.get('steps_per_call', 1) < 1:
     problems.append(f'steps_per_call must be >= 1, got {config.steps_per_call}')
+  if config.loss.get('class_weight', 1.0) < 0:
+    problems.append(f'loss.class_weight must be >= 0, got {config.loss.class_weight}')
   if config.get('compute_dtype', 'float32') not in ('float32', 'bfloat16'):
     problems.append(f"compute_dtype must be 'float32' or 'bfloat16', got "
                     f'{config.compute_dtype!r}')
   if problems:
     raise ValueError('bad config: ' + '; '.join(problems))
-  models.build(config.model.name)  # raises on an unknown model name
+  build_gan(config)  # raises on an unknown model name or bad conditioning
   losses.get(config.loss.name, gp_weight=config.loss.gp_weight)
 
 
@@ -212,6 +226,22 @@ class _PmapRunner(_MeshRunner):
     return {k: v.reshape((count, -1) + v.shape[1:]) for k, v in batch.items()}
 
 
+PROGRESS_GIF = 'progress.gif'
+
+
+def write_progress_gif(samples_dir: str, duration_ms: int = 400) -> None:
+  """samples/progress.gif: the epoch grids in order, one frame each (nothing if none)."""
+  names = sorted(n for n in os.listdir(samples_dir) if n.startswith('epoch_')
+                 and n.endswith('.png')) if os.path.isdir(samples_dir) else []
+  if names:
+    frames = []
+    for name in names:
+      with Image.open(os.path.join(samples_dir, name)) as picture:
+        frames.append(picture.copy())
+    images.save_gif_atomic(frames, os.path.join(samples_dir, PROGRESS_GIF),
+                           duration_ms=duration_ms)
+
+
 def _format_seconds(seconds: float) -> str:
   minutes, seconds = divmod(int(seconds), 60)
   hours, minutes = divmod(minutes, 60)
@@ -233,17 +263,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
     raise ValueError(f'{len(train_images)} training examples are fewer than one step needs '
                      f'(batch_size x loss.n_critic = {examples_per_step}): lower batch_size')
   total_steps = config.num_steps or config.num_epochs * steps_per_epoch
+  num_classes = config.model.get('num_classes', 0)
+  if num_classes and train_labels.max() >= num_classes:
+    raise ValueError(f'{config.data.name} has labels up to {train_labels.max()} but '
+                     f'model.num_classes={num_classes}: set it to {train_labels.max() + 1}')
 
   is_writer = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
   if is_writer:
     record_config(config, workdir)
   components = build_components(config, total_steps)
-  step_gan = models.build(config.model.name, axis_name=parallel.DATA_AXIS)
-  step_fn = make_train_step(step_gan, components.loss, components.g_tx, components.d_tx,
-                            n_critic=config.loss.n_critic, axis_name=parallel.DATA_AXIS,
-                            g_schedule=components.g_schedule, d_schedule=components.d_schedule,
-                            compute_dtype=config.get('compute_dtype', 'float32'))
+  step_fn = make_train_step(build_gan(config, parallel.DATA_AXIS), components.loss,
+                            components.g_tx, components.d_tx, n_critic=config.loss.n_critic,
+                            axis_name=parallel.DATA_AXIS, g_schedule=components.g_schedule,
+                            d_schedule=components.d_schedule,
+                            compute_dtype=config.get('compute_dtype', 'float32'),
+                            class_weight=config.loss.get('class_weight', 1.0))
   runner = (_PmapRunner if config.parallel == 'pmap' else _MeshRunner)(
       components, step_fn, mesh, config.get('donate', True), config.get('steps_per_call', 1))
 
@@ -272,6 +307,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
                  start_step, total_steps)
     if not os.path.exists(os.path.join(samples_dir, 'final.png')):
       write_grid('final.png')
+    if is_writer and not os.path.exists(os.path.join(samples_dir, PROGRESS_GIF)):
+      write_progress_gif(samples_dir)
     store.close()
     return runner.to_host(state)
   if is_writer:
@@ -322,6 +359,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
   store.save(runner.to_checkpoint(state))
   store.wait()
   write_grid('final.png')
+  if is_writer:
+    write_progress_gif(samples_dir)
   store.close()
   logging.info('finished: %d steps; run folder %s', total_steps, workdir)
   return runner.to_host(state)

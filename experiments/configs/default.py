@@ -13,12 +13,17 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.model = ml_collections.ConfigDict()
   config.model.name = 'dcgan'  # mlp | dcgan | kannada
+  # > 0: class-conditional (label embedding joined to the latent; jaxgan.models.conditional)
+  config.model.num_classes = 0
+  config.model.conditioning = 'projection'  # projection | auxiliary (AC-GAN) discriminator
+  config.model.label_embed_dim = 50
 
   config.loss = ml_collections.ConfigDict()
   config.loss.name = 'bce'  # bce (non-saturating) | wgan_gp
   config.loss.label_smoothing = 0.0  # one-sided: real target 1 - label_smoothing (bce only)
   config.loss.gp_weight = 10.0  # gradient-penalty lambda (wgan_gp only)
   config.loss.n_critic = 1  # discriminator updates per generator update
+  config.loss.class_weight = 1.0  # auxiliary classifier's cross-entropy weight (AC-GAN only)
 
   config.data = ml_collections.ConfigDict()
   config.data.name = 'mnist'  # mnist | kannada_mnist

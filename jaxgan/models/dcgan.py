@@ -50,9 +50,14 @@ class Discriminator(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool):
+    phi = self.features(x, train=train)  # first: layer names follow creation order
+    return nn.Dense(1, kernel_init=keras_kernel_init)(phi)[:, 0]
+
+  def features(self, x, *, train: bool):
+    """The flattened features before the output layer (phi(x) of jaxgan.models.conditional);
+    called from a compact method, whose scope names the layers as before the split."""
     for features in (32, 64):
       x = convs.Conv(features, (5, 5), (2, 2), 'SAME', kernel_init=keras_kernel_init,
                      impl=self.conv_impl)(x)
       x = ExampleDropout(self.dropout_rate, self.axis_name)(_leaky(x), deterministic=not train)
-    x = x.reshape((x.shape[0], -1))
-    return nn.Dense(1, kernel_init=keras_kernel_init)(x)[:, 0]
+    return x.reshape((x.shape[0], -1))

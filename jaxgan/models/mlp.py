@@ -31,7 +31,11 @@ class Discriminator(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool):
+    phi = self.features(x, train=train)  # first: layer names follow creation order
+    return nn.Dense(1, kernel_init=keras_kernel_init)(phi)[:, 0]
+
+  def features(self, x, *, train: bool):
+    """The hidden layer's output (see jaxgan.models.conditional)."""
     del train
     x = x.reshape((x.shape[0], -1))
-    x = nn.relu(nn.Dense(self.hidden, kernel_init=keras_kernel_init)(x))
-    return nn.Dense(1, kernel_init=keras_kernel_init)(x)[:, 0]
+    return nn.relu(nn.Dense(self.hidden, kernel_init=keras_kernel_init)(x))
