@@ -68,7 +68,11 @@ def build_components(config: ml_collections.ConfigDict, total_steps: int) -> Com
 
 
 def abstract_state(components: Components, sharding=None) -> GANState:
-  """Shapes and dtypes of the state (no computation), laid out with `sharding` for restores."""
+  """Shapes and dtypes of the state (no computation), laid out with `sharding` for restores
+  (default: on this process's first device; a checkpoint saved over another device count,
+  e.g. by a run with config.cpu_devices, restores only with an explicit sharding)."""
+  if sharding is None:
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   shapes = jax.eval_shape(
       lambda key: init_state(components.gan, components.g_tx, components.d_tx, key),
       jax.random.key(0))

@@ -115,8 +115,11 @@ def make_periodic_evaluator(config: ml_collections.ConfigDict, gan
   z = generate.latents(jax.random.fold_in(jax.random.key(config.seed), EVAL_LATENT_STREAM),
                        config.eval_num_samples, gan.latent_dim)
 
+  labels = (generate.balanced_labels(config.eval_num_samples, gan.num_classes)
+            if gan.num_classes else None)
+
   def evaluate_generator(g_variables: dict) -> dict[str, float]:
-    images = generate.generate(gan, g_variables, z)
+    images = generate.generate(gan, g_variables, z, labels)
     samples = metrics.score_images(params, images, name='generated digits')
     results = metrics.compute(metrics.DEFAULT_METRICS, samples, real)
     return {key: value for key, value in results.items() if isinstance(value, float)}
