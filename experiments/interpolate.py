@@ -35,28 +35,6 @@ _FRAME_MS = flags.DEFINE_integer('frame_ms', 200, 'GIF frame duration.', lower_b
 flags.mark_flags_as_required(['workdir'])
 
 
-def interpolation_weights(steps: int) -> np.ndarray:
-  return np.linspace(0.0, 1.0, steps)
-
-
-def lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
-  """(len(t), D) points on the segment from a (t = 0) to b (t = 1)."""
-  t = np.asarray(t)[:, None]
-  return (1.0 - t) * a + t * b
-
-
-def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
-  """(len(t), D) points on the great-circle arc from a to b, norms interpolated linearly
-  (Shoemake 1985; White 2016 for GAN latents); lerp where a and b are (anti)parallel."""
-  norm_a, norm_b = np.linalg.norm(a), np.linalg.norm(b)
-  cos = np.clip(np.dot(a / norm_a, b / norm_b), -1.0, 1.0)
-  omega = np.arccos(cos)
-  if np.sin(omega) < 1e-6:
-    return lerp(a, b, t)
-  t = np.asarray(t)[:, None]
-  return (np.sin((1.0 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)
-
-
 def class_labels(num_classes: int) -> tuple[int, int] | None:
   """(from, to) classes for a conditional model, checked; None for an unconditional one."""
   given = [label for label in (_FROM.value, _TO.value) if label is not None]
@@ -88,13 +66,13 @@ def main(argv):
 
   steps, rows = _STEPS.value, _ROWS.value
   ends = np.asarray(generate.latents(jax.random.key(_SEED.value), 2 * rows, gan.latent_dim))
-  t = interpolation_weights(steps)
-  path = slerp if _METHOD.value == 'slerp' else lerp
+  t = np.linspace(0.0, 1.0, steps)
+  path = generate.slerp if _METHOD.value == 'slerp' else generate.lerp
   z = np.concatenate([path(ends[2 * r], ends[2 * r + 1], t) for r in range(rows)])
   labels = None
   if classes is not None:  # class weights (1 - t) * onehot(from) + t * onehot(to), per row
     one_hot = np.eye(gan.num_classes, dtype=np.float32)
-    labels = np.tile(lerp(one_hot[classes[0]], one_hot[classes[1]], t), (rows, 1))
+    labels = np.tile(generate.lerp(one_hot[classes[0]], one_hot[classes[1]], t), (rows, 1))
   digits = generate.generate(gan, generator_variables(state), z.astype(np.float32), labels)
 
   out = _OUT.value or os.path.join(_WORKDIR.value, 'interpolation')

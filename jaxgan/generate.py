@@ -28,6 +28,24 @@ def class_rows(z: np.ndarray, classes: Sequence[int]) -> tuple[np.ndarray, np.nd
   return np.tile(z, (len(classes), 1)), np.repeat(np.asarray(classes, np.int32), len(z))
 
 
+def lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+  """(len(t), D) points on the segment from a (t = 0) to b (t = 1)."""
+  t = np.asarray(t)[:, None]
+  return (1.0 - t) * a + t * b
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+  """(len(t), D) points on the great-circle arc from a to b, norms interpolated linearly
+  (Shoemake 1985; White 2016 for GAN latents); lerp where a and b are (anti)parallel."""
+  norm_a, norm_b = np.linalg.norm(a), np.linalg.norm(b)
+  cos = np.clip(np.dot(a / norm_a, b / norm_b), -1.0, 1.0)
+  omega = np.arccos(cos)
+  if np.sin(omega) < 1e-6:
+    return lerp(a, b, t)
+  t = np.asarray(t)[:, None]
+  return (np.sin((1.0 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _generate(gan: GAN, g_variables: dict, z: jax.Array, labels: jax.Array | None) -> jax.Array:
   fake = gan.generator.apply(g_variables, *gan.generator_inputs(z, labels), train=False)
