@@ -2,7 +2,8 @@ r"""Score generated digits against real ones, next to the same scores for real d
 
 python -m experiments.evaluate --workdir=RUN --num_samples=10000 \
     --metrics=fcd,classifier_score,precision_recall,coverage
-  generates --num_samples digits from RUN's newest checkpoint and writes RUN/eval.json.
+  generates --num_samples digits from RUN's newest checkpoint (conditional models: every
+  class equally often, labelled) and writes RUN/eval.json.
 python -m experiments.evaluate --samples=digits.npz --dataset=mnist
   scores an existing .npz (`images` uint8 (N, 28, 28), optional `labels`) and writes
   digits.eval.json beside it.
@@ -51,15 +52,18 @@ _DATA_DIR = flags.DEFINE_string('data_dir', '', "tfds's prepared copies (default
 
 def generate_from_run(workdir: str, config: ml_collections.ConfigDict, num: int, seed: int,
                       checkpoint: str = LATEST):
-  """(step, uint8 digits (num, 28, 28)) from the run's newest (or best) checkpoint."""
+  """(step, uint8 digits (num, 28, 28), their labels or None) from the run's newest (or best)
+  checkpoint; a conditional model generates classes 0, 1, ..., 0, 1, ... in turn."""
   components = trainer.build_components(config, total_steps=1)
   store = CheckpointStore(workdir, keep=config.keep_checkpoints, folder=checkpoint)
   state = store.restore(trainer.abstract_state(components))
   store.close()
   logging.info('generating %d digits from %s at step %d', num, workdir, int(state.step))
-  z = generate.latents(jax.random.key(seed), num, components.gan.latent_dim)
-  return int(state.step), generate.generate(components.gan, generator_variables(state), z,
-                                            step=state.step)
+  gan = components.gan
+  z = generate.latents(jax.random.key(seed), num, gan.latent_dim)
+  labels = generate.balanced_labels(num, gan.num_classes) if gan.num_classes else None
+  digits = generate.generate(gan, generator_variables(state), z, labels, step=state.step)
+  return int(state.step), digits, labels
 
 
 def load_samples(path: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -90,11 +94,11 @@ def main(argv):
     if _DATASET.value and _DATASET.value != dataset:
       raise ValueError(f'--dataset={_DATASET.value} but the run trained on {dataset}: drop '
                        '--dataset')
-    names = suite.resolve_metric_names(_METRICS.value, has_labels=False)  # unconditional GANs
+    names = suite.resolve_metric_names(_METRICS.value,
+                                       has_labels=config.model.get('num_classes', 0) > 0)
     params, manifest = weights.load_shipped(dataset)
-    step, images = generate_from_run(_WORKDIR.value, config, _NUM_SAMPLES.value, _SEED.value,
-                                     _CHECKPOINT.value)
-    labels = None
+    step, images, labels = generate_from_run(_WORKDIR.value, config, _NUM_SAMPLES.value,
+                                             _SEED.value, _CHECKPOINT.value)
     manual_dir = manual_dir or config.data.manual_dir
     data_dir = data_dir or config.data.data_dir
     source = dict(workdir=_WORKDIR.value, checkpoint=_CHECKPOINT.value, step=step,

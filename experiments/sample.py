@@ -2,6 +2,10 @@ r"""Generate digits from a trained run's newest checkpoint.
 
 python -m experiments.sample --workdir=DIR --num=1000 --out=digits.npz [--grid=digits.png]
 writes `images`, uint8 (N, 28, 28) with 0 = background as in the IDX files.
+
+Conditional models also write `labels`, int32 (N,), the class each digit was generated for:
+--labels=3 or --labels=0,1,2 chooses the classes (default: all), --num digits cycling through
+them, or --per_class=N digits of each, class by class. The grid then has one row per class.
 """
 import os
 
@@ -22,6 +26,11 @@ _OUT = flags.DEFINE_string('out', None, 'Output .npz path.')
 _GRID = flags.DEFINE_string('grid', None, 'Optional PNG of the first digits as a square grid.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the latent vectors.')
 _BATCH = flags.DEFINE_integer('batch_size', 2000, 'Digits generated per call.', lower_bound=1)
+_LABELS = flags.DEFINE_list('labels', None, 'Conditional models: classes to generate, e.g. 3 '
+                            'or 0,1,2 (default: all).')
+_PER_CLASS = flags.DEFINE_integer('per_class', None, 'Conditional models: digits of each class '
+                                  '(instead of --num).', lower_bound=1)
+_GRID_COLUMNS = 10  # digits per class row in --grid
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -31,6 +40,48 @@ def save_npz_atomic(path: str, **arrays) -> None:
   tmp = f'{path}.tmp-{os.getpid()}.npz'
   np.savez_compressed(tmp, **arrays)
   os.replace(tmp, path)
+
+
+def parse_labels(values: list[str] | None, num_classes: int) -> list[int]:
+  """--labels as class ids, checked against the model (all classes when not given)."""
+  if num_classes == 0:
+    if values is not None or _PER_CLASS.value is not None:
+      raise ValueError('--labels and --per_class need a conditional model, but this run\'s '
+                       'model is unconditional (model.num_classes = 0): drop them')
+    return []
+  if values is None:
+    return list(range(num_classes))
+  if not values:
+    raise ValueError(f'--labels is empty: give classes in 0..{num_classes - 1}, e.g. --labels=3')
+  try:
+    classes = [int(value) for value in values]
+  except ValueError:
+    raise ValueError(f'--labels={",".join(values)}: give integer classes in '
+                     f'0..{num_classes - 1}, e.g. --labels=0,1,2') from None
+  bad = [c for c in classes if not 0 <= c < num_classes]
+  if bad:
+    raise ValueError(f'--labels={",".join(values)}: class {bad[0]} is out of range, the model '
+                     f'has classes 0..{num_classes - 1}')
+  return classes
+
+
+def sample_labels(classes: list[int]) -> np.ndarray | None:
+  """One label per digit: --per_class of each class in turn, or --num cycling the classes."""
+  if not classes:
+    return None
+  if _PER_CLASS.value is not None:
+    return np.repeat(np.asarray(classes, np.int32), _PER_CLASS.value)
+  return np.asarray(classes, np.int32)[generate.balanced_labels(_NUM.value, len(classes))]
+
+
+def class_grid(digits: np.ndarray, labels: np.ndarray, classes: list[int], scale: int):
+  """One row per class: its first digits (up to _GRID_COLUMNS)."""
+  rows = [digits[labels == c][:_GRID_COLUMNS] for c in dict.fromkeys(classes)]
+  cols = max(len(row) for row in rows)
+  cells = np.zeros((len(rows) * cols,) + digits.shape[1:], np.uint8)
+  for r, row in enumerate(rows):
+    cells[r * cols:r * cols + len(row)] = row
+  return images.grid(cells, len(rows), cols, scale=scale)
 
 
 def main(argv):
@@ -43,20 +94,28 @@ def main(argv):
   console.setup_logging()
   config = load_run_config(_WORKDIR.value)
   components = trainer.build_components(config, total_steps=1)
+  gan = components.gan
+  classes = parse_labels(_LABELS.value, gan.num_classes)
   store = CheckpointStore(_WORKDIR.value, keep=config.keep_checkpoints)
   state = store.restore(trainer.abstract_state(components))
   step = int(state.step)
-  gan = components.gan
-  z = generate.latents(jax.random.key(_SEED.value), _NUM.value, gan.latent_dim)
-  digits = generate.generate(gan, generator_variables(state), z, batch_size=_BATCH.value,
-                             step=step)
+  labels = sample_labels(classes)
+  num = _NUM.value if labels is None else len(labels)
+  z = generate.latents(jax.random.key(_SEED.value), num, gan.latent_dim)
+  digits = generate.generate(gan, generator_variables(state), z, labels,
+                             batch_size=_BATCH.value, step=step)
   if _OUT.value:
-    save_npz_atomic(_OUT.value, images=digits)
+    arrays = dict(images=digits) if labels is None else dict(images=digits, labels=labels)
+    save_npz_atomic(_OUT.value, **arrays)
     logging.info('wrote %d digits from step %d to %s', len(digits), step, _OUT.value)
   if _GRID.value:
-    rows = max(1, int(np.sqrt(min(len(digits), 100))))
-    images.save_atomic(images.grid(digits, rows, scale=config.sample_grid_scale), _GRID.value)
-    logging.info('wrote a %dx%d grid to %s', rows, rows, _GRID.value)
+    if labels is None:
+      rows = max(1, int(np.sqrt(min(len(digits), 100))))
+      picture = images.grid(digits, rows, scale=config.sample_grid_scale)
+    else:
+      picture = class_grid(digits, labels, classes, config.sample_grid_scale)
+    images.save_atomic(picture, _GRID.value)
+    logging.info('wrote the grid to %s', _GRID.value)
   store.close()
 
 

@@ -16,32 +16,74 @@ def latents(key: jax.Array, num: int, latent_dim: int) -> jax.Array:
   return rng.normal(key, num, (latent_dim,))
 
 
+def balanced_labels(num: int, num_classes: int) -> np.ndarray:
+  """Class ids 0, 1, ..., num_classes - 1, 0, 1, ...: every class equally often (to within one)."""
+  return (np.arange(num) % num_classes).astype(np.int32)
+
+
+def class_rows(z: np.ndarray, classes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+  """(latents, labels) for a grid with one row per class, each row using the latents `z`, so a
+  column shows one latent as every class."""
+  z = np.asarray(z)
+  return np.tile(z, (len(classes), 1)), np.repeat(np.asarray(classes, np.int32), len(z))
+
+
+def lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+  """(len(t), D) points on the segment from a (t = 0) to b (t = 1)."""
+  t = np.asarray(t)[:, None]
+  return (1.0 - t) * a + t * b
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+  """(len(t), D) points on the great-circle arc from a to b, norms interpolated linearly
+  (Shoemake 1985; White 2016 for GAN latents); lerp where a and b are (anti)parallel."""
+  norm_a, norm_b = np.linalg.norm(a), np.linalg.norm(b)
+  cos = np.clip(np.dot(a / norm_a, b / norm_b), -1.0, 1.0)
+  omega = np.arccos(cos)
+  if np.sin(omega) < 1e-6:
+    return lerp(a, b, t)
+  t = np.asarray(t)[:, None]
+  return (np.sin((1.0 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)
+
+
 @functools.partial(jax.jit, static_argnums=0)
-def _generate(gan: GAN, g_variables: dict, z: jax.Array, net: dict) -> jax.Array:
-  fake = gan.generator.apply(g_variables, z, train=False, **net)
+def _generate(gan: GAN, g_variables: dict, z: jax.Array, labels: jax.Array | None,
+              net: dict) -> jax.Array:
+  fake = gan.generator.apply(g_variables, *gan.generator_inputs(z, labels), train=False, **net)
   return jax.numpy.clip(jax.numpy.rint((fake[..., 0] + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
-def generate(gan: GAN, g_variables: dict, z: jax.Array, *, batch_size: int = 2000,
-             devices: Sequence[jax.Device] | None = None, step=None) -> np.ndarray:
-  """uint8 images (N, H, W) for latents `z`, in batches of `batch_size` (one compile: the last
+def generate(gan: GAN, g_variables: dict, z: jax.Array, labels: np.ndarray | None = None, *,
+             batch_size: int = 2000, devices: Sequence[jax.Device] | None = None,
+             step=None) -> np.ndarray:
+  """uint8 images (N, H, W) for latents `z` (and, for a conditional GAN, `labels`: int class
+  ids (N,) or float class weights (N, C)), in batches of `batch_size` (one compile: the last
   partial batch is padded), each batch split over `devices` (default: this process's devices;
   several CPU devices run it data-parallel, see `parallel.configure_cpu_devices`). `step`, the
   state's generator step, sets a progressive generator's growth (None: fully grown)."""
+  if gan.num_classes and labels is None:
+    raise ValueError('a conditional GAN needs one label per latent: pass labels')
   net = {} if step is None else gan.network_kwargs(step)
   devices = jax.local_devices() if devices is None else list(devices)
   num = z.shape[0]
   batch_size = min(batch_size, num)
   batch_size += -batch_size % len(devices)  # a multiple of the device count
   pad = -num % batch_size
-  z = np.concatenate([np.asarray(z), np.zeros((pad, z.shape[1]), z.dtype)])
+
+  def padded(rows):
+    rows = np.asarray(rows)
+    return np.concatenate([rows, np.zeros((pad,) + rows.shape[1:], rows.dtype)])
+
+  z = padded(z)
+  labels = padded(labels) if gan.num_classes else None
   mesh = parallel.make_mesh(devices)
   g_variables = jax.device_put(g_variables, parallel.replicated(mesh))
   sharding = parallel.batch_sharded(mesh)
   out = []
   for start in range(0, num + pad, batch_size):
-    out.append(_generate(gan, g_variables, jax.device_put(z[start:start + batch_size], sharding),
-                         net))
+    rows = slice(start, start + batch_size)
+    batch_labels = None if labels is None else jax.device_put(labels[rows], sharding)
+    out.append(_generate(gan, g_variables, jax.device_put(z[rows], sharding), batch_labels, net))
     if len(out) > 1:  # copy the previous batch out while this one computes
       out[-2] = np.asarray(out[-2])
   out[-1] = np.asarray(out[-1])
@@ -50,5 +92,11 @@ def generate(gan: GAN, g_variables: dict, z: jax.Array, *, batch_size: int = 200
 
 def sample_grid(gan: GAN, g_variables: dict, z: jax.Array, rows: int, *, scale: int = 1,
                 step=None):
-  """A rows x rows picture of the digits generated from the first rows**2 latents."""
-  return images.grid(generate(gan, g_variables, z[: rows * rows], step=step), rows, scale=scale)
+  """A rows x rows picture of the digits generated from the first rows**2 latents; for a
+  conditional GAN, one row per class, each of the first `rows` latents."""
+  if not gan.num_classes:
+    return images.grid(generate(gan, g_variables, z[: rows * rows], step=step), rows,
+                       scale=scale)
+  grid_z, labels = class_rows(z[:rows], range(gan.num_classes))
+  return images.grid(generate(gan, g_variables, grid_z, labels, step=step), gan.num_classes,
+                     rows, scale=scale)

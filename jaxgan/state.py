@@ -32,9 +32,10 @@ def init_state(gan: GAN, g_tx: optax.GradientTransformation, d_tx: optax.Gradien
   the moving average of the generator's parameters starts at its initial parameters."""
   g_key, d_key = jax.random.split(key)
   z = jnp.zeros((1, gan.latent_dim), jnp.float32)
-  g_vars = gan.generator.init(g_key, z, train=False)
-  d_vars = gan.discriminator.init(d_key, jnp.zeros((1,) + gan.image_shape, jnp.float32),
-                                  train=False)
+  x = jnp.zeros((1,) + gan.image_shape, jnp.float32)
+  labels = jnp.zeros((1,), jnp.int32)
+  g_vars = gan.generator.init(g_key, *gan.generator_inputs(z, labels), train=False)
+  d_vars = gan.discriminator.init(d_key, *gan.discriminator_inputs(x, labels), train=False)
   g_params, d_params = g_vars['params'], d_vars['params']
   return GANState(step=jnp.zeros((), jnp.int32), g_params=g_params,
                   g_batch_stats=g_vars.get('batch_stats', {}), d_params=d_params,

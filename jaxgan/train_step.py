@@ -30,10 +30,17 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
                     d_schedule: optax.Schedule | None = None,
                     compute_dtype: str | jnp.dtype = 'float32',
                     augment: augment_lib.Augment | None = None,
-                    ema_decay: float = 0.0) -> StepFn:
+                    ema_decay: float = 0.0, class_weight: float = 1.0) -> StepFn:
   """`batch['image']` holds `n_critic` real batches per device, interleaved: critic update j
   uses local rows j, j + n_critic, ... (so each chunk is the same set of global examples
   whatever the device count).
+
+  Conditional GANs (gan.num_classes > 0) also read `batch['label']`, laid out like the images.
+  Fake images are generated for the labels of the real chunk they are scored against (the
+  generator update uses chunk 0's): the fake classes then follow the data's class frequencies,
+  the gradient penalty mixes real and fake images of the same class, and the labels, being
+  rows of the global batch, are the same whatever the device count. With an auxiliary
+  classifier, `class_weight` scales its cross-entropy terms (D: real + fake; G: fake).
 
   `compute_dtype` (float32 | bfloat16): the dtype the networks compute in. Parameters,
   optimizer state, batch statistics, gradients and losses stay float32; with bfloat16 the
@@ -67,24 +74,31 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
   def mean_over_devices(tree):
     return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
 
-  def generate(g_params, g_batch_stats, z, net):
+  def generate(g_params, g_batch_stats, z, labels, net):
     variables = {'params': to_compute(g_params)}
     if g_batch_stats:
       variables['batch_stats'] = g_batch_stats  # running statistics stay float32
-    fake, updates = gan.generator.apply(variables, to_compute(z), train=True,
-                                        mutable=['batch_stats'], **net)
+    fake, updates = gan.generator.apply(variables, *gan.generator_inputs(to_compute(z), labels),
+                                        train=True, mutable=['batch_stats'], **net)
     return fake, updates.get('batch_stats', g_batch_stats)
 
-  def discriminate(d_params, d_state, images, dropout_key, net):
-    """(outputs, d_state advanced by this pass)."""
+  def discriminate(d_params, d_state, images, labels, dropout_key, net):
+    """(outputs, class logits or None, d_state advanced by this pass); only the
+    auxiliary-classifier D gives class logits."""
     variables = {'params': to_compute(d_params), **d_state}
-    if not d_state:
-      return to_float32(gan.discriminator.apply(variables, to_compute(images), train=True,
-                                                rngs={'dropout': dropout_key}, **net)), d_state
-    out, d_state = gan.discriminator.apply(variables, to_compute(images), train=True,
-                                           rngs={'dropout': dropout_key}, mutable=list(d_state),
-                                           **net)
-    return to_float32(out), d_state
+    inputs = gan.discriminator_inputs(to_compute(images), labels)
+    kwargs = dict(train=True, rngs={'dropout': dropout_key}, **net)
+    if d_state:
+      out, d_state = gan.discriminator.apply(variables, *inputs, mutable=list(d_state), **kwargs)
+    else:
+      out = gan.discriminator.apply(variables, *inputs, **kwargs)
+    out = jax.tree.map(to_float32, out)
+    out, classes = out if gan.auxiliary_classifier else (out, None)
+    return out, classes, d_state
+
+  def class_loss(class_logits, labels):
+    return class_weight * optax.softmax_cross_entropy_with_integer_labels(
+        class_logits, labels).mean()
 
   def maybe_augment(images, pass_key):
     """DiffAugment keyed by a stream of the pass's dropout key (no new splits: the other
@@ -102,22 +116,29 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
     critic_key, generator_key = jax.random.split(step_key)
     images = batch['image']
     local_batch = images.shape[0] // n_critic
-    real_chunks = images.reshape((local_batch, n_critic) + images.shape[1:]).swapaxes(0, 1)
 
-    def critic_update(carry, real, index):
+    def chunks(rows):
+      return rows.reshape((local_batch, n_critic) + rows.shape[1:]).swapaxes(0, 1)
+
+    real_chunks = chunks(images)
+    label_chunks = chunks(batch['label']) if gan.num_classes else [None] * n_critic
+
+    def critic_update(carry, real, labels, index):
       d_params, d_state, d_opt_state, g_batch_stats = carry
       z_key, real_key, fake_key, gp_key = jax.random.split(jax.random.fold_in(critic_key, index),
                                                            4)
       z = rng.normal(z_key, local_batch, (gan.latent_dim,), axis_name)
-      fake, g_batch_stats = generate(state.g_params, g_batch_stats, z, net)
+      fake, g_batch_stats = generate(state.g_params, g_batch_stats, z, labels, net)
       real = maybe_augment(real, real_key)
       fake = maybe_augment(fake, fake_key)
 
       def d_loss_fn(d_params):
-        real_out, new_d_state = discriminate(d_params, d_state, real, real_key, net)
-        fake_out, new_d_state = discriminate(d_params, new_d_state, fake, fake_key, net)
+        real_out, real_classes, new_d_state = discriminate(d_params, d_state, real, labels,
+                                                           real_key, net)
+        fake_out, fake_classes, new_d_state = discriminate(d_params, new_d_state, fake, labels,
+                                                           fake_key, net)
         value = loss.discriminator(real_out, fake_out)
-        critic = lambda x: discriminate(d_params, new_d_state, x, real_key, net)[0]
+        critic = lambda x: discriminate(d_params, new_d_state, x, labels, real_key, net)[0]
         penalties = {}
         if loss.gradient_penalty_weight:
           penalties['gradient_penalty'] = losses.gradient_penalty(
@@ -125,10 +146,14 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
               axis_name=axis_name)
         if loss.r1_gamma:
           penalties['r1_penalty'] = losses.r1_penalty(critic, real, gamma=loss.r1_gamma)
-        total = value + sum(penalties.values()) if penalties else value
-        return total, (penalties, report(real_out), report(fake_out), new_d_state)
+        extra = {}
+        if gan.auxiliary_classifier:
+          extra['d_class_loss'] = (class_loss(real_classes, labels)
+                                   + class_loss(fake_classes, labels))
+        total = value + sum(penalties.values()) + sum(extra.values())
+        return total, ({**penalties, **extra}, report(real_out), report(fake_out), new_d_state)
 
-      (d_loss, (penalties, d_real, d_fake, d_state)), grads = jax.value_and_grad(
+      (d_loss, (extra, d_real, d_fake, d_state)), grads = jax.value_and_grad(
           d_loss_fn, has_aux=True)(d_params)
       grads = mean_over_devices(grads)
       updates, d_opt_state = d_tx.update(grads, d_opt_state, d_params)
@@ -136,7 +161,7 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
       if loss.weight_clip:
         d_params = losses.clip_weights(d_params, loss.weight_clip)
       measured = dict(d_loss=d_loss, d_real=d_real, d_fake=d_fake,
-                      d_grad_norm=optax.tree.norm(grads), **penalties)
+                      d_grad_norm=optax.tree.norm(grads), **extra)
       return (d_params, d_state, d_opt_state, g_batch_stats), measured
 
     # A Python loop, not lax.scan: XLA:CPU runs a while-loop body ~3x slower than the same ops
@@ -144,21 +169,28 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
     carry = (state.d_params, state.d_state, state.d_opt_state, state.g_batch_stats)
     critic_measured = []
     for index in range(n_critic):
-      carry, measured = critic_update(carry, real_chunks[index], index)
+      carry, measured = critic_update(carry, real_chunks[index], label_chunks[index], index)
       critic_measured.append(measured)
     d_params, d_state, d_opt_state, g_batch_stats = carry
 
     z_key, dropout_key = jax.random.split(generator_key)
     z = rng.normal(z_key, local_batch, (gan.latent_dim,), axis_name)
 
-    def g_loss_fn(g_params):
-      fake, new_batch_stats = generate(g_params, g_batch_stats, z, net)
-      fake = maybe_augment(fake, dropout_key)
-      fake_out, new_d_state = discriminate(d_params, d_state, fake, dropout_key, net)
-      return loss.generator(fake_out), (new_batch_stats, new_d_state)
+    labels = label_chunks[0]
 
-    (g_loss, (g_batch_stats, d_state)), grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
-        state.g_params)
+    def g_loss_fn(g_params):
+      fake, new_batch_stats = generate(g_params, g_batch_stats, z, labels, net)
+      fake = maybe_augment(fake, dropout_key)
+      fake_out, fake_classes, new_d_state = discriminate(d_params, d_state, fake, labels,
+                                                         dropout_key, net)
+      value, extra = loss.generator(fake_out), {}
+      if gan.auxiliary_classifier:
+        extra['g_class_loss'] = class_loss(fake_classes, labels)
+        value += extra['g_class_loss']
+      return value, (new_batch_stats, new_d_state, extra)
+
+    (g_loss, (g_batch_stats, d_state, g_extra)), grads = jax.value_and_grad(
+        g_loss_fn, has_aux=True)(state.g_params)
     grads = mean_over_devices(grads)
     updates, g_opt_state = g_tx.update(grads, state.g_opt_state, state.g_params)
     g_params = optax.apply_updates(state.g_params, updates)
@@ -168,7 +200,7 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
 
     measurements = {name: jnp.mean(jnp.stack([m[name] for m in critic_measured]))
                     for name in critic_measured[0]}
-    measurements.update(g_loss=g_loss, g_grad_norm=optax.tree.norm(grads))
+    measurements.update(g_loss=g_loss, g_grad_norm=optax.tree.norm(grads), **g_extra)
     measurements = mean_over_devices(measurements)
     measurements.update(net)  # progressive growing: alpha is logged
     if g_schedule is not None:

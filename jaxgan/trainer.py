@@ -3,7 +3,8 @@
 A run folder holds everything about one run:
   config.json      the resolved config
   metrics.jsonl    one JSON object per log interval
-  samples/         epoch_NNN.png grids from one fixed latent batch, and final.png
+  samples/         epoch_NNN.png grids from one fixed latent batch (conditional models: one row
+                   per class), final.png, and progress.gif of the epoch grids
   checkpoints/     orbax checkpoints of the whole GAN state, the newest few
 Running again with the same workdir resumes from the newest checkpoint; a finished run returns.
 """
@@ -18,6 +19,7 @@ import jax
 import ml_collections
 import optax
 from absl import logging
+from PIL import Image
 
 from jaxgan import augment, data, generate, images, losses, models, optim, parallel
 from jaxgan.checkpoint import CheckpointStore
@@ -37,7 +39,9 @@ _ADDED_FIELDS = {'compute_dtype': 'float32', 'steps_per_call': 1, 'donate': True
                  'cpu_devices': -1, 'model.spectral_norm': False, 'model.generator_norm': 'batch',
                  'loss.weight_clip': 0.01, 'loss.r1_gamma': 0.0, 'optimizer.name': 'adam',
                  'ema.decay': 0.0, 'augment.policy': '', 'model.grow_step': 0,
-                 'model.fade_steps': 0}
+                 'model.fade_steps': 0, 'model.num_classes': 0,
+                 'model.conditioning': 'projection', 'model.label_embed_dim': 50,
+                 'loss.class_weight': 1.0}
 # Streams split from the seed: parameter init, train steps, the fixed sample-grid latents.
 _INIT, _STEPS, _SAMPLES = range(3)
 
@@ -80,7 +84,11 @@ def augment_policy(config: ml_collections.ConfigDict) -> str:
 
 
 def abstract_state(components: Components, sharding=None) -> GANState:
-  """Shapes and dtypes of the state (no computation), laid out with `sharding` for restores."""
+  """Shapes and dtypes of the state (no computation), laid out with `sharding` for restores
+  (default: on this process's first device; a checkpoint saved over another device count,
+  e.g. by a run with config.cpu_devices, restores only with an explicit sharding)."""
+  if sharding is None:
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   shapes = jax.eval_shape(
       lambda key: init_state(components.gan, components.g_tx, components.d_tx, key,
                              ema=components.ema),
@@ -129,6 +137,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.get('cpu_devices', -1) < -1:
     problems.append(f'cpu_devices must be >= -1 (-1: jax default, 0: one per core), got '
                     f'{config.cpu_devices}')
+  if config.loss.get('class_weight', 1.0) < 0:
+    problems.append(f'loss.class_weight must be >= 0, got {config.loss.class_weight}')
   if config.get('compute_dtype', 'float32') not in ('float32', 'bfloat16'):
     problems.append(f"compute_dtype must be 'float32' or 'bfloat16', got "
                     f'{config.compute_dtype!r}')
@@ -255,6 +265,22 @@ class _PmapRunner(_MeshRunner):
     return {k: v.reshape((count, -1) + v.shape[1:]) for k, v in batch.items()}
 
 
+PROGRESS_GIF = 'progress.gif'
+
+
+def write_progress_gif(samples_dir: str, duration_ms: int = 400) -> None:
+  """samples/progress.gif: the epoch grids in order, one frame each (nothing if none)."""
+  names = sorted(n for n in os.listdir(samples_dir) if n.startswith('epoch_')
+                 and n.endswith('.png')) if os.path.isdir(samples_dir) else []
+  if names:
+    frames = []
+    for name in names:
+      with Image.open(os.path.join(samples_dir, name)) as picture:
+        frames.append(picture.copy())
+    images.save_gif_atomic(frames, os.path.join(samples_dir, PROGRESS_GIF),
+                           duration_ms=duration_ms)
+
+
 def _format_seconds(seconds: float) -> str:
   minutes, seconds = divmod(int(seconds), 60)
   hours, minutes = divmod(minutes, 60)
@@ -281,6 +307,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
     raise ValueError(f'model.grow_step + model.fade_steps = {config.model.grow_step} + '
                      f'{config.model.fade_steps} is past the {total_steps} training steps: the '
                      'model would never be fully grown; lower them or train longer')
+  num_classes = config.model.get('num_classes', 0)
+  if num_classes and train_labels.max() >= num_classes:
+    raise ValueError(f'{config.data.name} has labels up to {train_labels.max()} but '
+                     f'model.num_classes={num_classes}: set it to {train_labels.max() + 1}')
 
   is_writer = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
@@ -293,7 +323,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
                             g_schedule=components.g_schedule, d_schedule=components.d_schedule,
                             compute_dtype=config.get('compute_dtype', 'float32'),
                             augment=augment.make(augment_policy(config), parallel.DATA_AXIS),
-                            ema_decay=ema_decay(config))
+                            ema_decay=ema_decay(config),
+                            class_weight=config.loss.get('class_weight', 1.0))
   runner = (_PmapRunner if config.parallel == 'pmap' else _MeshRunner)(
       components, step_fn, mesh, config.get('donate', True), config.get('steps_per_call', 1))
 
@@ -323,6 +354,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
                  start_step, total_steps)
     if not os.path.exists(os.path.join(samples_dir, 'final.png')):
       write_grid('final.png')
+    if is_writer and not os.path.exists(os.path.join(samples_dir, PROGRESS_GIF)):
+      write_progress_gif(samples_dir)
     store.close()
     return runner.to_host(state)
   if is_writer:
@@ -388,6 +421,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
   store.save(runner.to_checkpoint(state))
   store.wait()
   write_grid('final.png')
+  if is_writer:
+    write_progress_gif(samples_dir)
   store.close()
   logging.info('finished: %d steps; run folder %s', total_steps, workdir)
   return runner.to_host(state)

@@ -15,13 +15,15 @@ def adam_config(lr=1e-3, b1=0.5):
 CONSTANT = ml_collections.ConfigDict(dict(name='constant', warmup_steps=0))
 
 
-def components(model: str, loss: str, n_critic: int = 1, axis_name=None):
-  gan = models.build(model, axis_name=axis_name)
+def components(model: str, loss: str, n_critic: int = 1, axis_name=None, conditioning=None):
+  """`conditioning` (projection | auxiliary) makes the model conditional on 10 classes."""
+  cond = dict(num_classes=10, conditioning=conditioning) if conditioning else {}
+  gan = models.build(model, axis_name=axis_name, **cond)
   g_tx, _ = optim.make_adam(adam_config(), CONSTANT, 100)
   d_tx, _ = optim.make_adam(adam_config(), CONSTANT, 100)
   step = train_step.make_train_step(gan, losses.get(loss), g_tx, d_tx, n_critic=n_critic,
                                     axis_name=axis_name)
-  init = lambda key: state_lib.init_state(models.build(model), g_tx, d_tx, key)
+  init = lambda key: state_lib.init_state(models.build(model, **cond), g_tx, d_tx, key)
   return init, step
 
 
@@ -30,36 +32,49 @@ def fixed_batches(num_steps: int, examples_per_step: int, seed: int = 0) -> np.n
       -1, 1, (num_steps, examples_per_step, 28, 28, 1)).astype(np.float32)
 
 
-def run_single_device(model, loss, n_critic=1, num_steps=3, seed=0, batch=16):
+def fixed_inputs(num_steps: int, examples_per_step: int, conditional: bool) -> list[dict]:
+  """Step inputs: `fixed_batches` images and, if `conditional`, fixed labels in 0..9."""
+  images = fixed_batches(num_steps, examples_per_step)
+  if not conditional:
+    return [{'image': batch} for batch in images]
+  labels = np.random.RandomState(1).randint(0, 10, images.shape[:2]).astype(np.int32)
+  return [{'image': batch, 'label': label} for batch, label in zip(images, labels)]
+
+
+def run_single_device(model, loss, n_critic=1, num_steps=3, seed=0, batch=16,
+                      conditioning=None):
   """`num_steps` steps of the plain jitted step (no device axis)."""
-  init, step = components(model, loss, n_critic)
+  init, step = components(model, loss, n_critic, conditioning=conditioning)
   step = jax.jit(step, donate_argnums=0)
   state = jax.jit(init)(jax.random.key(seed))
   history = []
-  for images in fixed_batches(num_steps, batch * n_critic):
-    state, measured = step(state, {'image': images}, jax.random.key(seed + 1))
+  for batch_data in fixed_inputs(num_steps, batch * n_critic, bool(conditioning)):
+    state, measured = step(state, batch_data, jax.random.key(seed + 1))
     history.append({k: float(v) for k, v in measured.items()})
   return jax.device_get(state), history, step
 
 
-def run_on_mesh(model, loss, devices, n_critic=1, num_steps=3, batch=16):
-  init, step = components(model, loss, n_critic, axis_name=parallel.DATA_AXIS)
+def run_on_mesh(model, loss, devices, n_critic=1, num_steps=3, batch=16, conditioning=None):
+  init, step = components(model, loss, n_critic, axis_name=parallel.DATA_AXIS,
+                          conditioning=conditioning)
   mesh = parallel.make_mesh(devices)
   state = jax.jit(init, out_shardings=parallel.replicated(mesh))(jax.random.key(0))
   sharded_step = parallel.shard_step(step, mesh)
-  for images in fixed_batches(num_steps, batch * n_critic):
+  for batch_data in fixed_inputs(num_steps, batch * n_critic, bool(conditioning)):
     state, measured = sharded_step(
-        state, {'image': jax.device_put(images, parallel.batch_sharded(mesh))}, jax.random.key(1))
+        state, jax.device_put(batch_data, parallel.batch_sharded(mesh)), jax.random.key(1))
   return jax.device_get(state), jax.device_get(measured), sharded_step
 
 
-def run_pmap(model, loss, n_critic=1, num_steps=3, batch=16):
-  init, step = components(model, loss, n_critic, axis_name=parallel.DATA_AXIS)
+def run_pmap(model, loss, n_critic=1, num_steps=3, batch=16, conditioning=None):
+  init, step = components(model, loss, n_critic, axis_name=parallel.DATA_AXIS,
+                          conditioning=conditioning)
   count = jax.local_device_count()
   state = parallel.pmap_replicate(jax.device_get(jax.jit(init)(jax.random.key(0))), count)
   pmapped = parallel.pmap_step(step)
-  for images in fixed_batches(num_steps, batch * n_critic):
-    state, measured = pmapped(state, {'image': images.reshape((count, -1) + images.shape[1:])},
-                              jax.random.key(1))
+  for batch_data in fixed_inputs(num_steps, batch * n_critic, bool(conditioning)):
+    state, measured = pmapped(
+        state, {k: v.reshape((count, -1) + v.shape[1:]) for k, v in batch_data.items()},
+        jax.random.key(1))
   return jax.device_get(parallel.pmap_unreplicate(state)), jax.device_get(
       parallel.pmap_unreplicate(measured))

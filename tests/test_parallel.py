@@ -15,19 +15,25 @@ from tests import stepping
 
 pytestmark = pytest.mark.skipif(jax.device_count() < 8, reason='needs 8 (fake) devices')
 
-CASES = {'dcgan-bce': ('dcgan', 'bce', 1),  # batch norm + dropout
-         'mlp-wgan_gp-ncritic2': ('mlp', 'wgan_gp', 2)}  # gradient penalty + 2 critic steps
+CASES = {'dcgan-bce': ('dcgan', 'bce', 1, None),  # batch norm + dropout
+         'mlp-wgan_gp-ncritic2': ('mlp', 'wgan_gp', 2, None),  # gradient penalty + 2 critic steps
+         # Conditional: class cross-entropy terms; labels chunked like the images, in the penalty.
+         'mlp-bce-auxiliary': ('mlp', 'bce', 1, 'auxiliary'),
+         'mlp-wgan_gp-ncritic2-projection': ('mlp', 'wgan_gp', 2, 'projection')}
 
 
 @pytest.fixture(scope='module', params=sorted(CASES))
 def runs(request):
-  model, loss, n_critic = CASES[request.param]
-  plain_state, plain_history, _ = stepping.run_single_device(model, loss, n_critic)
+  model, loss, n_critic, conditioning = CASES[request.param]
+  plain_state, plain_history, _ = stepping.run_single_device(model, loss, n_critic,
+                                                             conditioning=conditioning)
   return {
       'plain': (plain_state, {k: np.float32(v) for k, v in plain_history[-1].items()}),
-      'mesh1': stepping.run_on_mesh(model, loss, jax.devices()[:1], n_critic),
-      'mesh8': stepping.run_on_mesh(model, loss, jax.devices()[:8], n_critic),
-      'pmap8': stepping.run_pmap(model, loss, n_critic),
+      'mesh1': stepping.run_on_mesh(model, loss, jax.devices()[:1], n_critic,
+                                    conditioning=conditioning),
+      'mesh8': stepping.run_on_mesh(model, loss, jax.devices()[:8], n_critic,
+                                    conditioning=conditioning),
+      'pmap8': stepping.run_pmap(model, loss, n_critic, conditioning=conditioning),
   }
 
 

@@ -18,6 +18,10 @@ def get_config() -> ml_collections.ConfigDict:
   # progressive: the 28x28 layers fade in from generator step grow_step over fade_steps steps.
   config.model.grow_step = 0
   config.model.fade_steps = 0
+  # > 0: class-conditional (label embedding joined to the latent; jaxgan.models.conditional)
+  config.model.num_classes = 0
+  config.model.conditioning = 'projection'  # projection | auxiliary (AC-GAN) discriminator
+  config.model.label_embed_dim = 50
 
   config.loss = ml_collections.ConfigDict()
   config.loss.name = 'bce'  # bce (non-saturating) | wgan (weight clipping) | wgan_gp | hinge | lsgan
@@ -26,6 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.weight_clip = 0.01  # critic parameters clipped to [-c, c] (wgan only)
   config.loss.r1_gamma = 0.0  # > 0: R1 penalty gamma/2 E||grad D(real)||^2 (any loss)
   config.loss.n_critic = 1  # discriminator updates per generator update
+  config.loss.class_weight = 1.0  # auxiliary classifier's cross-entropy weight (AC-GAN only)
 
   config.data = ml_collections.ConfigDict()
   config.data.name = 'mnist'  # mnist | kannada_mnist

@@ -103,7 +103,8 @@ def format_table(results: dict) -> str:
 def make_periodic_evaluator(config: ml_collections.ConfigDict, gan
                             ) -> Callable[[dict], dict[str, float]]:
   """What a training run calls every `config.eval_every` steps: (generator variables, step) ->
-  {fcd, classifier_score, precision, recall, coverage_entropy, coverage_min_share}.
+  {fcd, classifier_score, precision, recall, coverage_entropy, coverage_min_share} (and
+  label_accuracy for a conditional GAN, which generates every class equally often).
 
   The real test split is scored once, here; each call generates `config.eval_num_samples`
   digits from the same latents (stream EVAL_LATENT_STREAM of `config.seed`), so successive
@@ -114,11 +115,15 @@ def make_periodic_evaluator(config: ml_collections.ConfigDict, gan
                         manual_dir=config.data.manual_dir or None, with_train=False)
   z = generate.latents(jax.random.fold_in(jax.random.key(config.seed), EVAL_LATENT_STREAM),
                        config.eval_num_samples, gan.latent_dim)
+  labels = (generate.balanced_labels(config.eval_num_samples, gan.num_classes)
+            if gan.num_classes else None)
 
   def evaluate_generator(g_variables: dict, step=None) -> dict[str, float]:
-    images = generate.generate(gan, g_variables, z, step=step)  # step: a progressive G's growth
-    samples = metrics.score_images(params, images, name='generated digits')
-    results = metrics.compute(metrics.DEFAULT_METRICS, samples, real)
+    # step: a progressive generator's growth
+    images = generate.generate(gan, g_variables, z, labels, step=step)
+    samples = metrics.score_images(params, images, labels, name='generated digits')
+    names = metrics.DEFAULT_METRICS + (('label_accuracy',) if gan.num_classes else ())
+    results = metrics.compute(names, samples, real)
     return {key: value for key, value in results.items() if isinstance(value, float)}
 
   return evaluate_generator

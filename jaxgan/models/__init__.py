@@ -12,16 +12,19 @@ from types import ModuleType
 import flax.linen as nn
 import ml_collections
 
-from jaxgan.models import dcgan, kannada, mlp, progressive
+from jaxgan.models import conditional, dcgan, kannada, mlp, progressive
 
 _MODULES: dict[str, ModuleType] = {'mlp': mlp, 'dcgan': dcgan, 'kannada': kannada,
                                    'progressive': progressive}
 MODEL_NAMES = tuple(_MODULES)
+CONDITIONINGS = conditional.CONDITIONINGS
 IMAGE_SHAPE = (28, 28, 1)
 
 
 @dataclasses.dataclass(frozen=True)
 class GAN:
+  """With num_classes > 0 the generator is called as G(z, labels) and the discriminator as
+  D(x, labels) (projection) or D(x) -> (logit, class logits) (auxiliary)."""
   name: str
   generator: nn.Module
   discriminator: nn.Module
@@ -31,12 +34,24 @@ class GAN:
   # grow_step over fade_steps steps.
   grow_step: int | None = None
   fade_steps: int = 0
+  num_classes: int = 0  # 0: unconditional
+  conditioning: str = ''  # with num_classes > 0: projection | auxiliary
 
   def network_kwargs(self, step) -> dict:
     """Extra keyword arguments of both networks at generator step `step` (traced or not)."""
     if self.grow_step is None:
       return {}
     return dict(alpha=progressive.growth_alpha(step, self.grow_step, self.fade_steps))
+
+  @property
+  def auxiliary_classifier(self) -> bool:
+    return self.conditioning == 'auxiliary'
+
+  def generator_inputs(self, z, labels) -> tuple:
+    return (z, labels) if self.num_classes else (z,)
+
+  def discriminator_inputs(self, images, labels) -> tuple:
+    return (images, labels) if self.conditioning == 'projection' else (images,)
 
 
 GENERATOR_NORMS = ('batch', 'instance')
@@ -46,12 +61,16 @@ _GENERATOR_NORM = ('dcgan', 'progressive')
 
 
 def build(name: str, *, axis_name: str | None = None, spectral_norm: bool = False,
-          generator_norm: str = 'batch', grow_step: int = 0, fade_steps: int = 0) -> GAN:
+          generator_norm: str = 'batch', grow_step: int = 0, fade_steps: int = 0,
+          num_classes: int = 0, conditioning: str = 'projection',
+          label_embed_dim: int = 50) -> GAN:
   """The named GAN's modules; `axis_name` is the device axis of the data-parallel step.
 
   `spectral_norm` normalises the discriminator's layers; `generator_norm` (batch | instance)
   is the generator's normalisation (instance: dcgan and progressive only); `grow_step` and
   `fade_steps` schedule the progressive model's growth (`progressive.growth_alpha`).
+  `num_classes` > 0 makes it class-conditional (see jaxgan.models.conditional), its
+  discriminator conditioned by `conditioning`.
   """
   if name not in _MODULES:
     raise ValueError(f'unknown model {name!r}: choose one of {", ".join(MODEL_NAMES)} '
@@ -74,14 +93,38 @@ def build(name: str, *, axis_name: str | None = None, spectral_norm: bool = Fals
     raise ValueError(f'model.grow_step and model.fade_steps must be >= 0, got {grow_step} and '
                      f'{fade_steps}')
   module = _MODULES[name]
-  return GAN(name=name, generator=module.Generator(axis_name=axis_name, **options_g),
-             discriminator=module.Discriminator(axis_name=axis_name, **options_d),
-             latent_dim=module.LATENT_DIM,
-             grow_step=grow_step if name == 'progressive' else None, fade_steps=fade_steps)
+  unconditional = GAN(name=name, generator=module.Generator(axis_name=axis_name, **options_g),
+                      discriminator=module.Discriminator(axis_name=axis_name, **options_d),
+                      latent_dim=module.LATENT_DIM,
+                      grow_step=grow_step if name == 'progressive' else None,
+                      fade_steps=fade_steps)
+  if not num_classes:
+    return unconditional
+  if num_classes < 2:
+    raise ValueError(f'model.num_classes must be 0 (unconditional) or >= 2, got {num_classes}')
+  if conditioning not in CONDITIONINGS:
+    raise ValueError(f'unknown conditioning {conditioning!r}: choose one of '
+                     f'{", ".join(CONDITIONINGS)} (config field model.conditioning)')
+  if label_embed_dim < 1:
+    raise ValueError(f'model.label_embed_dim must be >= 1, got {label_embed_dim}')
+  if name == 'progressive' or spectral_norm:
+    raise ValueError('class-conditional models (model.num_classes > 0) are implemented without '
+                     'progressive growing and spectral norm: set model.num_classes=0, or use '
+                     'model.name=dcgan|kannada|mlp with model.spectral_norm=False')
+  head = conditional.projection if conditioning == 'projection' else conditional.auxiliary
+  return dataclasses.replace(
+      unconditional,
+      generator=conditional.Generator(unconditional.generator, num_classes, label_embed_dim),
+      discriminator=head(module.Discriminator)(axis_name=axis_name, num_classes=num_classes,
+                                               **options_d),
+      num_classes=num_classes, conditioning=conditioning)
 
 
 def from_config(model: ml_collections.ConfigDict, *, axis_name: str | None = None) -> GAN:
   """`build` from the config's `model` section (fields added later default to old behaviour)."""
   return build(model.name, axis_name=axis_name, spectral_norm=model.get('spectral_norm', False),
                generator_norm=model.get('generator_norm', 'batch'),
-               grow_step=model.get('grow_step', 0), fade_steps=model.get('fade_steps', 0))
+               grow_step=model.get('grow_step', 0), fade_steps=model.get('fade_steps', 0),
+               num_classes=model.get('num_classes', 0),
+               conditioning=model.get('conditioning', 'projection'),
+               label_embed_dim=model.get('label_embed_dim', 50))

@@ -64,12 +64,17 @@ class Discriminator(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    def layer(module, x):
-      return spectral_normalised(module, x, train=train) if self.spectral_norm else module(x)
+    phi = self.features(x, train=train)  # first: layer names follow creation order
+    return self.layer(nn.Dense(1, kernel_init=keras_kernel_init), phi, train=train)[:, 0]
 
+  def layer(self, module: nn.Module, x, *, train: bool):
+    return spectral_normalised(module, x, train=train) if self.spectral_norm else module(x)
+
+  def features(self, x, *, train: bool):
+    """The flattened features before the output layer (phi(x) of jaxgan.models.conditional);
+    called from a compact method, whose scope names the layers as before the split."""
     for features in (32, 64):
-      x = layer(convs.Conv(features, (5, 5), (2, 2), 'SAME', kernel_init=keras_kernel_init,
-                           impl=self.conv_impl), x)
+      x = self.layer(convs.Conv(features, (5, 5), (2, 2), 'SAME', kernel_init=keras_kernel_init,
+                                impl=self.conv_impl), x, train=train)
       x = ExampleDropout(self.dropout_rate, self.axis_name)(_leaky(x), deterministic=not train)
-    x = x.reshape((x.shape[0], -1))
-    return layer(nn.Dense(1, kernel_init=keras_kernel_init), x)[:, 0]
+    return x.reshape((x.shape[0], -1))

@@ -43,9 +43,13 @@ class Discriminator(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool):
+    phi = self.features(x, train=train)  # first: layer names follow creation order
+    return nn.Dense(1, kernel_init=keras_kernel_init)(phi)[:, 0]
+
+  def features(self, x, *, train: bool):
+    """The flattened features before the output layer (see jaxgan.models.conditional)."""
     del train
     for features in (64, 128, 256):
       x = nn.Conv(features, (3, 3), (2, 2), 'SAME', kernel_init=keras_kernel_init)(x)
       x = nn.leaky_relu(x, LEAKY_SLOPE)
-    x = x.reshape((x.shape[0], -1))
-    return nn.Dense(1, kernel_init=keras_kernel_init)(x)[:, 0]
+    return x.reshape((x.shape[0], -1))

@@ -33,9 +33,14 @@ class Discriminator(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    def layer(module, x):
-      return spectral_normalised(module, x, train=train) if self.spectral_norm else module(x)
+    phi = self.features(x, train=train)  # first: layer names follow creation order
+    return self.layer(nn.Dense(1, kernel_init=keras_kernel_init), phi, train=train)[:, 0]
 
+  def layer(self, module: nn.Module, x, *, train: bool):
+    return spectral_normalised(module, x, train=train) if self.spectral_norm else module(x)
+
+  def features(self, x, *, train: bool):
+    """The hidden layer's output (see jaxgan.models.conditional)."""
     x = x.reshape((x.shape[0], -1))
-    x = nn.relu(layer(nn.Dense(self.hidden, kernel_init=keras_kernel_init), x))
-    return layer(nn.Dense(1, kernel_init=keras_kernel_init), x)[:, 0]
+    return nn.relu(self.layer(nn.Dense(self.hidden, kernel_init=keras_kernel_init), x,
+                              train=train))

@@ -1,0 +1,12 @@
+"""Class-conditional Kannada-MNIST GAN (the Kannada paper's networks) with a projection
+discriminator."""
+from experiments.configs import dcgan_kannada
+
+
+def get_config():
+  config = dcgan_kannada.get_config()
+  config.model.num_classes = 10
+  config.model.conditioning = 'projection'
+  config.num_epochs = 15
+  config.sample_grid_rows = 10
+  return config

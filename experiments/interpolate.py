@@ -1,0 +1,90 @@
+r"""Walk the latent space of a trained run between two random latents.
+
+python -m experiments.interpolate --workdir=RUN --steps=10 [--method=slerp|lerp] [--rows=4]
+  writes RUN/interpolation.png (a strip: --rows walks, one per row, --steps digits each) and
+  RUN/interpolation.gif (frame t: digit t of every walk).
+Conditional models also morph the class: --from_label=A --to_label=B (default: 0 and 1) mix
+the two class embeddings with the same weights as the latents.
+Spherical interpolation (the default) keeps the latents at the norm a Gaussian latent has;
+straight lines between two Gaussian latents pass through less likely, shorter vectors.
+"""
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import jax
+import numpy as np
+from absl import app, flags, logging
+
+from jaxgan import console, generate, images, trainer
+from jaxgan.checkpoint import CheckpointStore
+from jaxgan.run_folder import load_run_config
+from jaxgan.state import generator_variables
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder written by experiments.train.')
+_STEPS = flags.DEFINE_integer('steps', 10, 'Digits per walk, ends included.', lower_bound=2)
+_ROWS = flags.DEFINE_integer('rows', 4, 'Independent walks (rows of the strip).', lower_bound=1)
+_METHOD = flags.DEFINE_enum('method', 'slerp', ['slerp', 'lerp'],
+                            'Spherical or linear interpolation of the latents.')
+_FROM = flags.DEFINE_integer('from_label', None, 'Conditional models: class at the start.')
+_TO = flags.DEFINE_integer('to_label', None, 'Conditional models: class at the end.')
+_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the end-point latents.')
+_OUT = flags.DEFINE_string('out', None, 'Output path without extension; default: '
+                           'RUN/interpolation (writes .png and .gif).')
+_FRAME_MS = flags.DEFINE_integer('frame_ms', 200, 'GIF frame duration.', lower_bound=1)
+flags.mark_flags_as_required(['workdir'])
+
+
+def class_labels(num_classes: int) -> tuple[int, int] | None:
+  """(from, to) classes for a conditional model, checked; None for an unconditional one."""
+  given = [label for label in (_FROM.value, _TO.value) if label is not None]
+  if not num_classes:
+    if given:
+      raise ValueError('--from_label/--to_label need a conditional model, but this run\'s '
+                       'model is unconditional (model.num_classes = 0): drop them')
+    return None
+  start = 0 if _FROM.value is None else _FROM.value
+  end = 1 if _TO.value is None else _TO.value
+  for name, label in (('from_label', start), ('to_label', end)):
+    if not 0 <= label < num_classes:
+      raise ValueError(f'--{name}={label} is out of range: the model has classes '
+                       f'0..{num_classes - 1}')
+  return start, end
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  console.setup_logging()
+  config = load_run_config(_WORKDIR.value)
+  components = trainer.build_components(config, total_steps=1)
+  gan = components.gan
+  classes = class_labels(gan.num_classes)
+  store = CheckpointStore(_WORKDIR.value, keep=config.keep_checkpoints)
+  state = store.restore(trainer.abstract_state(components))
+  store.close()
+
+  steps, rows = _STEPS.value, _ROWS.value
+  ends = np.asarray(generate.latents(jax.random.key(_SEED.value), 2 * rows, gan.latent_dim))
+  t = np.linspace(0.0, 1.0, steps)
+  path = generate.slerp if _METHOD.value == 'slerp' else generate.lerp
+  z = np.concatenate([path(ends[2 * r], ends[2 * r + 1], t) for r in range(rows)])
+  labels = None
+  if classes is not None:  # class weights (1 - t) * onehot(from) + t * onehot(to), per row
+    one_hot = np.eye(gan.num_classes, dtype=np.float32)
+    labels = np.tile(generate.lerp(one_hot[classes[0]], one_hot[classes[1]], t), (rows, 1))
+  digits = generate.generate(gan, generator_variables(state), z.astype(np.float32), labels)
+
+  out = _OUT.value or os.path.join(_WORKDIR.value, 'interpolation')
+  scale = config.sample_grid_scale
+  images.save_atomic(images.grid(digits, rows, steps, scale=scale), out + '.png')
+  walks = digits.reshape((rows, steps) + digits.shape[1:])
+  frames = [images.grid(walks[:, i], 1, rows, scale=scale) for i in range(steps)]
+  images.save_gif_atomic(frames + frames[-2:0:-1], out + '.gif', duration_ms=_FRAME_MS.value)
+  logging.info('wrote %s.png and %s.gif: %d %s walks of %d steps from step %d%s', out, out,
+               rows, _METHOD.value, steps, int(state.step),
+               '' if classes is None else f', class {classes[0]} to {classes[1]}')
+
+
+if __name__ == '__main__':
+  console.run(main)

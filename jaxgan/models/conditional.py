@@ -1,0 +1,69 @@
+"""Class-conditional versions of the unconditional networks.
+
+Generator: a learned label embedding joined to the latent, fed to the unconditional generator
+(Mirza & Osindero 2014). `labels` are int class ids (B,), or float class weights (B, C) whose
+embedding is the weighted mix of the class embeddings (how experiments.interpolate morphs one
+class into another).
+
+Discriminators reuse an unconditional discriminator's `features` phi(x) and its Dense(1) head:
+- projection (Miyato & Koyama 2018): D(x, y) = psi(phi(x)) + <embed(y), phi(x)>;
+- auxiliary classifier (AC-GAN, Odena et al. 2017): D(x) = (psi(phi(x)), class logits of
+  phi(x)); the train step adds the class cross-entropy on real and fake images to D's loss and
+  on fake images to G's.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxgan.layers import keras_kernel_init
+
+CONDITIONINGS = ('projection', 'auxiliary')
+
+
+class Generator(nn.Module):
+  base: nn.Module  # an unconditional generator taking (latent + label_embed_dim) inputs
+  num_classes: int
+  label_embed_dim: int = 50
+
+  @nn.compact
+  def __call__(self, z, labels, *, train: bool):
+    table = self.param('label_embedding', nn.initializers.normal(1.0),
+                       (self.num_classes, self.label_embed_dim))
+    embedded = labels @ table if jnp.issubdtype(labels.dtype, jnp.floating) else table[labels]
+    return self.base(jnp.concatenate([z, embedded.astype(z.dtype)], axis=-1), train=train)
+
+
+def projection(base: type[nn.Module]) -> type[nn.Module]:
+  """`base`'s discriminator with a projection head: called as D(x, labels, train=...)."""
+
+  class ProjectionDiscriminator(base):
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, labels, *, train: bool):
+      phi = self.features(x, train=train)
+      out = nn.Dense(1, kernel_init=keras_kernel_init)(phi)[:, 0]
+      embedded = nn.Embed(self.num_classes, phi.shape[-1], embedding_init=keras_kernel_init,
+                          name='label_projection')(labels)
+      return out + jnp.sum(embedded.astype(phi.dtype) * phi, axis=-1)
+
+  ProjectionDiscriminator.__name__ = f'Projection{base.__name__}'
+  return ProjectionDiscriminator
+
+
+def auxiliary(base: type[nn.Module]) -> type[nn.Module]:
+  """`base`'s discriminator with an extra class-logits head: D(x) -> (logit, class logits)."""
+
+  class AuxiliaryDiscriminator(base):
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, *, train: bool):
+      phi = self.features(x, train=train)
+      out = nn.Dense(1, kernel_init=keras_kernel_init)(phi)[:, 0]
+      return out, nn.Dense(self.num_classes, kernel_init=keras_kernel_init,
+                           name='class_logits')(phi)
+
+  AuxiliaryDiscriminator.__name__ = f'Auxiliary{base.__name__}'
+  return AuxiliaryDiscriminator

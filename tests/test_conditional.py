@@ -1,0 +1,158 @@
+"""Class-conditional GANs: the models, a tiny conditional run through the CLIs (per-class grids,
+progress.gif, sample --labels/--per_class, interpolate) and their one-line errors.
+
+The multi-device agreement of the conditional step is in tests/test_parallel.py.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from experiments import evaluate
+from jaxgan import generate, models, run_folder, trainer
+from tests.test_experiments import cli, data_dirs, tiny_config, train_args  # noqa: F401
+
+CELL = 29  # a 28-pixel digit and its 1-pixel gap, tiny config's scale 1
+CONDITIONAL = ('--config.model.num_classes=10', '--config.model.conditioning=auxiliary')
+
+
+@pytest.mark.parametrize('conditioning', models.CONDITIONINGS)
+def test_conditional_models_take_labels(conditioning):
+  gan = models.build('mlp', num_classes=10, conditioning=conditioning)
+  key = jax.random.key(0)
+  z, x = jnp.ones((3, gan.latent_dim)), jnp.ones((3, 28, 28, 1))
+  labels = jnp.array([0, 1, 2])
+  g_vars = gan.generator.init(key, z, labels, train=False)
+  fake = gan.generator.apply(g_vars, z, labels, train=False)
+  assert fake.shape == (3, 28, 28, 1)
+  # Same latent, different class: different digits; one-hot weights equal integer labels.
+  assert not np.allclose(fake[0], fake[1])
+  one_hot = jax.nn.one_hot(labels, 10)
+  np.testing.assert_allclose(gan.generator.apply(g_vars, z, one_hot, train=False), fake,
+                             atol=1e-6)
+  d_vars = gan.discriminator.init(key, *gan.discriminator_inputs(x, labels), train=False)
+  out = gan.discriminator.apply(d_vars, *gan.discriminator_inputs(x, labels), train=False)
+  if conditioning == 'projection':  # same image, three classes: three scores
+    assert out.shape == (3,) and len(np.unique(np.round(np.asarray(out), 5))) == 3
+  else:
+    logit, class_logits = out
+    assert logit.shape == (3,) and class_logits.shape == (3, 10)
+
+
+def test_bad_conditional_settings_are_refused():
+  with pytest.raises(ValueError, match='model.num_classes must be 0 .* or >= 2, got 1'):
+    models.build('dcgan', num_classes=1)
+  with pytest.raises(ValueError, match="unknown conditioning 'concat'"):
+    models.build('dcgan', num_classes=10, conditioning='concat')
+
+
+def test_slerp_keeps_the_ends_and_lerp_is_straight():
+  a, b = np.array([3.0, 0.0]), np.array([0.0, 3.0])
+  t = np.linspace(0, 1, 5)
+  arc, line = generate.slerp(a, b, t), generate.lerp(a, b, t)
+  np.testing.assert_allclose(arc[[0, -1]], [a, b], atol=1e-12)
+  np.testing.assert_allclose(np.linalg.norm(arc, axis=1), 3.0)  # on the circle
+  np.testing.assert_allclose(line[2], (a + b) / 2)
+  np.testing.assert_allclose(generate.slerp(a, 2 * a, t), generate.lerp(a, 2 * a, t))
+
+
+@pytest.fixture(scope='module')
+def conditional_run(data_dirs, tmp_path_factory):  # noqa: F811
+  """A tiny auxiliary-classifier run trained through the CLI (2 epochs of 8 steps)."""
+  workdir = tmp_path_factory.mktemp('conditional')
+  result = cli('train', *train_args(data_dirs, workdir, *CONDITIONAL))
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir
+
+
+@pytest.fixture(scope='module')
+def unconditional_folder(data_dirs, tmp_path_factory):  # noqa: F811
+  """A run folder holding only an unconditional config: enough for the flag checks, which
+  run before any checkpoint is read."""
+  workdir = tmp_path_factory.mktemp('unconditional')
+  trainer.record_config(tiny_config(data_dirs), str(workdir))
+  return workdir
+
+
+def test_epoch_grids_have_one_row_per_class_and_become_a_gif(conditional_run):
+  samples = conditional_run / 'samples'
+  with Image.open(samples / 'epoch_002.png') as grid:
+    assert grid.size == (4 * CELL + 1, 10 * CELL + 1)  # 4 latents (grid rows) x 10 classes
+  with Image.open(samples / 'progress.gif') as gif:
+    assert gif.n_frames == 2 and gif.size == (4 * CELL + 1, 10 * CELL + 1)
+    gif.seek(1)
+    with Image.open(samples / 'epoch_002.png') as last:
+      np.testing.assert_array_equal(np.asarray(gif.convert('L')), np.asarray(last))
+  metrics = [line for line in (conditional_run / 'metrics.jsonl').read_text().splitlines()]
+  assert '"d_class_loss"' in metrics[-1] and '"g_class_loss"' in metrics[-1]
+
+
+def test_sample_by_class(conditional_run, tmp_path):
+  out, grid = tmp_path / 'd.npz', tmp_path / 'd.png'
+  result = cli('sample', f'--workdir={conditional_run}', '--labels=0,1,2', '--per_class=4',
+               f'--out={out}', f'--grid={grid}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  with np.load(out) as data:
+    assert data['images'].shape == (12, 28, 28)
+    np.testing.assert_array_equal(data['labels'], np.repeat([0, 1, 2], 4))
+  with Image.open(grid) as picture:
+    assert picture.size == (4 * CELL + 1, 3 * CELL + 1)  # one row per class
+  result = cli('sample', f'--workdir={conditional_run}', '--labels=3', '--num=7', f'--out={out}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  with np.load(out) as data:
+    np.testing.assert_array_equal(data['labels'], [3] * 7)
+  result = cli('sample', f'--workdir={conditional_run}', '--num=12', f'--out={out}')
+  with np.load(out) as data:  # default: every class in turn
+    np.testing.assert_array_equal(data['labels'], np.arange(12) % 10)
+
+
+def test_evaluate_generates_balanced_labelled_digits(conditional_run):
+  config = run_folder.load_run_config(str(conditional_run))
+  step, digits, labels = evaluate.generate_from_run(str(conditional_run), config, 20, 0)
+  assert step == 16 and digits.shape == (20, 28, 28) and digits.dtype == np.uint8
+  np.testing.assert_array_equal(labels, np.arange(20) % 10)
+
+
+@pytest.mark.parametrize('args,message', [
+    (('--labels=12',), '--labels=12: class 12 is out of range, the model has classes 0..9'),
+    (('--labels=1,x',), '--labels=1,x: give integer classes in 0..9, e.g. --labels=0,1,2'),
+])
+def test_bad_labels_are_one_line_errors(conditional_run, tmp_path, args, message):
+  result = cli('sample', f'--workdir={conditional_run}', f'--out={tmp_path / "x.npz"}', *args)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == f'error: {message}'
+  assert not (tmp_path / 'x.npz').exists()
+
+
+def test_labels_on_an_unconditional_model_are_one_line_errors(unconditional_folder, tmp_path):
+  result = cli('sample', f'--workdir={unconditional_folder}', f'--out={tmp_path / "x.npz"}',
+               '--per_class=3')
+  assert result.stderr.strip().splitlines()[-1] == (
+      "error: --labels and --per_class need a conditional model, but this run's model is "
+      'unconditional (model.num_classes = 0): drop them')
+  result = cli('interpolate', f'--workdir={unconditional_folder}', '--from_label=1')
+  assert result.stderr.strip().splitlines()[-1] == (
+      "error: --from_label/--to_label need a conditional model, but this run's model is "
+      'unconditional (model.num_classes = 0): drop them')
+
+
+def test_interpolate_writes_a_strip_and_a_gif(conditional_run, tmp_path):
+  out = tmp_path / 'walk'
+  result = cli('interpolate', f'--workdir={conditional_run}', '--steps=5', '--rows=2',
+               '--method=lerp', '--from_label=3', '--to_label=8', f'--out={out}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'class 3 to 8' in result.stderr
+  with Image.open(f'{out}.png') as strip:
+    assert strip.size == (5 * CELL + 1, 2 * CELL + 1)
+    strip = np.asarray(strip)
+  with Image.open(f'{out}.gif') as gif:
+    assert gif.n_frames == 2 * 5 - 2 and gif.size == (2 * CELL + 1, CELL + 1)  # there and back
+    first = np.asarray(gif.convert('L'))
+  # Frame 0 shows the walks' first digits, the strip's first column.
+  np.testing.assert_array_equal(first[1:29, 1:29], strip[1:29, 1:29])
+  result = cli('interpolate', f'--workdir={conditional_run}', '--to_label=10', f'--out={out}')
+  assert result.stderr.strip().splitlines()[-1] == (
+      'error: --to_label=10 is out of range: the model has classes 0..9')
