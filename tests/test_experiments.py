@@ -87,7 +87,7 @@ def test_train_writes_the_run_folder(trained_run):
     assert {'d_loss', 'g_loss', 'd_real', 'd_fake', 'images_per_s', 'g_lr'} <= record.keys()
     assert all(np.isfinite(v) for v in record.values())
   samples = sorted(os.listdir(workdir / 'samples'))
-  assert samples == ['epoch_001.png', 'epoch_002.png', 'final.png']
+  assert samples == ['epoch_001.png', 'epoch_002.png', 'final.png', 'progress.gif']
   assert checkpoint_steps(workdir) == [12, 16]  # every 4 steps and per epoch, keep 2
   assert 'step 16/16' in result.stderr and 'img/s' in result.stderr and 'eta' in result.stderr
 

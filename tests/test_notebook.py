@@ -33,7 +33,9 @@ def test_colab_notebook_trains_and_shows_grids_and_metrics(tmp_path, monkeypatch
   text = ''.join(out.get('text', '') for out in outputs if out.output_type == 'stream')
   assert 'backend: cpu, 8 device(s)' in text
   assert '16 steps in' in text  # tiny: 256 examples, batch 32, 2 epochs
-  pngs = [out for out in outputs if out.output_type == 'display_data'
-          and 'image/png' in out.data]
-  assert len(pngs) == len(os.listdir(workdir / 'samples')) == 3  # epoch_001, epoch_002, final
+  shown = [mime for out in outputs if out.output_type == 'display_data' for mime in out.data
+           if mime.startswith('image/')]
+  assert sorted(os.listdir(workdir / 'samples')) == ['epoch_001.png', 'epoch_002.png',
+                                                     'final.png', 'progress.gif']
+  assert sorted(shown) == ['image/gif'] + ['image/png'] * 3  # every grid, and the progress GIF
   assert 'd_loss' in text and 'g_loss' in text
