@@ -198,9 +198,8 @@ def _pair(value) -> tuple[int, int]:
   return (value, value) if isinstance(value, int) else tuple(value)
 
 
-class Conv(nn.Module):
-  """2-D NHWC convolution with `flax.linen.Conv`'s parameters; stride 2 runs as
-  `strided_conv_fast_grad` when `impl` resolves to 'phase'."""
+class _Conv2D(nn.Module):
+  """flax.linen.Conv-style parameters ('kernel' HWIO, 'bias'); subclasses say how to convolve."""
   features: int
   kernel_size: Sequence[int]
   strides: int | Sequence[int] = 1
@@ -210,48 +209,40 @@ class Conv(nn.Module):
   bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
   impl: str = 'auto'
 
+  def convolve(self, x, kernel, kernel_size, strides):
+    raise NotImplementedError
+
   @nn.compact
   def __call__(self, x):
     kernel_size, strides = _pair(self.kernel_size), _pair(self.strides)
     kernel = self.param('kernel', self.kernel_init, kernel_size + (x.shape[-1], self.features))
     dtype = jnp.result_type(x, kernel)  # flax's promotion: float32 params keep float32 compute
-    x, kernel = x.astype(dtype), kernel.astype(dtype)
+    y = self.convolve(x.astype(dtype), kernel.astype(dtype), kernel_size, strides)
+    if self.use_bias:
+      y = y + self.param('bias', self.bias_init, (self.features,)).astype(y.dtype)
+    return y
+
+
+class Conv(_Conv2D):
+  """2-D NHWC convolution with `flax.linen.Conv`'s parameters; stride 2 runs as
+  `strided_conv_fast_grad` when `impl` resolves to 'phase'."""
+
+  def convolve(self, x, kernel, kernel_size, strides):
     padding = conv_padding(self.padding, x.shape[1:3], kernel_size, strides)
     if strides == (2, 2) and resolve_impl(self.impl) == 'phase':
-      y = strided_conv_fast_grad(x, kernel, tuple(map(tuple, padding)))
-    else:
-      y = lax.conv_general_dilated(x, kernel, strides, padding,
-                                   dimension_numbers=_DIMENSION_NUMBERS)
-    if self.use_bias:
-      y = y + self.param('bias', self.bias_init, (self.features,)).astype(y.dtype)
-    return y
+      return strided_conv_fast_grad(x, kernel, tuple(map(tuple, padding)))
+    return lax.conv_general_dilated(x, kernel, strides, padding,
+                                    dimension_numbers=_DIMENSION_NUMBERS)
 
 
-class ConvTranspose(nn.Module):
+class ConvTranspose(_Conv2D):
   """2-D NHWC transposed convolution with `flax.linen.ConvTranspose`'s parameters (kernel not
-  flipped, as flax's default); stride 2 runs as `strided_conv_transpose` when `impl` resolves
-  to 'phase'."""
-  features: int
-  kernel_size: Sequence[int]
-  strides: int | Sequence[int] = 1
-  padding: str = 'SAME'
-  use_bias: bool = True
-  kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
-  bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
-  impl: str = 'auto'
+  flipped, as flax's default; `padding` a string); stride 2 runs as `strided_conv_transpose`
+  when `impl` resolves to 'phase'."""
 
-  @nn.compact
-  def __call__(self, x):
-    kernel_size, strides = _pair(self.kernel_size), _pair(self.strides)
-    kernel = self.param('kernel', self.kernel_init, kernel_size + (x.shape[-1], self.features))
-    dtype = jnp.result_type(x, kernel)  # flax's promotion: float32 params keep float32 compute
-    x, kernel = x.astype(dtype), kernel.astype(dtype)
+  def convolve(self, x, kernel, kernel_size, strides):
     if strides == (2, 2) and resolve_impl(self.impl) == 'phase':
-      y = _phase_conv_transpose(x, kernel,
-                                conv_transpose_padding(self.padding, kernel_size, strides))
-    else:
-      y = lax.conv_transpose(x, kernel, strides, self.padding,
-                             dimension_numbers=_DIMENSION_NUMBERS)
-    if self.use_bias:
-      y = y + self.param('bias', self.bias_init, (self.features,)).astype(y.dtype)
-    return y
+      return _phase_conv_transpose(x, kernel,
+                                   conv_transpose_padding(self.padding, kernel_size, strides))
+    return lax.conv_transpose(x, kernel, strides, self.padding,
+                              dimension_numbers=_DIMENSION_NUMBERS)
