@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.server
 import io
 import os
 import struct
+import threading
 import time
 from pathlib import Path
 
@@ -289,6 +291,7 @@ def test_kannada_mnist_online_downloads_the_checksummed_official_files(
     return paths
 
   monkeypatch.setattr(tfds.download.DownloadManager, 'download_and_extract', download_and_extract)
+  monkeypatch.setattr(builders, 'check_reachable', lambda url: None)
   builder = prepare('kannada_mnist', data_dir=tmp_path / 'tfds')
   url_infos = builders.KannadaMnist.url_infos
   assert sorted(requested) == sorted(url_infos)
@@ -303,6 +306,7 @@ def test_failed_download_says_to_use_a_manual_dir(tmp_path, monkeypatch):
     raise ConnectionError("Failed to resolve 'raw.githubusercontent.com'\n(retries exhausted)")
 
   monkeypatch.setattr(builders.KannadaMnist, 'download_and_prepare', unreachable)
+  monkeypatch.setattr(builders, 'check_reachable', lambda url: None)
   assert_one_line_error(
       lambda: prepare('kannada_mnist', data_dir=tmp_path),
       'could not download and prepare kannada_mnist',
@@ -310,6 +314,37 @@ def test_failed_download_says_to_use_a_manual_dir(tmp_path, monkeypatch):
       'manual_dir=DIR',
       'DIR/kannada_mnist/',
   )
+
+
+def test_offline_without_a_manual_dir_fails_before_tfds_retries(tmp_path, monkeypatch):
+  """A refused connection stops at once, with the fix, before tfds's minutes of retries."""
+  def no_download(self, **kwargs):
+    raise AssertionError('download_and_prepare ran although the server is unreachable')
+
+  # Port 9 (discard) on localhost: nothing listens, so the connection is refused.
+  monkeypatch.setitem(builders.DOWNLOAD_URLS, 'mnist', 'http://127.0.0.1:9/mnist/')
+  monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare', no_download)
+  assert_one_line_error(
+      lambda: prepare('mnist', data_dir=tmp_path),
+      'could not download and prepare mnist',
+      'http://127.0.0.1:9/mnist/',
+      'manual_dir=DIR',
+  )
+
+
+def test_any_http_answer_counts_as_reachable():
+  """An error status still proves the network works; tfds then reports what it got."""
+  class NotFound(http.server.BaseHTTPRequestHandler):
+    def do_HEAD(self):
+      self.send_error(404)
+
+    def log_message(self, *args):
+      pass
+
+  with http.server.ThreadingHTTPServer(('127.0.0.1', 0), NotFound) as server:
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    builders.check_reachable(f'http://127.0.0.1:{server.server_port}/missing/')
+    server.shutdown()
 
 
 # --- pipeline.py: load_split ----------------------------------------------------------

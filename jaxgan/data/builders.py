@@ -11,6 +11,8 @@ is the one `tfds.builder(name, data_dir=...)` reads in both cases.
 from __future__ import annotations
 
 import os
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,6 +144,27 @@ class _KannadaMnistFromManualDir(_FromManualDir, KannadaMnist, skip_registration
 
 _FROM_MANUAL_DIR = {'mnist': _MnistFromManualDir, 'kannada_mnist': _KannadaMnistFromManualDir}
 
+# Where each dataset's official files come from (tfds's MNIST mirror; ours above).
+DOWNLOAD_URLS = {
+    'mnist': 'https://storage.googleapis.com/cvdf-datasets/mnist/',
+    'kannada_mnist': KANNADA_MNIST_URL,
+}
+
+
+def check_reachable(url: str, timeout_s: float = 10.0) -> None:
+  """Raises OSError unless `url`'s server answers.
+
+  tfds retries a failed download for minutes; one request first makes an offline
+  machine fail in seconds. Any HTTP answer, even an error status, means the network
+  works, so only a failed connection counts.
+  """
+  try:
+    urllib.request.urlopen(urllib.request.Request(url, method='HEAD'), timeout=timeout_s).close()
+  except urllib.error.HTTPError:
+    pass
+  except urllib.error.URLError as error:
+    raise OSError(f'{url}: {error.reason}') from error
+
 
 def prepare(
     name: str,
@@ -163,12 +186,14 @@ def prepare(
     return builder
   if manual_dir is None:
     try:
+      check_reachable(DOWNLOAD_URLS[name])
       builder.download_and_prepare()
     except OSError as error:  # includes requests' connection errors
       reason = ' '.join(f'{type(error).__name__}: {error}'.split())
       raise DataError(
           f'could not download and prepare {name} in {builder.data_dir_root} ({reason}): check '
-          f'the network and disk, or pass manual_dir=DIR with the IDX .gz files in DIR/{name}/'
+          f'the network and disk, or pass manual_dir=DIR with the IDX .gz files in DIR/{name}/ '
+          f'(experiment scripts: JAXGAN_MANUAL_DIR=DIR or --config.data.manual_dir=DIR)'
       ) from error
     return builder
   preparer = _FROM_MANUAL_DIR[name](idx_folder=Path(manual_dir) / name, data_dir=data_dir)
