@@ -567,9 +567,11 @@ def split_labels(builder: tfds.core.DatasetBuilder, split: str) -> np.ndarray:
 
 @pytest.mark.real_data
 @needs_real_data
-def test_real_datasets_prepare_with_the_published_sizes_and_class_counts(tmp_path):
+def test_real_datasets_prepare_with_the_published_sizes_and_class_counts():
+  # tfds's default data dir (TFDS_DATA_DIR), so the other real-data tests read this copy instead
+  # of preparing their own (~50 s each); preparing from IDX files is pinned on tiny data above.
   manual_dir = Path(REAL_MANUAL_DIR)
-  mnist = prepare('mnist', data_dir=tmp_path, manual_dir=manual_dir)
+  mnist = prepare('mnist', manual_dir=manual_dir)
   splits = mnist.info.splits
   assert {split: info.num_examples for split, info in splits.items()} == {
       'train': 60000,
@@ -590,7 +592,7 @@ def test_real_datasets_prepare_with_the_published_sizes_and_class_counts(tmp_pat
   for split, class_counts in mnist_class_counts.items():
     assert np.bincount(split_labels(mnist, split)).tolist() == class_counts
 
-  kannada = prepare('kannada_mnist', data_dir=tmp_path, manual_dir=manual_dir)
+  kannada = prepare('kannada_mnist', manual_dir=manual_dir)
   split_sizes = {'train': 60000, 'test': 10000, 'dig': 10240}
   assert {split: info.num_examples for split, info in kannada.info.splits.items()} == split_sizes
   for split, size in split_sizes.items():
@@ -598,7 +600,7 @@ def test_real_datasets_prepare_with_the_published_sizes_and_class_counts(tmp_pat
     assert np.bincount(labels).tolist() == [size // 10] * 10
     np.testing.assert_array_equal(labels, np.arange(size) % 10)  # official order: position mod 10
 
-  images, labels = load_split('mnist', 'test', data_dir=tmp_path)  # prepared: no manual dir
+  images, labels = load_split('mnist', 'test')  # prepared: no manual dir
   assert images.shape == (10000, 28, 28, 1) and images.dtype == np.uint8
   assert (images.min(), images.max()) == (0, 255)
   assert np.bincount(labels).tolist() == mnist_class_counts['test']
