@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks import _common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-CONFIGS = {'mlp': 'mlp_mnist', 'dcgan': 'dcgan_mnist', 'kannada': 'dcgan_kannada'}
+CONFIGS = {'mlp': 'mlp_mnist', 'dcgan': 'dcgan_mnist', 'kannada': 'convgan_kannada'}
 
 
 def parse_args(argv=None):

@@ -1,5 +1,5 @@
-"""Class-conditional Kannada-MNIST GAN (the Kannada paper's networks) with a projection
-discriminator."""
+"""Class-conditional DCGAN on Kannada-MNIST (dcgan_kannada.py's networks and settings) with a
+projection discriminator."""
 from experiments.configs import dcgan_kannada
 
 

@@ -1,13 +1,12 @@
-"""The Kannada-MNIST paper's conv GAN on Kannada-MNIST."""
+"""The papers' Keras DCGAN on Kannada-MNIST, with dcgan_mnist's settings (Adam 1e-4).
+
+The Kannada paper's own conv GAN is convgan_kannada.py; at that paper's settings its
+discriminator wins within 300 steps, while this network and recipe train on MNIST as published.
+"""
 from experiments.configs import default
 
 
 def get_config():
   config = default.get_config()
-  config.model.name = 'kannada'
   config.data.name = 'kannada_mnist'
-  config.optimizer.generator.lr = 2e-4
-  config.optimizer.discriminator.lr = 2e-4
-  config.optimizer.generator.b1 = 0.5
-  config.optimizer.discriminator.b1 = 0.5
   return config
