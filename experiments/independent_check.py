@@ -1,0 +1,196 @@
+"""Cross-checks jaxgan's evaluation suite with an independent evaluator on the same digits.
+
+The independent side shares no code with jaxgan: it reads the real digits straight from the
+IDX .gz files with gzip and numpy, trains a Keras CNN of another architecture (Keras's MNIST
+example convnet with a 128-unit embedding layer) with a fixed seed, and computes the Frechet
+distance the usual FID way (scipy.linalg.sqrtm of the covariance product). The embeddings
+differ, so absolute values differ too. The check is whether the two evaluators rank the sets
+alike (Spearman correlation of the Frechet distances) and agree on label accuracy.
+
+Every set is scored by both evaluators: each --samples .npz (images uint8 (N, 28, 28), and
+labels when present, e.g. written by experiments.sample) plus two anchors built here from real
+train digits, `real` and `real_blur3` (3x3 box blur).
+
+  python -m experiments.independent_check --dataset=mnist --samples=a.npz,b.npz --out=check.json
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+os.environ.setdefault('KERAS_BACKEND', 'tensorflow')
+
+import numpy as np
+import scipy.linalg
+import scipy.stats
+from absl import app, flags, logging
+
+from jaxgan import console
+from jaxgan.evaluation import metrics, suite, weights
+from jaxgan.run_folder import write_json_atomic
+
+_DATASET = flags.DEFINE_enum('dataset', 'mnist', ['mnist', 'kannada_mnist'], 'Real data.')
+_SAMPLES = flags.DEFINE_list('samples', [], '.npz files of digits to score.')
+_IDX_DIR = flags.DEFINE_string('idx_dir', os.environ.get('JAXGAN_MANUAL_DIR', ''),
+                               'Folder holding <dataset>/<IDX .gz files>.')
+_NUM_REAL = flags.DEFINE_integer('num_real', 10000, 'Real train digits in the anchor sets.',
+                                 lower_bound=2)
+_EPOCHS = flags.DEFINE_integer('epochs', 3, 'Training epochs of the Keras classifier.',
+                               lower_bound=1)
+_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the Keras classifier and the anchor rows.')
+_OUT = flags.DEFINE_string('out', None, 'Optional JSON file for the results.')
+
+_IDX_FILES = {
+    'mnist': {'train': ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz'),
+              'test': ('t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz')},
+    'kannada_mnist': {
+        'train': ('X_kannada_MNIST_train-idx3-ubyte.gz', 'y_kannada_MNIST_train-idx1-ubyte.gz'),
+        'test': ('X_kannada_MNIST_test-idx3-ubyte.gz', 'y_kannada_MNIST_test-idx1-ubyte.gz')},
+}
+
+
+def read_idx(path: str) -> np.ndarray:
+  """An IDX array of unsigned bytes: magic (2 zero bytes, type 0x08, ndim), big-endian dims."""
+  with gzip.open(path, 'rb') as f:
+    raw = f.read()
+  if raw[:3] != b'\x00\x00\x08':
+    raise ValueError(f'{path} is not an unsigned-byte IDX file: use the original .gz files')
+  ndim = raw[3]
+  shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], 'big') for i in range(ndim))
+  return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def read_split(idx_dir: str, dataset: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+  images, labels = (read_idx(os.path.join(idx_dir, dataset, name))
+                    for name in _IDX_FILES[dataset][split])
+  return images, labels.astype(np.int64)
+
+
+def box_blur3(images: np.ndarray) -> np.ndarray:
+  padded = np.pad(images.astype(np.float32), ((0, 0), (1, 1), (1, 1)), mode='edge')
+  total = sum(padded[:, i:i + images.shape[1], j:j + images.shape[2]]
+              for i in range(3) for j in range(3))
+  return np.rint(total / 9).astype(np.uint8)
+
+
+class KerasEvaluator:
+  """A Keras convnet's 128-d embedding and class probabilities."""
+
+  def __init__(self, train_images, train_labels, *, epochs: int, seed: int):
+    import keras  # pylint: disable=import-outside-toplevel
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(32, 3, activation='relu')(x)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(64, 3, activation='relu')(x)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dropout(0.5)(x)
+    embedding = keras.layers.Dense(128, activation='relu', name='embedding')(x)
+    probs = keras.layers.Dense(10, activation='softmax')(embedding)
+    classifier = keras.Model(inputs, probs)
+    classifier.compile('adam', 'sparse_categorical_crossentropy', metrics=['accuracy'])
+    classifier.fit(train_images[..., None], train_labels, batch_size=128, epochs=epochs,
+                   verbose=0)
+    self.model = keras.Model(inputs, [embedding, probs])
+
+  def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    embedding, probs = self.model.predict(images[..., None], batch_size=1000, verbose=0)
+    return embedding.astype(np.float64), probs.astype(np.float64)
+
+
+def fid(a: np.ndarray, b: np.ndarray) -> float:
+  """Frechet distance of two embedding sets, the usual FID way (as in TTUR / pytorch-fid)."""
+  mu_a, mu_b = a.mean(0), b.mean(0)
+  cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+  covmean = scipy.linalg.sqrtm(cov_a @ cov_b)
+  if not np.isfinite(covmean).all():
+    offset = np.eye(len(cov_a)) * 1e-6
+    covmean = scipy.linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
+  return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covmean.real))
+
+
+def inception_style_score(probs: np.ndarray) -> float:
+  marginal = probs.mean(0, keepdims=True)
+  eps = 1e-12
+  return float(np.exp((probs * (np.log(probs + eps) - np.log(marginal + eps))).sum(1).mean()))
+
+
+def load_npz(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} not found: pass .npz files written by experiments.sample')
+  with np.load(path) as npz:
+    if 'images' not in npz:
+      raise ValueError(f'{path} holds no images array: save the digits as images=uint8 '
+                       '(N, 28, 28)')
+    images = npz['images']
+    labels = npz['labels'] if 'labels' in npz else None
+  return images.reshape(len(images), 28, 28), labels
+
+
+def main(argv):
+  del argv
+  if not _IDX_DIR.value:
+    raise app.UsageError('--idx_dir (or JAXGAN_MANUAL_DIR) must name the folder holding '
+                         f'{_DATASET.value}/ with the IDX .gz files')
+  console.setup_logging()
+  start = time.perf_counter()
+  dataset = _DATASET.value
+  train_images, train_labels = read_split(_IDX_DIR.value, dataset, 'train')
+  test_images, test_labels = read_split(_IDX_DIR.value, dataset, 'test')
+  rows = np.random.default_rng(_SEED.value).permutation(len(train_images))[:_NUM_REAL.value]
+  sets = {'real': (train_images[rows], train_labels[rows]),
+          'real_blur3': (box_blur3(train_images[rows]), train_labels[rows])}
+  for path in _SAMPLES.value:
+    sets[os.path.splitext(os.path.basename(path))[0]] = load_npz(path)
+
+  logging.info('training the independent Keras classifier (%d epochs)', _EPOCHS.value)
+  keras_eval = KerasEvaluator(train_images, train_labels, epochs=_EPOCHS.value, seed=_SEED.value)
+  keras_test_embedding, keras_test_probs = keras_eval(test_images)
+  keras_test_accuracy = float((keras_test_probs.argmax(1) == test_labels).mean())
+
+  params, manifest = weights.load_shipped(dataset)
+  ours_test = metrics.score_images(params, test_images[..., None], test_labels,
+                                   name='real test images')
+
+  results = {}
+  for name, (images, labels) in sets.items():
+    logging.info('scoring %s (%d digits)', name, len(images))
+    embedding, probs = keras_eval(images)
+    ours = metrics.score_images(params, images[..., None], labels, name=name)
+    row = {
+        'num': len(images),
+        'ours_fcd': metrics.frechet_distance(ours.stats.mean, ours.stats.covariance,
+                                             ours_test.stats.mean, ours_test.stats.covariance),
+        'keras_fid': fid(embedding, keras_test_embedding),
+        'ours_classifier_score': metrics.classifier_score(ours.probs),
+        'keras_score': inception_style_score(probs),
+    }
+    if labels is not None:
+      row['ours_label_accuracy'] = float((ours.probs.argmax(1) == labels).mean())
+      row['keras_label_accuracy'] = float((probs.argmax(1) == labels).mean())
+    results[name] = row
+    print(json.dumps({'set': name, **{k: round(v, 4) if isinstance(v, float) else v
+                                      for k, v in row.items()}}), flush=True)
+
+  names = list(results)
+  summary = {
+      'dataset': dataset,
+      'keras_test_accuracy': keras_test_accuracy,
+      'ours_classifier': manifest['file'],
+      'spearman_fcd_vs_fid': float(scipy.stats.spearmanr(
+          [results[n]['ours_fcd'] for n in names],
+          [results[n]['keras_fid'] for n in names]).statistic) if len(names) > 2 else None,
+      'seconds': round(time.perf_counter() - start, 1),
+  }
+  print(json.dumps(summary), flush=True)
+  if _OUT.value:
+    write_json_atomic(dict(summary, sets=results), _OUT.value)
+
+
+if __name__ == '__main__':
+  console.run(main)
