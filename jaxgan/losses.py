@@ -64,6 +64,25 @@ def r1_penalty(critic: Callable[[jax.Array], jax.Array], real, *, gamma: float):
   return 0.5 * gamma * jnp.mean(jnp.sum(jnp.square(grads.reshape(real.shape[0], -1)), axis=1))
 
 
+def mode_seeking_penalty(images, z, eps: float = 1e-5):
+  """Mode-seeking term of MSGAN (Mao et al. 2019), pairing rows (0, 1), (2, 3), ...
+
+  For each pair, ratio = mean |x_a - x_b| / mean |z_a - z_b|: how far apart two latents put
+  their images. The term is the mean over pairs of 1 / (ratio + eps); adding it to G's loss
+  pushes latents apart in image space, so a conditional generator cannot draw one digit per
+  class whatever the latent. Per pair rather than per batch, so its mean over devices is the
+  mean over the global batch.
+  """
+  if images.shape[0] % 2:
+    raise ValueError(f'the mode-seeking term pairs rows, so the per-device batch must be even, '
+                     f'got {images.shape[0]}: change batch_size or the device count')
+  images = images.reshape((images.shape[0] // 2, 2, -1))
+  z = z.reshape((z.shape[0] // 2, 2, -1))
+  image_gap = jnp.abs(images[:, 0] - images[:, 1]).mean(axis=-1)
+  latent_gap = jnp.abs(z[:, 0] - z[:, 1]).mean(axis=-1)
+  return (1.0 / (image_gap / latent_gap + eps)).mean()
+
+
 def clip_weights(params, clip: float):
   """The WGAN paper's Lipschitz constraint: every parameter clipped into [-clip, clip]."""
   return jax.tree.map(lambda p: jnp.clip(p, -clip, clip), params)

@@ -30,7 +30,8 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
                     d_schedule: optax.Schedule | None = None,
                     compute_dtype: str | jnp.dtype = 'float32',
                     augment: augment_lib.Augment | None = None,
-                    ema_decay: float = 0.0, class_weight: float = 1.0) -> StepFn:
+                    ema_decay: float = 0.0, class_weight: float = 1.0,
+                    mode_seeking: float = 0.0) -> StepFn:
   """`batch['image']` holds `n_critic` real batches per device, interleaved: critic update j
   uses local rows j, j + n_critic, ... (so each chunk is the same set of global examples
   whatever the device count).
@@ -41,6 +42,9 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
   the gradient penalty mixes real and fake images of the same class, and the labels, being
   rows of the global batch, are the same whatever the device count. With an auxiliary
   classifier, `class_weight` scales its cross-entropy terms (D: real + fake; G: fake).
+  `mode_seeking` > 0 adds that multiple of `losses.mode_seeking_penalty` to G's loss; its
+  generator update then gives fake rows 2k and 2k + 1 the label of real row 2k, so each pair
+  differs only in its latent.
 
   `compute_dtype` (float32 | bfloat16): the dtype the networks compute in. Parameters,
   optimizer state, batch statistics, gradients and losses stay float32; with bfloat16 the
@@ -58,6 +62,8 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
     raise ValueError(f'ema.decay must be in [0, 1) (0 = off), got {ema_decay}')
   if n_critic < 1:
     raise ValueError(f'loss.n_critic must be >= 1, got {n_critic}')
+  if mode_seeking < 0:
+    raise ValueError(f'loss.mode_seeking must be >= 0 (0 = off), got {mode_seeking}')
   compute_dtype = jnp.dtype(compute_dtype)
   if compute_dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
     raise ValueError(f'compute_dtype must be float32 or bfloat16, got {compute_dtype}')
@@ -177,13 +183,20 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
     z = rng.normal(z_key, local_batch, (gan.latent_dim,), axis_name)
 
     labels = label_chunks[0]
+    if mode_seeking and gan.num_classes:
+      labels = jnp.repeat(labels[0::2], 2)
 
     def g_loss_fn(g_params):
       fake, new_batch_stats = generate(g_params, g_batch_stats, z, labels, net)
+      extra = {}
+      if mode_seeking:
+        extra['g_mode_seeking'] = losses.mode_seeking_penalty(fake, z)
       fake = maybe_augment(fake, dropout_key)
       fake_out, fake_classes, new_d_state = discriminate(d_params, d_state, fake, labels,
                                                          dropout_key, net)
-      value, extra = loss.generator(fake_out), {}
+      value = loss.generator(fake_out)
+      if mode_seeking:
+        value += mode_seeking * extra['g_mode_seeking']
       if gan.auxiliary_classifier:
         extra['g_class_loss'] = class_loss(fake_classes, labels)
         value += extra['g_class_loss']

@@ -41,7 +41,7 @@ _ADDED_FIELDS = {'compute_dtype': 'float32', 'steps_per_call': 1, 'donate': True
                  'ema.decay': 0.0, 'augment.policy': '', 'model.grow_step': 0,
                  'model.fade_steps': 0, 'model.num_classes': 0,
                  'model.conditioning': 'projection', 'model.label_embed_dim': 50,
-                 'loss.class_weight': 1.0}
+                 'loss.class_weight': 1.0, 'loss.mode_seeking': 0.0}
 # Streams split from the seed: parameter init, train steps, the fixed sample-grid latents.
 _INIT, _STEPS, _SAMPLES = range(3)
 
@@ -139,6 +139,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
                     f'{config.cpu_devices}')
   if config.loss.get('class_weight', 1.0) < 0:
     problems.append(f'loss.class_weight must be >= 0, got {config.loss.class_weight}')
+  if config.loss.get('mode_seeking', 0.0) < 0:
+    problems.append(f'loss.mode_seeking must be >= 0 (0: off), got {config.loss.mode_seeking}')
   if config.get('compute_dtype', 'float32') not in ('float32', 'bfloat16'):
     problems.append(f"compute_dtype must be 'float32' or 'bfloat16', got "
                     f'{config.compute_dtype!r}')
@@ -324,7 +326,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
                             compute_dtype=config.get('compute_dtype', 'float32'),
                             augment=augment.make(augment_policy(config), parallel.DATA_AXIS),
                             ema_decay=ema_decay(config),
-                            class_weight=config.loss.get('class_weight', 1.0))
+                            class_weight=config.loss.get('class_weight', 1.0),
+                            mode_seeking=config.loss.get('mode_seeking', 0.0))
   runner = (_PmapRunner if config.parallel == 'pmap' else _MeshRunner)(
       components, step_fn, mesh, config.get('donate', True), config.get('steps_per_call', 1))
 

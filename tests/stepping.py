@@ -15,14 +15,16 @@ def adam_config(lr=1e-3, b1=0.5):
 CONSTANT = ml_collections.ConfigDict(dict(name='constant', warmup_steps=0))
 
 
-def components(model: str, loss: str, n_critic: int = 1, axis_name=None, conditioning=None):
-  """`conditioning` (projection | auxiliary) makes the model conditional on 10 classes."""
+def components(model: str, loss: str, n_critic: int = 1, axis_name=None, conditioning=None,
+               **step_options):
+  """`conditioning` (projection | auxiliary) makes the model conditional on 10 classes;
+  `step_options` go to make_train_step."""
   cond = dict(num_classes=10, conditioning=conditioning) if conditioning else {}
   gan = models.build(model, axis_name=axis_name, **cond)
   g_tx, _ = optim.make_adam(adam_config(), CONSTANT, 100)
   d_tx, _ = optim.make_adam(adam_config(), CONSTANT, 100)
   step = train_step.make_train_step(gan, losses.get(loss), g_tx, d_tx, n_critic=n_critic,
-                                    axis_name=axis_name)
+                                    axis_name=axis_name, **step_options)
   init = lambda key: state_lib.init_state(models.build(model, **cond), g_tx, d_tx, key)
   return init, step
 
@@ -42,9 +44,9 @@ def fixed_inputs(num_steps: int, examples_per_step: int, conditional: bool) -> l
 
 
 def run_single_device(model, loss, n_critic=1, num_steps=3, seed=0, batch=16,
-                      conditioning=None):
+                      conditioning=None, **step_options):
   """`num_steps` steps of the plain jitted step (no device axis)."""
-  init, step = components(model, loss, n_critic, conditioning=conditioning)
+  init, step = components(model, loss, n_critic, conditioning=conditioning, **step_options)
   step = jax.jit(step, donate_argnums=0)
   state = jax.jit(init)(jax.random.key(seed))
   history = []
@@ -54,9 +56,10 @@ def run_single_device(model, loss, n_critic=1, num_steps=3, seed=0, batch=16,
   return jax.device_get(state), history, step
 
 
-def run_on_mesh(model, loss, devices, n_critic=1, num_steps=3, batch=16, conditioning=None):
+def run_on_mesh(model, loss, devices, n_critic=1, num_steps=3, batch=16, conditioning=None,
+                **step_options):
   init, step = components(model, loss, n_critic, axis_name=parallel.DATA_AXIS,
-                          conditioning=conditioning)
+                          conditioning=conditioning, **step_options)
   mesh = parallel.make_mesh(devices)
   state = jax.jit(init, out_shardings=parallel.replicated(mesh))(jax.random.key(0))
   sharded_step = parallel.shard_step(step, mesh)

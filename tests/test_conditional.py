@@ -156,3 +156,22 @@ def test_interpolate_writes_a_strip_and_a_gif(conditional_run, tmp_path):
   result = cli('interpolate', f'--workdir={conditional_run}', '--to_label=10', f'--out={out}')
   assert result.stderr.strip().splitlines()[-1] == (
       'error: --to_label=10 is out of range: the model has classes 0..9')
+
+
+def test_mode_seeking_step_is_the_same_on_one_and_on_eight_devices():
+  """Conditional projection MLP with the mode-seeking term (label pairs, per-pair penalty):
+  8 devices reproduce 1 device, and the term changes the update and is logged."""
+  if jax.device_count() < 8:
+    pytest.skip('needs 8 (fake) devices')
+  from tests import stepping  # pylint: disable=import-outside-toplevel
+  single, history, _ = stepping.run_single_device('mlp', 'bce', conditioning='projection',
+                                                  mode_seeking=1.0)
+  mesh, measured, _ = stepping.run_on_mesh('mlp', 'bce', jax.devices()[:8],
+                                           conditioning='projection', mode_seeking=1.0)
+  for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(mesh)):
+    np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), atol=1e-4)
+  np.testing.assert_allclose(measured['g_mode_seeking'], history[-1]['g_mode_seeking'],
+                             rtol=1e-5)
+  plain, plain_history, _ = stepping.run_single_device('mlp', 'bce', conditioning='projection')
+  assert 'g_mode_seeking' not in plain_history[-1]
+  assert history[-1]['g_loss'] > plain_history[-1]['g_loss']  # the term is > 0 and added

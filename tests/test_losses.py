@@ -338,3 +338,21 @@ def test_r1_and_label_smoothing_options_are_checked():
         losses.get("bce", r1_gamma=-1.0)
     with pytest.raises(ValueError, match="label_smoothing.*bce"):
         losses.get("hinge", label_smoothing=0.1)
+
+
+def test_mode_seeking_penalty_closed_form():
+  """Pairs (0, 1), (2, 3): image gaps 0.5 and 2.0 for latent gaps 1.0 and 4.0 -> ratios 0.5
+  and 0.5 -> mean 1 / (0.5 + eps)."""
+  images = jnp.stack([jnp.zeros((2, 2)), jnp.full((2, 2), 0.5),
+                      jnp.ones((2, 2)), jnp.full((2, 2), 3.0)])[..., None]
+  z = jnp.array([[0.0, 0.0], [1.0, -1.0], [0.0, 0.0], [4.0, 4.0]])
+  np.testing.assert_allclose(losses.mode_seeking_penalty(images, z, eps=1e-5),
+                             1.0 / (0.5 + 1e-5), rtol=1e-6)
+  # Identical images for different latents: the penalty is 1 / eps, as large as it gets.
+  same = jnp.zeros((2, 3, 3, 1))
+  np.testing.assert_allclose(losses.mode_seeking_penalty(same, z[:2], eps=1e-3), 1e3, rtol=1e-6)
+
+
+def test_mode_seeking_penalty_needs_pairs():
+  with pytest.raises(ValueError, match='per-device batch must be even, got 3'):
+    losses.mode_seeking_penalty(jnp.zeros((3, 2, 2, 1)), jnp.zeros((3, 2)))

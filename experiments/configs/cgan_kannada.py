@@ -1,5 +1,5 @@
 """Class-conditional DCGAN on Kannada-MNIST (dcgan_kannada.py's networks and settings) with a
-projection discriminator."""
+projection discriminator and cgan_mnist.py's mode-seeking term."""
 from experiments.configs import dcgan_kannada
 
 
@@ -7,6 +7,7 @@ def get_config():
   config = dcgan_kannada.get_config()
   config.model.num_classes = 10
   config.model.conditioning = 'projection'
+  config.loss.mode_seeking = 1.0
   config.num_epochs = 15
   config.sample_grid_rows = 10
   return config

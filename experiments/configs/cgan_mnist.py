@@ -1,7 +1,11 @@
 """Class-conditional DCGAN on MNIST with a projection discriminator (Miyato & Koyama 2018).
 
 The papers' DCGAN networks, the generator fed a 50-d label embedding beside its latent; Adam
-2e-4, b1 0.5 (the DCGAN paper's settings, which conditional GANs commonly train with).
+2e-4, b1 0.5 (the DCGAN paper's settings, which conditional GANs commonly train with), and
+MSGAN's mode-seeking term: without it the generator drew one digit per class whatever the
+latent (within-class pixel std 0.021 after 600 steps, against 0.142 for real test digits;
+0.174 with the term; the same collapse with Adam 1e-4/b1 0.9, an AC-GAN discriminator or
+instance norm in G; /tmp probes at 6547dff..d1d4256, 2-core CPU).
 """
 from experiments.configs import default
 
@@ -13,6 +17,7 @@ def get_config():
   for optimizer in (config.optimizer.generator, config.optimizer.discriminator):
     optimizer.lr = 2e-4
     optimizer.b1 = 0.5
+  config.loss.mode_seeking = 1.0
   config.num_epochs = 15
   config.sample_grid_rows = 10  # conditional grids: one row per class, 10 latents each
   return config

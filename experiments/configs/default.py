@@ -31,6 +31,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.r1_gamma = 0.0  # > 0: R1 penalty gamma/2 E||grad D(real)||^2 (any loss)
   config.loss.n_critic = 1  # discriminator updates per generator update
   config.loss.class_weight = 1.0  # auxiliary classifier's cross-entropy weight (AC-GAN only)
+  # > 0: weight of MSGAN's mode-seeking term in G's loss (latents must change the image)
+  config.loss.mode_seeking = 0.0
 
   config.data = ml_collections.ConfigDict()
   config.data.name = 'mnist'  # mnist | kannada_mnist
