@@ -1,4 +1,5 @@
 """Metrics: closed forms, invariants, and the ordering real < blurred < noise on real digits."""
+import dataclasses
 import os
 from pathlib import Path
 
@@ -183,6 +184,29 @@ def test_cas_and_augmentation_gain_run_end_to_end_on_tiny_data(toy_real):
   again = metrics.compute(['cas', 'augmentation_gain'], samples, real, TINY)
   assert again['cas'] == results['cas']  # seeded: the same number twice
   assert again['augmentation_gain_k20'] == results['augmentation_gain_k20']
+
+
+def test_cas_and_augmentation_gain_also_score_the_extra_test_sets(toy_real):
+  """Kannada's Dig-MNIST: each small classifier is scored on it too, under suffixed keys; the
+  test-split figures are those of a run without the extra set (same seeds)."""
+  dig_images, dig_labels = toy_digits(80, seed=4)
+  real = dataclasses.replace(toy_real, extra_tests={'dig': (classifier.as_batch(dig_images),
+                                                            dig_labels)}, _cache={})
+  samples = toy_scored(*toy_digits(100, seed=2))
+  with_dig = metrics.compute(['cas', 'augmentation_gain'], samples, real, TINY)
+  without = metrics.compute(['cas', 'augmentation_gain'], samples, toy_real, TINY)
+  for key, value in without.items():
+    assert with_dig[key] == value, key
+  assert 0 <= with_dig['cas_dig'] <= 1
+  for size in (20, 50):
+    gain = 100 * (with_dig[f'augmented_accuracy_k{size}_dig'] -
+                  with_dig[f'real_only_accuracy_k{size}_dig'])
+    np.testing.assert_allclose(with_dig[f'augmentation_gain_k{size}_dig'], gain, atol=1e-9)
+    assert with_dig[f'augmentation_gain_k{size}_dig_std'] >= 0
+  assert set(with_dig) - set(without) == {
+      'cas_dig', *(f'{name}_k{size}_dig' for size in (20, 50) for name in
+                   ('real_only_accuracy', 'augmented_accuracy', 'augmentation_gain')),
+      'augmentation_gain_k20_dig_std', 'augmentation_gain_k50_dig_std'}
 
 
 def test_label_metrics_refuse_unlabelled_samples(toy_real):

@@ -236,6 +236,9 @@ class RealData:
   test: ScoredImages
   train_images: np.ndarray  # uint8 (N, 28, 28, 1)
   train_labels: np.ndarray  # int32 (N,)
+  # Further real test sets that the small classifiers of cas and augmentation_gain are also
+  # scored on, by name: Kannada-MNIST's 'dig' (Dig-MNIST, other writers) -> (images, labels).
+  extra_tests: dict = dataclasses.field(default_factory=dict)
   # What depends on the real data alone, computed once for all the sets compared with it: the
   # real manifold's k-NN radii and the real-only accuracies of augmentation_gain.
   _cache: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
@@ -255,24 +258,35 @@ class RealData:
     """The fixed class-balanced train subset of `size` images (as load_split(num_examples))."""
     return class_balanced_indices(self.train_labels, size)
 
-  def real_only_accuracy(self, size: int, seed: int, settings: Settings) -> float:
-    key = ('real_only_accuracy', size, seed, settings)
+  def test_sets(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """'test' and the extra test sets: name -> (images, labels)."""
+    return {'test': (self.test.images, self.test.labels), **self.extra_tests}
+
+  def real_only_accuracies(self, size: int, seed: int, settings: Settings) -> dict[str, float]:
+    key = ('real_only_accuracies', size, seed, settings)
     if key not in self._cache:
       rows = self.augmentation_rows(size)
-      self._cache[key] = small_classifier_accuracy(
-          self.train_images[rows], self.train_labels[rows], self.test, seed, settings)
+      self._cache[key] = small_classifier_accuracies(
+          self.train_images[rows], self.train_labels[rows], self, seed, settings)
     return self._cache[key]
 
 
-def small_classifier_accuracy(images: np.ndarray, labels: np.ndarray, test: ScoredImages,
-                              seed: int, settings: Settings) -> float:
-  """Real test accuracy of a fresh `SmallClassifier` trained on (images, labels)."""
+def small_classifier_accuracies(images: np.ndarray, labels: np.ndarray, real: RealData,
+                                seed: int, settings: Settings) -> dict[str, float]:
+  """Accuracy on each of `real.test_sets()` of a fresh `SmallClassifier` trained on
+  (images, labels)."""
   model = classifier.SmallClassifier()
   params = classifier.fit(model, images, labels, seed=seed, num_steps=settings.small_steps,
                           batch_size=settings.small_batch_size,
                           learning_rate=settings.small_learning_rate,
                           max_shift=settings.small_max_shift)
-  return classifier.accuracy(params, test.images, test.labels, model=model)
+  return {name: classifier.accuracy(params, test_images, test_labels, model=model)
+          for name, (test_images, test_labels) in real.test_sets().items()}
+
+
+def _suffixed(name: str, test_set: str) -> str:
+  """Result key for a test set: `name` for the real test split, `name_dig` for 'dig'."""
+  return name if test_set == 'test' else f'{name}_{test_set}'
 
 
 def _require_labels(samples: ScoredImages, metric: str) -> np.ndarray:
@@ -320,11 +334,14 @@ def label_accuracy(samples: ScoredImages, real: RealData, settings: Settings) ->
 
 def cas(samples: ScoredImages, real: RealData, settings: Settings) -> dict:
   labels = _require_labels(samples, 'cas')
-  return {'cas': small_classifier_accuracy(samples.images, labels, real.test, seed=0,
-                                           settings=settings)}
+  accuracies = small_classifier_accuracies(samples.images, labels, real, seed=0,
+                                           settings=settings)
+  return {_suffixed('cas', name): value for name, value in accuracies.items()}
 
 
 def augmentation_gain(samples: ScoredImages, real: RealData, settings: Settings) -> dict:
+  """Per K and test set: mean real-only and augmented accuracies over the seeds, and the gain
+  in accuracy points (mean and std over the seeds)."""
   labels = _require_labels(samples, 'augmentation_gain')
   results = {}
   for size in settings.augmentation_sizes:
@@ -333,18 +350,21 @@ def augmentation_gain(samples: ScoredImages, real: RealData, settings: Settings)
     combined_labels = np.concatenate([real.train_labels[rows], labels])
     real_only, augmented = [], []
     for seed in settings.augmentation_seeds:
-      real_only.append(real.real_only_accuracy(size, seed, settings))
-      augmented.append(small_classifier_accuracy(images, combined_labels, real.test, seed,
-                                                 settings))
+      real_only.append(real.real_only_accuracies(size, seed, settings))
+      augmented.append(small_classifier_accuracies(images, combined_labels, real, seed,
+                                                   settings))
       logging.info('augmentation_gain K=%d seed %d: real only %.4f, augmented %.4f', size, seed,
-                   real_only[-1], augmented[-1])
-    gains = 100 * (np.array(augmented) - np.array(real_only))
-    results.update({
-        f'real_only_accuracy_k{size}': float(np.mean(real_only)),
-        f'augmented_accuracy_k{size}': float(np.mean(augmented)),
-        f'augmentation_gain_k{size}': float(gains.mean()),
-        f'augmentation_gain_k{size}_std': float(gains.std()),
-    })
+                   real_only[-1]['test'], augmented[-1]['test'])
+    for name in real.test_sets():
+      before = np.array([accuracies[name] for accuracies in real_only])
+      after = np.array([accuracies[name] for accuracies in augmented])
+      gains = 100 * (after - before)
+      results.update({
+          _suffixed(f'real_only_accuracy_k{size}', name): float(before.mean()),
+          _suffixed(f'augmented_accuracy_k{size}', name): float(after.mean()),
+          _suffixed(f'augmentation_gain_k{size}', name): float(gains.mean()),
+          _suffixed(f'augmentation_gain_k{size}', name) + '_std': float(gains.std()),
+      })
   return results
 
 

@@ -25,7 +25,8 @@ _REFERENCE_SEED = 0
 
 def load_real_data(dataset: str, params, *, data_dir: str | None = None,
                    manual_dir: str | None = None, with_train: bool = True) -> RealData:
-  """The scored real test split, and (with_train) the labelled train split."""
+  """The scored real test split, and (with_train) the labelled train split and the dataset's
+  further test splits (Kannada-MNIST's Dig-MNIST), which cas and augmentation_gain also score."""
   logging.info('loading and classifying the real %s test split', dataset)
   test_images, test_labels = data.load_split(dataset, 'test', data_dir=data_dir,
                                              manual_dir=manual_dir)
@@ -35,7 +36,9 @@ def load_real_data(dataset: str, params, *, data_dir: str | None = None,
   logging.info('loading the real %s train split', dataset)
   train_images, train_labels = data.load_split(dataset, 'train', data_dir=data_dir,
                                                manual_dir=manual_dir)
-  return RealData(test, train_images, train_labels)
+  extra_tests = {split: data.load_split(dataset, split, data_dir=data_dir, manual_dir=manual_dir)
+                 for split in data.builders.IDX_FILES[dataset] if split not in ('train', 'test')}
+  return RealData(test, train_images, train_labels, extra_tests)
 
 
 def reference_rows(real: RealData, num: int, settings: Settings) -> np.ndarray:
