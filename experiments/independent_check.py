@@ -32,16 +32,7 @@ from jaxgan import console
 from jaxgan.evaluation import metrics, suite, weights
 from jaxgan.run_folder import write_json_atomic
 
-_DATASET = flags.DEFINE_enum('dataset', 'mnist', ['mnist', 'kannada_mnist'], 'Real data.')
-_SAMPLES = flags.DEFINE_list('samples', [], '.npz files of digits to score.')
-_IDX_DIR = flags.DEFINE_string('idx_dir', os.environ.get('JAXGAN_MANUAL_DIR', ''),
-                               'Folder holding <dataset>/<IDX .gz files>.')
-_NUM_REAL = flags.DEFINE_integer('num_real', 10000, 'Real train digits in the anchor sets.',
-                                 lower_bound=2)
-_EPOCHS = flags.DEFINE_integer('epochs', 3, 'Training epochs of the Keras classifier.',
-                               lower_bound=1)
-_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the Keras classifier and the anchor rows.')
-_OUT = flags.DEFINE_string('out', None, 'Optional JSON file for the results.')
+FLAGS = flags.FLAGS
 
 _IDX_FILES = {
     'mnist': {'train': ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz'),
@@ -132,24 +123,37 @@ def load_npz(path: str) -> tuple[np.ndarray, np.ndarray | None]:
   return images.reshape(len(images), 28, 28), labels
 
 
+def define_flags() -> None:
+  """Defined only when run as a script, so tests can import the evaluator beside
+  experiments.evaluate, whose flag names (--dataset, --samples, ...) it shares."""
+  flags.DEFINE_enum('dataset', 'mnist', ['mnist', 'kannada_mnist'], 'Real data.')
+  flags.DEFINE_list('samples', [], '.npz files of digits to score.')
+  flags.DEFINE_string('idx_dir', os.environ.get('JAXGAN_MANUAL_DIR', ''),
+                      'Folder holding <dataset>/<IDX .gz files>.')
+  flags.DEFINE_integer('num_real', 10000, 'Real train digits in the anchor sets.', lower_bound=2)
+  flags.DEFINE_integer('epochs', 3, 'Training epochs of the Keras classifier.', lower_bound=1)
+  flags.DEFINE_integer('seed', 0, 'Seed of the Keras classifier and the anchor rows.')
+  flags.DEFINE_string('out', None, 'Optional JSON file for the results.')
+
+
 def main(argv):
   del argv
-  if not _IDX_DIR.value:
+  if not FLAGS.idx_dir:
     raise app.UsageError('--idx_dir (or JAXGAN_MANUAL_DIR) must name the folder holding '
-                         f'{_DATASET.value}/ with the IDX .gz files')
+                         f'{FLAGS.dataset}/ with the IDX .gz files')
   console.setup_logging()
   start = time.perf_counter()
-  dataset = _DATASET.value
-  train_images, train_labels = read_split(_IDX_DIR.value, dataset, 'train')
-  test_images, test_labels = read_split(_IDX_DIR.value, dataset, 'test')
-  rows = np.random.default_rng(_SEED.value).permutation(len(train_images))[:_NUM_REAL.value]
+  dataset = FLAGS.dataset
+  train_images, train_labels = read_split(FLAGS.idx_dir, dataset, 'train')
+  test_images, test_labels = read_split(FLAGS.idx_dir, dataset, 'test')
+  rows = np.random.default_rng(FLAGS.seed).permutation(len(train_images))[:FLAGS.num_real]
   sets = {'real': (train_images[rows], train_labels[rows]),
           'real_blur3': (box_blur3(train_images[rows]), train_labels[rows])}
-  for path in _SAMPLES.value:
+  for path in FLAGS.samples:
     sets[os.path.splitext(os.path.basename(path))[0]] = load_npz(path)
 
-  logging.info('training the independent Keras classifier (%d epochs)', _EPOCHS.value)
-  keras_eval = KerasEvaluator(train_images, train_labels, epochs=_EPOCHS.value, seed=_SEED.value)
+  logging.info('training the independent Keras classifier (%d epochs)', FLAGS.epochs)
+  keras_eval = KerasEvaluator(train_images, train_labels, epochs=FLAGS.epochs, seed=FLAGS.seed)
   keras_test_embedding, keras_test_probs = keras_eval(test_images)
   keras_test_accuracy = float((keras_test_probs.argmax(1) == test_labels).mean())
 
@@ -188,9 +192,10 @@ def main(argv):
       'seconds': round(time.perf_counter() - start, 1),
   }
   print(json.dumps(summary), flush=True)
-  if _OUT.value:
-    write_json_atomic(dict(summary, sets=results), _OUT.value)
+  if FLAGS.out:
+    write_json_atomic(dict(summary, sets=results), FLAGS.out)
 
 
 if __name__ == '__main__':
+  define_flags()
   console.run(main)
