@@ -4,8 +4,10 @@ The papers' DCGAN networks, the generator fed a 50-d label embedding beside its 
 2e-4, b1 0.5 (the DCGAN paper's settings, which conditional GANs commonly train with), and
 MSGAN's mode-seeking term: without it the generator drew one digit per class whatever the
 latent (within-class pixel std 0.021 after 600 steps, against 0.142 for real test digits;
-0.174 with the term; the same collapse with Adam 1e-4/b1 0.9, an AC-GAN discriminator or
-instance norm in G; /tmp probes at 6547dff..d1d4256, 2-core CPU).
+the same collapse with Adam 1e-4/b1 0.9, an AC-GAN discriminator or instance norm in G).
+Its weight trades diversity for label fidelity; after 2,000 steps (std, label_accuracy on 2,000
+samples): 1.0 -> 0.169, 0.486; 0.2 -> 0.136, 0.704; 0.05 -> 0.106, 0.734. 0.2 is the weight whose
+diversity matches real digits' (probes at b5af3d0..c81d54c, 2-core CPU).
 """
 from experiments.configs import default
 
@@ -17,7 +19,7 @@ def get_config():
   for optimizer in (config.optimizer.generator, config.optimizer.discriminator):
     optimizer.lr = 2e-4
     optimizer.b1 = 0.5
-  config.loss.mode_seeking = 1.0
+  config.loss.mode_seeking = 0.2
   config.num_epochs = 15
   config.sample_grid_rows = 10  # conditional grids: one row per class, 10 latents each
   return config
