@@ -5,6 +5,8 @@ The multi-device agreement of the conditional step is in tests/test_parallel.py.
 """
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 from PIL import Image
 
 from experiments import evaluate
+from experiments.configs import cgan_mnist
 from jaxgan import generate, models, run_folder, trainer
 from tests.test_experiments import cli, data_dirs, tiny_config, train_args  # noqa: F401
 
@@ -42,9 +45,64 @@ def test_conditional_models_take_labels(conditioning):
     assert logit.shape == (3,) and class_logits.shape == (3, 10)
 
 
+def test_conditional_batch_norm_brings_the_label_to_every_layer_and_starts_as_plain_bn():
+  gan = models.build('dcgan', num_classes=10, generator_norm='conditional_batch')
+  z = jax.random.normal(jax.random.key(1), (4, gan.latent_dim))
+  labels = jnp.array([0, 1, 2, 3])
+  g_vars = gan.generator.init(jax.random.key(0), z, labels, train=False)
+  params = g_vars['params']
+  base = params['base']
+  assert not any(name.startswith('BatchNorm') for name in base)  # no unconditional scale/shift
+  # Cut the input path (the embedding's rows of the first kernel): what is left of the label
+  # is what the normalisation layers get.
+  kernel = base['Dense_0']['kernel']
+  base = dict(base, Dense_0={'kernel': kernel.at[gan.latent_dim:].set(0.0)})
+  same_z = jnp.repeat(z[:1], 4, axis=0)
+
+  def outputs(base_params, train):
+    variables = dict(g_vars, params=dict(params, base=base_params))
+    out = gan.generator.apply(variables, same_z, labels, train=train, mutable=['batch_stats'])
+    return np.asarray(out[0])
+
+  for train in (False, True):  # zero-initialised conditional affines: the label has no effect
+    np.testing.assert_allclose(outputs(base, train), outputs(base, train)[:1].repeat(4, 0),
+                               atol=1e-6)
+  # Non-zero conditional scales and shifts (Dense_1..4): each class draws another digit.
+  keys = iter(jax.random.split(jax.random.key(2), 4))
+  conditioned = {name: ({'kernel': 0.3 * jax.random.normal(next(keys), value['kernel'].shape),
+                         'bias': value['bias']} if name in ('Dense_1', 'Dense_2', 'Dense_3',
+                                                            'Dense_4') else value)
+                 for name, value in base.items()}
+  digits = outputs(conditioned, False)
+  assert min(np.abs(digits[i] - digits[j]).max() for i in range(4) for j in range(i)) > 1e-3
+  one_hot = jax.nn.one_hot(labels, 10)  # class weights mix the conditions linearly
+  np.testing.assert_allclose(
+      gan.generator.apply(g_vars, z, one_hot, train=False),
+      gan.generator.apply(g_vars, z, labels, train=False), atol=1e-6)
+
+
+def test_cgan_config_trains_its_conditional_batch_norm_generator(data_dirs, tmp_path):  # noqa: F811
+  config = cgan_mnist.get_config()  # the real networks; a few steps on the tiny data
+  config.data.manual_dir, config.data.data_dir = map(str, data_dirs)
+  config.batch_size, config.num_steps, config.log_every = 16, 2, 1
+  config.sample_grid_rows, config.sample_grid_scale = 2, 1
+  state = trainer.train_and_evaluate(config, str(tmp_path))
+  assert int(state.step) == 2
+  metrics = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
+  assert all(np.isfinite(m['g_loss']) and m['g_mode_seeking'] > 0 for m in metrics)
+  base = state.g_params['base']
+  scales = [base[f'Dense_{i}']['kernel'] for i in (1, 3)]  # the conditional scales learned
+  assert all(float(np.abs(kernel).max()) > 0 for kernel in scales)
+  assert float(np.abs(state.g_batch_stats['base']['BatchNorm_1']['mean']).max()) > 0
+
+
 def test_bad_conditional_settings_are_refused():
   with pytest.raises(ValueError, match='model.num_classes must be 0 .* or >= 2, got 1'):
     models.build('dcgan', num_classes=1)
+  for name, num_classes in (('dcgan', 0), ('mlp', 10)):
+    with pytest.raises(ValueError, match='generator_norm=conditional_batch needs a '
+                       'class-conditional dcgan'):
+      models.build(name, num_classes=num_classes, generator_norm='conditional_batch')
   with pytest.raises(ValueError, match="unknown conditioning 'concat'"):
     models.build('dcgan', num_classes=10, conditioning='concat')
 

@@ -8,6 +8,10 @@ the same collapse with Adam 1e-4/b1 0.9, an AC-GAN discriminator or instance nor
 Its weight trades diversity for label fidelity; after 2,000 steps (std, label_accuracy on 2,000
 samples): 1.0 -> 0.169, 0.486; 0.2 -> 0.136, 0.704; 0.05 -> 0.106, 0.734. 0.2 is the weight whose
 diversity matches real digits' (probes at b5af3d0..c81d54c, 2-core CPU).
+
+The generator also gets the label at each normalisation layer (class-conditional BN,
+model.generator_norm='conditional_batch'): after 2,000 steps (2,000 samples) fcd 55.5 and
+label_accuracy 0.861, against 110.9 and 0.747 with the label at the input only.
 """
 from experiments.configs import default
 
@@ -16,6 +20,7 @@ def get_config():
   config = default.get_config()
   config.model.num_classes = 10
   config.model.conditioning = 'projection'
+  config.model.generator_norm = 'conditional_batch'
   for optimizer in (config.optimizer.generator, config.optimizer.discriminator):
     optimizer.lr = 2e-4
     optimizer.b1 = 0.5

@@ -14,7 +14,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()
   config.model.name = 'dcgan'  # mlp | dcgan | kannada | progressive
   config.model.spectral_norm = False  # spectral normalisation of D's layers (dcgan)
-  config.model.generator_norm = 'batch'  # batch | instance: G's normalisation (dcgan)
+  # G's normalisation (dcgan): batch | instance | conditional_batch (class-conditional BN)
+  config.model.generator_norm = 'batch'
   # progressive: the 28x28 layers fade in from generator step grow_step over fade_steps steps.
   config.model.grow_step = 0
   config.model.fade_steps = 0

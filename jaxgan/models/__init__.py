@@ -54,7 +54,7 @@ class GAN:
     return (images, labels) if self.conditioning == 'projection' else (images,)
 
 
-GENERATOR_NORMS = ('batch', 'instance')
+GENERATOR_NORMS = ('batch', 'instance', 'conditional_batch')
 # Models whose networks take the normalisation options of `build`.
 _SPECTRAL_NORM = ('mlp', 'dcgan', 'progressive')
 _GENERATOR_NORM = ('dcgan', 'progressive')
@@ -66,8 +66,9 @@ def build(name: str, *, axis_name: str | None = None, spectral_norm: bool = Fals
           label_embed_dim: int = 50) -> GAN:
   """The named GAN's modules; `axis_name` is the device axis of the data-parallel step.
 
-  `spectral_norm` normalises the discriminator's layers; `generator_norm` (batch | instance)
-  is the generator's normalisation (instance: dcgan and progressive only); `grow_step` and
+  `spectral_norm` normalises the discriminator's layers; `generator_norm` (batch | instance |
+  conditional_batch) is the generator's normalisation (instance: dcgan and progressive only;
+  conditional_batch, class-conditional BN: conditional dcgan only); `grow_step` and
   `fade_steps` schedule the progressive model's growth (`progressive.growth_alpha`).
   `num_classes` > 0 makes it class-conditional (see jaxgan.models.conditional), its
   discriminator conditioned by `conditioning`.
@@ -84,6 +85,9 @@ def build(name: str, *, axis_name: str | None = None, spectral_norm: bool = Fals
       raise ValueError(f'model.spectral_norm is implemented for {", ".join(_SPECTRAL_NORM)}, '
                        f'not {name!r}: set it to False')
     options_d = dict(spectral_norm=True)
+  if generator_norm == 'conditional_batch' and (name != 'dcgan' or not num_classes):
+    raise ValueError('model.generator_norm=conditional_batch needs a class-conditional dcgan: set '
+                     'model.name=dcgan and model.num_classes > 0, or generator_norm=batch')
   if generator_norm != 'batch':
     if name not in _GENERATOR_NORM:
       raise ValueError(f'model.generator_norm is implemented for {", ".join(_GENERATOR_NORM)}, '

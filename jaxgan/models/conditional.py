@@ -1,7 +1,8 @@
 """Class-conditional versions of the unconditional networks.
 
 Generator: a learned label embedding joined to the latent, fed to the unconditional generator
-(Mirza & Osindero 2014). `labels` are int class ids (B,), or float class weights (B, C) whose
+(Mirza & Osindero 2014); a base generator with class-conditional normalisation
+(`norm='conditional_batch'`) also gets the embedding at each normalisation layer. `labels` are int class ids (B,), or float class weights (B, C) whose
 embedding is the weighted mix of the class embeddings (how experiments.interpolate morphs one
 class into another).
 
@@ -31,7 +32,9 @@ class Generator(nn.Module):
     table = self.param('label_embedding', nn.initializers.normal(1.0),
                        (self.num_classes, self.label_embed_dim))
     embedded = labels @ table if jnp.issubdtype(labels.dtype, jnp.floating) else table[labels]
-    return self.base(jnp.concatenate([z, embedded.astype(z.dtype)], axis=-1), train=train)
+    embedded = embedded.astype(z.dtype)
+    extra = {'condition': embedded} if getattr(self.base, 'norm', '') == 'conditional_batch' else {}
+    return self.base(jnp.concatenate([z, embedded], axis=-1), train=train, **extra)
 
 
 def projection(base: type[nn.Module]) -> type[nn.Module]:

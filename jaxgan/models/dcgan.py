@@ -26,28 +26,45 @@ class Generator(nn.Module):
 
   `norm='instance'` puts instance normalisation (per example and channel over the spatial
   axes, learned scale and bias; no batch statistics) where BN is, the Dense output being
-  normalised as 7x7x64 feature maps.
+  normalised as 7x7x64 feature maps. `norm='conditional_batch'` (class-conditional BN, de Vries
+  et al. 2017, as in Miyato & Koyama's projection-GAN generator) keeps BN's statistics but
+  takes each channel's scale and shift from `condition` (a label embedding, B x E) through
+  zero-initialised linear maps, so it starts as plain BN and the label reaches every layer.
   """
   axis_name: str | None = None  # batch statistics are averaged over this device axis
   conv_impl: str = 'auto'  # jaxgan.convs: auto | phase | xla (same parameters and results)
-  norm: str = 'batch'  # batch | instance
+  norm: str = 'batch'  # batch | instance | conditional_batch
 
   @nn.compact
-  def __call__(self, z, *, train: bool):
+  def __call__(self, z, *, train: bool, condition=None):
+    if (condition is None) != (self.norm != 'conditional_batch'):
+      raise ValueError("the dcgan generator takes a condition exactly when norm='conditional_batch'"
+                       f' (norm={self.norm!r}, condition given: {condition is not None})')
+
     def normalise(x):
       if self.norm == 'instance':
         return nn.InstanceNorm(epsilon=1e-3)(x)
+      conditional = self.norm == 'conditional_batch'
       return nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=1e-3,
-                          axis_name=self.axis_name)(x)
+                          axis_name=self.axis_name, use_scale=not conditional,
+                          use_bias=not conditional)(x)
+
+    def condition_channels(x):
+      if self.norm != 'conditional_batch':
+        return x
+      channels = x.shape[-1]
+      scale = nn.Dense(channels, kernel_init=nn.initializers.zeros)(condition)
+      shift = nn.Dense(channels, kernel_init=nn.initializers.zeros)(condition)
+      return x * (1.0 + scale[:, None, None, :].astype(x.dtype)) + shift[:, None, None, :]
 
     x = nn.Dense(7 * 7 * 64, use_bias=False, kernel_init=keras_kernel_init)(z)
     if self.norm == 'instance':
       x = _leaky(normalise(x.reshape((-1, 7, 7, 64))))
     else:
-      x = _leaky(normalise(x)).reshape((-1, 7, 7, 64))
+      x = _leaky(condition_channels(normalise(x).reshape((-1, 7, 7, 64))))
     x = convs.ConvTranspose(32, (5, 5), (2, 2), 'SAME', use_bias=False,
                             kernel_init=keras_kernel_init, impl=self.conv_impl)(x)
-    x = _leaky(normalise(x))
+    x = _leaky(condition_channels(normalise(x)))
     x = convs.ConvTranspose(1, (5, 5), (2, 2), 'SAME', use_bias=False,
                             kernel_init=keras_kernel_init, impl=self.conv_impl)(x)
     return jnp.tanh(x)
