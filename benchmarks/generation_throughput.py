@@ -1,10 +1,11 @@
 r"""Time to export 60,000 generated digits to .npz, the way experiments.sample does it.
 
 Stages, each timed: latents (`generate.latents`), compile (the first batch), generate (all
-batches through the jitted generator, uint8 on the host), save (`np.savez_compressed`, as
-experiments.sample writes). `total_s` is the whole export including compilation; the target on
-the 2-core CPU is <= 10 s for the DCGAN. Weights come from a run folder's newest checkpoint with
-`--workdir`, otherwise from a fresh initialisation (same cost; only the .npz size differs).
+batches through the jitted generator, uint8 on the host), save (`experiments.sample`'s
+writer: uncompressed by default, compressed with `--compress`). `total_s` is the whole export
+including compilation; the target on the 2-core CPU is <= 10 s for the DCGAN. Weights come
+from a run folder's newest checkpoint with `--workdir` (conditional runs: balanced labels),
+otherwise from a fresh initialisation (same cost; only a compressed .npz's size differs).
 
   python benchmarks/generation_throughput.py                      # dcgan, 60,000 digits
   python benchmarks/generation_throughput.py --models=mlp,dcgan,kannada --num=60000 \
@@ -31,28 +32,31 @@ def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--models', default='dcgan')
   parser.add_argument('--num', type=int, default=60_000)
-  parser.add_argument('--batch-size', type=int, default=2000)
+  parser.add_argument('--batch-size', type=int, default=500, help='generate.DEFAULT_BATCH')
   parser.add_argument('--repeats', type=int, default=3, help='timed exports after the first')
   parser.add_argument('--threads', type=int, default=0)
   parser.add_argument('--cpu-devices', type=int, default=-1,
                       help='jax CPU devices: -1 jax default, 1 (as experiments.sample); '
                       '0 one per core; N')
+  parser.add_argument('--compress', action='store_true',
+                      help='write the compressed .npz (experiments.sample --compress)')
   parser.add_argument('--workdir', help='run folder to load the generator from (its model only)')
   parser.add_argument('--max-wait', type=float, default=600)
   return parser.parse_args(argv)
 
 
-def export(gan, variables, num, batch_size, path, jax, generate, np):
+def export(gan, variables, num, batch_size, path, compress, jax, generate, np, save_npz_atomic):
   times = {}
   start = time.perf_counter()
   z = generate.latents(jax.random.key(0), num, gan.latent_dim)
   jax.block_until_ready(z)
   times['latents_s'] = time.perf_counter() - start
   t = time.perf_counter()
-  digits = generate.generate(gan, variables, z, batch_size=batch_size)
+  labels = generate.balanced_labels(num, gan.num_classes) if gan.num_classes else None
+  digits = generate.generate(gan, variables, z, labels, batch_size=batch_size)
   times['generate_s'] = time.perf_counter() - t
   t = time.perf_counter()
-  np.savez_compressed(path, images=digits)
+  save_npz_atomic(path, compress=compress, images=digits)
   times['save_s'] = time.perf_counter() - t
   times['total_s'] = time.perf_counter() - start
   assert digits.shape == (num, 28, 28) and digits.dtype == np.uint8
@@ -64,9 +68,10 @@ def main(argv=None):
   _common.pin_threads(args.threads)
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from jaxgan import generate, models, parallel, trainer  # pylint: disable=g-import-not-at-top
+  from jaxgan import generate, parallel, trainer  # pylint: disable=g-import-not-at-top
   parallel.configure_cpu_devices(args.cpu_devices, divides=args.batch_size)
   from jaxgan.state import generator_variables, init_state  # pylint: disable=g-import-not-at-top
+  from experiments.sample import save_npz_atomic  # pylint: disable=g-import-not-at-top
 
   print(json.dumps(dict(benchmark='generation_throughput', machine=_common.machine(),
                         **_common.versions())), flush=True)
@@ -87,24 +92,25 @@ def main(argv=None):
       components = trainer.build_components(config, total_steps=1)
       state = jax.jit(lambda key, c=components: init_state(c.gan, c.g_tx, c.d_tx, key))(
           jax.random.key(0))
-    gan = models.build(model)
+    gan = components.gan
     variables = generator_variables(jax.device_get(state))
     quiet = _common.wait_quiet(max_wait=args.max_wait) if args.max_wait > 0 else {}
     with tempfile.TemporaryDirectory() as tmp:
       path = os.path.join(tmp, 'digits.npz')
-      first, size = export(gan, variables, args.num, args.batch_size, path, jax, generate, np)
+      first, size = export(gan, variables, args.num, args.batch_size, path, args.compress, jax,
+                           generate, np, save_npz_atomic)
       runs = []
       with _common.ForeignLoad() as foreign:
         for _ in range(args.repeats):
-          runs.append(export(gan, variables, args.num, args.batch_size, path, jax, generate,
-                             np)[0])
+          runs.append(export(gan, variables, args.num, args.batch_size, path, args.compress,
+                             jax, generate, np, save_npz_atomic)[0])
     median = {k: round(statistics.median(r[k] for r in runs), 3) for k in runs[0]} if runs else {}
     print(json.dumps(dict(
         model=model, num=args.num, batch_size=args.batch_size,
         first_export_s=round(first['total_s'], 2),  # compilation included
         compile_s=round(first['generate_s'] - median.get('generate_s', 0.0), 2),
         **median, digits_per_s=round(args.num / median['generate_s'], 1) if runs else None,
-        npz_mb=round(size / 2**20, 1), repeats=args.repeats, foreign_load=foreign.cores,
+        npz_mb=round(size / 2**20, 1), compressed=args.compress, repeats=args.repeats, foreign_load=foreign.cores,
         devices=jax.local_device_count(),
         threads=len(os.sched_getaffinity(0)), weights=args.workdir or 'fresh init',
         **quiet)), flush=True)

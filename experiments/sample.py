@@ -25,20 +25,23 @@ _NUM = flags.DEFINE_integer('num', 1000, 'How many digits to generate.', lower_b
 _OUT = flags.DEFINE_string('out', None, 'Output .npz path.')
 _GRID = flags.DEFINE_string('grid', None, 'Optional PNG of the first digits as a square grid.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the latent vectors.')
-_BATCH = flags.DEFINE_integer('batch_size', 2000, 'Digits generated per call.', lower_bound=1)
+_BATCH = flags.DEFINE_integer('batch_size', generate.DEFAULT_BATCH, 'Digits generated per call.',
+                             lower_bound=1)
 _LABELS = flags.DEFINE_list('labels', None, 'Conditional models: classes to generate, e.g. 3 '
                             'or 0,1,2 (default: all).')
 _PER_CLASS = flags.DEFINE_integer('per_class', None, 'Conditional models: digits of each class '
                                   '(instead of --num).', lower_bound=1)
+_COMPRESS = flags.DEFINE_bool('compress', False, 'Write a compressed .npz: about 40% of the size, '
+                               'but ~10 s more for 60,000 digits on a 2-core CPU.')
 _GRID_COLUMNS = 10  # digits per class row in --grid
 flags.mark_flags_as_required(['workdir'])
 
 
-def save_npz_atomic(path: str, **arrays) -> None:
+def save_npz_atomic(path: str, *, compress: bool = False, **arrays) -> None:
   """Write next to `path`, then rename, so an existing file is never left half-written."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = f'{path}.tmp-{os.getpid()}.npz'
-  np.savez_compressed(tmp, **arrays)
+  (np.savez_compressed if compress else np.savez)(tmp, **arrays)
   os.replace(tmp, path)
 
 
@@ -106,7 +109,7 @@ def main(argv):
                              batch_size=_BATCH.value, step=step)
   if _OUT.value:
     arrays = dict(images=digits) if labels is None else dict(images=digits, labels=labels)
-    save_npz_atomic(_OUT.value, **arrays)
+    save_npz_atomic(_OUT.value, compress=_COMPRESS.value, **arrays)
     logging.info('wrote %d digits from step %d to %s', len(digits), step, _OUT.value)
   if _GRID.value:
     if labels is None:

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import zipfile
 import sys
 import time
 from pathlib import Path
@@ -118,10 +119,15 @@ def test_sample_writes_uint8_digits_and_a_grid(trained_run, tmp_path):
     assert data['images'].shape == (50, 28, 28) and data['images'].dtype == np.uint8
     first = data['images']
   assert grid.exists()
-  # The same seed gives the same digits; --num only extends the list.
-  result = cli('sample', f'--workdir={workdir}', '--num=60', f'--out={out}')
+  with zipfile.ZipFile(out) as archive:  # stored: the fast default
+    assert {info.compress_type for info in archive.infolist()} == {zipfile.ZIP_STORED}
+  # The same seed gives the same digits; --num only extends the list. --compress deflates.
+  result = cli('sample', f'--workdir={workdir}', '--num=60', f'--out={out}', '--compress')
+  assert result.returncode == 0, result.stderr[-3000:]
   with np.load(out) as data:
     np.testing.assert_array_equal(data['images'][:50], first)
+  with zipfile.ZipFile(out) as archive:
+    assert {info.compress_type for info in archive.infolist()} == {zipfile.ZIP_DEFLATED}
 
 
 def test_sample_without_a_run_folder_is_a_one_line_error(tmp_path):
