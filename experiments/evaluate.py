@@ -36,6 +36,9 @@ _DATASET = flags.DEFINE_enum('dataset', None, list(weights.TRAIN_COMMANDS),
 _NUM_SAMPLES = flags.DEFINE_integer('num_samples', 10000,
                                     'Digits generated from the run (--workdir only).',
                                     lower_bound=2)
+_TRUNCATION = flags.DEFINE_float('truncation', 0.0, 'Truncation trick for the generated latents '
+                                 '(--workdir only; see experiments.sample); 0: none.',
+                                 lower_bound=0.0)
 _CHECKPOINT = flags.DEFINE_enum('checkpoint', LATEST, [LATEST, BEST],
                                 'Which state of the run: its newest checkpoint, or the best one '
                                 'kept by evaluation during training (config.eval_every).')
@@ -51,16 +54,17 @@ _DATA_DIR = flags.DEFINE_string('data_dir', '', "tfds's prepared copies (default
 
 
 def generate_from_run(workdir: str, config: ml_collections.ConfigDict, num: int, seed: int,
-                      checkpoint: str = LATEST):
+                      checkpoint: str = LATEST, truncation: float = 0.0):
   """(step, uint8 digits (num, 28, 28), their labels or None) from the run's newest (or best)
-  checkpoint; a conditional model generates classes 0, 1, ..., 0, 1, ... in turn."""
+  checkpoint; a conditional model generates classes 0, 1, ..., 0, 1, ... in turn.
+  `truncation`: see `generate.latents`."""
   components = trainer.build_components(config, total_steps=1)
   store = CheckpointStore(workdir, keep=config.keep_checkpoints, folder=checkpoint)
   state = store.restore(trainer.abstract_state(components))
   store.close()
   logging.info('generating %d digits from %s at step %d', num, workdir, int(state.step))
   gan = components.gan
-  z = generate.latents(jax.random.key(seed), num, gan.latent_dim)
+  z = generate.latents(jax.random.key(seed), num, gan.latent_dim, truncation)
   labels = generate.balanced_labels(num, gan.num_classes) if gan.num_classes else None
   digits = generate.generate(gan, generator_variables(state), z, labels, step=state.step)
   return int(state.step), digits, labels
@@ -98,11 +102,12 @@ def main(argv):
                                        has_labels=config.model.get('num_classes', 0) > 0)
     params, manifest = weights.load_shipped(dataset)
     step, images, labels = generate_from_run(_WORKDIR.value, config, _NUM_SAMPLES.value,
-                                             _SEED.value, _CHECKPOINT.value)
+                                             _SEED.value, _CHECKPOINT.value,
+                                             _TRUNCATION.value)
     manual_dir = manual_dir or config.data.manual_dir
     data_dir = data_dir or config.data.data_dir
     source = dict(workdir=_WORKDIR.value, checkpoint=_CHECKPOINT.value, step=step,
-                  seed=_SEED.value)
+                  seed=_SEED.value, truncation=_TRUNCATION.value)
     out = _OUT.value or os.path.join(_WORKDIR.value, 'eval.json')
   else:
     images, labels = load_samples(_SAMPLES.value)

@@ -16,8 +16,17 @@ from jaxgan.models import GAN
 DEFAULT_BATCH = 500
 
 
-def latents(key: jax.Array, num: int, latent_dim: int) -> jax.Array:
-  """`num` latent vectors; vector i depends only on (key, i), so any prefix is stable."""
+def latents(key: jax.Array, num: int, latent_dim: int, truncation: float = 0.0) -> jax.Array:
+  """`num` latent vectors; vector i depends only on (key, i), so any prefix is stable.
+
+  `truncation` > 0 is the truncation trick (Brock et al. 2019): each coordinate is drawn from
+  the standard normal truncated to [-truncation, truncation], trading variety for digits
+  nearer the centre of what the generator learned; 0 draws the training distribution.
+  """
+  if truncation < 0:
+    raise ValueError(f'truncation must be > 0, or 0 for none, got {truncation}')
+  if truncation:
+    return rng.truncated_normal(key, num, (latent_dim,), truncation)
   return rng.normal(key, num, (latent_dim,))
 
 

@@ -31,6 +31,13 @@ def normal(key: jax.Array, local_batch: int, shape: Sequence[int],
   return _per_example(lambda k: jax.random.normal(k, tuple(shape)), key, local_batch, axis_name)
 
 
+def truncated_normal(key: jax.Array, local_batch: int, shape: Sequence[int], bound: float,
+                     axis_name: str | None = None) -> jax.Array:
+  """Standard normal draws conditioned on |x| <= bound, of `shape` for each example."""
+  return _per_example(lambda k: jax.random.truncated_normal(k, -bound, bound, tuple(shape)),
+                      key, local_batch, axis_name)
+
+
 def uniform(key: jax.Array, local_batch: int, shape: Sequence[int],
             axis_name: str | None = None) -> jax.Array:
   """Uniform [0, 1) draws of `shape` for each of this device's examples."""

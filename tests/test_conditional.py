@@ -172,6 +172,21 @@ def test_evaluate_generates_balanced_labelled_digits(conditional_run):
   step, digits, labels = evaluate.generate_from_run(str(conditional_run), config, 20, 0)
   assert step == 16 and digits.shape == (20, 28, 28) and digits.dtype == np.uint8
   np.testing.assert_array_equal(labels, np.arange(20) % 10)
+  _, truncated, same_labels = evaluate.generate_from_run(str(conditional_run), config, 20, 0,
+                                                         truncation=0.5)
+  np.testing.assert_array_equal(same_labels, labels)
+  assert (truncated != digits).any()
+
+
+def test_truncated_latents_stay_in_bounds_and_keep_prefixes():
+  key = jax.random.key(3)
+  z = np.asarray(generate.latents(key, 2000, 100, truncation=0.5))
+  assert np.abs(z).max() <= 0.5 and z.std() > 0.25  # uniform-like on [-0.5, 0.5]: std 0.29
+  np.testing.assert_array_equal(generate.latents(key, 10, 100, truncation=0.5), z[:10])
+  full = np.asarray(generate.latents(key, 2000, 100))
+  assert np.abs(full).max() > 3.0
+  with pytest.raises(ValueError, match='truncation must be > 0, or 0 for none, got -1'):
+    generate.latents(key, 10, 100, truncation=-1.0)
 
 
 @pytest.mark.parametrize('args,message', [
