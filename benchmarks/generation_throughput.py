@@ -35,9 +35,9 @@ def parse_args(argv=None):
   parser.add_argument('--batch-size', type=int, default=500, help='generate.DEFAULT_BATCH')
   parser.add_argument('--repeats', type=int, default=3, help='timed exports after the first')
   parser.add_argument('--threads', type=int, default=0)
-  parser.add_argument('--cpu-devices', type=int, default=-1,
-                      help='jax CPU devices: -1 jax default, 1 (as experiments.sample); '
-                      '0 one per core; N')
+  parser.add_argument('--cpu-devices', type=int, default=0,
+                      help='jax CPU devices: 0 one per core (as experiments.sample); -1 jax '
+                      'default (one device); N')
   parser.add_argument('--compress', action='store_true',
                       help='write the compressed .npz (experiments.sample --compress)')
   parser.add_argument('--workdir', help='run folder to load the generator from (its model only)')

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from jaxgan import console, generate, images, trainer
+from jaxgan import console, generate, images, parallel, trainer
 from jaxgan.checkpoint import CheckpointStore
 from jaxgan.run_folder import load_run_config
 from jaxgan.state import generator_variables
@@ -34,6 +34,10 @@ _PER_CLASS = flags.DEFINE_integer('per_class', None, 'Conditional models: digits
 _TRUNCATION = flags.DEFINE_float('truncation', 0.0, 'Truncation trick: latents drawn from the '
                                  'normal truncated to [-t, t] (e.g. 1.0); 0: none.',
                                  lower_bound=0.0)
+_CPU_DEVICES = flags.DEFINE_integer(
+    'cpu_devices', 0, 'CPU only: jax devices to generate on, each a share of every batch (no '
+    'collectives, so none of training\'s rendezvous risk); 0: one per core, -1: jax\'s default.',
+    lower_bound=-1)
 _COMPRESS = flags.DEFINE_bool('compress', False, 'Write a compressed .npz: about 40% of the size, '
                                'but ~10 s more for 60,000 digits on a 2-core CPU.')
 _GRID_COLUMNS = 10  # digits per class row in --grid
@@ -98,6 +102,8 @@ def main(argv):
   if _OUT.value and not _OUT.value.endswith('.npz'):
     raise app.UsageError(f'--out={_OUT.value} must end in .npz')
   console.setup_logging()
+  # 60,000 dcgan digits on the 2-core CPU: 9.7 s on jax's one device, 5.8 s on two.
+  parallel.configure_cpu_devices(_CPU_DEVICES.value, divides=_BATCH.value)
   config = load_run_config(_WORKDIR.value)
   components = trainer.build_components(config, total_steps=1)
   gan = components.gan

@@ -11,8 +11,8 @@ from jaxgan import images, parallel, rng
 from jaxgan.models import GAN
 
 # Digits per generator call. XLA:CPU's convolutions get slower per image as the batch grows:
-# 10,000 dcgan digits on the 2-core CPU (under load) took 2.1 s at 250 and 2.2 s at 500 per
-# call, 2.7 s at 1,000 and 3.8 s at 2,000.
+# 60,000 dcgan digits on the quiet 2-core CPU (one device) took 11.2 s at 250 per call, 9.7 s
+# at 500 and 13.0 s at 1,000 (benchmarks/generation_throughput.py).
 DEFAULT_BATCH = 500
 
 

@@ -178,6 +178,17 @@ def test_evaluate_generates_balanced_labelled_digits(conditional_run):
   assert (truncated != digits).any()
 
 
+def test_generation_is_the_same_on_one_and_on_eight_devices():
+  gan = models.build('dcgan', num_classes=10, generator_norm='conditional_batch')
+  z = generate.latents(jax.random.key(4), 50, gan.latent_dim)
+  labels = generate.balanced_labels(50, 10)
+  variables = gan.generator.init(jax.random.key(0), z[:2], labels[:2], train=False)
+  one = generate.generate(gan, variables, z, labels, batch_size=16, devices=jax.devices()[:1])
+  eight = generate.generate(gan, variables, z, labels, batch_size=16, devices=jax.devices()[:8])
+  assert len(jax.devices()) == 8  # tests/conftest.py's fake CPU devices
+  np.testing.assert_array_equal(one, eight)
+
+
 def test_truncated_latents_stay_in_bounds_and_keep_prefixes():
   key = jax.random.key(3)
   z = np.asarray(generate.latents(key, 2000, 100, truncation=0.5))
