@@ -60,8 +60,10 @@ class Generator(nn.Module):
     x = nn.Dense(7 * 7 * 64, use_bias=False, kernel_init=keras_kernel_init)(z)
     if self.norm == 'instance':
       x = _leaky(normalise(x.reshape((-1, 7, 7, 64))))
-    else:
+    elif self.norm == 'conditional_batch':
       x = _leaky(condition_channels(normalise(x).reshape((-1, 7, 7, 64))))
+    else:  # the original op order: XLA's fusion, hence float rounding, follows it
+      x = _leaky(normalise(x)).reshape((-1, 7, 7, 64))
     x = convs.ConvTranspose(32, (5, 5), (2, 2), 'SAME', use_bias=False,
                             kernel_init=keras_kernel_init, impl=self.conv_impl)(x)
     x = _leaky(condition_channels(normalise(x)))
