@@ -71,13 +71,12 @@ def main(argv=None):
   from jaxgan import generate, parallel, trainer  # pylint: disable=g-import-not-at-top
   parallel.configure_cpu_devices(args.cpu_devices, divides=args.batch_size)
   from jaxgan.state import generator_variables, init_state  # pylint: disable=g-import-not-at-top
-  from experiments.sample import save_npz_atomic  # pylint: disable=g-import-not-at-top
+  from experiments import sample  # pylint: disable=g-import-not-at-top
 
   print(json.dumps(dict(benchmark='generation_throughput', machine=_common.machine(),
                         **_common.versions())), flush=True)
   for model in args.models.split(','):
     if args.workdir:
-      from experiments import sample  # pylint: disable=g-import-not-at-top
       from jaxgan.checkpoint import CheckpointStore  # pylint: disable=g-import-not-at-top
       config = sample.load_run_config(args.workdir)
       model = config.model.name
@@ -98,19 +97,20 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
       path = os.path.join(tmp, 'digits.npz')
       first, size = export(gan, variables, args.num, args.batch_size, path, args.compress, jax,
-                           generate, np, save_npz_atomic)
+                           generate, np, sample.save_npz_atomic)
       runs = []
       with _common.ForeignLoad() as foreign:
         for _ in range(args.repeats):
           runs.append(export(gan, variables, args.num, args.batch_size, path, args.compress,
-                             jax, generate, np, save_npz_atomic)[0])
+                             jax, generate, np, sample.save_npz_atomic)[0])
     median = {k: round(statistics.median(r[k] for r in runs), 3) for k in runs[0]} if runs else {}
     print(json.dumps(dict(
         model=model, num=args.num, batch_size=args.batch_size,
         first_export_s=round(first['total_s'], 2),  # compilation included
         compile_s=round(first['generate_s'] - median.get('generate_s', 0.0), 2),
         **median, digits_per_s=round(args.num / median['generate_s'], 1) if runs else None,
-        npz_mb=round(size / 2**20, 1), compressed=args.compress, repeats=args.repeats, foreign_load=foreign.cores,
+        npz_mb=round(size / 2**20, 1), compressed=args.compress, repeats=args.repeats,
+        foreign_load=foreign.cores,
         devices=jax.local_device_count(),
         threads=len(os.sched_getaffinity(0)), weights=args.workdir or 'fresh init',
         **quiet)), flush=True)

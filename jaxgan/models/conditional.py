@@ -2,9 +2,9 @@
 
 Generator: a learned label embedding joined to the latent, fed to the unconditional generator
 (Mirza & Osindero 2014); a base generator with class-conditional normalisation
-(`norm='conditional_batch'`) also gets the embedding at each normalisation layer. `labels` are int class ids (B,), or float class weights (B, C) whose
-embedding is the weighted mix of the class embeddings (how experiments.interpolate morphs one
-class into another).
+(`norm='conditional_batch'`) also gets the embedding at each normalisation layer. `labels` are
+int class ids (B,), or float class weights (B, C) whose embedding is the weighted mix of the
+class embeddings (how experiments.interpolate morphs one class into another).
 
 Discriminators reuse an unconditional discriminator's `features` phi(x) and its Dense(1) head:
 - projection (Miyato & Koyama 2018): D(x, y) = psi(phi(x)) + <embed(y), phi(x)>;
