@@ -168,7 +168,7 @@ def toy_real():
 
 
 TINY = metrics.Settings(small_steps=30, small_batch_size=32, augmentation_sizes=(20, 50),
-                        augmentation_seeds=(0, 1))
+                        augmentation_seeds=(0, 1), cas_cnn_epochs=3, cas_cnn_batch_size=32)
 
 
 def test_cas_and_augmentation_gain_run_end_to_end_on_tiny_data(toy_real):
@@ -184,6 +184,31 @@ def test_cas_and_augmentation_gain_run_end_to_end_on_tiny_data(toy_real):
   again = metrics.compute(['cas', 'augmentation_gain'], samples, real, TINY)
   assert again['cas'] == results['cas']  # seeded: the same number twice
   assert again['augmentation_gain_k20'] == results['augmentation_gain_k20']
+
+
+def test_cas_cnn_trains_the_evaluation_architecture_on_the_samples(toy_real, monkeypatch):
+  """cas_cnn fits a fresh `Classifier` with the settings' recipe for whole epochs of the
+  samples, seeded, and scores it on every test set; wrong labels score near chance."""
+  fits = []
+  original_fit = classifier.fit
+  monkeypatch.setattr(classifier, 'fit', lambda model, *args, **kwargs: fits.append(
+      (model, kwargs)) or original_fit(model, *args, **kwargs))
+  dig_images, dig_labels = toy_digits(80, seed=4)
+  real = dataclasses.replace(toy_real, extra_tests={'dig': (classifier.as_batch(dig_images),
+                                                            dig_labels)}, _cache={})
+  images, labels = toy_digits(100, seed=2)
+  results = metrics.compute(['cas_cnn'], toy_scored(images, labels), real, TINY)
+  assert set(results) == {'cas_cnn', 'cas_cnn_dig'}
+  assert results['cas_cnn'] > 0.9 and results['cas_cnn_dig'] > 0.9  # the toy classes are easy
+  model, kwargs = fits[0]
+  assert model == classifier.Classifier(dropout_rate=TINY.cas_cnn_dropout_rate)
+  assert kwargs == dict(seed=0, num_steps=3 * 4, batch_size=32,  # 3 epochs of ceil(100 / 32)
+                        learning_rate=TINY.cas_cnn_learning_rate,
+                        max_shift=TINY.cas_cnn_max_shift)
+  again = metrics.compute(['cas_cnn'], toy_scored(images, labels), real, TINY)
+  assert again == results  # seeded
+  wrong = metrics.compute(['cas_cnn'], toy_scored(images, (labels + 1) % 10), real, TINY)
+  assert wrong['cas_cnn'] < 0.2
 
 
 def test_cas_and_augmentation_gain_also_score_the_extra_test_sets(toy_real):
