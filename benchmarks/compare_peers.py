@@ -7,7 +7,9 @@ architecture, losses, optimisers and hyper-parameters (Keras initialisers, Leaky
 BatchNorm 0.99/1e-3, Adam(1e-4, eps 1e-7)); one step = a discriminator update then a generator
 update with fresh noise; a fixed random batch already in memory; the losses read back after
 every step (a sync point). jaxgan's step is the trainer's own program (`make_train_step` under
-`parallel.shard_step`, state donated, `config.cpu_devices` CPU devices) run by this script with `--worker` in the same protocol.
+`parallel.shard_step`, state donated) run by this script with `--worker` in the same protocol:
+`jaxgan` with the config's `cpu_devices` (1 jax CPU device, as the trainer by default),
+`jaxgan_per_core` with `cpu_devices=0` (one jax CPU device per core, the step data-parallel).
 
 Each run is a separate process with the same `--threads` (CPU affinity for XLA, intra/inter-op
 threads for TF, torch.set_num_threads). Runs are interleaved like run_all.sh: for each round,
@@ -15,7 +17,8 @@ for each batch size, every implementation once; before every run the script wait
 processes use < 0.15 core for 5 s, records the foreign load during the timed loop, and re-runs
 (up to 3 attempts) a run that saw >= 0.15 core of foreign load. The table uses the median over
 rounds of the clean runs (all runs if none was clean, flagged). Ratios: `impl/jaxgan` is each
-implementation's images/s over jaxgan's; `jaxgan x` is jaxgan's speed-up over it.
+implementation's images/s over that of the first jaxgan variant in `--impls`; `jaxgan x` is that
+variant's speed-up over it.
 
 The peers need one Python with all frameworks (none of them is a jaxgan dependency):
 
@@ -51,7 +54,8 @@ PEERS = {  # impl name in the peers' JSON -> command line (relative to the peers
     'keras_eager': ['keras_dcgan.py', '--eager'],
     'torch_compile': ['torch_dcgan.py', '--compile'],
 }
-DEFAULT_IMPLS = 'jaxgan,keras_tf_function,torch_eager,jax_flax_jit'
+JAXGAN_CPU_DEVICES = {'jaxgan': None, 'jaxgan_per_core': 0}  # None: the config's cpu_devices
+DEFAULT_IMPLS = 'jaxgan,jaxgan_per_core,keras_tf_function,torch_eager,jax_flax_jit'
 CLEAN_LOAD = 0.15
 # Analytic FLOPs of one step per image, as ../shared/bench/peers/run_all.sh counts them
 # (2 FLOP per multiply-add; batch norm, activations and Adam ignored, < 1%).
@@ -68,7 +72,7 @@ def parse_args(argv=None):
                                                                '/tmp/peers-venv/bin/python'))
   parser.add_argument('--peers-dir', default=str(REPO.parent / 'shared' / 'bench' / 'peers'))
   parser.add_argument('--impls', default=DEFAULT_IMPLS,
-                      help=f'comma-separated, from jaxgan,{",".join(PEERS)}')
+                      help=f'comma-separated, from {",".join([*JAXGAN_CPU_DEVICES, *PEERS])}')
   parser.add_argument('--batches', default='64,256')
   parser.add_argument('--threads', type=int, default=2)
   parser.add_argument('--steps', type=int, default=200)
@@ -80,6 +84,7 @@ def parse_args(argv=None):
   parser.add_argument('--out', help='append the JSON lines to this file too')
   parser.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
   parser.add_argument('--batch-size', type=int, default=64, help=argparse.SUPPRESS)
+  parser.add_argument('--cpu-devices', type=int, default=None, help=argparse.SUPPRESS)
   return parser.parse_args(argv)
 
 
@@ -95,7 +100,8 @@ def worker(args) -> dict:
 
   batch = args.batch_size
   config = dcgan_mnist.get_config()
-  parallel.configure_cpu_devices(config.cpu_devices, divides=batch)  # as experiments.train
+  cpu_devices = config.cpu_devices if args.cpu_devices is None else args.cpu_devices
+  parallel.configure_cpu_devices(cpu_devices, divides=batch)  # as experiments.train
   components = trainer.build_components(config, total_steps=10_000)
   mesh = parallel.make_mesh()
   step = parallel.shard_step(make_train_step(
@@ -130,6 +136,7 @@ def worker(args) -> dict:
       'losses_ok': bool(np.isfinite(losses).all() and (losses[0] != losses[-1]).all()),
       'warmup_s': round(warm_s, 2), 'params_g': count(state.g_params),
       'params_d': count(state.d_params), 'foreign_load_cores': foreign.cores,
+      'devices': jax.device_count(),
       'threads': len(os.sched_getaffinity(0)),
       'lib': 'jaxgan ' + ' '.join(f'{k} {v}' for k, v in _common.versions().items()
                                   if k in ('jax', 'flax', 'optax'))}
@@ -138,8 +145,11 @@ def worker(args) -> dict:
 def run_once(impl, batch, args) -> dict:
   common = ['--batch-size', str(batch), '--steps', str(args.steps), '--warmup',
             str(args.warmup), '--threads', str(args.threads)]
-  if impl == 'jaxgan':
-    command, cwd = [sys.executable, str(Path(__file__).resolve()), '--worker', *common], REPO
+  if impl in JAXGAN_CPU_DEVICES:
+    devices = JAXGAN_CPU_DEVICES[impl]
+    command = [sys.executable, str(Path(__file__).resolve()), '--worker', *common,
+               *([] if devices is None else ['--cpu-devices', str(devices)])]
+    cwd = REPO
   else:
     command, cwd = [args.peers_python, *PEERS[impl], *common], args.peers_dir
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
@@ -168,8 +178,9 @@ def table(records, impls, batches) -> str:
             f"{'impl/jaxgan':>11s} {'jaxgan x':>8s} {'GFLOP/s':>8s} {'foreign':>7s} "
             f"{'losses':>6s}")
   rows.append(header)
+  reference = next((impl for impl in impls if impl in JAXGAN_CPU_DEVICES), None)
   for batch in batches:
-    ours = medians.get(('jaxgan', batch), (float('nan'),))[0]
+    ours = medians.get((reference, batch), (float('nan'),))[0]
     for impl in impls:
       if (impl, batch) not in medians:
         rows.append(f'{impl:20s} {batch:5d}   FAILED')
@@ -195,11 +206,12 @@ def main(argv=None):
     print(json.dumps(worker(args)), flush=True)
     return
   impls = [i for i in args.impls.split(',') if i]
-  unknown = set(impls) - {'jaxgan', *PEERS}
+  unknown = set(impls) - {*JAXGAN_CPU_DEVICES, *PEERS}
   if unknown:
-    raise SystemExit(f'unknown --impls {sorted(unknown)}: choose from jaxgan,{",".join(PEERS)}')
+    raise SystemExit(f'unknown --impls {sorted(unknown)}: choose from '
+                     f'{",".join([*JAXGAN_CPU_DEVICES, *PEERS])}')
   batches = [int(b) for b in args.batches.split(',')]
-  peers = set(impls) - {'jaxgan'}
+  peers = set(impls) - set(JAXGAN_CPU_DEVICES)
   if peers and not (Path(args.peers_dir) / 'keras_dcgan.py').exists():
     raise SystemExit(f'error: no peer programs in {args.peers_dir}: pass --peers-dir=PATH to '
                      'the folder holding keras_dcgan.py, torch_dcgan.py and jax_dcgan.py')

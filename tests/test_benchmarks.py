@@ -1,6 +1,7 @@
 """The benchmark scripts run end to end and print the JSON they document (no timings are
 asserted: they are measurements, not properties)."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,3 +20,23 @@ def test_generation_throughput_prints_one_json_line_per_model(tmp_path):
   assert line['model'] == 'mlp' and line['num'] == 50 and line['compressed'] is False
   assert line['digits_per_s'] > 0 and line['repeats'] == 1
   assert line['total_s'] >= line['generate_s'] + line['save_s']
+
+
+def test_compare_peers_runs_jaxgan_on_one_device_and_on_one_per_core():
+  """jaxgan alone (no peers needed): both variants run the step, each row of the table gives
+  its ratio to the first jaxgan variant listed."""
+  env = {key: value for key, value in os.environ.items() if key != 'XLA_FLAGS'}  # jax's default
+  result = subprocess.run(
+      [sys.executable, 'benchmarks/compare_peers.py', '--impls=jaxgan,jaxgan_per_core',
+       '--batches=4', '--steps=2', '--warmup=1', '--rounds=1', '--max-wait=0'],
+      cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{')]
+  runs = {record['impl']: record for record in records[1:]}
+  assert runs['jaxgan']['devices'] == 1
+  cores = len(os.sched_getaffinity(0))
+  assert runs['jaxgan_per_core']['devices'] == max(count for count in (1, 2, 4) if count <= cores)
+  assert all(run['losses_ok'] and run['images_per_s'] > 0 for run in runs.values())
+  rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()
+          if line.startswith('jaxgan')}
+  assert rows['jaxgan'][5:7] == ['1.00', '1.00']  # impl/jaxgan, jaxgan x of the reference
