@@ -80,7 +80,7 @@ def main(argv=None):
       from jaxgan.checkpoint import CheckpointStore  # pylint: disable=g-import-not-at-top
       config = sample.load_run_config(args.workdir)
       model = config.model.name
-      components = trainer.build_components(config, total_steps=1)
+      components = trainer.components_for_restoring(config)
       store = CheckpointStore(args.workdir)
       state = store.restore(trainer.abstract_state(components))
       store.close()

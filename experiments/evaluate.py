@@ -58,7 +58,7 @@ def generate_from_run(workdir: str, config: ml_collections.ConfigDict, num: int,
   """(step, uint8 digits (num, 28, 28), their labels or None) from the run's newest (or best)
   checkpoint; a conditional model generates classes 0, 1, ..., 0, 1, ... in turn.
   `truncation`: see `generate.latents`."""
-  components = trainer.build_components(config, total_steps=1)
+  components = trainer.components_for_restoring(config)
   store = CheckpointStore(workdir, keep=config.keep_checkpoints, folder=checkpoint)
   state = store.restore(trainer.abstract_state(components))
   store.close()

@@ -57,7 +57,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   console.setup_logging()
   config = load_run_config(_WORKDIR.value)
-  components = trainer.build_components(config, total_steps=1)
+  components = trainer.components_for_restoring(config)
   gan = components.gan
   classes = class_labels(gan.num_classes)
   store = CheckpointStore(_WORKDIR.value, keep=config.keep_checkpoints)

@@ -105,7 +105,7 @@ def main(argv):
   # 60,000 dcgan digits on the 2-core CPU: 9.7 s on jax's one device, 5.8 s on two.
   parallel.configure_cpu_devices(_CPU_DEVICES.value, divides=_BATCH.value)
   config = load_run_config(_WORKDIR.value)
-  components = trainer.build_components(config, total_steps=1)
+  components = trainer.components_for_restoring(config)
   gan = components.gan
   classes = parse_labels(_LABELS.value, gan.num_classes)
   store = CheckpointStore(_WORKDIR.value, keep=config.keep_checkpoints)

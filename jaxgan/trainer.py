@@ -68,6 +68,16 @@ def build_components(config: ml_collections.ConfigDict, total_steps: int) -> Com
                     ema=ema_decay(config) > 0)
 
 
+def components_for_restoring(config: ml_collections.ConfigDict) -> Components:
+  """Components whose abstract state restores a run's checkpoints, to sample or evaluate from.
+
+  The optimizer state's structure does not depend on the schedules' length, and the true length
+  needs the training set's size, so the schedules get the shortest length the config's warmup
+  allows; they never run.
+  """
+  return build_components(config, total_steps=config.schedule.warmup_steps + 1)
+
+
 def make_loss(config: ml_collections.ConfigDict) -> losses.GANLoss:
   return losses.get(config.loss.name, label_smoothing=config.loss.label_smoothing,
                     gp_weight=config.loss.gp_weight,

@@ -170,12 +170,25 @@ def test_missing_data_folder_is_a_one_line_error(tmp_path):
 
 
 def final_state(workdir, config):
-  components = trainer.build_components(config, total_steps=1)
+  components = trainer.components_for_restoring(config)
   from jaxgan.checkpoint import CheckpointStore  # pylint: disable=g-import-not-at-top
   store = CheckpointStore(str(workdir))
   state = store.restore(trainer.abstract_state(components))
   store.close()
   return jax.device_get(state)
+
+
+def test_a_run_with_a_cosine_warmup_restores_for_sampling(data_dirs, tmp_path):
+  """sample, evaluate and interpolate rebuild the run's optimizer without knowing the run's
+  length (it needs the data's size); a warmup longer than one step used to stop them."""
+  config = tiny_config(data_dirs, num_epochs=1)
+  config.schedule.name, config.schedule.warmup_steps = 'cosine', 4
+  trained = jax.device_get(trainer.train_and_evaluate(config, str(tmp_path / 'run')))
+  restored = final_state(tmp_path / 'run', config)
+  jax.tree.map(np.testing.assert_array_equal, trained, restored)
+  result = cli('sample', f'--workdir={tmp_path / "run"}', '--num=10',
+               f'--out={tmp_path / "digits.npz"}')
+  assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_an_interrupted_run_resumes_to_the_same_result(data_dirs, tmp_path):

@@ -75,7 +75,7 @@ def test_best_checkpoint_holds_the_lowest_fcd_state(evaluated_run):
   assert os.listdir(os.path.join(workdir, BEST)) == [str(best['step'])]
 
   # The kept state is that step's generator: re-scoring it gives the recorded fcd exactly.
-  components = trainer.build_components(config, total_steps=1)
+  components = trainer.components_for_restoring(config)
   store = CheckpointStore(workdir, folder=BEST)
   state = jax.device_get(store.restore(trainer.abstract_state(components)))
   store.close()
