@@ -36,7 +36,7 @@ class ExampleDropout(nn.Module):
     return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros_like(x))
 
 
-def spectral_normalised(module: nn.Module, x, *, train: bool, name: str | None = None):
+def spectral_normalised(module: nn.Module, x, *, train: bool):
   """`module(x)` with its kernel divided by its largest singular value (Miyato et al. 2018).
 
   flax's `nn.SpectralNorm` (kernels of rank > 2 flattened to (-1, out), one power iteration
@@ -46,4 +46,4 @@ def spectral_normalised(module: nn.Module, x, *, train: bool, name: str | None =
   torch.nn.utils.spectral_norm does on every forward pass; u depends only on the (replicated)
   weights, so every device computes the same u. Evaluation mode reads u without changing it.
   """
-  return nn.SpectralNorm(module, collection_name=SPECTRAL, name=name)(x, update_stats=train)
+  return nn.SpectralNorm(module, collection_name=SPECTRAL)(x, update_stats=train)

@@ -11,17 +11,12 @@ Discriminator: the input is low-passed by the same alpha, x <- (1 - alpha) * up(
   h = (1 - alpha) * fromImage14(down(x)) + alpha * Conv(64, 5, s2)(fromImage28(x)) (14x14x64)
   -> Conv(128, 5, s2) -> LReLU -> Flatten -> Dense(1).
 At alpha = 0 the generator's output is the upsampled 14x14 image and the discriminator sees only
-14x14 content; at alpha = 1 both are plain 28x28 networks. While alpha is 0 the 28x28 layers
-do not run at all (`nn.cond` on alpha > 0: a branch of the one program), so the first half of
-a run costs what a 14x14 network costs, as growing is meant to; their outputs would be
-multiplied by 0, and their gradients are exactly 0, so skipping them changes no parameter. Their
-running statistics (batch norm in G, spectral norm's u in D) start moving at the growth step.
+14x14 content; at alpha = 1 both are plain 28x28 networks.
 """
 from __future__ import annotations
 
 import flax.linen as nn
 import jax.numpy as jnp
-import numpy as np
 
 from jaxgan import convs
 from jaxgan.layers import KERAS_LEAKY_SLOPE, keras_kernel_init, spectral_normalised
@@ -50,17 +45,6 @@ def growth_alpha(step, grow_step: int, fade_steps: int):
   return jnp.clip((jnp.asarray(step, jnp.float32) - grow_step) / fade_steps, 0.0, 1.0)
 
 
-def _unless_alpha_is_zero(module: nn.Module, alpha, grown, *operands):
-  """`grown(module, *operands)`, the blend with the 28x28 path; while alpha is 0 the blend is
-  the last operand, so the 28x28 layers are skipped. At initialisation they always run, to
-  create their variables."""
-  if module.is_initializing() or (isinstance(alpha, (int, float, np.ndarray)) and alpha > 0):
-    return grown(module, *operands)
-  if isinstance(alpha, (int, float, np.ndarray)):
-    return operands[-1]
-  return nn.cond(alpha > 0, grown, lambda module, *operands: operands[-1], module, *operands)
-
-
 class Generator(nn.Module):
   axis_name: str | None = None  # batch statistics are averaged over this device axis
   conv_impl: str = 'auto'
@@ -82,16 +66,10 @@ class Generator(nn.Module):
     h14 = _leaky(normalise(convs.ConvTranspose(64, (5, 5), (2, 2), 'SAME', use_bias=False,
                                                kernel_init=keras_kernel_init,
                                                impl=self.conv_impl)(x)))
-    image14 = upsample(to_image(h14))
-
-    def grown(module, h14, image14):
-      del module  # the layers below are this module's own
-      h28 = _leaky(normalise(convs.ConvTranspose(32, (5, 5), (2, 2), 'SAME', use_bias=False,
-                                                 kernel_init=keras_kernel_init,
-                                                 impl=self.conv_impl)(h14)))
-      return (1.0 - alpha) * image14 + alpha * to_image(h28)
-
-    return _unless_alpha_is_zero(self, alpha, grown, h14, image14)
+    h28 = _leaky(normalise(convs.ConvTranspose(32, (5, 5), (2, 2), 'SAME', use_bias=False,
+                                               kernel_init=keras_kernel_init,
+                                               impl=self.conv_impl)(h14)))
+    return (1.0 - alpha) * upsample(to_image(h14)) + alpha * to_image(h28)
 
 
 class Discriminator(nn.Module):
@@ -101,25 +79,15 @@ class Discriminator(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool, alpha=1.0):
-    def layer(module, x, spectral_name=None):
-      if not self.spectral_norm:
-        return module(x)
-      return spectral_normalised(module, x, train=train, name=spectral_name)
+    def layer(module, x):
+      return spectral_normalised(module, x, train=train) if self.spectral_norm else module(x)
 
     x = (1.0 - alpha) * upsample(downsample(x)) + alpha * x
     h14 = _leaky(layer(nn.Conv(64, (1, 1), kernel_init=keras_kernel_init), downsample(x)))
-
-    def grown(module, x, h14):
-      del module  # the layers below are this module's own
-      h28 = _leaky(layer(nn.Conv(32, (1, 1), kernel_init=keras_kernel_init), x))
-      h28 = _leaky(layer(convs.Conv(64, (5, 5), (2, 2), 'SAME', kernel_init=keras_kernel_init,
-                                    impl=self.conv_impl), h28))
-      return (1.0 - alpha) * h14 + alpha * h28
-
-    h = _unless_alpha_is_zero(self, alpha, grown, x, h14)
-    # Named: layers created inside nn.cond's branches do not advance this module's automatic
-    # names, so these would clash with the 28x28 path's (the names are those of always).
+    h28 = _leaky(layer(nn.Conv(32, (1, 1), kernel_init=keras_kernel_init), x))
+    h28 = _leaky(layer(convs.Conv(64, (5, 5), (2, 2), 'SAME', kernel_init=keras_kernel_init,
+                                  impl=self.conv_impl), h28))
+    h = (1.0 - alpha) * h14 + alpha * h28
     h = _leaky(layer(convs.Conv(128, (5, 5), (2, 2), 'SAME', kernel_init=keras_kernel_init,
-                                impl=self.conv_impl, name='Conv_3'), h, 'SpectralNorm_3'))
-    return layer(nn.Dense(1, kernel_init=keras_kernel_init, name='Dense_0'),
-                 h.reshape((h.shape[0], -1)), 'SpectralNorm_4')[:, 0]
+                                impl=self.conv_impl), h))
+    return layer(nn.Dense(1, kernel_init=keras_kernel_init), h.reshape((h.shape[0], -1)))[:, 0]
