@@ -31,7 +31,7 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
                     compute_dtype: str | jnp.dtype = 'float32',
                     augment: augment_lib.Augment | None = None,
                     ema_decay: float = 0.0, class_weight: float = 1.0,
-                    mode_seeking: float = 0.0) -> StepFn:
+                    mode_seeking: float = 0.0, before_growth: bool = False) -> StepFn:
   """`batch['image']` holds `n_critic` real batches per device, interleaved: critic update j
   uses local rows j, j + n_critic, ... (so each chunk is the same set of global examples
   whatever the device count).
@@ -57,11 +57,17 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
   critic's parameters after each of its updates. The discriminator's non-parameter variables
   (`state.d_state`: spectral-norm vectors) advance on each training-mode pass over real and
   fake images; penalty passes read them without advancing them.
+
+  `before_growth` (progressive growing): the step skips the networks' 28x28 layers and is only
+  correct for states before `gan.grow_step`, where those layers are faded out; the trainer
+  switches to the full step there. The two give the same states up to float rounding.
   """
   if not 0.0 <= ema_decay < 1.0:
     raise ValueError(f'ema.decay must be in [0, 1) (0 = off), got {ema_decay}')
   if n_critic < 1:
     raise ValueError(f'loss.n_critic must be >= 1, got {n_critic}')
+  if before_growth and gan.grow_step is None:
+    raise ValueError(f'before_growth needs a progressive model, got {gan.name!r}')
   if mode_seeking < 0:
     raise ValueError(f'loss.mode_seeking must be >= 0 (0 = off), got {mode_seeking}')
   compute_dtype = jnp.dtype(compute_dtype)
@@ -118,7 +124,8 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
 
   def step(state: GANState, batch: dict, key: jax.Array):
     step_key = jax.random.fold_in(key, state.step)
-    net = gan.network_kwargs(state.step)  # progressive growing's alpha; {} for other models
+    # Progressive growing's alpha (and which layers run); {} for other models.
+    net = gan.network_kwargs(state.step, before_growth=before_growth)
     critic_key, generator_key = jax.random.split(step_key)
     images = batch['image']
     local_batch = images.shape[0] // n_critic
@@ -215,7 +222,8 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
                     for name in critic_measured[0]}
     measurements.update(g_loss=g_loss, g_grad_norm=optax.tree.norm(grads), **g_extra)
     measurements = mean_over_devices(measurements)
-    measurements.update(net)  # progressive growing: alpha is logged
+    if 'alpha' in net:
+      measurements['alpha'] = net['alpha']
     if g_schedule is not None:
       measurements['g_lr'] = g_schedule(state.step)
     if d_schedule is not None:

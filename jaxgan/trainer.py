@@ -330,16 +330,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
     record_config(config, workdir)
   components = build_components(config, total_steps)
   step_gan = models.from_config(config.model, axis_name=parallel.DATA_AXIS)
-  step_fn = make_train_step(step_gan, components.loss, components.g_tx, components.d_tx,
-                            n_critic=config.loss.n_critic, axis_name=parallel.DATA_AXIS,
-                            g_schedule=components.g_schedule, d_schedule=components.d_schedule,
-                            compute_dtype=config.get('compute_dtype', 'float32'),
-                            augment=augment.make(augment_policy(config), parallel.DATA_AXIS),
-                            ema_decay=ema_decay(config),
-                            class_weight=config.loss.get('class_weight', 1.0),
-                            mode_seeking=config.loss.get('mode_seeking', 0.0))
-  runner = (_PmapRunner if config.parallel == 'pmap' else _MeshRunner)(
-      components, step_fn, mesh, config.get('donate', True), config.get('steps_per_call', 1))
+
+  def make_runner(before_growth: bool = False):
+    step_fn = make_train_step(step_gan, components.loss, components.g_tx, components.d_tx,
+                              n_critic=config.loss.n_critic, axis_name=parallel.DATA_AXIS,
+                              g_schedule=components.g_schedule, d_schedule=components.d_schedule,
+                              compute_dtype=config.get('compute_dtype', 'float32'),
+                              augment=augment.make(augment_policy(config), parallel.DATA_AXIS),
+                              ema_decay=ema_decay(config),
+                              class_weight=config.loss.get('class_weight', 1.0),
+                              mode_seeking=config.loss.get('mode_seeking', 0.0),
+                              before_growth=before_growth)
+    return (_PmapRunner if config.parallel == 'pmap' else _MeshRunner)(
+        components, step_fn, mesh, config.get('donate', True), config.get('steps_per_call', 1))
+
+  runner = make_runner()
 
   init_key, step_key, _ = seed_keys(config.seed)
   store = CheckpointStore(workdir, keep=config.keep_checkpoints)
@@ -373,6 +378,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
     return runner.to_host(state)
   if is_writer:
     metrics_log.drop_after(start_step)
+  # Programs and the step each runs up to: progressive growing runs the steps before growth
+  # with a cheaper program that skips the faded-out 28x28 layers (a second compile at growth).
+  phases = [(total_steps, runner)]
+  if step_gan.grow_step is not None and start_step < step_gan.grow_step:
+    phases.insert(0, (step_gan.grow_step, make_runner(before_growth=True)))
+  phase_ends = {stop for stop, _ in phases[:-1]}
+
+  def run_phases(state):
+    done = start_step
+    for stop, phase_runner in phases:
+      for done, state, measurements in parallel.run_steps(
+          phase_runner.step, phase_runner.multi_step, state,
+          lambda: runner.prepare_batch(next(batches)), step_key, done, stop,
+          steps_per_call=config.get('steps_per_call', 1),
+          is_boundary=lambda d: (d % steps_per_epoch == 0 or d % config.checkpoint_every == 0
+                                 or is_eval_step(d)),
+          wants_measurements=lambda d: d % config.log_every == 0 or d == total_steps):
+        yield done, state, measurements
 
   logging.info('training %s (%s loss) on %s: %d examples, %d steps (%d per epoch), '
                'global batch %d over %d devices (%s)', config.model.name, config.loss.name,
@@ -391,18 +414,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
     return bool(eval_every) and (done % eval_every == 0 or done == total_steps)
 
   interval_start, interval_first_step = time.perf_counter(), start_step
+  program_start = interval_start
   try:
-    for done, state, measurements in parallel.run_steps(
-        runner.step, runner.multi_step, state, lambda: runner.prepare_batch(next(batches)),
-        step_key, start_step, total_steps, steps_per_call=config.get('steps_per_call', 1),
-        is_boundary=lambda d: (d % steps_per_epoch == 0 or d % config.checkpoint_every == 0
-                               or is_eval_step(d)),
-        wants_measurements=lambda d: d % config.log_every == 0 or d == total_steps):
-      if done == start_step + 1:
-        jax.block_until_ready(measurements)  # the first step compiles: keep it out of img/s
-        logging.info('first step (compilation included) took %.1f s',
-                     time.perf_counter() - interval_start)
+    for done, state, measurements in run_phases(state):
+      if done - 1 == start_step or done - 1 in phase_ends:
+        jax.block_until_ready(measurements)  # a program's first step compiles: not in img/s
+        logging.info('step %d (compilation included) took %.1f s', done,
+                     time.perf_counter() - program_start)
         interval_start, interval_first_step = time.perf_counter(), done
+      if done in phase_ends:
+        jax.block_until_ready(state)
+        program_start = time.perf_counter()
       if done % config.log_every == 0 or done == total_steps:
         measured = {k: float(v) for k, v in runner.to_host(measurements).items()}
         now = time.perf_counter()

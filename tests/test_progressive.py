@@ -1,18 +1,22 @@
-"""Progressive growing: the fade-in schedule, the blended networks at alpha 0 and 1, and growth
-at the configured step of a real (tiny) training run of the progressive_mnist config."""
+"""Progressive growing: the fade-in schedule, the blended networks at alpha 0 and 1, the cheaper
+step before growth, and growth at the configured step of a real (tiny) training run of the
+progressive_mnist config."""
 from __future__ import annotations
 
 import json
+import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from experiments.configs import progressive_mnist
-from jaxgan import generate, models, trainer
+from jaxgan import generate, losses, models, trainer
 from jaxgan.models import progressive
-from jaxgan.state import generator_variables
+from jaxgan.state import generator_variables, init_state
+from jaxgan.train_step import make_train_step
 from tests.idx_files import write_manual_dir
 
 
@@ -60,6 +64,36 @@ def test_discriminator_at_alpha_zero_sees_only_14x14_content(networks):
   assert d(x, 0.0).shape == (4,)
   np.testing.assert_allclose(d(x, 0.0), d(same_low_pass, 0.0), rtol=1e-5, atol=1e-6)
   assert not np.allclose(d(x, 1.0), d(same_low_pass, 1.0), atol=1e-4)
+
+
+@pytest.mark.parametrize('generator_norm, convolutions_kept', [('instance', 43), ('batch', 51)])
+def test_the_step_before_growth_drops_the_28x28_convolutions_and_matches_the_full_step(
+    generator_norm, convolutions_kept):
+  gan = models.build('progressive', spectral_norm=True, generator_norm=generator_norm,
+                     grow_step=10, fade_steps=4)
+  tx = optax.adam(1e-3)
+  loss = losses.get('bce', label_smoothing=0.1)
+  start = init_state(gan, tx, tx, jax.random.key(0))
+  batch = {'image': jax.random.uniform(jax.random.key(1), (8, 28, 28, 1), minval=-1, maxval=1)}
+  states, convolutions = [], []
+  for before_growth in (False, True):
+    step = jax.jit(make_train_step(gan, loss, tx, tx, before_growth=before_growth))
+    program = step.lower(start, batch, jax.random.key(2)).compile().as_text()
+    convolutions.append(len(re.findall(r'= \S+ convolution\(', program)))
+    state = start
+    for _ in range(3):
+      state, measurements = step(state, batch, jax.random.key(2))
+    assert float(measurements['alpha']) == 0.0
+    states.append(state)
+  # The full step has 86 convolutions (forward and backward passes of both networks). Before
+  # growth the 28x28 ones feed nothing and are dropped, except, with batch norm in G, the
+  # forward ones that its running statistics still need.
+  assert convolutions == [86, convolutions_kept]
+  # Identical states, spectral-norm vectors and batch statistics of the skipped layers included.
+  for full, early in zip(jax.tree.leaves(states[0]), jax.tree.leaves(states[1])):
+    np.testing.assert_array_equal(full, early)
+  with pytest.raises(ValueError, match='before_growth needs a progressive model'):
+    make_train_step(models.build('dcgan'), loss, tx, tx, before_growth=True)
 
 
 def test_progressive_config_grows_at_the_configured_step(tmp_path_factory):

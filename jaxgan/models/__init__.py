@@ -37,11 +37,16 @@ class GAN:
   num_classes: int = 0  # 0: unconditional
   conditioning: str = ''  # with num_classes > 0: projection | auxiliary
 
-  def network_kwargs(self, step) -> dict:
-    """Extra keyword arguments of both networks at generator step `step` (traced or not)."""
+  def network_kwargs(self, step, *, before_growth: bool = False) -> dict:
+    """Extra keyword arguments of both networks at generator step `step` (traced or not).
+
+    `before_growth`: for a program that only ever runs steps before `grow_step`; progressive
+    networks then skip their 28x28 layers, which are faded out there (alpha = 0) anyway.
+    """
     if self.grow_step is None:
       return {}
-    return dict(alpha=progressive.growth_alpha(step, self.grow_step, self.fade_steps))
+    alpha = progressive.growth_alpha(step, self.grow_step, self.fade_steps)
+    return dict(alpha=alpha, grown=False) if before_growth else dict(alpha=alpha)
 
   @property
   def auxiliary_classifier(self) -> bool:

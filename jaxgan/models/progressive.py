@@ -1,7 +1,9 @@
 """A progressively grown DCGAN-style pair for 28x28 digits (Karras et al. 2018, "practical
 approach" recipe): both networks always hold the 14x14 and the 28x28 paths, and `alpha` in
-[0, 1] blends them, so growing is a schedule of one input (`growth_alpha`) rather than a change
-of program: one compile for the whole run.
+[0, 1] blends them, so growing is a schedule of one input (`growth_alpha`). Called with
+`grown=False` (only valid while alpha is 0, before growth) the networks return the 14x14 path's
+result alone: nothing live reads the 28x28 convolutions, so XLA drops them and a training step
+before growth costs about half of one after (the trainer compiles one program for each phase).
 
 Generator: z -> Dense(7*7*64) -> norm -> LReLU -> ConvT(64, 5, s2) -> norm -> LReLU -> h (14x14)
   out = (1 - alpha) * upsample(toImage14(h)) + alpha * toImage28(ConvT(32, 5, s2)(h) ...),
@@ -11,7 +13,9 @@ Discriminator: the input is low-passed by the same alpha, x <- (1 - alpha) * up(
   h = (1 - alpha) * fromImage14(down(x)) + alpha * Conv(64, 5, s2)(fromImage28(x)) (14x14x64)
   -> Conv(128, 5, s2) -> LReLU -> Flatten -> Dense(1).
 At alpha = 0 the generator's output is the upsampled 14x14 image and the discriminator sees only
-14x14 content; at alpha = 1 both are plain 28x28 networks.
+14x14 content; at alpha = 1 both are plain 28x28 networks. With `grown=False` the 28x28 layers
+are still called, so their state advances as at alpha 0 with `grown=True` (batch statistics of
+the generator's, spectral-norm vectors of the discriminator's); only what feeds nothing is dropped.
 """
 from __future__ import annotations
 
@@ -51,7 +55,7 @@ class Generator(nn.Module):
   norm: str = 'batch'  # batch | instance
 
   @nn.compact
-  def __call__(self, z, *, train: bool, alpha=1.0):
+  def __call__(self, z, *, train: bool, alpha=1.0, grown: bool = True):
     def normalise(x):
       if self.norm == 'instance':
         return nn.InstanceNorm(epsilon=1e-3)(x)
@@ -69,6 +73,8 @@ class Generator(nn.Module):
     h28 = _leaky(normalise(convs.ConvTranspose(32, (5, 5), (2, 2), 'SAME', use_bias=False,
                                                kernel_init=keras_kernel_init,
                                                impl=self.conv_impl)(h14)))
+    if not grown:
+      return upsample(to_image(h14))
     return (1.0 - alpha) * upsample(to_image(h14)) + alpha * to_image(h28)
 
 
@@ -78,7 +84,7 @@ class Discriminator(nn.Module):
   spectral_norm: bool = False
 
   @nn.compact
-  def __call__(self, x, *, train: bool, alpha=1.0):
+  def __call__(self, x, *, train: bool, alpha=1.0, grown: bool = True):
     def layer(module, x):
       return spectral_normalised(module, x, train=train) if self.spectral_norm else module(x)
 
@@ -87,7 +93,7 @@ class Discriminator(nn.Module):
     h28 = _leaky(layer(nn.Conv(32, (1, 1), kernel_init=keras_kernel_init), x))
     h28 = _leaky(layer(convs.Conv(64, (5, 5), (2, 2), 'SAME', kernel_init=keras_kernel_init,
                                   impl=self.conv_impl), h28))
-    h = (1.0 - alpha) * h14 + alpha * h28
+    h = (1.0 - alpha) * h14 + alpha * h28 if grown else h14
     h = _leaky(layer(convs.Conv(128, (5, 5), (2, 2), 'SAME', kernel_init=keras_kernel_init,
                                 impl=self.conv_impl), h))
     return layer(nn.Dense(1, kernel_init=keras_kernel_init), h.reshape((h.shape[0], -1)))[:, 0]
