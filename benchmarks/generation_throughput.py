@@ -77,13 +77,9 @@ def main(argv=None):
                         **_common.versions())), flush=True)
   for model in args.models.split(','):
     if args.workdir:
-      from jaxgan.checkpoint import CheckpointStore  # pylint: disable=g-import-not-at-top
       config = sample.load_run_config(args.workdir)
       model = config.model.name
-      components = trainer.components_for_restoring(config)
-      store = CheckpointStore(args.workdir)
-      state = store.restore(trainer.abstract_state(components))
-      store.close()
+      components, state = trainer.restore_run_state(args.workdir, config)
     else:
       from experiments.configs import default  # pylint: disable=g-import-not-at-top
       config = default.get_config()

@@ -24,7 +24,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from jaxgan import console, generate, trainer
-from jaxgan.checkpoint import BEST, LATEST, CheckpointStore
+from jaxgan.checkpoint import BEST, LATEST
 from jaxgan.evaluation import metrics, suite, weights
 from jaxgan.run_folder import load_run_config, write_json_atomic
 from jaxgan.state import generator_variables
@@ -58,10 +58,7 @@ def generate_from_run(workdir: str, config: ml_collections.ConfigDict, num: int,
   """(step, uint8 digits (num, 28, 28), their labels or None) from the run's newest (or best)
   checkpoint; a conditional model generates classes 0, 1, ..., 0, 1, ... in turn.
   `truncation`: see `generate.latents`."""
-  components = trainer.components_for_restoring(config)
-  store = CheckpointStore(workdir, keep=config.keep_checkpoints, folder=checkpoint)
-  state = store.restore(trainer.abstract_state(components))
-  store.close()
+  components, state = trainer.restore_run_state(workdir, config, checkpoint)
   logging.info('generating %d digits from %s at step %d', num, workdir, int(state.step))
   gan = components.gan
   z = generate.latents(jax.random.key(seed), num, gan.latent_dim, truncation)

@@ -29,7 +29,7 @@ import scipy.stats
 from absl import app, flags, logging
 
 from jaxgan import console
-from jaxgan.evaluation import metrics, suite, weights
+from jaxgan.evaluation import metrics, weights
 from jaxgan.run_folder import write_json_atomic
 
 FLAGS = flags.FLAGS

@@ -17,7 +17,6 @@ import numpy as np
 from absl import app, flags, logging
 
 from jaxgan import console, generate, images, trainer
-from jaxgan.checkpoint import CheckpointStore
 from jaxgan.run_folder import load_run_config
 from jaxgan.state import generator_variables
 
@@ -57,12 +56,9 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   console.setup_logging()
   config = load_run_config(_WORKDIR.value)
-  components = trainer.components_for_restoring(config)
+  components, state = trainer.restore_run_state(_WORKDIR.value, config)
   gan = components.gan
   classes = class_labels(gan.num_classes)
-  store = CheckpointStore(_WORKDIR.value, keep=config.keep_checkpoints)
-  state = store.restore(trainer.abstract_state(components))
-  store.close()
 
   steps, rows = _STEPS.value, _ROWS.value
   ends = np.asarray(generate.latents(jax.random.key(_SEED.value), 2 * rows, gan.latent_dim))

@@ -16,7 +16,6 @@ import numpy as np
 from absl import app, flags, logging
 
 from jaxgan import console, generate, images, parallel, trainer
-from jaxgan.checkpoint import CheckpointStore
 from jaxgan.run_folder import load_run_config
 from jaxgan.state import generator_variables
 
@@ -105,11 +104,9 @@ def main(argv):
   # 60,000 dcgan digits on the 2-core CPU: 9.7 s on jax's one device, 5.8 s on two.
   parallel.configure_cpu_devices(_CPU_DEVICES.value, divides=_BATCH.value)
   config = load_run_config(_WORKDIR.value)
-  components = trainer.components_for_restoring(config)
+  components, state = trainer.restore_run_state(_WORKDIR.value, config)
   gan = components.gan
   classes = parse_labels(_LABELS.value, gan.num_classes)
-  store = CheckpointStore(_WORKDIR.value, keep=config.keep_checkpoints)
-  state = store.restore(trainer.abstract_state(components))
   step = int(state.step)
   labels = sample_labels(classes)
   num = _NUM.value if labels is None else len(labels)
@@ -128,7 +125,6 @@ def main(argv):
       picture = class_grid(digits, labels, classes, config.sample_grid_scale)
     images.save_atomic(picture, _GRID.value)
     logging.info('wrote the grid to %s', _GRID.value)
-  store.close()
 
 
 if __name__ == '__main__':

@@ -22,7 +22,7 @@ from absl import logging
 from PIL import Image
 
 from jaxgan import augment, data, generate, images, losses, models, optim, parallel
-from jaxgan.checkpoint import CheckpointStore
+from jaxgan.checkpoint import LATEST, CheckpointStore
 from jaxgan.evaluation import weights
 from jaxgan.evaluation.during_training import TrainingEvaluator
 from jaxgan.run_folder import write_json_atomic
@@ -68,14 +68,21 @@ def build_components(config: ml_collections.ConfigDict, total_steps: int) -> Com
                     ema=ema_decay(config) > 0)
 
 
-def components_for_restoring(config: ml_collections.ConfigDict) -> Components:
-  """Components whose abstract state restores a run's checkpoints, to sample or evaluate from.
+def restore_run_state(workdir: str, config: ml_collections.ConfigDict,
+                      folder: str = LATEST) -> tuple[Components, GANState]:
+  """The components of a run and the state of its newest checkpoint in `folder` (LATEST or
+  BEST), on this process's first device, to sample or evaluate from.
 
   The optimizer state's structure does not depend on the schedules' length, and the true length
   needs the training set's size, so the schedules get the shortest length the config's warmup
   allows; they never run.
   """
-  return build_components(config, total_steps=config.schedule.warmup_steps + 1)
+  components = build_components(config, total_steps=config.schedule.warmup_steps + 1)
+  store = CheckpointStore(workdir, folder=folder)
+  try:
+    return components, store.restore(abstract_state(components))
+  finally:
+    store.close()
 
 
 def make_loss(config: ml_collections.ConfigDict) -> losses.GANLoss:

@@ -170,12 +170,7 @@ def test_missing_data_folder_is_a_one_line_error(tmp_path):
 
 
 def final_state(workdir, config):
-  components = trainer.components_for_restoring(config)
-  from jaxgan.checkpoint import CheckpointStore  # pylint: disable=g-import-not-at-top
-  store = CheckpointStore(str(workdir))
-  state = store.restore(trainer.abstract_state(components))
-  store.close()
-  return jax.device_get(state)
+  return jax.device_get(trainer.restore_run_state(str(workdir), config)[1])
 
 
 def test_a_run_with_a_cosine_warmup_restores_for_sampling(data_dirs, tmp_path):

@@ -75,10 +75,8 @@ def test_best_checkpoint_holds_the_lowest_fcd_state(evaluated_run):
   assert os.listdir(os.path.join(workdir, BEST)) == [str(best['step'])]
 
   # The kept state is that step's generator: re-scoring it gives the recorded fcd exactly.
-  components = trainer.components_for_restoring(config)
-  store = CheckpointStore(workdir, folder=BEST)
-  state = jax.device_get(store.restore(trainer.abstract_state(components)))
-  store.close()
+  components, state = trainer.restore_run_state(workdir, config, BEST)
+  state = jax.device_get(state)
   assert int(state.step) == best['step']
   rescored = suite.make_periodic_evaluator(config, components.gan)(generator_variables(state))
   assert rescored['fcd'] == best['fcd']
