@@ -56,9 +56,10 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   console.setup_logging()
   config = load_run_config(_WORKDIR.value)
+  # Flags are checked against the config before the (slower) restore.
+  classes = class_labels(config.model.get('num_classes', 0))
   components, state = trainer.restore_run_state(_WORKDIR.value, config)
   gan = components.gan
-  classes = class_labels(gan.num_classes)
 
   steps, rows = _STEPS.value, _ROWS.value
   ends = np.asarray(generate.latents(jax.random.key(_SEED.value), 2 * rows, gan.latent_dim))

@@ -104,9 +104,10 @@ def main(argv):
   # 60,000 dcgan digits on the 2-core CPU: 9.7 s on jax's one device, 5.8 s on two.
   parallel.configure_cpu_devices(_CPU_DEVICES.value, divides=_BATCH.value)
   config = load_run_config(_WORKDIR.value)
+  # Flags are checked against the config before the (slower) restore.
+  classes = parse_labels(_LABELS.value, config.model.get('num_classes', 0))
   components, state = trainer.restore_run_state(_WORKDIR.value, config)
   gan = components.gan
-  classes = parse_labels(_LABELS.value, gan.num_classes)
   step = int(state.step)
   labels = sample_labels(classes)
   num = _NUM.value if labels is None else len(labels)
