@@ -94,6 +94,10 @@ def test_cgan_config_trains_its_conditional_batch_norm_generator(data_dirs, tmp_
   scales = [base[f'Dense_{i}']['kernel'] for i in (1, 3)]  # the conditional scales learned
   assert all(float(np.abs(kernel).max()) > 0 for kernel in scales)
   assert float(np.abs(state.g_batch_stats['base']['BatchNorm_1']['mean']).max()) > 0
+  # The config samples from an EMA of G; after 2 steps at decay 0.999 it is near G's init.
+  ema, trained = state.g_ema_params['base'], state.g_params['base']
+  assert jax.tree.structure(ema) == jax.tree.structure(trained)
+  assert float(np.abs(ema['Dense_1']['kernel'] - trained['Dense_1']['kernel']).max()) > 0
 
 
 def test_bad_conditional_settings_are_refused():

@@ -12,6 +12,11 @@ diversity matches real digits' (probes at b5af3d0..c81d54c, 2-core CPU).
 The generator also gets the label at each normalisation layer (class-conditional BN,
 model.generator_norm='conditional_batch'): after 2,000 steps (2,000 samples) fcd 55.5 and
 label_accuracy 0.861, against 110.9 and 0.747 with the label at the input only.
+
+The sampled and evaluated generator is an EMA of G's weights (decay 0.999): after the 15 epochs
+(10,000 samples) fcd 5.2, label_accuracy 0.976 and cas_cnn 0.978, against 9.6, 0.966 and 0.980
+without it (one seed each, 2-core CPU, 2026-12-01). A cosine decay of both learning rates to 0
+on top of it made all three worse (8.4, 0.957, 0.973).
 """
 from experiments.configs import default
 
@@ -25,6 +30,7 @@ def get_config():
     optimizer.lr = 2e-4
     optimizer.b1 = 0.5
   config.loss.mode_seeking = 0.2
+  config.ema.decay = 0.999
   config.num_epochs = 15
   config.sample_grid_rows = 10  # conditional grids: one row per class, 10 latents each
   return config
