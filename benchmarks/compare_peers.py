@@ -227,15 +227,18 @@ def main(argv=None):
       out.write(text + '\n')
       out.flush()
 
-  peer_versions = subprocess.run(
-      [args.peers_python, '-c', 'import tensorflow as tf, keras, torch, jax, flax, optax; '
-       'print(f"tf {tf.__version__} keras {keras.__version__} torch {torch.__version__} '
-       'jax {jax.__version__} flax {flax.__version__} optax {optax.__version__}")'],
-      capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
-  emit({'benchmark': 'compare_peers', 'machine': _common.machine(), 'jaxgan_python': sys.executable,
-        'peers_python': args.peers_python, 'peers_versions': peer_versions.stdout.strip()
-        or peer_versions.stderr.strip()[-300:], 'threads': args.threads, 'steps': args.steps,
-        'warmup': args.warmup, 'rounds': args.rounds, 'command': ' '.join(sys.argv)})
+  header = {'benchmark': 'compare_peers', 'machine': _common.machine(),
+            'jaxgan_python': sys.executable, 'threads': args.threads, 'steps': args.steps,
+            'warmup': args.warmup, 'rounds': args.rounds, 'command': ' '.join(sys.argv)}
+  if peers:  # the peers' Python is only needed, and only asked for versions, when they run
+    peer_versions = subprocess.run(
+        [args.peers_python, '-c', 'import tensorflow as tf, keras, torch, jax, flax, optax; '
+         'print(f"tf {tf.__version__} keras {keras.__version__} torch {torch.__version__} '
+         'jax {jax.__version__} flax {flax.__version__} optax {optax.__version__}")'],
+        capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+    header.update(peers_python=args.peers_python, peers_versions=peer_versions.stdout.strip()
+                  or peer_versions.stderr.strip()[-300:])
+  emit(header)
   records = []
   for round_index in range(args.rounds):
     for batch in batches:

@@ -28,10 +28,12 @@ def test_compare_peers_runs_jaxgan_on_one_device_and_on_one_per_core():
   env = {key: value for key, value in os.environ.items() if key != 'XLA_FLAGS'}  # jax's default
   result = subprocess.run(
       [sys.executable, 'benchmarks/compare_peers.py', '--impls=jaxgan,jaxgan_per_core',
-       '--batches=4', '--steps=2', '--warmup=1', '--rounds=1', '--max-wait=0'],
+       '--batches=4', '--steps=2', '--warmup=1', '--rounds=1', '--max-wait=0',
+       '--peers-python=/nonexistent/python'],
       cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
   assert result.returncode == 0, result.stderr[-3000:]
   records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{')]
+  assert 'peers_python' not in records[0]  # the header names no peers' Python when none ran
   runs = {record['impl']: record for record in records[1:]}
   assert runs['jaxgan']['devices'] == 1
   cores = len(os.sched_getaffinity(0))
