@@ -33,7 +33,7 @@ from jaxgan.train_step import make_train_step
 RESUMABLE_FIELDS = frozenset({
     'num_epochs', 'num_steps', 'log_every', 'checkpoint_every', 'keep_checkpoints',
     'data.manual_dir', 'data.data_dir', 'parallel', 'steps_per_call', 'donate', 'cpu_devices',
-    'eval_every', 'eval_num_samples'})
+    'eval_every', 'eval_num_samples', 'max_epoch_grids'})
 # Fields added after the first runs were recorded: absent from a config.json means this value.
 _ADDED_FIELDS = {'compute_dtype': 'float32', 'steps_per_call': 1, 'donate': True,
                  'cpu_devices': -1, 'model.spectral_norm': False, 'model.generator_norm': 'batch',
@@ -41,7 +41,7 @@ _ADDED_FIELDS = {'compute_dtype': 'float32', 'steps_per_call': 1, 'donate': True
                  'ema.decay': 0.0, 'augment.policy': '', 'model.grow_step': 0,
                  'model.fade_steps': 0, 'model.num_classes': 0,
                  'model.conditioning': 'projection', 'model.label_embed_dim': 50,
-                 'loss.class_weight': 1.0, 'loss.mode_seeking': 0.0}
+                 'loss.class_weight': 1.0, 'loss.mode_seeking': 0.0, 'max_epoch_grids': 100}
 # Streams split from the seed: parameter init, train steps, the fixed sample-grid latents.
 _INIT, _STEPS, _SAMPLES = range(3)
 
@@ -136,8 +136,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.loss.n_critic < 1:
     problems.append(f'loss.n_critic must be >= 1, got {config.loss.n_critic}')
   for field in ('log_every', 'checkpoint_every', 'keep_checkpoints', 'sample_grid_rows',
-                'sample_grid_scale'):
-    if config[field] <= 0:
+                'sample_grid_scale', 'max_epoch_grids'):
+    if config.get(field, 1) <= 0:
       problems.append(f'{field} must be > 0, got {config[field]}')
   if config.parallel not in ('mesh', 'pmap'):
     problems.append(f"parallel must be 'mesh' or 'pmap', got {config.parallel!r}")
@@ -321,6 +321,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
     raise ValueError(f'{len(train_images)} training examples are fewer than one step needs '
                      f'(batch_size x loss.n_critic = {examples_per_step}): lower batch_size')
   total_steps = config.num_steps or config.num_epochs * steps_per_epoch
+  # Epoch grids and epoch-end checkpoints every k-th epoch, k such that a run writes at most
+  # max_epoch_grids: a few real digits make epochs of one step (100 digits: 14,055 epochs).
+  grid_steps = steps_per_epoch * -(-total_steps // (steps_per_epoch * config.get(
+      'max_epoch_grids', 100)))
   if config.model.name == 'progressive' and (
       config.model.grow_step + config.model.fade_steps > total_steps):
     raise ValueError(f'model.grow_step + model.fade_steps = {config.model.grow_step} + '
@@ -399,7 +403,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
           phase_runner.step, phase_runner.multi_step, state,
           lambda: runner.prepare_batch(next(batches)), step_key, done, stop,
           steps_per_call=config.get('steps_per_call', 1),
-          is_boundary=lambda d: (d % steps_per_epoch == 0 or d % config.checkpoint_every == 0
+          is_boundary=lambda d: (d % grid_steps == 0 or d % config.checkpoint_every == 0
                                  or is_eval_step(d)),
           wants_measurements=lambda d: d % config.log_every == 0 or d == total_steps):
         yield done, state, measurements
@@ -451,9 +455,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
       if is_eval_step(done):
         evaluator(done, round(done / steps_per_epoch, 4),
                   generator_variables(runner.to_host(state)), runner.to_checkpoint(state))
-      if done % steps_per_epoch == 0:
+      if done % grid_steps == 0:
         write_grid(f'epoch_{done // steps_per_epoch:03d}.png')
-      if done % steps_per_epoch == 0 or done % config.checkpoint_every == 0:
+      if done % grid_steps == 0 or done % config.checkpoint_every == 0:
         store.save(runner.to_checkpoint(state))
   finally:
     batches.close()

@@ -93,6 +93,25 @@ def test_train_writes_the_run_folder(trained_run):
   assert 'step 16/16' in result.stderr and 'img/s' in result.stderr and 'eta' in result.stderr
 
 
+def test_runs_of_many_epochs_write_at_most_max_epoch_grids(data_dirs, tmp_path):
+  """Few real digits make many short epochs: grids and epoch-end checkpoints then come every
+  k-th epoch, k = ceil(epochs / max_epoch_grids), here every 2nd of 6."""
+  config = tiny_config(data_dirs, num_epochs=6, max_epoch_grids=3, checkpoint_every=1000,
+                       keep_checkpoints=5)
+  trainer.train_and_evaluate(config, str(tmp_path))
+  steps_per_epoch = read_metrics(tmp_path)[-1]['step'] // 6
+  assert sorted(os.listdir(tmp_path / 'samples')) == [
+      'epoch_002.png', 'epoch_004.png', 'epoch_006.png', 'final.png', 'progress.gif']
+  assert checkpoint_steps(tmp_path) == [2 * steps_per_epoch, 4 * steps_per_epoch,
+                                        6 * steps_per_epoch]
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  with Image.open(tmp_path / 'samples' / 'progress.gif') as gif:
+    assert gif.n_frames == 3
+  config.max_epoch_grids = 0
+  with pytest.raises(ValueError, match='max_epoch_grids must be > 0, got 0'):
+    trainer.validate(config)
+
+
 def test_sample_grid_is_8x8_digits_scaled_up(trained_run):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   workdir, _ = trained_run

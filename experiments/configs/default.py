@@ -89,8 +89,11 @@ def get_config() -> ml_collections.ConfigDict:
   # RUN/best/ (described by RUN/best.json). ~6 s per 5,000 digits on a 2-core CPU.
   config.eval_every = 0
   config.eval_num_samples = 5000
-  config.checkpoint_every = 1000  # steps; a checkpoint is also written at every epoch end
+  config.checkpoint_every = 1000  # steps; a checkpoint is also written with each epoch grid
   config.keep_checkpoints = 3
   config.sample_grid_rows = 8  # sample grids are rows x rows digits from one fixed latent batch
   config.sample_grid_scale = 3  # each pixel drawn as scale x scale
+  # A sample grid (and a checkpoint) at every epoch end, or at every k-th one when the run has
+  # more epochs than this (small data: k = ceil(epochs / max_epoch_grids)).
+  config.max_epoch_grids = 100
   return config
