@@ -321,10 +321,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
     raise ValueError(f'{len(train_images)} training examples are fewer than one step needs '
                      f'(batch_size x loss.n_critic = {examples_per_step}): lower batch_size')
   total_steps = config.num_steps or config.num_epochs * steps_per_epoch
-  # Epoch grids and epoch-end checkpoints every k-th epoch, k such that a run writes at most
-  # max_epoch_grids: a few real digits make epochs of one step (100 digits: 14,055 epochs).
-  grid_steps = steps_per_epoch * -(-total_steps // (steps_per_epoch * config.get(
-      'max_epoch_grids', 100)))
+  # Epoch grids and epoch-end checkpoints at every k-th epoch, k = ceil(epochs / max_epoch_grids):
+  # a few real digits make epochs of one step (100 digits: 14,055 epochs).
+  epochs_per_grid = -(-total_steps // (steps_per_epoch * config.get('max_epoch_grids', 100)))
+  grid_steps = steps_per_epoch * epochs_per_grid
   if config.model.name == 'progressive' and (
       config.model.grow_step + config.model.fade_steps > total_steps):
     raise ValueError(f'model.grow_step + model.fade_steps = {config.model.grow_step} + '
