@@ -16,6 +16,7 @@ from PIL import Image
 from experiments import evaluate
 from experiments.configs import cgan_mnist
 from jaxgan import generate, models, run_folder, trainer
+from jaxgan.layers import SPECTRAL
 from tests.test_experiments import cli, data_dirs, tiny_config, train_args  # noqa: F401
 
 CELL = 29  # a 28-pixel digit and its 1-pixel gap, tiny config's scale 1
@@ -98,6 +99,29 @@ def test_cgan_config_trains_its_conditional_batch_norm_generator(data_dirs, tmp_
   ema, trained = state.g_ema_params['base'], state.g_params['base']
   assert jax.tree.structure(ema) == jax.tree.structure(trained)
   assert float(np.abs(ema['Dense_1']['kernel'] - trained['Dense_1']['kernel']).max()) > 0
+
+
+@pytest.mark.parametrize('conditioning,head', [('projection', 'label_projection'),
+                                                ('auxiliary', 'class_logits')])
+def test_spectral_norm_reaches_the_conditional_heads(conditioning, head):
+  # SNGAN-projection normalises every D layer, the label embedding included: after enough
+  # training-mode power iterations each stored sigma is the matrix's largest singular value.
+  gan = models.build('mlp', spectral_norm=True, num_classes=10, conditioning=conditioning)
+  inputs = gan.discriminator_inputs(jnp.ones((3, 28, 28, 1)), jnp.array([0, 1, 2]))
+  variables = gan.discriminator.init(jax.random.key(0), *inputs, train=False)
+  spectral = variables[SPECTRAL]
+  for _ in range(100):
+    _, updates = gan.discriminator.apply({**variables, SPECTRAL: spectral}, *inputs,
+                                         train=True, mutable=[SPECTRAL])
+    spectral = updates[SPECTRAL]
+  sigmas = {name.rsplit('/', 1)[0]: value for vectors in spectral.values()
+            for name, value in vectors.items() if name.endswith('/sigma')}
+  assert {path.split('/')[0] for path in sigmas} == {'Dense_0', 'Dense_1', head}
+  for path, sigma in sigmas.items():
+    layer, name = path.split('/')
+    matrix = np.asarray(variables['params'][layer][name], np.float64)
+    matrix = matrix.reshape(-1, matrix.shape[-1])
+    np.testing.assert_allclose(sigma, np.linalg.svd(matrix, compute_uv=False)[0], rtol=1e-4)
 
 
 def test_bad_conditional_settings_are_refused():

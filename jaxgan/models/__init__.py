@@ -116,10 +116,10 @@ def build(name: str, *, axis_name: str | None = None, spectral_norm: bool = Fals
                      f'{", ".join(CONDITIONINGS)} (config field model.conditioning)')
   if label_embed_dim < 1:
     raise ValueError(f'model.label_embed_dim must be >= 1, got {label_embed_dim}')
-  if name == 'progressive' or spectral_norm:
+  if name == 'progressive':
     raise ValueError('class-conditional models (model.num_classes > 0) are implemented without '
-                     'progressive growing and spectral norm: set model.num_classes=0, or use '
-                     'model.name=dcgan|kannada|mlp with model.spectral_norm=False')
+                     'progressive growing: set model.num_classes=0, or use '
+                     'model.name=dcgan|kannada|mlp')
   head = conditional.projection if conditioning == 'projection' else conditional.auxiliary
   return dataclasses.replace(
       unconditional,

@@ -17,9 +17,17 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxgan.layers import keras_kernel_init
+from jaxgan.layers import keras_kernel_init, spectral_normalised
 
 CONDITIONINGS = ('projection', 'auxiliary')
+
+
+def _head_layer(discriminator: nn.Module, module: nn.Module, x, *, train: bool):
+  """`module(x)`, spectrally normalised like the base discriminator's layers when it is (the
+  projection's label embedding too, as in Miyato & Koyama's SNGAN-projection)."""
+  if getattr(discriminator, 'spectral_norm', False):
+    return spectral_normalised(module, x, train=train)
+  return module(x)
 
 
 class Generator(nn.Module):
@@ -46,9 +54,10 @@ def projection(base: type[nn.Module]) -> type[nn.Module]:
     @nn.compact
     def __call__(self, x, labels, *, train: bool):
       phi = self.features(x, train=train)
-      out = nn.Dense(1, kernel_init=keras_kernel_init)(phi)[:, 0]
-      embedded = nn.Embed(self.num_classes, phi.shape[-1], embedding_init=keras_kernel_init,
-                          name='label_projection')(labels)
+      out = _head_layer(self, nn.Dense(1, kernel_init=keras_kernel_init), phi, train=train)[:, 0]
+      embedded = _head_layer(self, nn.Embed(self.num_classes, phi.shape[-1],
+                                            embedding_init=keras_kernel_init,
+                                            name='label_projection'), labels, train=train)
       return out + jnp.sum(embedded.astype(phi.dtype) * phi, axis=-1)
 
   ProjectionDiscriminator.__name__ = f'Projection{base.__name__}'
@@ -64,9 +73,9 @@ def auxiliary(base: type[nn.Module]) -> type[nn.Module]:
     @nn.compact
     def __call__(self, x, *, train: bool):
       phi = self.features(x, train=train)
-      out = nn.Dense(1, kernel_init=keras_kernel_init)(phi)[:, 0]
-      return out, nn.Dense(self.num_classes, kernel_init=keras_kernel_init,
-                           name='class_logits')(phi)
+      out = _head_layer(self, nn.Dense(1, kernel_init=keras_kernel_init), phi, train=train)[:, 0]
+      return out, _head_layer(self, nn.Dense(self.num_classes, kernel_init=keras_kernel_init,
+                                             name='class_logits'), phi, train=train)
 
   AuxiliaryDiscriminator.__name__ = f'Auxiliary{base.__name__}'
   return AuxiliaryDiscriminator
