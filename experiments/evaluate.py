@@ -9,7 +9,8 @@ python -m experiments.evaluate --samples=digits.npz --dataset=mnist
   digits.eval.json beside it.
 
 Metrics (default: all that the samples allow): fcd, classifier_score, precision_recall,
-coverage, and with labels label_accuracy, cas, augmentation_gain; see jaxgan.evaluation.metrics.
+coverage, and with labels label_accuracy, cas, cas_cnn, augmentation_gain; memorisation only when
+asked for; see jaxgan.evaluation.metrics.
 The real reference is a real train subset of the same size, scored against the same test split.
 """
 import os

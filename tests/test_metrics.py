@@ -234,6 +234,34 @@ def test_cas_and_augmentation_gain_also_score_the_extra_test_sets(toy_real):
       'augmentation_gain_k20_dig_std', 'augmentation_gain_k50_dig_std'}
 
 
+def test_nearest_distances_match_a_brute_force_search():
+  rng = np.random.default_rng(0)
+  queries = rng.integers(0, 256, (7, 28, 28), dtype=np.uint8)
+  references = rng.integers(0, 256, (11, 28, 28), dtype=np.uint8)
+  flat = lambda images: images.reshape(len(images), -1).astype(np.float64) / 255
+  expected = np.linalg.norm(flat(queries)[:, None] - flat(references)[None], axis=-1).min(axis=1)
+  np.testing.assert_allclose(metrics.nearest_distances(queries, references, batch_size=3),
+                             expected, rtol=1e-5)
+
+
+def test_memorisation_tells_copies_from_new_digits(toy_real):
+  real = dataclasses.replace(toy_real, _cache={})
+  # Unseen digits of the same kind as the real test split score like it; train copies score 0.
+  new = metrics.compute(['memorisation'], toy_scored(*toy_digits(200, seed=5)), real, TINY)
+  assert 0.8 < new['nn_train_distance_ratio'] < 1.25 and new['near_copy_share'] < 0.05
+  itself = metrics.compute(['memorisation'], real.test, real, TINY)
+  assert itself['nn_train_distance_ratio'] == 1.0
+  assert itself['near_copy_share'] == np.mean(real.test_train_distances() < np.quantile(
+      real.test_train_distances(), TINY.near_copy_quantile))
+  copies = toy_scored(real.train_images[:100, ..., 0], real.train_labels[:100])
+  copied = metrics.compute(['memorisation'], copies, real, TINY)
+  assert copied['nn_train_distance'] < 1e-2 and copied['near_copy_share'] == 1.0  # float32 zero
+  assert copied['nn_train_distance_ratio'] < 1e-2 * itself['nn_train_distance_ratio']
+  without_train = metrics.RealData(real.test, real.train_images[:0], real.train_labels[:0])
+  with pytest.raises(ValueError, match='memorisation needs the real train split'):
+    metrics.compute(['memorisation'], copies, without_train, TINY)
+
+
 def test_label_metrics_refuse_unlabelled_samples(toy_real):
   real = toy_real
   samples = toy_scored(toy_digits(20, seed=3)[0])

@@ -20,8 +20,10 @@ dict of results (floats; `coverage` adds the class shares as a list):
   augmentation_gain  test accuracy of a fresh small classifier trained on K class-balanced real
                      train images plus the labelled samples, minus that of one trained on the K
                      alone, in percentage points, mean and std over seeds, for each K
+  memorisation       nearest-neighbour pixel distance of the samples to the real train split,
+                     against that of the real test digits, and the share of near copies
 
-The last three need labels. `samples` and `real.test` are `ScoredImages`: images together with
+label_accuracy, cas, cas_cnn and augmentation_gain need labels. `samples` and `real.test` are `ScoredImages`: images together with
 what the evaluation classifier makes of them, computed once by `score_images`.
 """
 from __future__ import annotations
@@ -166,6 +168,30 @@ def precision_recall(real: np.ndarray, generated: np.ndarray, *, k: int = 3,
   return precision, recall
 
 
+def _flat_pixels(images: np.ndarray) -> np.ndarray:
+  return np.asarray(images, np.float32).reshape(len(images), -1) / 255
+
+
+def nearest_distances(queries: np.ndarray, references: np.ndarray, *,
+                      batch_size: int = 1000) -> np.ndarray:
+  """Euclidean pixel distance (pixels scaled to [0, 1]) from each uint8 query image to its
+  nearest reference image; float32 matmuls `batch_size` queries at a time (a 10k x 60k search
+  takes seconds on 2 cores)."""
+  if not len(references):
+    raise ValueError('memorisation needs the real train split to search: load the real data '
+                     'with its train split (experiments.evaluate always does)')
+  queries, references = _flat_pixels(queries), _flat_pixels(references)
+  offset = references.mean(axis=0)  # small norms: less float32 cancellation in the distances
+  queries, references = queries - offset, references - offset
+  reference_norms = (references ** 2).sum(axis=1)
+  nearest = np.empty(len(queries), np.float32)
+  for start in range(0, len(queries), batch_size):
+    batch = queries[start:start + batch_size]
+    distances = _squared_distances(batch, (batch ** 2).sum(axis=1), references, reference_norms)
+    nearest[start:start + batch_size] = np.sqrt(distances.min(axis=1))
+  return nearest
+
+
 def unit_vectors(vectors: np.ndarray) -> np.ndarray:
   """Rows scaled to length 1 (all-zero rows stay 0)."""
   norms = np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -238,6 +264,9 @@ class Settings:
   cas_cnn_learning_rate: float = 2e-3
   cas_cnn_max_shift: int = 2
   cas_cnn_dropout_rate: float = 0.2
+  # memorisation: a sample nearer a train image than this quantile of the real test digits'
+  # nearest-train distances counts as a near copy.
+  near_copy_quantile: float = 0.01
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,6 +292,14 @@ class RealData:
     if ('radii', k) not in self._cache:
       self._cache[('radii', k)] = knn_radii(self.test_unit_vectors(), k=k)
     return self._cache[('radii', k)]
+
+  def test_train_distances(self) -> np.ndarray:
+    """nearest_distances from each real test digit to the train split (unseen real digits'
+    closeness to the training data: memorisation's yardstick)."""
+    if 'test_train_distances' not in self._cache:
+      self._cache['test_train_distances'] = nearest_distances(self.test.images,
+                                                              self.train_images)
+    return self._cache['test_train_distances']
 
   def augmentation_rows(self, size: int) -> np.ndarray:
     """The fixed class-balanced train subset of `size` images (as load_split(num_examples))."""
@@ -395,6 +432,24 @@ def augmentation_gain(samples: ScoredImages, real: RealData, settings: Settings)
   return results
 
 
+def memorisation(samples: ScoredImages, real: RealData, settings: Settings) -> dict:
+  """Whether samples copy training digits: their nearest-train pixel distance against that of
+  real test digits, which no model saw. A generator trained on a subset of the train split
+  (data.num_train_examples) is searched against the whole split, which holds its subset.
+
+  nn_train_distance: median distance; nn_train_distance_ratio: that over the test digits'
+  median (1 for digits as new as unseen real ones, 0 for copies); near_copy_share: share nearer
+  a train image than the test digits' near_copy_quantile (about that quantile for new digits).
+  The real reference scores 0 / 0 / 1: it is train images, i.e. what copying looks like.
+  """
+  distances = nearest_distances(samples.images, real.train_images)
+  test_distances = real.test_train_distances()
+  threshold = np.quantile(test_distances, settings.near_copy_quantile)
+  return {'nn_train_distance': float(np.median(distances)),
+          'nn_train_distance_ratio': float(np.median(distances) / np.median(test_distances)),
+          'near_copy_share': float(np.mean(distances < threshold))}
+
+
 Metric = Callable[[ScoredImages, RealData, Settings], dict]
 METRICS: dict[str, Metric] = {
     'fcd': fcd,
@@ -405,6 +460,7 @@ METRICS: dict[str, Metric] = {
     'cas': cas,
     'cas_cnn': cas_cnn,
     'augmentation_gain': augmentation_gain,
+    'memorisation': memorisation,
 }
 LABEL_METRICS = ('label_accuracy', 'cas', 'cas_cnn', 'augmentation_gain')
 DEFAULT_METRICS = ('fcd', 'classifier_score', 'precision_recall', 'coverage')
