@@ -31,6 +31,7 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
                     compute_dtype: str | jnp.dtype = 'float32',
                     augment: augment_lib.Augment | None = None,
                     ema_decay: float = 0.0, class_weight: float = 1.0,
+                    class_loss_on_fakes: bool = True,
                     mode_seeking: float = 0.0, before_growth: bool = False) -> StepFn:
   """`batch['image']` holds `n_critic` real batches per device, interleaved: critic update j
   uses local rows j, j + n_critic, ... (so each chunk is the same set of global examples
@@ -41,7 +42,8 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
   generator update uses chunk 0's): the fake classes then follow the data's class frequencies,
   the gradient penalty mixes real and fake images of the same class, and the labels, being
   rows of the global batch, are the same whatever the device count. With an auxiliary
-  classifier, `class_weight` scales its cross-entropy terms (D: real + fake; G: fake).
+  classifier, `class_weight` scales its cross-entropy terms (D: real + fake, as in AC-GAN, or
+  real only if not `class_loss_on_fakes`; G: fake).
   `mode_seeking` > 0 adds that multiple of `losses.mode_seeking_penalty` to G's loss; its
   generator update then gives fake rows 2k and 2k + 1 the label of real row 2k, so each pair
   differs only in its latent.
@@ -161,8 +163,9 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
           penalties['r1_penalty'] = losses.r1_penalty(critic, real, gamma=loss.r1_gamma)
         extra = {}
         if gan.auxiliary_classifier:
-          extra['d_class_loss'] = (class_loss(real_classes, labels)
-                                   + class_loss(fake_classes, labels))
+          extra['d_class_loss'] = class_loss(real_classes, labels)
+          if class_loss_on_fakes:
+            extra['d_class_loss'] += class_loss(fake_classes, labels)
         total = value + sum(penalties.values()) + sum(extra.values())
         return total, ({**penalties, **extra}, report(real_out), report(fake_out), new_d_state)
 

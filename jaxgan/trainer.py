@@ -41,7 +41,8 @@ _ADDED_FIELDS = {'compute_dtype': 'float32', 'steps_per_call': 1, 'donate': True
                  'ema.decay': 0.0, 'augment.policy': '', 'model.grow_step': 0,
                  'model.fade_steps': 0, 'model.num_classes': 0,
                  'model.conditioning': 'projection', 'model.label_embed_dim': 50,
-                 'loss.class_weight': 1.0, 'loss.mode_seeking': 0.0, 'max_epoch_grids': 100}
+                 'loss.class_weight': 1.0, 'loss.class_loss_on_fakes': True,
+                 'loss.mode_seeking': 0.0, 'max_epoch_grids': 100}
 # Streams split from the seed: parameter init, train steps, the fixed sample-grid latents.
 _INIT, _STEPS, _SAMPLES = range(3)
 
@@ -350,6 +351,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
                               augment=augment.make(augment_policy(config), parallel.DATA_AXIS),
                               ema_decay=ema_decay(config),
                               class_weight=config.loss.get('class_weight', 1.0),
+                              class_loss_on_fakes=config.loss.get('class_loss_on_fakes', True),
                               mode_seeking=config.loss.get('mode_seeking', 0.0),
                               before_growth=before_growth)
     return (_PmapRunner if config.parallel == 'pmap' else _MeshRunner)(

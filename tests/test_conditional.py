@@ -39,11 +39,12 @@ def test_conditional_models_take_labels(conditioning):
                              atol=1e-6)
   d_vars = gan.discriminator.init(key, *gan.discriminator_inputs(x, labels), train=False)
   out = gan.discriminator.apply(d_vars, *gan.discriminator_inputs(x, labels), train=False)
-  if conditioning == 'projection':  # same image, three classes: three scores
-    assert out.shape == (3,) and len(np.unique(np.round(np.asarray(out), 5))) == 3
-  else:
-    logit, class_logits = out
-    assert logit.shape == (3,) and class_logits.shape == (3, 10)
+  logit, class_logits = (out, None) if conditioning == 'projection' else out
+  assert logit.shape == (3,)
+  if conditioning != 'auxiliary':  # same image, three classes: three scores
+    assert len(np.unique(np.round(np.asarray(logit), 5))) == 3
+  if conditioning != 'projection':
+    assert class_logits.shape == (3, 10)
 
 
 def test_conditional_batch_norm_brings_the_label_to_every_layer_and_starts_as_plain_bn():
@@ -101,9 +102,10 @@ def test_cgan_config_trains_its_conditional_batch_norm_generator(data_dirs, tmp_
   assert float(np.abs(ema['Dense_1']['kernel'] - trained['Dense_1']['kernel']).max()) > 0
 
 
-@pytest.mark.parametrize('conditioning,head', [('projection', 'label_projection'),
-                                                ('auxiliary', 'class_logits')])
-def test_spectral_norm_reaches_the_conditional_heads(conditioning, head):
+@pytest.mark.parametrize('conditioning,heads', [
+    ('projection', {'label_projection'}), ('auxiliary', {'class_logits'}),
+    ('projection_auxiliary', {'label_projection', 'class_logits'})])
+def test_spectral_norm_reaches_the_conditional_heads(conditioning, heads):
   # SNGAN-projection normalises every D layer, the label embedding included: after enough
   # training-mode power iterations each stored sigma is the matrix's largest singular value.
   gan = models.build('mlp', spectral_norm=True, num_classes=10, conditioning=conditioning)
@@ -116,7 +118,7 @@ def test_spectral_norm_reaches_the_conditional_heads(conditioning, head):
     spectral = updates[SPECTRAL]
   sigmas = {name.rsplit('/', 1)[0]: value for vectors in spectral.values()
             for name, value in vectors.items() if name.endswith('/sigma')}
-  assert {path.split('/')[0] for path in sigmas} == {'Dense_0', 'Dense_1', head}
+  assert {path.split('/')[0] for path in sigmas} == {'Dense_0', 'Dense_1', *heads}
   for path, sigma in sigmas.items():
     layer, name = path.split('/')
     matrix = np.asarray(variables['params'][layer][name], np.float64)
@@ -268,6 +270,31 @@ def test_interpolate_writes_a_strip_and_a_gif(conditional_run, tmp_path):
   result = cli('interpolate', f'--workdir={conditional_run}', '--to_label=10', f'--out={out}')
   assert result.stderr.strip().splitlines()[-1] == (
       'error: --to_label=10 is out of range: the model has classes 0..9')
+
+
+@pytest.mark.parametrize('conditioning', ['auxiliary', 'projection_auxiliary'])
+def test_class_loss_on_fakes_decides_what_d_classifies(conditioning):
+  """D's class loss is AC-GAN's real + fake cross-entropy, or the real one alone; G's loss
+  has its class term either way."""
+  from tests import stepping  # pylint: disable=import-outside-toplevel
+  init, _ = stepping.components('mlp', 'bce', conditioning=conditioning)
+  state = jax.jit(init)(jax.random.key(0))
+  batch = stepping.fixed_inputs(1, 16, conditional=True)[0]
+  gan = models.build('mlp', num_classes=10, conditioning=conditioning)
+  # The MLP discriminator has no dropout or state: its first real pass is reproducible here.
+  _, class_logits = gan.discriminator.apply(
+      {'params': state.d_params}, *gan.discriminator_inputs(batch['image'], batch['label']),
+      train=True)
+  real_only = float(np.mean(-jax.nn.log_softmax(class_logits)[np.arange(16), batch['label']]))
+  measured = {}
+  for on_fakes in (True, False):
+    _, history, _ = stepping.run_single_device('mlp', 'bce', num_steps=1,
+                                               conditioning=conditioning,
+                                               class_loss_on_fakes=on_fakes)
+    measured[on_fakes] = history[0]
+  np.testing.assert_allclose(measured[False]['d_class_loss'], real_only, rtol=1e-5)
+  assert measured[True]['d_class_loss'] > real_only + 1  # plus a fake term of about log(10)
+  assert all(np.isfinite(measured[on_fakes]['g_class_loss']) for on_fakes in (True, False))
 
 
 def test_mode_seeking_step_is_the_same_on_one_and_on_eight_devices():

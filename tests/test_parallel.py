@@ -19,6 +19,7 @@ CASES = {'dcgan-bce': ('dcgan', 'bce', 1, None),  # batch norm + dropout
          'mlp-wgan_gp-ncritic2': ('mlp', 'wgan_gp', 2, None),  # gradient penalty + 2 critic steps
          # Conditional: class cross-entropy terms; labels chunked like the images, in the penalty.
          'mlp-bce-auxiliary': ('mlp', 'bce', 1, 'auxiliary'),
+         'mlp-bce-projection_auxiliary': ('mlp', 'bce', 1, 'projection_auxiliary'),
          'mlp-wgan_gp-ncritic2-projection': ('mlp', 'wgan_gp', 2, 'projection')}
 
 

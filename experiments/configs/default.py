@@ -21,7 +21,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.fade_steps = 0
   # > 0: class-conditional (label embedding joined to the latent; jaxgan.models.conditional)
   config.model.num_classes = 0
-  config.model.conditioning = 'projection'  # projection | auxiliary (AC-GAN) discriminator
+  # discriminator: projection | auxiliary (AC-GAN) | projection_auxiliary (both heads)
+  config.model.conditioning = 'projection'
   config.model.label_embed_dim = 50
 
   config.loss = ml_collections.ConfigDict()
@@ -31,7 +32,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.weight_clip = 0.01  # critic parameters clipped to [-c, c] (wgan only)
   config.loss.r1_gamma = 0.0  # > 0: R1 penalty gamma/2 E||grad D(real)||^2 (any loss)
   config.loss.n_critic = 1  # discriminator updates per generator update
-  config.loss.class_weight = 1.0  # auxiliary classifier's cross-entropy weight (AC-GAN only)
+  config.loss.class_weight = 1.0  # auxiliary classifier's cross-entropy weight (AC-GAN heads)
+  config.loss.class_loss_on_fakes = True  # D's class loss also on fakes (AC-GAN) or real only
   # > 0: weight of MSGAN's mode-seeking term in G's loss (latents must change the image)
   config.loss.mode_seeking = 0.0
 

@@ -24,7 +24,8 @@ IMAGE_SHAPE = (28, 28, 1)
 @dataclasses.dataclass(frozen=True)
 class GAN:
   """With num_classes > 0 the generator is called as G(z, labels) and the discriminator as
-  D(x, labels) (projection) or D(x) -> (logit, class logits) (auxiliary)."""
+  D(x, labels) (projection), D(x) -> (logit, class logits) (auxiliary) or
+  D(x, labels) -> (logit, class logits) (projection_auxiliary)."""
   name: str
   generator: nn.Module
   discriminator: nn.Module
@@ -35,7 +36,7 @@ class GAN:
   grow_step: int | None = None
   fade_steps: int = 0
   num_classes: int = 0  # 0: unconditional
-  conditioning: str = ''  # with num_classes > 0: projection | auxiliary
+  conditioning: str = ''  # with num_classes > 0: one of CONDITIONINGS
 
   def network_kwargs(self, step, *, before_growth: bool = False) -> dict:
     """Extra keyword arguments of both networks at generator step `step` (traced or not).
@@ -50,13 +51,14 @@ class GAN:
 
   @property
   def auxiliary_classifier(self) -> bool:
-    return self.conditioning == 'auxiliary'
+    return self.conditioning in ('auxiliary', 'projection_auxiliary')
 
   def generator_inputs(self, z, labels) -> tuple:
     return (z, labels) if self.num_classes else (z,)
 
   def discriminator_inputs(self, images, labels) -> tuple:
-    return (images, labels) if self.conditioning == 'projection' else (images,)
+    with_labels = self.conditioning in ('projection', 'projection_auxiliary')
+    return (images, labels) if with_labels else (images,)
 
 
 GENERATOR_NORMS = ('batch', 'instance', 'conditional_batch')
@@ -120,7 +122,7 @@ def build(name: str, *, axis_name: str | None = None, spectral_norm: bool = Fals
     raise ValueError('class-conditional models (model.num_classes > 0) are implemented without '
                      'progressive growing: set model.num_classes=0, or use '
                      'model.name=dcgan|kannada|mlp')
-  head = conditional.projection if conditioning == 'projection' else conditional.auxiliary
+  head = getattr(conditional, conditioning)
   return dataclasses.replace(
       unconditional,
       generator=conditional.Generator(unconditional.generator, num_classes, label_embed_dim),

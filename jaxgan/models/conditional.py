@@ -9,8 +9,9 @@ class embeddings (how experiments.interpolate morphs one class into another).
 Discriminators reuse an unconditional discriminator's `features` phi(x) and its Dense(1) head:
 - projection (Miyato & Koyama 2018): D(x, y) = psi(phi(x)) + <embed(y), phi(x)>;
 - auxiliary classifier (AC-GAN, Odena et al. 2017): D(x) = (psi(phi(x)), class logits of
-  phi(x)); the train step adds the class cross-entropy on real and fake images to D's loss and
-  on fake images to G's.
+  phi(x)); the train step adds the class cross-entropy on real and fake images (real only with
+  `loss.class_loss_on_fakes=False`) to D's loss and on fake images to G's;
+- projection_auxiliary: both, D(x, y) = (the projection logit, class logits of phi(x)).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import jax.numpy as jnp
 
 from jaxgan.layers import keras_kernel_init, spectral_normalised
 
-CONDITIONINGS = ('projection', 'auxiliary')
+CONDITIONINGS = ('projection', 'auxiliary', 'projection_auxiliary')
 
 
 def _head_layer(discriminator: nn.Module, module: nn.Module, x, *, train: bool):
@@ -45,6 +46,26 @@ class Generator(nn.Module):
     return self.base(jnp.concatenate([z, embedded], axis=-1), train=train, **extra)
 
 
+def _real_fake_logit(discriminator: nn.Module, phi, *, train: bool):
+  """psi(phi(x)): the base discriminator's Dense(1) output layer."""
+  return _head_layer(discriminator, nn.Dense(1, kernel_init=keras_kernel_init), phi,
+                     train=train)[:, 0]
+
+
+def _projection_term(discriminator: nn.Module, phi, labels, *, train: bool):
+  """<embed(y), phi(x)>."""
+  embedded = _head_layer(discriminator, nn.Embed(discriminator.num_classes, phi.shape[-1],
+                                                 embedding_init=keras_kernel_init,
+                                                 name='label_projection'), labels, train=train)
+  return jnp.sum(embedded.astype(phi.dtype) * phi, axis=-1)
+
+
+def _class_logits(discriminator: nn.Module, phi, *, train: bool):
+  return _head_layer(discriminator, nn.Dense(discriminator.num_classes,
+                                             kernel_init=keras_kernel_init, name='class_logits'),
+                     phi, train=train)
+
+
 def projection(base: type[nn.Module]) -> type[nn.Module]:
   """`base`'s discriminator with a projection head: called as D(x, labels, train=...)."""
 
@@ -54,11 +75,8 @@ def projection(base: type[nn.Module]) -> type[nn.Module]:
     @nn.compact
     def __call__(self, x, labels, *, train: bool):
       phi = self.features(x, train=train)
-      out = _head_layer(self, nn.Dense(1, kernel_init=keras_kernel_init), phi, train=train)[:, 0]
-      embedded = _head_layer(self, nn.Embed(self.num_classes, phi.shape[-1],
-                                            embedding_init=keras_kernel_init,
-                                            name='label_projection'), labels, train=train)
-      return out + jnp.sum(embedded.astype(phi.dtype) * phi, axis=-1)
+      out = _real_fake_logit(self, phi, train=train)
+      return out + _projection_term(self, phi, labels, train=train)
 
   ProjectionDiscriminator.__name__ = f'Projection{base.__name__}'
   return ProjectionDiscriminator
@@ -73,9 +91,24 @@ def auxiliary(base: type[nn.Module]) -> type[nn.Module]:
     @nn.compact
     def __call__(self, x, *, train: bool):
       phi = self.features(x, train=train)
-      out = _head_layer(self, nn.Dense(1, kernel_init=keras_kernel_init), phi, train=train)[:, 0]
-      return out, _head_layer(self, nn.Dense(self.num_classes, kernel_init=keras_kernel_init,
-                                             name='class_logits'), phi, train=train)
+      return _real_fake_logit(self, phi, train=train), _class_logits(self, phi, train=train)
 
   AuxiliaryDiscriminator.__name__ = f'Auxiliary{base.__name__}'
   return AuxiliaryDiscriminator
+
+
+def projection_auxiliary(base: type[nn.Module]) -> type[nn.Module]:
+  """Both heads: D(x, labels) -> (projection logit, class logits)."""
+
+  class ProjectionAuxiliaryDiscriminator(base):
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, labels, *, train: bool):
+      phi = self.features(x, train=train)
+      out = _real_fake_logit(self, phi, train=train)
+      return (out + _projection_term(self, phi, labels, train=train),
+              _class_logits(self, phi, train=train))
+
+  ProjectionAuxiliaryDiscriminator.__name__ = f'ProjectionAuxiliary{base.__name__}'
+  return ProjectionAuxiliaryDiscriminator
