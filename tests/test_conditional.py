@@ -83,7 +83,7 @@ def test_conditional_batch_norm_brings_the_label_to_every_layer_and_starts_as_pl
       gan.generator.apply(g_vars, z, labels, train=False), atol=1e-6)
 
 
-def test_cgan_config_trains_its_conditional_batch_norm_generator(data_dirs, tmp_path):  # noqa: F811
+def test_cgan_config_trains_its_generator_and_discriminator(data_dirs, tmp_path):  # noqa: F811
   config = cgan_mnist.get_config()  # the real networks; a few steps on the tiny data
   config.data.manual_dir, config.data.data_dir = map(str, data_dirs)
   config.batch_size, config.num_steps, config.log_every = 16, 2, 1
@@ -92,6 +92,10 @@ def test_cgan_config_trains_its_conditional_batch_norm_generator(data_dirs, tmp_
   assert int(state.step) == 2
   metrics = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
   assert all(np.isfinite(m['g_loss']) and m['g_mode_seeking'] > 0 for m in metrics)
+  # D: spectral norm on every layer, a class head trained on real digits, the hinge loss.
+  assert all(m['d_class_loss'] > 0 and m['g_class_loss'] > 0 for m in metrics)
+  assert {'label_projection', 'class_logits'} <= set(state.d_params)
+  assert len(jax.tree.leaves(state.d_state)) == 2 * 5  # (u, sigma) of 2 convs + 3 head layers
   base = state.g_params['base']
   scales = [base[f'Dense_{i}']['kernel'] for i in (1, 3)]  # the conditional scales learned
   assert all(float(np.abs(kernel).max()) > 0 for kernel in scales)

@@ -1,4 +1,4 @@
-"""Class-conditional DCGAN on MNIST with a projection discriminator (Miyato & Koyama 2018).
+"""Class-conditional DCGAN on MNIST: projection discriminator with an auxiliary class head.
 
 The papers' DCGAN networks, the generator fed a 50-d label embedding beside its latent; Adam
 2e-4, b1 0.5 (the DCGAN paper's settings, which conditional GANs commonly train with), and
@@ -15,8 +15,15 @@ label_accuracy 0.861, against 110.9 and 0.747 with the label at the input only.
 
 The sampled and evaluated generator is an EMA of G's weights (decay 0.999): after the 15 epochs
 (10,000 samples) fcd 5.2, label_accuracy 0.976 and cas_cnn 0.978, against 9.6, 0.966 and 0.980
-without it (one seed each, 2-core CPU, 2026-12-01). A cosine decay of both learning rates to 0
-on top of it made all three worse (8.4, 0.957, 0.973).
+without it. A cosine decay of both learning rates to 0 on top of it made all three worse (8.4,
+0.957, 0.973).
+
+The discriminator is Miyato & Koyama's: spectral norm on every layer (the projection embedding
+included) and the hinge loss, which gave fcd 3.7 at the same label_accuracy (0.980) and cas_cnn
+(0.977); plus a class head trained on real digits only (projection_auxiliary,
+class_loss_on_fakes=False), whose cross-entropy on the fakes G also minimises: fcd 3.3,
+label_accuracy 0.994, cas_cnn 0.978, recall 0.750 (0.792 without the head). One seed each,
+2-core CPU, 2026-12-01.
 """
 from experiments.configs import default
 
@@ -24,11 +31,14 @@ from experiments.configs import default
 def get_config():
   config = default.get_config()
   config.model.num_classes = 10
-  config.model.conditioning = 'projection'
+  config.model.conditioning = 'projection_auxiliary'
   config.model.generator_norm = 'conditional_batch'
+  config.model.spectral_norm = True
   for optimizer in (config.optimizer.generator, config.optimizer.discriminator):
     optimizer.lr = 2e-4
     optimizer.b1 = 0.5
+  config.loss.name = 'hinge'
+  config.loss.class_loss_on_fakes = False
   config.loss.mode_seeking = 0.2
   config.ema.decay = 0.999
   config.num_epochs = 15
