@@ -1,13 +1,17 @@
-"""Class-conditional DCGAN on Kannada-MNIST: the recipe cgan_mnist.py had before its spectral
-norm, hinge loss and class head (projection discriminator, class-conditional BN in G, Adam
-2e-4/b1 0.5, mode seeking 0.2; none of it tuned on Kannada), without its EMA generator.
+"""Class-conditional DCGAN on Kannada-MNIST: cgan_mnist.py's recipe (projection discriminator
+with a class head trained on real digits, spectral norm, hinge loss, class-conditional BN in G,
+Adam 2e-4/b1 0.5, mode seeking 0.2), without its EMA generator.
 
-EMA (decay 0.999) was a mixed result here, unlike on MNIST (10,000 samples, 15 epochs, one seed
-each, with EMA / without): label_accuracy 0.978 / 0.974, augmentation_gain on the test split
-+19.6 / +18.1 points at K = 100 and +13.8 / +12.3 at K = 1,000, but fcd 19.0 / 15.3, cas_cnn
-0.938 / 0.942 and the gain on Dig-MNIST +19.6 / +21.0 and +9.7 / +11.2. So were mode seeking 0.1
-(fcd 10.3, label_accuracy 0.974, cas_cnn 0.929) and spectral norm with the hinge loss (fcd 11.6,
-label_accuracy 0.981, cas_cnn 0.937), 2026-12-01.
+With the class head (15 epochs, 10,000 samples, one seed, 2026-12-01): fcd 16.9, label_accuracy
+0.990 and cas_cnn 0.9505, against 15.3, 0.974 and 0.9415 with cgan_mnist's earlier
+projection/BCE discriminator; but the CNN trained on its digits scores 0.686 on Dig-MNIST
+against 0.738. Spectral norm and hinge without the head gave fcd 11.6, label_accuracy 0.981
+and cas_cnn 0.937; mode seeking 0.1 gave 10.3, 0.974 and 0.929.
+
+EMA (decay 0.999) was a mixed result here, unlike on MNIST (projection/BCE discriminator, with
+EMA / without): label_accuracy 0.978 / 0.974, augmentation_gain on the test split +19.6 / +18.1
+points at K = 100 and +13.8 / +12.3 at K = 1,000, but fcd 19.0 / 15.3, cas_cnn 0.938 / 0.942
+and the gain on Dig-MNIST +19.6 / +21.0 and +9.7 / +11.2.
 """
 from experiments.configs import cgan_mnist
 
@@ -15,9 +19,5 @@ from experiments.configs import cgan_mnist
 def get_config():
   config = cgan_mnist.get_config()
   config.data.name = 'kannada_mnist'
-  config.model.conditioning = 'projection'
-  config.model.spectral_norm = False
-  config.loss.name = 'bce'
-  config.loss.class_loss_on_fakes = True
   config.ema.decay = 0.0
   return config
