@@ -23,8 +23,9 @@ dict of results (floats; `coverage` adds the class shares as a list):
   memorisation       nearest-neighbour pixel distance of the samples to the real train split,
                      against that of the real test digits, and the share of near copies
 
-label_accuracy, cas, cas_cnn and augmentation_gain need labels. `samples` and `real.test` are `ScoredImages`: images together with
-what the evaluation classifier makes of them, computed once by `score_images`.
+label_accuracy, cas, cas_cnn and augmentation_gain need labels. `samples` and `real.test` are
+`ScoredImages`: images together with what the evaluation classifier makes of them, computed once
+by `score_images`.
 """
 from __future__ import annotations
 
@@ -175,8 +176,7 @@ def _flat_pixels(images: np.ndarray) -> np.ndarray:
 def nearest_distances(queries: np.ndarray, references: np.ndarray, *,
                       batch_size: int = 1000) -> np.ndarray:
   """Euclidean pixel distance (pixels scaled to [0, 1]) from each uint8 query image to its
-  nearest reference image; float32 matmuls `batch_size` queries at a time (a 10k x 60k search
-  takes seconds on 2 cores)."""
+  nearest reference image; float32 matmuls, `batch_size` queries at a time."""
   if not len(references):
     raise ValueError('memorisation needs the real train split to search: load the real data '
                      'with its train split (experiments.evaluate always does)')

@@ -51,13 +51,13 @@ class GAN:
 
   @property
   def auxiliary_classifier(self) -> bool:
-    return self.conditioning in ('auxiliary', 'projection_auxiliary')
+    return bool(self.num_classes) and conditional.HEADS[self.conditioning].classifier
 
   def generator_inputs(self, z, labels) -> tuple:
     return (z, labels) if self.num_classes else (z,)
 
   def discriminator_inputs(self, images, labels) -> tuple:
-    with_labels = self.conditioning in ('projection', 'projection_auxiliary')
+    with_labels = bool(self.num_classes) and conditional.HEADS[self.conditioning].projection
     return (images, labels) if with_labels else (images,)
 
 
@@ -122,12 +122,11 @@ def build(name: str, *, axis_name: str | None = None, spectral_norm: bool = Fals
     raise ValueError('class-conditional models (model.num_classes > 0) are implemented without '
                      'progressive growing: set model.num_classes=0, or use '
                      'model.name=dcgan|kannada|mlp')
-  head = getattr(conditional, conditioning)
   return dataclasses.replace(
       unconditional,
       generator=conditional.Generator(unconditional.generator, num_classes, label_embed_dim),
-      discriminator=head(module.Discriminator)(axis_name=axis_name, num_classes=num_classes,
-                                               **options_d),
+      discriminator=conditional.conditioned(module.Discriminator, conditioning)(
+          axis_name=axis_name, num_classes=num_classes, **options_d),
       num_classes=num_classes, conditioning=conditioning)
 
 

@@ -15,12 +15,24 @@ Discriminators reuse an unconditional discriminator's `features` phi(x) and its 
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxgan.layers import keras_kernel_init, spectral_normalised
 
-CONDITIONINGS = ('projection', 'auxiliary', 'projection_auxiliary')
+
+
+class Heads(NamedTuple):
+  projection: bool  # D takes the labels and adds <embed(y), phi(x)> to its logit
+  classifier: bool  # D also returns class logits, trained with a class cross-entropy
+
+
+HEADS = {'projection': Heads(projection=True, classifier=False),
+         'auxiliary': Heads(projection=False, classifier=True),
+         'projection_auxiliary': Heads(projection=True, classifier=True)}
+CONDITIONINGS = tuple(HEADS)
 
 
 def _head_layer(discriminator: nn.Module, module: nn.Module, x, *, train: bool):
@@ -66,49 +78,22 @@ def _class_logits(discriminator: nn.Module, phi, *, train: bool):
                      phi, train=train)
 
 
-def projection(base: type[nn.Module]) -> type[nn.Module]:
-  """`base`'s discriminator with a projection head: called as D(x, labels, train=...)."""
+def conditioned(base: type[nn.Module], conditioning: str) -> type[nn.Module]:
+  """`base`'s discriminator with the heads of `conditioning`: called as D(x, labels, train=...)
+  when it projects the label, D(x, train=...) otherwise; returns the logit, and with a class
+  head (logit, class logits)."""
+  heads = HEADS[conditioning]
 
-  class ProjectionDiscriminator(base):
+  class ConditionalDiscriminator(base):
     num_classes: int = 10
 
     @nn.compact
-    def __call__(self, x, labels, *, train: bool):
+    def __call__(self, x, labels=None, *, train: bool):
       phi = self.features(x, train=train)
       out = _real_fake_logit(self, phi, train=train)
-      return out + _projection_term(self, phi, labels, train=train)
+      if heads.projection:
+        out = out + _projection_term(self, phi, labels, train=train)
+      return (out, _class_logits(self, phi, train=train)) if heads.classifier else out
 
-  ProjectionDiscriminator.__name__ = f'Projection{base.__name__}'
-  return ProjectionDiscriminator
-
-
-def auxiliary(base: type[nn.Module]) -> type[nn.Module]:
-  """`base`'s discriminator with an extra class-logits head: D(x) -> (logit, class logits)."""
-
-  class AuxiliaryDiscriminator(base):
-    num_classes: int = 10
-
-    @nn.compact
-    def __call__(self, x, *, train: bool):
-      phi = self.features(x, train=train)
-      return _real_fake_logit(self, phi, train=train), _class_logits(self, phi, train=train)
-
-  AuxiliaryDiscriminator.__name__ = f'Auxiliary{base.__name__}'
-  return AuxiliaryDiscriminator
-
-
-def projection_auxiliary(base: type[nn.Module]) -> type[nn.Module]:
-  """Both heads: D(x, labels) -> (projection logit, class logits)."""
-
-  class ProjectionAuxiliaryDiscriminator(base):
-    num_classes: int = 10
-
-    @nn.compact
-    def __call__(self, x, labels, *, train: bool):
-      phi = self.features(x, train=train)
-      out = _real_fake_logit(self, phi, train=train)
-      return (out + _projection_term(self, phi, labels, train=train),
-              _class_logits(self, phi, train=train))
-
-  ProjectionAuxiliaryDiscriminator.__name__ = f'ProjectionAuxiliary{base.__name__}'
-  return ProjectionAuxiliaryDiscriminator
+  ConditionalDiscriminator.__name__ = f'{conditioning.title().replace("_", "")}{base.__name__}'
+  return ConditionalDiscriminator
