@@ -23,7 +23,6 @@ import jax.numpy as jnp
 from jaxgan.layers import keras_kernel_init, spectral_normalised
 
 
-
 class Heads(NamedTuple):
   projection: bool  # D takes the labels and adds <embed(y), phi(x)> to its logit
   classifier: bool  # D also returns class logits, trained with a class cross-entropy
