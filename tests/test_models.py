@@ -37,9 +37,9 @@ def _shapes(tree) -> dict[str, tuple[int, ...]]:
 
 
 @functools.lru_cache(maxsize=None)
-def _abstract_variables(name: str):
+def _abstract_variables(name: str, **build_options):
     """Shapes of (generator variables, discriminator variables), traced but never compiled."""
-    gan = models.build(name)
+    gan = models.build(name, **build_options)
     z = jax.ShapeDtypeStruct((BATCH, gan.latent_dim), jnp.float32)
     x = jax.ShapeDtypeStruct((BATCH,) + IMAGE_SHAPE, jnp.float32)
     g_vars = jax.eval_shape(lambda z: gan.generator.init(jax.random.key(0), z, train=False), z)
@@ -185,6 +185,28 @@ def test_dcgan_layer_structure_is_pinned():
         "Dense_0/kernel": (7 * 7 * 64, 1),
         "Dense_0/bias": (1,),
     }
+
+
+def test_generator_width_multiplies_the_dcgan_generators_hidden_channels():
+    g_vars, d_vars = _abstract_variables("dcgan", generator_width=2)
+    shapes = _shapes(g_vars["params"])
+    assert shapes["Dense_0/kernel"] == (100, 7 * 7 * 128)
+    assert shapes["ConvTranspose_0/kernel"] == (5, 5, 128, 64)
+    assert shapes["ConvTranspose_1/kernel"] == (5, 5, 64, 1)
+    # 100*6272 + BN 2*6272 + 5*5*128*64 + BN 2*64 + 5*5*64 = 846,272
+    assert _count(g_vars["params"]) == 846_272
+    assert _count(d_vars["params"]) == EXPECTED_COUNTS["dcgan"]["discriminator"]  # D unchanged
+    gan = models.build("dcgan", generator_width=2)
+    z = _normal(0, (BATCH, gan.latent_dim))
+    images, _ = gan.generator.init_with_output(jax.random.key(0), z, train=False)
+    assert images.shape == (BATCH,) + IMAGE_SHAPE
+
+
+@pytest.mark.parametrize("name, width", [("dcgan", 0), ("dcgan", 1.5), ("mlp", 2)])
+def test_bad_generator_width_is_refused(name, width):
+    with pytest.raises(ValueError, match=f"model.generator_width must be an integer >= 1 and is "
+                                         f"implemented for dcgan only, got {width} for '{name}'"):
+        models.build(name, generator_width=width)
 
 
 def test_unknown_model_name_raises_naming_choices():

@@ -24,6 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
   # discriminator: projection | auxiliary (AC-GAN) | projection_auxiliary (both heads)
   config.model.conditioning = 'projection'
   config.model.label_embed_dim = 50
+  config.model.generator_width = 1  # dcgan: G's hidden channels are 64 x width and 32 x width
 
   config.loss = ml_collections.ConfigDict()
   config.loss.name = 'bce'  # bce (non-saturating) | wgan (weight clipping) | wgan_gp | hinge | lsgan

@@ -70,7 +70,7 @@ _GENERATOR_NORM = ('dcgan', 'progressive')
 def build(name: str, *, axis_name: str | None = None, spectral_norm: bool = False,
           generator_norm: str = 'batch', grow_step: int = 0, fade_steps: int = 0,
           num_classes: int = 0, conditioning: str = 'projection',
-          label_embed_dim: int = 50) -> GAN:
+          label_embed_dim: int = 50, generator_width: int = 1) -> GAN:
   """The named GAN's modules; `axis_name` is the device axis of the data-parallel step.
 
   `spectral_norm` normalises the discriminator's layers; `generator_norm` (batch | instance |
@@ -78,7 +78,8 @@ def build(name: str, *, axis_name: str | None = None, spectral_norm: bool = Fals
   conditional_batch, class-conditional BN: conditional dcgan only); `grow_step` and
   `fade_steps` schedule the progressive model's growth (`progressive.growth_alpha`).
   `num_classes` > 0 makes it class-conditional (see jaxgan.models.conditional), its
-  discriminator conditioned by `conditioning`.
+  discriminator conditioned by `conditioning`. `generator_width` multiplies the dcgan
+  generator's hidden channels.
   """
   if name not in _MODULES:
     raise ValueError(f'unknown model {name!r}: choose one of {", ".join(MODEL_NAMES)} '
@@ -99,7 +100,12 @@ def build(name: str, *, axis_name: str | None = None, spectral_norm: bool = Fals
     if name not in _GENERATOR_NORM:
       raise ValueError(f'model.generator_norm is implemented for {", ".join(_GENERATOR_NORM)}, '
                        f'not {name!r}: set it to batch')
-    options_g = dict(norm=generator_norm)
+    options_g['norm'] = generator_norm
+  if generator_width != 1:
+    if name != 'dcgan' or not isinstance(generator_width, int) or generator_width < 1:
+      raise ValueError(f'model.generator_width must be an integer >= 1 and is implemented for '
+                       f'dcgan only, got {generator_width} for {name!r}: set it to 1')
+    options_g['width'] = generator_width
   if grow_step < 0 or fade_steps < 0:
     raise ValueError(f'model.grow_step and model.fade_steps must be >= 0, got {grow_step} and '
                      f'{fade_steps}')
@@ -137,4 +143,5 @@ def from_config(model: ml_collections.ConfigDict, *, axis_name: str | None = Non
                grow_step=model.get('grow_step', 0), fade_steps=model.get('fade_steps', 0),
                num_classes=model.get('num_classes', 0),
                conditioning=model.get('conditioning', 'projection'),
-               label_embed_dim=model.get('label_embed_dim', 50))
+               label_embed_dim=model.get('label_embed_dim', 50),
+               generator_width=model.get('generator_width', 1))
