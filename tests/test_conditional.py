@@ -141,6 +141,16 @@ def test_bad_conditional_settings_are_refused():
     models.build('dcgan', num_classes=10, conditioning='concat')
 
 
+@pytest.mark.parametrize('conditioning', models.CONDITIONINGS)
+def test_a_discriminator_called_with_the_wrong_inputs_says_so(conditioning):
+  gan = models.build('mlp', num_classes=10, conditioning=conditioning)
+  x, labels = jnp.ones((2, 28, 28, 1)), jnp.array([0, 1])
+  wrong = (x,) if len(gan.discriminator_inputs(x, labels)) == 2 else (x, labels)
+  with pytest.raises(ValueError, match=f'a {conditioning} discriminator takes labels exactly when '
+                     'it projects them: call it with gan.discriminator_inputs'):
+    gan.discriminator.init(jax.random.key(0), *wrong, train=False)
+
+
 def test_slerp_keeps_the_ends_and_lerp_is_straight():
   a, b = np.array([3.0, 0.0]), np.array([0.0, 3.0])
   t = np.linspace(0, 1, 5)

@@ -88,6 +88,9 @@ def conditioned(base: type[nn.Module], conditioning: str) -> type[nn.Module]:
 
     @nn.compact
     def __call__(self, x, labels=None, *, train: bool):
+      if (labels is None) == heads.projection:
+        raise ValueError(f'a {conditioning} discriminator takes labels exactly when it projects '
+                         f'them: call it with gan.discriminator_inputs(images, labels)')
       phi = self.features(x, train=train)
       out = _real_fake_logit(self, phi, train=train)
       if heads.projection:
