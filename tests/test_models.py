@@ -202,11 +202,25 @@ def test_generator_width_multiplies_the_dcgan_generators_hidden_channels():
     assert images.shape == (BATCH,) + IMAGE_SHAPE
 
 
+def test_discriminator_width_multiplies_the_dcgan_discriminators_channels():
+    g_vars, d_vars = _abstract_variables("dcgan", discriminator_width=2)
+    assert _shapes(d_vars["params"]) == {
+        "Conv_0/kernel": (5, 5, 1, 64),
+        "Conv_0/bias": (64,),
+        "Conv_1/kernel": (5, 5, 64, 128),
+        "Conv_1/bias": (128,),
+        "Dense_0/kernel": (7 * 7 * 128, 1),
+        "Dense_0/bias": (1,),
+    }
+    assert _count(g_vars["params"]) == EXPECTED_COUNTS["dcgan"]["generator"]  # G unchanged
+
+
+@pytest.mark.parametrize("network", ["generator", "discriminator"])
 @pytest.mark.parametrize("name, width", [("dcgan", 0), ("dcgan", 1.5), ("mlp", 2)])
-def test_bad_generator_width_is_refused(name, width):
-    with pytest.raises(ValueError, match=f"model.generator_width must be an integer >= 1 and is "
+def test_bad_network_width_is_refused(network, name, width):
+    with pytest.raises(ValueError, match=f"model.{network}_width must be an integer >= 1 and is "
                                          f"implemented for dcgan only, got {width} for '{name}'"):
-        models.build(name, generator_width=width)
+        models.build(name, **{f"{network}_width": width})
 
 
 def test_unknown_model_name_raises_naming_choices():

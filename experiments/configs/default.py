@@ -24,7 +24,10 @@ def get_config() -> ml_collections.ConfigDict:
   # discriminator: projection | auxiliary (AC-GAN) | projection_auxiliary (both heads)
   config.model.conditioning = 'projection'
   config.model.label_embed_dim = 50
-  config.model.generator_width = 1  # dcgan: G's hidden channels are 64 x width and 32 x width
+  # dcgan: G's hidden channels are 64 and 32 times generator_width, D's 32 and 64 times
+  # discriminator_width.
+  config.model.generator_width = 1
+  config.model.discriminator_width = 1
 
   config.loss = ml_collections.ConfigDict()
   config.loss.name = 'bce'  # bce (non-saturating) | wgan (weight clipping) | wgan_gp | hinge | lsgan

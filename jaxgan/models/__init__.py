@@ -70,7 +70,8 @@ _GENERATOR_NORM = ('dcgan', 'progressive')
 def build(name: str, *, axis_name: str | None = None, spectral_norm: bool = False,
           generator_norm: str = 'batch', grow_step: int = 0, fade_steps: int = 0,
           num_classes: int = 0, conditioning: str = 'projection',
-          label_embed_dim: int = 50, generator_width: int = 1) -> GAN:
+          label_embed_dim: int = 50, generator_width: int = 1,
+          discriminator_width: int = 1) -> GAN:
   """The named GAN's modules; `axis_name` is the device axis of the data-parallel step.
 
   `spectral_norm` normalises the discriminator's layers; `generator_norm` (batch | instance |
@@ -78,8 +79,8 @@ def build(name: str, *, axis_name: str | None = None, spectral_norm: bool = Fals
   conditional_batch, class-conditional BN: conditional dcgan only); `grow_step` and
   `fade_steps` schedule the progressive model's growth (`progressive.growth_alpha`).
   `num_classes` > 0 makes it class-conditional (see jaxgan.models.conditional), its
-  discriminator conditioned by `conditioning`. `generator_width` multiplies the dcgan
-  generator's hidden channels.
+  discriminator conditioned by `conditioning`. `generator_width` and
+  `discriminator_width` multiply the dcgan networks' hidden channels.
   """
   if name not in _MODULES:
     raise ValueError(f'unknown model {name!r}: choose one of {", ".join(MODEL_NAMES)} '
@@ -92,7 +93,7 @@ def build(name: str, *, axis_name: str | None = None, spectral_norm: bool = Fals
     if name not in _SPECTRAL_NORM:
       raise ValueError(f'model.spectral_norm is implemented for {", ".join(_SPECTRAL_NORM)}, '
                        f'not {name!r}: set it to False')
-    options_d = dict(spectral_norm=True)
+    options_d['spectral_norm'] = True
   if generator_norm == 'conditional_batch' and (name != 'dcgan' or not num_classes):
     raise ValueError('model.generator_norm=conditional_batch needs a class-conditional dcgan: set '
                      'model.name=dcgan and model.num_classes > 0, or generator_norm=batch')
@@ -101,11 +102,13 @@ def build(name: str, *, axis_name: str | None = None, spectral_norm: bool = Fals
       raise ValueError(f'model.generator_norm is implemented for {", ".join(_GENERATOR_NORM)}, '
                        f'not {name!r}: set it to batch')
     options_g['norm'] = generator_norm
-  if generator_width != 1:
-    if name != 'dcgan' or not isinstance(generator_width, int) or generator_width < 1:
-      raise ValueError(f'model.generator_width must be an integer >= 1 and is implemented for '
-                       f'dcgan only, got {generator_width} for {name!r}: set it to 1')
-    options_g['width'] = generator_width
+  for field, width, options in (('generator_width', generator_width, options_g),
+                                 ('discriminator_width', discriminator_width, options_d)):
+    if width != 1:
+      if name != 'dcgan' or not isinstance(width, int) or width < 1:
+        raise ValueError(f'model.{field} must be an integer >= 1 and is implemented for dcgan '
+                         f'only, got {width} for {name!r}: set it to 1')
+      options['width'] = width
   if grow_step < 0 or fade_steps < 0:
     raise ValueError(f'model.grow_step and model.fade_steps must be >= 0, got {grow_step} and '
                      f'{fade_steps}')
@@ -144,4 +147,5 @@ def from_config(model: ml_collections.ConfigDict, *, axis_name: str | None = Non
                num_classes=model.get('num_classes', 0),
                conditioning=model.get('conditioning', 'projection'),
                label_embed_dim=model.get('label_embed_dim', 50),
-               generator_width=model.get('generator_width', 1))
+               generator_width=model.get('generator_width', 1),
+               discriminator_width=model.get('discriminator_width', 1))

@@ -79,11 +79,12 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
   """x -> Conv(32, 5, s2) -> LReLU -> Dropout(0.3) -> Conv(64, 5, s2) -> LReLU -> Dropout(0.3)
   -> Flatten -> Dense(1); `spectral_norm=True` divides every kernel by its spectral norm
-  (`jaxgan.layers.spectral_normalised`)."""
+  (`jaxgan.layers.spectral_normalised`); `width` multiplies both convolutions' channels."""
   dropout_rate: float = 0.3
   axis_name: str | None = None  # keys the per-example dropout masks to global batch indices
   conv_impl: str = 'auto'  # jaxgan.convs: auto | phase | xla (same parameters and results)
   spectral_norm: bool = False
+  width: int = 1
 
   @nn.compact
   def __call__(self, x, *, train: bool):
@@ -96,7 +97,7 @@ class Discriminator(nn.Module):
   def features(self, x, *, train: bool):
     """The flattened features before the output layer (phi(x) of jaxgan.models.conditional);
     called from a compact method, whose scope names the layers as before the split."""
-    for features in (32, 64):
+    for features in (32 * self.width, 64 * self.width):
       x = self.layer(convs.Conv(features, (5, 5), (2, 2), 'SAME', kernel_init=keras_kernel_init,
                                 impl=self.conv_impl), x, train=train)
       x = ExampleDropout(self.dropout_rate, self.axis_name)(_leaky(x), deterministic=not train)
