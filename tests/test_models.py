@@ -160,6 +160,17 @@ def test_model_names_cover_all_pinned_models():
     assert set(models.MODEL_NAMES) == set(EXPECTED_COUNTS)
 
 
+def _dcgan_discriminator_shapes(channels_0: int, channels_1: int) -> dict:
+    return {
+        "Conv_0/kernel": (5, 5, 1, channels_0),
+        "Conv_0/bias": (channels_0,),
+        "Conv_1/kernel": (5, 5, channels_0, channels_1),
+        "Conv_1/bias": (channels_1,),
+        "Dense_0/kernel": (7 * 7 * channels_1, 1),
+        "Dense_0/bias": (1,),
+    }
+
+
 def test_dcgan_layer_structure_is_pinned():
     g_vars, d_vars = _abstract_variables("dcgan")
     assert _shapes(g_vars["params"]) == {
@@ -177,14 +188,7 @@ def test_dcgan_layer_structure_is_pinned():
         "BatchNorm_1/mean": (32,),
         "BatchNorm_1/var": (32,),
     }
-    assert _shapes(d_vars["params"]) == {
-        "Conv_0/kernel": (5, 5, 1, 32),
-        "Conv_0/bias": (32,),
-        "Conv_1/kernel": (5, 5, 32, 64),
-        "Conv_1/bias": (64,),
-        "Dense_0/kernel": (7 * 7 * 64, 1),
-        "Dense_0/bias": (1,),
-    }
+    assert _shapes(d_vars["params"]) == _dcgan_discriminator_shapes(32, 64)
 
 
 def test_generator_width_multiplies_the_dcgan_generators_hidden_channels():
@@ -204,14 +208,7 @@ def test_generator_width_multiplies_the_dcgan_generators_hidden_channels():
 
 def test_discriminator_width_multiplies_the_dcgan_discriminators_channels():
     g_vars, d_vars = _abstract_variables("dcgan", discriminator_width=2)
-    assert _shapes(d_vars["params"]) == {
-        "Conv_0/kernel": (5, 5, 1, 64),
-        "Conv_0/bias": (64,),
-        "Conv_1/kernel": (5, 5, 64, 128),
-        "Conv_1/bias": (128,),
-        "Dense_0/kernel": (7 * 7 * 128, 1),
-        "Dense_0/bias": (1,),
-    }
+    assert _shapes(d_vars["params"]) == _dcgan_discriminator_shapes(64, 128)
     assert _count(g_vars["params"]) == EXPECTED_COUNTS["dcgan"]["generator"]  # G unchanged
 
 
