@@ -63,12 +63,14 @@ def parse_args(argv=None):
   return parser.parse_args(argv)
 
 
-def _time_repeat(run_step, steps, batch_size, jax):
+def _time_repeat(run_step, steps, batch_size, jax, parallel):
   with _common.ForeignLoad() as foreign:
     start = time.perf_counter()
+    pacer = parallel.StepPacer()  # the trainer's pacing (several CPU devices deadlock without)
     out = None
     for _ in range(steps):
       out = run_step()
+      pacer.dispatched(out)
     jax.block_until_ready(out)
     elapsed = time.perf_counter() - start
   return batch_size * steps / elapsed, 1e3 * elapsed / steps, foreign.cores
@@ -135,7 +137,8 @@ def worker(args) -> list[dict]:
   results = {feed: [] for feed in feeds}
   for _ in range(args.repeats):
     for feed in feeds:
-      results[feed].append(_time_repeat(runners[feed], calls, batch_size * k, jax))
+      results[feed].append(_time_repeat(runners[feed], calls, batch_size * k, jax,
+                                        parallel))
   pipeline.close()
   recompiled = step._cache_size() != 1  # pylint: disable=protected-access
   common = dict(model=model, batch=batch_size, steps_per_call=k, cpu_devices=args.cpu_devices,

@@ -34,8 +34,8 @@ _TRUNCATION = flags.DEFINE_float('truncation', 0.0, 'Truncation trick: latents d
                                  'normal truncated to [-t, t] (e.g. 1.0); 0: none.',
                                  lower_bound=0.0)
 _CPU_DEVICES = flags.DEFINE_integer(
-    'cpu_devices', 0, 'CPU only: jax devices to generate on, each a share of every batch (no '
-    'collectives, so none of training\'s rendezvous risk); 0: one per core, -1: jax\'s default.',
+    'cpu_devices', 0, 'CPU only: jax devices to generate on, each a share of every batch (the '
+    'digits do not depend on the count); 0: one per core, -1: jax\'s default.',
     lower_bound=-1)
 _COMPRESS = flags.DEFINE_bool('compress', False, 'Write a compressed .npz: about 40% of the size, '
                                'but ~10 s more for 60,000 digits on a 2-core CPU.')

@@ -6,6 +6,7 @@ function under `jax.pmap` (state with a leading device axis), for code that stil
 """
 from __future__ import annotations
 
+import collections
 import os
 from typing import Callable, Iterator, Sequence
 
@@ -15,6 +16,12 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = 'data'
+# Steps the host may dispatch ahead of the devices. XLA:CPU admits 32 programs in flight per
+# device; when the host fills that queue with collective programs over several CPU devices of
+# one process, its in-process all-reduce deadlocks and aborts after 40 s (gdb: one program
+# waits in the rendezvous, one launch waits for a free slot, no thread computes). A few steps
+# ahead keep the dispatch overlapped with the computation.
+MAX_STEPS_IN_FLIGHT = 8
 
 
 def configure_cpu_devices(count: int = 0, *, divides: int | None = None) -> int | None:
@@ -24,8 +31,9 @@ def configure_cpu_devices(count: int = 0, *, divides: int | None = None) -> int 
   batch, instead of one program whose ops are split over the cores (compare with
   benchmarks/train_throughput.py --cpu-devices). Results equal the 1-device step up to float
   rounding (batch statistics and gradients are averaged over devices; dropout and latents are
-  drawn per global example). Not the default: real training runs with 2 devices on a loaded
-  2-core machine stopped inside XLA:CPU's all-reduce rendezvous (see config.cpu_devices).
+  drawn per global example). Not the default, so that a run's numbers do not depend on the
+  machine's core count. Loops that dispatch steps must bound how far the host runs ahead
+  (`StepPacer`), as `run_steps` does.
 
   `count` 0: one device per core this process may use, lowered to the largest count that
   divides `divides` (the per-process batch) when given; < 0: leave jax's default. Returns the
@@ -117,6 +125,27 @@ def pmap_step(step_fn, *, donate: bool = True, steps_per_call: int = 1,
                   donate_argnums=(0,) if donate else ())
 
 
+class StepPacer:
+  """Keeps the host at most `limit` dispatched step calls ahead of the devices: `dispatched`
+  takes each call's outputs (not donated ones) and waits for the call `limit` calls back."""
+
+  def __init__(self, limit: int = MAX_STEPS_IN_FLIGHT):
+    if limit < 1:
+      raise ValueError(f'StepPacer limit must be >= 1, got {limit}')
+    self._limit = limit
+    self._pending = collections.deque()
+
+  def dispatched(self, outputs) -> None:
+    self._pending.append(outputs)
+    if len(self._pending) > self._limit:
+      jax.block_until_ready(self._pending.popleft())
+
+  @property
+  def in_flight(self) -> int:
+    """Calls dispatched and not yet waited for (an upper bound on those still running)."""
+    return len(self._pending)
+
+
 def run_steps(step, multi_step, state, next_batch: Callable[[], object], key, start: int,
               stop: int, *, steps_per_call: int = 1,
               is_boundary: Callable[[int], bool] = lambda done: False,
@@ -130,13 +159,16 @@ def run_steps(step, multi_step, state, next_batch: Callable[[], object], key, st
   programs cover any run. `state` is the newest state, which is the state after `done` steps
   whenever `is_boundary(done)` or `done == stop`. `measurements` are that step's values where
   `wants_measurements(done)` (other steps of a multi-step call get the whole stacked dict).
+  The host stays at most MAX_STEPS_IN_FLIGHT calls ahead of the devices (`StepPacer`).
   """
+  pacer = StepPacer()
   done = start
   while done < stop:
     count = steps_per_call
     if (count > 1 and done + count <= stop
         and not any(is_boundary(d) for d in range(done + 1, done + count))):
       state, stacked = multi_step(state, [next_batch() for _ in range(count)], key)
+      pacer.dispatched(stacked)
       for index in range(count):
         done += 1
         measurements = stacked
@@ -145,6 +177,7 @@ def run_steps(step, multi_step, state, next_batch: Callable[[], object], key, st
         yield done, state, measurements
     else:
       state, measurements = step(state, next_batch(), key)
+      pacer.dispatched(measurements)
       done += 1
       yield done, state, measurements
 

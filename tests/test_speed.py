@@ -153,6 +153,48 @@ def test_run_steps_never_crosses_a_boundary():
       assert state == done - 1  # the state after `done` steps (started at step 1 with 0)
 
 
+
+def test_step_pacer_waits_for_the_call_limit_back(monkeypatch):
+  waited = []
+  monkeypatch.setattr(parallel.jax, 'block_until_ready', waited.append)
+  pacer = parallel.StepPacer(limit=3)
+  for call in range(12):
+    pacer.dispatched(call)
+    assert pacer.in_flight == min(call + 1, 3)
+  assert waited == list(range(9))  # call c waited for call c - 3
+  with pytest.raises(ValueError, match='StepPacer limit must be >= 1, got 0'):
+    parallel.StepPacer(limit=0)
+
+
+# Many cheap collective steps over 2 CPU devices of one process: with the host free to run
+# ahead, XLA:CPU's queue of 32 programs per device fills and its all-reduce deadlocks within a
+# few steps (then aborts: rc -6); run_steps' pacing must keep it out of that state.
+_PACED_PROBE = '''
+import os
+os.environ["XLA_FLAGS"] = ("--xla_force_host_platform_device_count=2 "
+                           "--xla_cpu_collective_call_terminate_timeout_seconds=15")
+import jax, jax.numpy as jnp
+from jaxgan import parallel
+mesh = parallel.make_mesh()
+def step_fn(state, batch, key):
+  total = jax.lax.psum(jnp.sum(batch), parallel.DATA_AXIS)
+  return state + total, {"total": total}
+step = parallel.shard_step(step_fn, mesh)
+batch = jax.device_put(jnp.ones((8, 4)), parallel.batch_sharded(mesh))
+state = jax.device_put(jnp.zeros(()), parallel.replicated(mesh))
+for done, state, measured in parallel.run_steps(step, None, state, lambda: batch, None, 0, 3000):
+  pass
+print(done, float(state))
+'''
+
+
+def test_run_steps_keeps_many_collective_steps_on_two_cpu_devices_alive():
+  import subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  out = subprocess.run([sys.executable, '-c', _PACED_PROBE], capture_output=True, text=True,
+                       timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.split()[-2:] == ['3000', '96000.0']  # 3000 steps of sum 32
+
 def _tiny_config(tmp_path, **overrides):
   manual = tmp_path / 'manual'
   if not manual.exists():
