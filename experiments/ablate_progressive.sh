@@ -5,9 +5,11 @@
 # STEPS: the batch-256 variants' training steps (default 2340, the config's 10 epochs =
 # 599,040 images); growth starts at STEPS/2, the fade and the warmup keep the config's shares of
 # the run (500 and 100 of 2340 steps). The batch-64 variant runs 4 x STEPS. Extra flags apply to
-# every variant. Runs that exist are resumed (or skipped when finished). Prints each variant's
-# training wall time; fcd goes to RUN/eval.json.
-set -euo pipefail
+# every variant. A run that exists is resumed, or skipped when finished (RUN/samples/final.png,
+# which the trainer writes last). Prints each variant's training wall time (only a fresh run's
+# is the variant's); fcd goes to RUN/eval.json. A variant that fails does not stop the others;
+# the script then names the failed ones and exits 1.
+set -uo pipefail
 runs=${1:?usage: $0 RUNS_DIR [STEPS [--config.FIELD=VALUE ...]]}
 steps=${2:-2340}
 shift $(($# < 2 ? $# : 2))
@@ -27,12 +29,29 @@ declare -A variants=(
   [no_large_batch]="$(length $((4 * steps))) --config.batch_size=64
     --config.optimizer.generator.lr=1e-4 --config.optimizer.discriminator.lr=1e-4"
 )
+failed=()
 for name in full no_growing no_instance_norm no_spectral_norm no_schedule no_label_smoothing \
     no_large_batch; do
-  start=$SECONDS
-  # shellcheck disable=SC2046,SC2086  # the flags are meant to split; later flags win
-  python -m experiments.train --config="$config" --workdir="$runs/$name" $(length "$steps") \
-    ${variants[$name]} "$@"
-  echo "$name: trained in $((SECONDS - start)) s"
-  python -m experiments.evaluate --workdir="$runs/$name" --num_samples=5000 --metrics=fcd
+  run=$runs/$name
+  if [[ -e $run/samples/final.png ]]; then
+    echo "$name: already trained (wall time not measured here)"
+  else
+    how=trained
+    [[ -e $run/checkpoints ]] && how='resumed; this part'
+    start=$SECONDS
+    # shellcheck disable=SC2046,SC2086  # the flags are meant to split; later flags win
+    if ! python -m experiments.train --config="$config" --workdir="$run" $(length "$steps") \
+        ${variants[$name]} "$@"; then
+      echo "$name: training failed"
+      failed+=("$name")
+      continue
+    fi
+    echo "$name: $how in $((SECONDS - start)) s"
+  fi
+  python -m experiments.evaluate --workdir="$run" --num_samples=5000 --metrics=fcd \
+    || { echo "$name: evaluation failed"; failed+=("$name"); }
 done
+if ((${#failed[@]})); then
+  echo "failed: ${failed[*]}" >&2
+  exit 1
+fi

@@ -311,6 +311,9 @@ def _format_seconds(seconds: float) -> str:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANState:
   """Train (or resume) the run in `workdir`; returns the final state (host layout)."""
   validate(config)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f'--workdir {workdir} is a file, not a run folder: pass a new folder or '
+                     'a run folder to resume')
   mesh = parallel.make_mesh()
   parallel.check_batch_divides(config.batch_size, mesh)
   train_images, train_labels = data.load_split(
