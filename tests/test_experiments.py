@@ -179,7 +179,6 @@ def test_a_workdir_of_another_experiment_is_refused_and_left_alone(trained_run, 
   assert checkpoint_steps(workdir) == [12, 16]
 
 
-
 def test_a_workdir_that_is_a_file_is_a_one_line_error_and_left_alone(data_dirs, tmp_path):
   workdir = tmp_path / 'notes.txt'
   workdir.write_text('mine')
@@ -189,6 +188,7 @@ def test_a_workdir_that_is_a_file_is_a_one_line_error_and_left_alone(data_dirs, 
       f'error: --workdir {workdir} is a file, not a run folder: pass a new folder or a run '
       'folder to resume')
   assert workdir.read_text() == 'mine'
+
 
 def test_missing_data_folder_is_a_one_line_error(tmp_path):
   result = cli('train', '--config=experiments/configs/tiny.py', f'--workdir={tmp_path / "run"}',

@@ -153,7 +153,6 @@ def test_run_steps_never_crosses_a_boundary():
       assert state == done - 1  # the state after `done` steps (started at step 1 with 0)
 
 
-
 def test_step_pacer_waits_for_the_call_limit_back(monkeypatch):
   waited = []
   monkeypatch.setattr(parallel.jax, 'block_until_ready', waited.append)
@@ -194,6 +193,7 @@ def test_run_steps_keeps_many_collective_steps_on_two_cpu_devices_alive():
                        timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
   assert out.stdout.split()[-2:] == ['3000', '96000.0']  # 3000 steps of sum 32
+
 
 def _tiny_config(tmp_path, **overrides):
   manual = tmp_path / 'manual'
