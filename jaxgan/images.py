@@ -1,4 +1,4 @@
-"""Image conversion, sample grids and atomic image writes."""
+"""Sample grids and atomic image and GIF writes."""
 from __future__ import annotations
 
 import os
@@ -6,14 +6,6 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image
-
-
-def to_uint8(images: np.ndarray) -> np.ndarray:
-  """[-1, 1] floats (N, H, W[, 1]) -> uint8 (N, H, W), 0 = background as in the IDX files."""
-  images = np.asarray(images, np.float32)
-  if images.ndim == 4:
-    images = images[..., 0]
-  return np.clip(np.rint((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 def grid(images: np.ndarray, rows: int, cols: int | None = None, *, scale: int = 1,

@@ -32,12 +32,6 @@ def make_schedule(lr: float, schedule: ml_collections.ConfigDict,
                    '(config field schedule.name)')
 
 
-def make_adam(opt: ml_collections.ConfigDict, schedule: ml_collections.ConfigDict,
-              total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """Adam with the configured schedule; the schedule is returned too, for logging."""
-  return make_optimizer('adam', opt, schedule, total_steps)
-
-
 def make_optimizer(name: str, opt: ml_collections.ConfigDict,
                    schedule: ml_collections.ConfigDict,
                    total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:

@@ -21,8 +21,8 @@ def components(model: str, loss: str, n_critic: int = 1, axis_name=None, conditi
   `step_options` go to make_train_step."""
   cond = dict(num_classes=10, conditioning=conditioning) if conditioning else {}
   gan = models.build(model, axis_name=axis_name, **cond)
-  g_tx, _ = optim.make_adam(adam_config(), CONSTANT, 100)
-  d_tx, _ = optim.make_adam(adam_config(), CONSTANT, 100)
+  g_tx, _ = optim.make_optimizer('adam', adam_config(), CONSTANT, 100)
+  d_tx, _ = optim.make_optimizer('adam', adam_config(), CONSTANT, 100)
   step = train_step.make_train_step(gan, losses.get(loss), g_tx, d_tx, n_critic=n_critic,
                                     axis_name=axis_name, **step_options)
   init = lambda key: state_lib.init_state(models.build(model, **cond), g_tx, d_tx, key)

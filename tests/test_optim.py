@@ -1,5 +1,5 @@
 """Tests of jaxgan.optim: learning-rate schedule values at the points that define them, the
-config checks, and that make_adam is optax's Adam with the configured schedule."""
+config checks, and that make_optimizer('adam') is optax's Adam with the configured schedule."""
 
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ def test_cosine_warmup_must_end_before_training_does(warmup):
     np.testing.assert_allclose(float(schedule(warmup // 2)), LR * (warmup // 2) / warmup, rtol=1e-5)
 
 
-# --- make_adam -----------------------------------------------------------------------------
+# --- make_optimizer('adam') ----------------------------------------------------------------
 
 
 def optimizer_config(lr=1e-3, b1=0.5, b2=0.9, eps=1e-3):
@@ -139,9 +139,9 @@ def _updates(tx, params, grads):
     return out
 
 
-def test_make_adam_first_update_is_adams():
+def test_make_optimizer_adam_first_update_is_adams():
     opt = optimizer_config()
-    tx, schedule = optim.make_adam(opt, schedule_config("constant"), TOTAL)
+    tx, schedule = optim.make_optimizer("adam", opt, schedule_config("constant"), TOTAL)
     assert isinstance(tx, optax.GradientTransformation)
     np.testing.assert_allclose(float(schedule(0)), opt.lr, rtol=1e-6)
     params, grads = _params_and_grads()
@@ -162,10 +162,10 @@ def test_make_adam_first_update_is_adams():
     assert not np.allclose(ours[2]["w"], default[2]["w"], rtol=1e-3)
 
 
-def test_make_adam_uses_the_schedule():
+def test_make_optimizer_adam_uses_the_schedule():
     opt = optimizer_config(lr=1e-2)
     sched_cfg = schedule_config("warmup", warmup_steps=2)
-    tx, schedule = optim.make_adam(opt, sched_cfg, TOTAL)
+    tx, schedule = optim.make_optimizer("adam", opt, sched_cfg, TOTAL)
     np.testing.assert_allclose(values(schedule, [0, 1, 2, 10]), [0.0, 5e-3, 1e-2, 1e-2], rtol=1e-6)
     params, grads = _params_and_grads()
     ours = _updates(tx, params, grads)

@@ -101,7 +101,7 @@ def test_a_run_folder_from_before_the_new_fields_resumes(tmp_path):
     g_opt_state: Any
     d_opt_state: Any
 
-  tx, _ = optim.make_adam(stepping.adam_config(), stepping.CONSTANT, 10)
+  tx, _ = optim.make_optimizer('adam', stepping.adam_config(), stepping.CONSTANT, 10)
   state = jax.jit(lambda key: state_lib.init_state(models.build('mlp'), tx, tx, key))(
       jax.random.key(0))
   store = CheckpointStore(str(tmp_path))

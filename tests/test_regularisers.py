@@ -107,8 +107,8 @@ def test_instance_norm_generator_normalises_each_example_and_has_no_batch_stats(
 
 def _spectral_step(axis_name=None):
   gan = models.build('mlp', spectral_norm=True, axis_name=axis_name)
-  g_tx, _ = optim.make_adam(stepping.adam_config(), stepping.CONSTANT, 100)
-  d_tx, _ = optim.make_adam(stepping.adam_config(), stepping.CONSTANT, 100)
+  g_tx, _ = optim.make_optimizer('adam', stepping.adam_config(), stepping.CONSTANT, 100)
+  d_tx, _ = optim.make_optimizer('adam', stepping.adam_config(), stepping.CONSTANT, 100)
   init = lambda key: state_lib.init_state(models.build('mlp', spectral_norm=True), g_tx, d_tx,
                                           key, ema=True)
   step = train_step.make_train_step(gan, losses.get('hinge', r1_gamma=1.0), g_tx, d_tx,
@@ -158,8 +158,8 @@ def test_ema_of_generator_parameters_matches_the_closed_form():
   ema = d^3 p_0 + (1 - d) (d^2 p_1 + d p_2 + p_3)."""
   d = 0.5
   gan = models.build('mlp')
-  g_tx, _ = optim.make_adam(stepping.adam_config(), stepping.CONSTANT, 100)
-  d_tx, _ = optim.make_adam(stepping.adam_config(), stepping.CONSTANT, 100)
+  g_tx, _ = optim.make_optimizer('adam', stepping.adam_config(), stepping.CONSTANT, 100)
+  d_tx, _ = optim.make_optimizer('adam', stepping.adam_config(), stepping.CONSTANT, 100)
   step = jax.jit(train_step.make_train_step(gan, losses.get('bce'), g_tx, d_tx, ema_decay=d))
   state = jax.jit(lambda k: state_lib.init_state(gan, g_tx, d_tx, k, ema=True))(
       jax.random.key(0))

@@ -236,8 +236,8 @@ def test_bfloat16_compute_keeps_float32_state_and_tracks_float32():
   from jaxgan import losses, models, optim, train_step  # pylint: disable=g-import-not-at-top
   from jaxgan import state as state_lib  # pylint: disable=g-import-not-at-top
   gan = models.build('dcgan')
-  g_tx, _ = optim.make_adam(stepping.adam_config(), stepping.CONSTANT, 10)
-  d_tx, _ = optim.make_adam(stepping.adam_config(), stepping.CONSTANT, 10)
+  g_tx, _ = optim.make_optimizer('adam', stepping.adam_config(), stepping.CONSTANT, 10)
+  d_tx, _ = optim.make_optimizer('adam', stepping.adam_config(), stepping.CONSTANT, 10)
   state = jax.jit(lambda k: state_lib.init_state(gan, g_tx, d_tx, k))(jax.random.key(0))
   batch = {'image': stepping.fixed_batches(1, 16)[0]}
   out = {}
