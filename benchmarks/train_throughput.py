@@ -56,17 +56,24 @@ def parse_args(argv=None):
                       'trainer); 0 one per core, -1 jax default (1)')
   parser.add_argument('--steps-per-call', type=int, default=1)
   parser.add_argument('--compute-dtype', default='float32')
+  parser.add_argument('--max-in-flight', type=int, default=None,
+                      help='step calls the host may run ahead of the devices (default: the '
+                      "trainer's parallel.MAX_STEPS_IN_FLIGHT; keep it under 32 with several "
+                      'CPU devices)')
   parser.add_argument('--max-wait', type=float, default=600,
                       help='seconds to wait for a quiet machine before each (model, batch)')
   parser.add_argument('--out', help='also append the JSON lines to this file')
   parser.add_argument('--worker', help=argparse.SUPPRESS)  # "model,batch": run one in-process
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  if args.max_in_flight is not None and args.max_in_flight < 1:
+    parser.error(f'--max-in-flight={args.max_in_flight} must be >= 1 (1 waits for every step)')
+  return args
 
 
-def _time_repeat(run_step, steps, batch_size, jax, parallel):
+def _time_repeat(run_step, steps, batch_size, max_in_flight, jax, parallel):
   with _common.ForeignLoad() as foreign:
     start = time.perf_counter()
-    pacer = parallel.StepPacer()  # the trainer's pacing (several CPU devices deadlock without)
+    pacer = parallel.StepPacer(max_in_flight)  # several CPU devices deadlock without pacing
     out = None
     for _ in range(steps):
       out = run_step()
@@ -86,6 +93,8 @@ def worker(args) -> list[dict]:
   from jaxgan import data, models, parallel, trainer  # pylint: disable=g-import-not-at-top
   from jaxgan.state import init_state  # pylint: disable=g-import-not-at-top
   from jaxgan.train_step import make_train_step  # pylint: disable=g-import-not-at-top
+  if args.max_in_flight is None:
+    args.max_in_flight = parallel.MAX_STEPS_IN_FLIGHT
 
   config = importlib.import_module(f'experiments.configs.{CONFIGS[model]}').get_config()
   if args.cpu_devices is None:
@@ -137,12 +146,13 @@ def worker(args) -> list[dict]:
   results = {feed: [] for feed in feeds}
   for _ in range(args.repeats):
     for feed in feeds:
-      results[feed].append(_time_repeat(runners[feed], calls, batch_size * k, jax,
-                                        parallel))
+      results[feed].append(_time_repeat(runners[feed], calls, batch_size * k,
+                                        args.max_in_flight, jax, parallel))
   pipeline.close()
   recompiled = step._cache_size() != 1  # pylint: disable=protected-access
   common = dict(model=model, batch=batch_size, steps_per_call=k, cpu_devices=args.cpu_devices,
-                compute_dtype=args.compute_dtype, steps=calls * k, repeats=args.repeats,
+                compute_dtype=args.compute_dtype, max_in_flight=args.max_in_flight,
+                steps=calls * k, repeats=args.repeats,
                 threads=len(os.sched_getaffinity(0)), devices=mesh.size,
                 recompiled_after_first_step=recompiled, peak_rss_mb=_common.peak_rss_mb(),
                 **{f'v_{name}': v for name, v in _common.versions().items()})
