@@ -8,6 +8,8 @@ import http.server
 import io
 import os
 import struct
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -24,6 +26,8 @@ from jaxgan.data.idx import IMAGES_MAGIC, LABELS_MAGIC, find_idx_files
 from jaxgan.data.idx import read_idx_images, read_idx_labels, read_idx_pair
 from jaxgan.data.pipeline import class_balanced_indices
 from tests.idx_files import tiny_digits, write_idx, write_manual_dir
+
+REPO = Path(__file__).resolve().parent.parent
 
 # Folder holding the real mnist/ and kannada_mnist/ IDX files, for the real_data tests.
 REAL_MANUAL_DIR = os.environ.get('JAXGAN_MANUAL_DIR')
@@ -546,6 +550,37 @@ def test_close_stops_the_thread_and_ends_the_iteration():
   assert not batches._thread.is_alive()
   with pytest.raises(StopIteration):
     next(batches)
+
+
+_LEFT_OPEN = """
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxgan.data import BatchIterator
+
+@jax.jit
+def slow(x):  # about a second of XLA work, inside which the thread sits when Python exits
+  return jax.lax.fori_loop(0, 200, lambda i, y: jnp.tanh(y @ y), x)
+
+class SlowBatches(BatchIterator):
+  def batch_at(self, step):
+    jax.block_until_ready(slow(jnp.full((256, 256), 0.01)))
+    return super().batch_at(step)
+
+images, labels = np.zeros((64, 28, 28), np.uint8), np.zeros(64, np.int64)
+batches = SlowBatches(images, labels, batch_size=8, seed=0)
+next(batches)
+raise RuntimeError('a failed step')  # leaves the iterator open, its thread inside jax
+"""
+
+
+def test_an_iterator_left_open_does_not_abort_the_interpreter_at_exit():
+  """Without the stop at exit this run ends in a C++ abort after the traceback (rc 134,
+  "terminate called ... FATAL: exception not rethrown"), 3 times out of 3."""
+  result = subprocess.run([sys.executable, '-c', _LEFT_OPEN], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+  assert result.returncode == 1, result.stderr[-2000:]
+  assert result.stderr.rstrip().endswith('RuntimeError: a failed step'), result.stderr[-2000:]
 
 
 def test_invalid_arguments_are_rejected_with_the_fix():

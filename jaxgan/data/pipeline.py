@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import weakref
 
 import jax
 import numpy as np
@@ -76,8 +77,9 @@ class BatchIterator:
   `NamedSharding(mesh, PartitionSpec("data"))`) those rows become a global jax.Array
   sharded over the mesh; without one the process's rows are returned as numpy arrays.
 
-  Use as a context manager, or call `close()`, to stop the thread. An exception in
-  the thread is raised by the `next()` call that would have returned its batch.
+  Use as a context manager, or call `close()`, to stop the thread (an iterator still open when
+  Python exits is closed then). An exception in the thread is raised by the `next()` call that
+  would have returned its batch.
   """
 
   def __init__(
@@ -119,6 +121,10 @@ class BatchIterator:
         target=self._produce, args=(start_step,), daemon=True, name='BatchIterator'
     )
     self._thread.start()
+    # A thread still inside jax when the interpreter exits aborts the process (rc 134,
+    # "terminate called ... FATAL: exception not rethrown", after any traceback): an open
+    # iterator, for example one left behind by an exception, is stopped at exit instead.
+    self._stop_thread = weakref.finalize(self, _stop_and_join, self._stop, self._thread)
 
   def epoch_of(self, step: int) -> int:
     """The epoch that step `step` belongs to."""
@@ -167,8 +173,7 @@ class BatchIterator:
 
   def close(self) -> None:
     """Stop the prefetch thread; further next() calls raise StopIteration."""
-    self._stop.set()
-    self._thread.join()
+    self._stop_thread()
 
   def __enter__(self) -> BatchIterator:
     return self
@@ -192,6 +197,11 @@ class BatchIterator:
         return
       except queue.Full:
         continue
+
+
+def _stop_and_join(stop: threading.Event, thread: threading.Thread) -> None:
+  stop.set()
+  thread.join()
 
 
 def _local_rows(
