@@ -1,11 +1,12 @@
 r"""Time to export 60,000 generated digits to .npz, the way experiments.sample does it.
 
 Stages, each timed: latents (`generate.latents`), compile (the first batch), generate (all
-batches through the jitted generator, uint8 on the host), save (`experiments.sample`'s
-writer: uncompressed by default, compressed with `--compress`). `total_s` is the whole export
-including compilation; the target on the 2-core CPU is <= 10 s for the DCGAN. Weights come
-from a run folder's newest checkpoint with `--workdir` (conditional runs: balanced labels),
-otherwise from a fresh initialisation (same cost; only a compressed .npz's size differs).
+batches through the jitted generator, uint8 on the host), save (`generate.save_npz_atomic`,
+experiments.sample's writer: uncompressed by default, compressed with `--compress`).
+`total_s` is the whole export including compilation; the target on the 2-core CPU is <= 10 s
+for the DCGAN. Weights come from a run folder's newest checkpoint with `--workdir`
+(conditional runs: balanced labels), otherwise from a fresh initialisation (same cost; only a
+compressed .npz's size differs).
 
   python benchmarks/generation_throughput.py                      # dcgan, 60,000 digits
   python benchmarks/generation_throughput.py --models=mlp,dcgan,kannada --num=60000 \
@@ -45,7 +46,7 @@ def parse_args(argv=None):
   return parser.parse_args(argv)
 
 
-def export(gan, variables, num, batch_size, path, compress, jax, generate, np, save_npz_atomic):
+def export(gan, variables, num, batch_size, path, compress, jax, generate, np):
   times = {}
   start = time.perf_counter()
   z = generate.latents(jax.random.key(0), num, gan.latent_dim)
@@ -56,7 +57,7 @@ def export(gan, variables, num, batch_size, path, compress, jax, generate, np, s
   digits = generate.generate(gan, variables, z, labels, batch_size=batch_size)
   times['generate_s'] = time.perf_counter() - t
   t = time.perf_counter()
-  save_npz_atomic(path, compress=compress, images=digits)
+  generate.save_npz_atomic(path, compress=compress, images=digits)
   times['save_s'] = time.perf_counter() - t
   times['total_s'] = time.perf_counter() - start
   assert digits.shape == (num, 28, 28) and digits.dtype == np.uint8
@@ -71,13 +72,13 @@ def main(argv=None):
   from jaxgan import generate, parallel, trainer  # pylint: disable=g-import-not-at-top
   parallel.configure_cpu_devices(args.cpu_devices, divides=args.batch_size)
   from jaxgan.state import generator_variables, init_state  # pylint: disable=g-import-not-at-top
-  from experiments import sample  # pylint: disable=g-import-not-at-top
+  from jaxgan.run_folder import load_run_config  # pylint: disable=g-import-not-at-top
 
   print(json.dumps(dict(benchmark='generation_throughput', machine=_common.machine(),
                         **_common.versions())), flush=True)
   for model in args.models.split(','):
     if args.workdir:
-      config = sample.load_run_config(args.workdir)
+      config = load_run_config(args.workdir)
       model = config.model.name
       components, state = trainer.restore_run_state(args.workdir, config)
     else:
@@ -93,12 +94,12 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
       path = os.path.join(tmp, 'digits.npz')
       first, size = export(gan, variables, args.num, args.batch_size, path, args.compress, jax,
-                           generate, np, sample.save_npz_atomic)
+                           generate, np)
       runs = []
       with _common.ForeignLoad() as foreign:
         for _ in range(args.repeats):
           runs.append(export(gan, variables, args.num, args.batch_size, path, args.compress,
-                             jax, generate, np, sample.save_npz_atomic)[0])
+                             jax, generate, np)[0])
     median = {k: round(statistics.median(r[k] for r in runs), 3) for k in runs[0]} if runs else {}
     print(json.dumps(dict(
         model=model, num=args.num, batch_size=args.batch_size,

@@ -13,7 +13,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
 from jaxgan import console, generate, images, parallel, trainer
 from jaxgan.run_folder import load_run_config
@@ -41,14 +41,6 @@ _COMPRESS = flags.DEFINE_bool('compress', False, 'Write a compressed .npz: about
                                'but ~10 s more for 60,000 digits on a 2-core CPU.')
 _GRID_COLUMNS = 10  # digits per class row in --grid
 flags.mark_flags_as_required(['workdir'])
-
-
-def save_npz_atomic(path: str, *, compress: bool = False, **arrays) -> None:
-  """Write next to `path`, then rename, so an existing file is never left half-written."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f'{path}.tmp-{os.getpid()}.npz'
-  (np.savez_compressed if compress else np.savez)(tmp, **arrays)
-  os.replace(tmp, path)
 
 
 def parse_labels(values: list[str] | None, num_classes: int) -> list[int]:
@@ -94,12 +86,7 @@ def class_grid(digits: np.ndarray, labels: np.ndarray, classes: list[int], scale
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  if not _OUT.value and not _GRID.value:
-    raise app.UsageError('nothing to write: give --out=FILE.npz and/or --grid=FILE.png')
-  if _OUT.value and not _OUT.value.endswith('.npz'):
-    raise app.UsageError(f'--out={_OUT.value} must end in .npz')
+  console.check_export_args(argv, _OUT.value, _GRID.value)
   console.setup_logging()
   # 60,000 dcgan digits on the 2-core CPU: 9.7 s on jax's one device, 5.8 s on two.
   parallel.configure_cpu_devices(_CPU_DEVICES.value, divides=_BATCH.value)
@@ -116,7 +103,7 @@ def main(argv):
                              batch_size=_BATCH.value, step=step)
   if _OUT.value:
     arrays = dict(images=digits) if labels is None else dict(images=digits, labels=labels)
-    save_npz_atomic(_OUT.value, compress=_COMPRESS.value, **arrays)
+    generate.save_npz_atomic(_OUT.value, compress=_COMPRESS.value, **arrays)
     logging.info('wrote %d digits from step %d to %s', len(digits), step, _OUT.value)
   if _GRID.value:
     if labels is None:

@@ -1,4 +1,4 @@
-"""Console output for the experiment scripts: keep jaxgan's progress lines readable."""
+"""Console I/O of the experiment scripts: readable progress lines, one-line errors for bad input."""
 from __future__ import annotations
 
 import logging as std_logging
@@ -34,3 +34,15 @@ def run(main) -> None:
       raise SystemExit(f'error: {error}') from None
 
   app.run(guarded)
+
+
+def check_export_args(argv: list[str], out: str | None, grid: str | None) -> None:
+  """The exporting scripts' argument checks (experiments.sample, sample_strings): no stray
+  arguments, something to write, and an .npz name for --out."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if not out and not grid:
+    raise app.UsageError('nothing to write: give --out=FILE.npz and/or --grid=FILE.png')
+  if out and not out.endswith('.npz'):
+    raise app.UsageError(f'--out={out} must end in .npz')

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from typing import Sequence
 
 import jax
@@ -114,3 +115,11 @@ def sample_grid(gan: GAN, g_variables: dict, z: jax.Array, rows: int, *, scale: 
   grid_z, labels = class_rows(z[:rows], range(gan.num_classes))
   return images.grid(generate(gan, g_variables, grid_z, labels, step=step), gan.num_classes,
                      rows, scale=scale)
+
+
+def save_npz_atomic(path: str, *, compress: bool = False, **arrays) -> None:
+  """Write next to `path`, then rename, so an existing file is never left half-written."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f'{path}.tmp-{os.getpid()}.npz'
+  (np.savez_compressed if compress else np.savez)(tmp, **arrays)
+  os.replace(tmp, path)

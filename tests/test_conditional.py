@@ -1,5 +1,6 @@
 """Class-conditional GANs: the models, a tiny conditional run through the CLIs (per-class grids,
-progress.gif, sample --labels/--per_class, interpolate) and their one-line errors.
+progress.gif, sample --labels/--per_class, sample_strings, interpolate) and their one-line
+errors.
 
 The multi-device agreement of the conditional step is in tests/test_parallel.py.
 """
@@ -15,8 +16,9 @@ from PIL import Image
 
 from experiments import evaluate
 from experiments.configs import cgan_mnist
-from jaxgan import generate, models, run_folder, trainer
+from jaxgan import generate, models, run_folder, strings, trainer
 from jaxgan.layers import SPECTRAL
+from jaxgan.state import generator_variables
 from tests.test_experiments import cli, data_dirs, tiny_config, train_args  # noqa: F401
 
 CELL = 29  # a 28-pixel digit and its 1-pixel gap, tiny config's scale 1
@@ -211,6 +213,67 @@ def test_sample_by_class(conditional_run, tmp_path):
     np.testing.assert_array_equal(data['labels'], np.arange(12) % 10)
 
 
+def test_sample_strings_sets_the_generated_digits_of_each_string_side_by_side(conditional_run,
+                                                                             tmp_path):
+  out, grid = tmp_path / 's.npz', tmp_path / 's.png'
+  result = cli('sample_strings', f'--workdir={conditional_run}', '--texts=90210,42',
+               '--min_gap=1', '--max_gap=3', '--jitter=0', '--seed=5', f'--out={out}',
+               f'--grid={grid}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  with np.load(out) as data:
+    composed, boxes = data['images'], data['boxes']
+    assert composed.shape == (2, 28, strings.canvas_width(5, 28, 3))
+    assert data['texts'].tolist() == ['90210', '42']
+    np.testing.assert_array_equal(data['labels'], [[9, 0, 2, 1, 0], [4, 2, -1, -1, -1]])
+    np.testing.assert_array_equal(data['lengths'], [5, 2])
+  # The same digits straight from the generator: latents of --seed, one per digit in order.
+  config = run_folder.load_run_config(str(conditional_run))
+  components, state = trainer.restore_run_state(str(conditional_run), config)
+  z = generate.latents(jax.random.key(5), 7, components.gan.latent_dim)
+  digits = generate.generate(components.gan, generator_variables(state), z,
+                             np.array([9, 0, 2, 1, 0, 4, 2]), step=int(state.step))
+  placed = [(0, i) for i in range(5)] + [(1, 0), (1, 1)]
+  for digit, (n, i) in zip(digits, placed):
+    start, stop = boxes[n, i]
+    ink = np.flatnonzero((digit >= strings.INK_THRESHOLD).any(axis=0))
+    np.testing.assert_array_equal(composed[n, :, start:stop], digit[:, ink[0]:ink[-1] + 1])
+  with Image.open(grid) as picture:
+    assert picture.size == (composed.shape[2] + 2, 2 * CELL + 1)  # one string per row
+
+  result = cli('sample_strings', f'--workdir={conditional_run}', '--num=3', '--length=4',
+               f'--out={out}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  with np.load(out) as data:
+    assert data['images'].shape == (3, 28, strings.canvas_width(4, 28, 4))
+    assert [len(text) for text in data['texts']] == [4, 4, 4]
+    np.testing.assert_array_equal(data['labels'],
+                                  [[int(c) for c in text] for text in data['texts']])
+
+
+@pytest.mark.parametrize('args,message', [
+    (('--texts=12a',), "'12a' is not a string of digits 0-9: pass e.g. 90210"),
+    (('--min_gap=3', '--max_gap=1'), 'min_gap=3 is above max_gap=1: swap them'),
+])
+def test_bad_strings_and_layouts_are_one_line_errors(conditional_run, tmp_path, args, message):
+  result = cli('sample_strings', f'--workdir={conditional_run}', f'--out={tmp_path / "x.npz"}',
+               *args)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == f'error: {message}'
+  assert not (tmp_path / 'x.npz').exists()
+
+
+@pytest.mark.parametrize('module', ['sample', 'sample_strings'])
+@pytest.mark.parametrize('args,message', [
+    ((), 'nothing to write: give --out=FILE.npz and/or --grid=FILE.png'),
+    (('--out=digits.png',), '--out=digits.png must end in .npz'),
+    (('--grid=g.png', 'extra'), 'unexpected arguments: extra'),
+])
+def test_export_scripts_refuse_bad_arguments_before_any_work(module, args, message, tmp_path):
+  result = cli(module, f'--workdir={tmp_path}', *args)  # an empty folder: not even read
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == message
+
+
 def test_evaluate_generates_balanced_labelled_digits(conditional_run):
   config = run_folder.load_run_config(str(conditional_run))
   step, digits, labels = evaluate.generate_from_run(str(conditional_run), config, 20, 0)
@@ -261,6 +324,11 @@ def test_labels_on_an_unconditional_model_are_one_line_errors(unconditional_fold
   assert result.stderr.strip().splitlines()[-1] == (
       "error: --labels and --per_class need a conditional model, but this run's model is "
       'unconditional (model.num_classes = 0): drop them')
+  result = cli('sample_strings', f'--workdir={unconditional_folder}', '--texts=1',
+               f'--out={tmp_path / "s.npz"}')
+  assert result.stderr.strip().splitlines()[-1] == (
+      "error: digit strings need a conditional model, but this run's model is unconditional "
+      '(model.num_classes = 0): train a cgan_* or acgan_* config')
   result = cli('interpolate', f'--workdir={unconditional_folder}', '--from_label=1')
   assert result.stderr.strip().splitlines()[-1] == (
       "error: --from_label/--to_label need a conditional model, but this run's model is "
