@@ -1,12 +1,17 @@
 """Class-conditional GANs: the models, a tiny conditional run through the CLIs (per-class grids,
-progress.gif, sample --labels/--per_class, sample_strings, interpolate) and their one-line
-errors.
+progress.gif, sample --labels/--per_class, sample_strings, interpolate, serve) and their
+one-line errors.
 
 The multi-device agreement of the conditional step is in tests/test_parallel.py.
 """
 from __future__ import annotations
 
+import io
 import json
+import socket
+import time
+import urllib.error
+import urllib.request
 
 import jax
 import jax.numpy as jnp
@@ -272,6 +277,39 @@ def test_export_scripts_refuse_bad_arguments_before_any_work(module, args, messa
   result = cli(module, f'--workdir={tmp_path}', *args)  # an empty folder: not even read
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1] == message
+
+
+def test_serve_answers_picture_requests_from_the_run_and_names_a_taken_port(conditional_run,
+                                                                           tmp_path):
+  with socket.socket() as taken:
+    taken.bind(('127.0.0.1', 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    result = cli('serve', f'--workdir={conditional_run}', f'--port={port}')
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f'error: cannot listen on 127.0.0.1:{port} (')
+  with socket.socket() as probe:  # a port free a moment ago
+    probe.bind(('127.0.0.1', 0))
+    port = probe.getsockname()[1]
+  with open(tmp_path / 'serve.log', 'w') as log:
+    server = cli('serve', f'--workdir={conditional_run}', f'--port={port}', log=log)
+    try:
+      for _ in range(240):  # restore and compile first
+        try:
+          with urllib.request.urlopen(f'http://127.0.0.1:{port}/image.png?text=7&scale=1') as r:
+            picture = np.asarray(Image.open(io.BytesIO(r.read())))
+          break
+        except urllib.error.URLError:
+          assert server.poll() is None, (tmp_path / 'serve.log').read_text()[-3000:]
+          time.sleep(0.5)
+      else:
+        raise AssertionError('no answer in 120 s: ' + (tmp_path / 'serve.log').read_text())
+    finally:
+      server.terminate()
+      server.wait(timeout=30)
+  assert picture.shape == (30, strings.canvas_width(1, 28, 4) + 2)
+  assert picture[1:-1, 1:-1].any()  # a digit, not a blank canvas
 
 
 def test_evaluate_generates_balanced_labelled_digits(conditional_run):

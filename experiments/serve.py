@@ -1,0 +1,52 @@
+r"""Real-time generation in the browser from a trained run.
+
+python -m experiments.serve --workdir=runs/cgan_mnist [--port=8000] [--host=127.0.0.1]
+
+then open http://127.0.0.1:8000/ : type digits (conditional runs) or a count (unconditional
+ones), move the seed and truncation sliders, and the picture follows. `/image.png?text=90210
+&seed=3&truncation=1.5&scale=4` returns the picture alone (status 400 and the reason for a bad
+parameter).
+"""
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app, flags, logging
+
+from jaxgan import console, interactive, trainer
+from jaxgan.run_folder import load_run_config
+from jaxgan.state import generator_variables
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder written by experiments.train.')
+_HOST = flags.DEFINE_string('host', '127.0.0.1', 'Address to listen on (0.0.0.0: every '
+                            'interface of this machine).')
+_PORT = flags.DEFINE_integer('port', 8000, 'Port to listen on.', lower_bound=1, upper_bound=65535)
+flags.mark_flags_as_required(['workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  console.setup_logging()
+  config = load_run_config(_WORKDIR.value)
+  components, state = trainer.restore_run_state(_WORKDIR.value, config)
+  renderer = interactive.Renderer(components.gan, generator_variables(state), int(state.step))
+  try:
+    server = interactive.make_server(renderer, _HOST.value, _PORT.value,
+                                     title=f'{config.model.name} on {config.data.name}, '
+                                     f'step {int(state.step)}')
+  except OSError as error:
+    raise ValueError(f'cannot listen on {_HOST.value}:{_PORT.value} ({error.strerror}): pass '
+                     'another --port') from None
+  logging.info('serving %s at http://%s:%d/ (Ctrl-C stops)', _WORKDIR.value, _HOST.value,
+               server.server_address[1])
+  try:
+    server.serve_forever()
+  except KeyboardInterrupt:
+    pass
+  finally:
+    server.server_close()
+
+
+if __name__ == '__main__':
+  console.run(main)

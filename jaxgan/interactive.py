@@ -1,0 +1,180 @@
+"""Real-time generation in a browser: a trained generator behind a small HTTP server.
+
+`Renderer` turns a query (digit string or digit count, latent seed, truncation, scale) into a
+PNG; `make_server` serves it with a page whose controls re-request the picture on every change.
+Every request generates a fixed-size batch, so the generator compiles once and each picture
+takes milliseconds (experiments.serve logs the time of each).
+"""
+from __future__ import annotations
+
+import html
+import http.server
+import io
+import threading
+import time
+import urllib.parse
+
+import jax
+import numpy as np
+from absl import logging
+
+from jaxgan import generate, images, strings
+from jaxgan.models import GAN
+
+MAX_DIGITS = 32  # per picture; also the batch every request generates
+MAX_SCALE = 8
+
+
+def _int(query: dict, name: str, default: int, low: int, high: int) -> int:
+  text = query.get(name, str(default))
+  try:
+    value = int(text)
+  except ValueError:
+    raise ValueError(f'{name}={text!r} is not an integer: give one in {low}..{high}') from None
+  if not low <= value <= high:
+    raise ValueError(f'{name}={value} is outside {low}..{high}')
+  return value
+
+
+def _truncation(query: dict) -> float:
+  text = query.get('truncation', '0')
+  try:
+    value = float(text)
+  except ValueError:
+    value = -1.0
+  if not 0.0 <= value <= 10.0:
+    raise ValueError(f'truncation={text!r} must be a number in 0..10 (0: none)')
+  return value
+
+
+class Renderer:
+  """Pictures from one generator. Conditional models draw the digit string `text` (default
+  0123456789) with the layout of jaxgan.strings; unconditional ones draw `count` digits in a
+  row. `seed` picks the latents (digit i of a picture always uses latent i of the seed),
+  `truncation` is the truncation trick, `scale` the pixel size."""
+
+  def __init__(self, gan: GAN, g_variables: dict, step: int | None = None):
+    self.gan = gan
+    self.variables = jax.device_put(g_variables, jax.local_devices()[0])
+    self.step = step
+    self._lock = threading.Lock()  # one generation at a time: requests arrive on threads
+    self.render({'truncation': '1'})  # compile now (both latent draws), not on a request
+    self.render({})
+
+  def digits(self, labels: np.ndarray | None, count: int, seed: int,
+             truncation: float) -> np.ndarray:
+    """uint8 (count, H, W): the first `count` of a fixed batch of MAX_DIGITS."""
+    z = generate.latents(jax.random.key(seed), MAX_DIGITS, self.gan.latent_dim, truncation)
+    padded = None
+    if labels is not None:
+      padded = np.zeros(MAX_DIGITS, np.int32)
+      padded[:count] = labels
+    with self._lock:
+      return generate.generate(self.gan, self.variables, z, padded, batch_size=MAX_DIGITS,
+                               devices=jax.local_devices()[:1], step=self.step)[:count]
+
+  def render(self, query: dict[str, str]) -> bytes:
+    """PNG bytes for `query`; a ValueError names a bad parameter and its valid values."""
+    seed = _int(query, 'seed', 0, 0, 2**31 - 1)
+    scale = _int(query, 'scale', 4, 1, MAX_SCALE)
+    truncation = _truncation(query)
+    if self.gan.num_classes:
+      text = query.get('text', '0123456789')
+      if len(text) > MAX_DIGITS:
+        raise ValueError(f'text has {len(text)} digits: give at most {MAX_DIGITS}')
+      classes, lengths = strings.parse_strings([text], self.gan.num_classes)
+      digits = self.digits(classes[0], len(text), seed, truncation)
+      picture, _ = strings.compose(digits[None], lengths, np.random.default_rng(seed))
+      picture = images.grid(picture, 1, 1, scale=scale)
+    else:
+      count = _int(query, 'count', 10, 1, MAX_DIGITS)
+      picture = images.grid(self.digits(None, count, seed, truncation), 1, count, scale=scale)
+    buffer = io.BytesIO()
+    picture.save(buffer, format='PNG')
+    return buffer.getvalue()
+
+
+_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>jaxgan: {title}</title>
+<style>body {{ font-family: sans-serif; margin: 2em; }} label {{ margin-right: 1.5em; }}
+img {{ display: block; margin-top: 1.5em; image-rendering: pixelated; }}
+#error {{ color: #b00; }}</style></head>
+<body><h2>{title}</h2>
+<form id="controls" onsubmit="return false">
+{first_control}
+<label>seed <input name="seed" type="range" min="0" max="999" value="0">
+  <output id="seed_value">0</output></label>
+<label>truncation <input name="truncation" type="range" min="0" max="3" step="0.1" value="0">
+  <output id="truncation_value">0</output></label>
+<label>scale <input name="scale" type="number" min="1" max="{max_scale}" value="4"></label>
+</form>
+<div id="error"></div><img id="picture" alt="generated digits">
+<script>
+const form = document.getElementById('controls');
+const picture = document.getElementById('picture');
+const error = document.getElementById('error');
+function update() {{
+  const query = new URLSearchParams(new FormData(form));
+  document.getElementById('seed_value').textContent = form.seed.value;
+  document.getElementById('truncation_value').textContent = form.truncation.value;
+  fetch('/image.png?' + query).then(async response => {{
+    if (!response.ok) {{ error.textContent = await response.text(); return; }}
+    error.textContent = '';
+    picture.src = URL.createObjectURL(await response.blob());
+  }});
+}}
+form.addEventListener('input', update);
+update();
+</script></body></html>
+"""
+
+
+def page(renderer: Renderer, title: str) -> str:
+  """The control page: a text field (conditional) or a digit count, sliders for seed and
+  truncation; every change fetches a new picture."""
+  if renderer.gan.num_classes:
+    first = ('<label>digits <input name="text" value="0123456789" '
+             f'maxlength="{MAX_DIGITS}" pattern="[0-9]+"></label>')
+  else:
+    first = (f'<label>count <input name="count" type="number" min="1" max="{MAX_DIGITS}" '
+             'value="10"></label>')
+  return _PAGE.format(title=html.escape(title), first_control=first, max_scale=MAX_SCALE)
+
+
+def make_server(renderer: Renderer, host: str, port: int,
+                title: str = 'digits') -> http.server.ThreadingHTTPServer:
+  """An HTTP server (call `serve_forever`) with `/` (the page) and `/image.png?QUERY`
+  (a picture, or status 400 and the one-line reason)."""
+  body_of_page = page(renderer, title).encode()
+
+  class Handler(http.server.BaseHTTPRequestHandler):
+
+    def do_GET(self):  # pylint: disable=invalid-name
+      url = urllib.parse.urlsplit(self.path)
+      if url.path == '/':
+        self._send(200, 'text/html; charset=utf-8', body_of_page)
+      elif url.path == '/image.png':
+        query = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
+        start = time.perf_counter()
+        try:
+          png = renderer.render(query)
+        except ValueError as error:
+          self._send(400, 'text/plain; charset=utf-8', str(error).encode())
+          return
+        logging.info('%s in %.1f ms', self.path, 1e3 * (time.perf_counter() - start))
+        self._send(200, 'image/png', png)
+      else:
+        self._send(404, 'text/plain; charset=utf-8', b'not found: try / or /image.png')
+
+    def _send(self, status: int, content_type: str, body: bytes) -> None:
+      self.send_response(status)
+      self.send_header('Content-Type', content_type)
+      self.send_header('Content-Length', str(len(body)))
+      self.send_header('Cache-Control', 'no-store')
+      self.end_headers()
+      self.wfile.write(body)
+
+    def log_message(self, format, *args):  # pylint: disable=redefined-builtin
+      del format, args  # requests are logged above, with their render time
+
+  return http.server.ThreadingHTTPServer((host, port), Handler)
