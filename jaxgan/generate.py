@@ -1,4 +1,4 @@
-"""Batched, jitted sampling from a trained generator."""
+"""Batched, jitted sampling from a trained generator, and the atomic .npz export of samples."""
 from __future__ import annotations
 
 import functools
