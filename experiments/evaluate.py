@@ -80,8 +80,7 @@ def load_samples(path: str) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # flags only: console.run refuses other arguments
   if (_WORKDIR.value is None) == (_SAMPLES.value is None):
     raise app.UsageError('give exactly one of --workdir=RUN and --samples=FILE.npz')
   if _SAMPLES.value and not _DATASET.value:

@@ -14,7 +14,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
 from jaxgan import console, generate, images, trainer
 from jaxgan.run_folder import load_run_config
@@ -52,8 +52,7 @@ def class_labels(num_classes: int) -> tuple[int, int] | None:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # flags only: console.run refuses other arguments
   console.setup_logging()
   config = load_run_config(_WORKDIR.value)
   # Flags are checked against the config before the (slower) restore.

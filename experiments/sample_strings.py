@@ -56,7 +56,8 @@ def string_classes(num_classes: int, rng: np.random.Generator) -> tuple[np.ndarr
 
 
 def main(argv):
-  console.check_export_args(argv, _OUT.value, _GRID.value)
+  del argv  # flags only: console.run refuses other arguments
+  console.check_export_args(_OUT.value, _GRID.value)
   console.setup_logging()
   parallel.configure_cpu_devices(_CPU_DEVICES.value, divides=_BATCH.value)
   config = load_run_config(_WORKDIR.value)

@@ -11,7 +11,7 @@ import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from jaxgan import console, interactive, trainer
 from jaxgan.run_folder import load_run_config
@@ -25,8 +25,7 @@ flags.mark_flags_as_required(['workdir'])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # flags only: console.run refuses other arguments
   console.setup_logging()
   config = load_run_config(_WORKDIR.value)
   components, state = trainer.restore_run_state(_WORKDIR.value, config)

@@ -6,7 +6,7 @@ same command again resumes from DIR's newest checkpoint.
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from jaxgan import console, distributed, parallel, trainer
@@ -19,8 +19,7 @@ distributed.define_flags()  # multi-host: --coordinator_address --num_processes 
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # flags only: console.run refuses other arguments
   console.setup_logging()
   config = flags.FLAGS.config
   processes = distributed.initialize_from_flags()  # before any other jax call; 1: no-op

@@ -17,7 +17,7 @@ import time
 
 import flax
 import jax
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from jaxgan import console, data
@@ -31,8 +31,7 @@ config_flags.DEFINE_config_file('config', 'experiments/configs/classifier_mnist.
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # flags only: console.run refuses other arguments
   console.setup_logging()
   config = flags.FLAGS.config
   path = weights.weights_path(config.dataset, _OUT_DIR.value)  # refuses unknown datasets early

@@ -24,10 +24,13 @@ def setup_logging() -> None:
 
 def run(main) -> None:
   """absl's app.run, with bad input (ValueError: config, data; FileNotFoundError: paths)
-  reported as one line on stderr and exit status 1 instead of a traceback."""
+  reported as one line on stderr and exit status 1 instead of a traceback. The scripts take
+  flags only: a stray argument is a usage error before `main` runs."""
   from absl import app  # pylint: disable=g-import-not-at-top
 
   def guarded(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
     try:
       main(argv)
     except (ValueError, FileNotFoundError) as error:
@@ -36,12 +39,10 @@ def run(main) -> None:
   app.run(guarded)
 
 
-def check_export_args(argv: list[str], out: str | None, grid: str | None) -> None:
-  """The exporting scripts' argument checks (experiments.sample, sample_strings): no stray
-  arguments, something to write, and an .npz name for --out."""
+def check_export_args(out: str | None, grid: str | None) -> None:
+  """The exporting scripts' output checks (experiments.sample, sample_strings): something to
+  write, and an .npz name for --out."""
   from absl import app  # pylint: disable=g-import-not-at-top
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   if not out and not grid:
     raise app.UsageError('nothing to write: give --out=FILE.npz and/or --grid=FILE.png')
   if out and not out.endswith('.npz'):

@@ -55,7 +55,7 @@ class Renderer:
 
   def __init__(self, gan: GAN, g_variables: dict, step: int | None = None):
     self.gan = gan
-    self.variables = jax.device_put(g_variables, jax.local_devices()[0])
+    self.variables = g_variables
     self.step = step
     self._lock = threading.Lock()  # one generation at a time: requests arrive on threads
     self.render({'truncation': '1'})  # compile now (both latent draws), not on a request
