@@ -27,20 +27,18 @@ flags.mark_flags_as_required(['workdir'])
 def main(argv):
   del argv  # flags only: console.run refuses other arguments
   console.setup_logging()
-  config = load_run_config(_WORKDIR.value)
-  components, state = trainer.restore_run_state(_WORKDIR.value, config)
-  renderer = interactive.Renderer(components.gan, generator_variables(state), int(state.step))
-  try:
-    server = interactive.make_server(renderer, _HOST.value, _PORT.value,
-                                     title=f'{config.model.name} on {config.data.name}, '
-                                     f'step {int(state.step)}')
+  try:  # bind first: a taken port should not wait for the restore and the compile
+    server = interactive.DigitServer(_HOST.value, _PORT.value)
   except OSError as error:
     raise ValueError(f'cannot listen on {_HOST.value}:{_PORT.value} ({error.strerror}): pass '
                      'another --port') from None
-  logging.info('serving %s at http://%s:%d/ (Ctrl-C stops)', _WORKDIR.value, _HOST.value,
-               server.server_address[1])
   try:
-    server.serve_forever()
+    config = load_run_config(_WORKDIR.value)
+    components, state = trainer.restore_run_state(_WORKDIR.value, config)
+    renderer = interactive.Renderer(components.gan, generator_variables(state), int(state.step))
+    logging.info('serving %s at http://%s:%d/ (Ctrl-C stops)', _WORKDIR.value, _HOST.value,
+                 server.server_address[1])
+    server.serve(renderer, f'{config.model.name} on {config.data.name}, step {int(state.step)}')
   except KeyboardInterrupt:
     pass
   finally:

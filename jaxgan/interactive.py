@@ -1,7 +1,7 @@
 """Real-time generation in a browser: a trained generator behind a small HTTP server.
 
 `Renderer` turns a query (digit string or digit count, latent seed, truncation, scale) into a
-PNG; `make_server` serves it with a page whose controls re-request the picture on every change.
+PNG; `DigitServer` serves it with a page whose controls re-request the picture on every change.
 Every request generates a fixed-size batch, so the generator compiles once and each picture
 takes milliseconds (experiments.serve logs the time of each).
 """
@@ -141,40 +141,50 @@ def page(renderer: Renderer, title: str) -> str:
   return _PAGE.format(title=html.escape(title), first_control=first, max_scale=MAX_SCALE)
 
 
-def make_server(renderer: Renderer, host: str, port: int,
-                title: str = 'digits') -> http.server.ThreadingHTTPServer:
-  """An HTTP server (call `serve_forever`) with `/` (the page) and `/image.png?QUERY`
-  (a picture, or status 400 and the one-line reason)."""
-  body_of_page = page(renderer, title).encode()
+class DigitServer(http.server.ThreadingHTTPServer):
+  """The HTTP server of a Renderer: `/` (the page) and `/image.png?QUERY` (a picture, or status
+  400 and the one-line reason). It binds its address when made, so that a taken port fails
+  before a run is restored and compiled; `serve(renderer, title)` then answers requests until
+  `shutdown()`."""
 
-  class Handler(http.server.BaseHTTPRequestHandler):
+  def __init__(self, host: str, port: int):
+    super().__init__((host, port), _Handler)
+    self.renderer: Renderer | None = None
+    self.body_of_page = b''
 
-    def do_GET(self):  # pylint: disable=invalid-name
-      url = urllib.parse.urlsplit(self.path)
-      if url.path == '/':
-        self._send(200, 'text/html; charset=utf-8', body_of_page)
-      elif url.path == '/image.png':
-        query = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
-        start = time.perf_counter()
-        try:
-          png = renderer.render(query)
-        except ValueError as error:
-          self._send(400, 'text/plain; charset=utf-8', str(error).encode())
-          return
-        logging.info('%s in %.1f ms', self.path, 1e3 * (time.perf_counter() - start))
-        self._send(200, 'image/png', png)
-      else:
-        self._send(404, 'text/plain; charset=utf-8', b'not found: try / or /image.png')
+  def serve(self, renderer: Renderer, title: str = 'digits') -> None:
+    self.renderer = renderer
+    self.body_of_page = page(renderer, title).encode()
+    self.serve_forever()
 
-    def _send(self, status: int, content_type: str, body: bytes) -> None:
-      self.send_response(status)
-      self.send_header('Content-Type', content_type)
-      self.send_header('Content-Length', str(len(body)))
-      self.send_header('Cache-Control', 'no-store')
-      self.end_headers()
-      self.wfile.write(body)
 
-    def log_message(self, format, *args):  # pylint: disable=redefined-builtin
-      del format, args  # requests are logged above, with their render time
+class _Handler(http.server.BaseHTTPRequestHandler):
+  server: DigitServer
 
-  return http.server.ThreadingHTTPServer((host, port), Handler)
+  def do_GET(self):  # pylint: disable=invalid-name
+    url = urllib.parse.urlsplit(self.path)
+    if url.path == '/':
+      self._send(200, 'text/html; charset=utf-8', self.server.body_of_page)
+    elif url.path == '/image.png':
+      query = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
+      start = time.perf_counter()
+      try:
+        png = self.server.renderer.render(query)
+      except ValueError as error:
+        self._send(400, 'text/plain; charset=utf-8', str(error).encode())
+        return
+      logging.info('%s in %.1f ms', self.path, 1e3 * (time.perf_counter() - start))
+      self._send(200, 'image/png', png)
+    else:
+      self._send(404, 'text/plain; charset=utf-8', b'not found: try / or /image.png')
+
+  def _send(self, status: int, content_type: str, body: bytes) -> None:
+    self.send_response(status)
+    self.send_header('Content-Type', content_type)
+    self.send_header('Content-Length', str(len(body)))
+    self.send_header('Cache-Control', 'no-store')
+    self.end_headers()
+    self.wfile.write(body)
+
+  def log_message(self, format, *args):  # pylint: disable=redefined-builtin
+    del format, args  # requests are logged above, with their render time

@@ -285,7 +285,8 @@ def test_serve_answers_picture_requests_from_the_run_and_names_a_taken_port(cond
     taken.bind(('127.0.0.1', 0))
     taken.listen()
     port = taken.getsockname()[1]
-    result = cli('serve', f'--workdir={conditional_run}', f'--port={port}')
+    # An empty folder: the port is checked before any run is read (restoring takes seconds).
+    result = cli('serve', f'--workdir={tmp_path}', f'--port={port}')
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(
         f'error: cannot listen on 127.0.0.1:{port} (')

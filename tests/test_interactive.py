@@ -58,8 +58,9 @@ def test_bad_parameters_are_one_line_errors(conditional_renderer, query, message
 
 
 def test_the_server_serves_the_page_pictures_and_reasons(conditional_renderer):
-  server = interactive.make_server(conditional_renderer, '127.0.0.1', 0, title='test run')
-  thread = threading.Thread(target=server.serve_forever, daemon=True)
+  server = interactive.DigitServer('127.0.0.1', 0)
+  thread = threading.Thread(target=server.serve, args=(conditional_renderer, 'test run'),
+                            daemon=True)
   thread.start()
   base = f'http://127.0.0.1:{server.server_address[1]}'
   try:
