@@ -36,6 +36,24 @@ class ExampleDropout(nn.Module):
     return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros_like(x))
 
 
+def minibatch_std(x, group: int):
+  """x (B, H, W, C) with one more feature map: for each group of `group` consecutive examples,
+  the standard deviation over the group of every feature, averaged over features and positions
+  (Karras et al. 2018). A discriminator sees how varied a batch is, so a generator that draws
+  too little variety is told apart. Groups never cross devices (whole groups per device) and
+  real and fake batches pass separately, so a group is all real or all fake. A batch smaller
+  than `group` (init's dummy batch) is one group."""
+  batch = x.shape[0]
+  group = min(group, batch)
+  if batch % group:
+    raise ValueError(f'model.minibatch_std_group={group} must divide the batch each device gives '
+                     f'the discriminator ({batch}): change batch_size or the group')
+  grouped = x.astype(jnp.float32).reshape((batch // group, group) + x.shape[1:])
+  std = jnp.sqrt(jnp.var(grouped, axis=1) + 1e-8).mean(axis=(1, 2, 3))
+  feature = jnp.broadcast_to(jnp.repeat(std, group)[:, None, None, None], x.shape[:-1] + (1,))
+  return jnp.concatenate([x, feature.astype(x.dtype)], axis=-1)
+
+
 def spectral_normalised(module: nn.Module, x, *, train: bool):
   """`module(x)` with its kernel divided by its largest singular value (Miyato et al. 2018).
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, PartitionSpec as P
 
-from jaxgan import models, rng
+from jaxgan import layers, models, rng
 from jaxgan.layers import ExampleDropout
 from jaxgan.models import dcgan
 
@@ -210,6 +210,74 @@ def test_discriminator_width_multiplies_the_dcgan_discriminators_channels():
     g_vars, d_vars = _abstract_variables("dcgan", discriminator_width=2)
     assert _shapes(d_vars["params"]) == _dcgan_discriminator_shapes(64, 128)
     assert _count(g_vars["params"]) == EXPECTED_COUNTS["dcgan"]["generator"]  # G unchanged
+
+
+def test_generator_depth_adds_3x3_blocks_and_a_28x28_feature_stage():
+    g_vars, d_vars = _abstract_variables("dcgan", generator_depth=2)
+    shapes = _shapes(g_vars["params"])
+    assert {k: v for k, v in shapes.items() if k.endswith("kernel")} == {
+        "Dense_0/kernel": (100, 3136),
+        "ConvTranspose_0/kernel": (5, 5, 64, 32),
+        "Conv_0/kernel": (3, 3, 32, 32),  # depth 2: two blocks at 14x14
+        "Conv_1/kernel": (3, 3, 32, 32),
+        "ConvTranspose_1/kernel": (5, 5, 32, 16),  # 28x28 features, not the image
+        "Conv_2/kernel": (3, 3, 16, 16),  # depth - 1 blocks at 28x28
+        "Conv_3/kernel": (3, 3, 16, 1),  # the image
+    }
+    # Every block but the last conv is normalised (BN scale and bias per channel).
+    assert len([k for k in shapes if k.startswith("BatchNorm")]) == 2 * 6
+    assert _shapes(d_vars["params"]) == _dcgan_discriminator_shapes(32, 64)  # D unchanged
+    gan = models.build("dcgan", generator_depth=1)
+    z = _normal(0, (BATCH, gan.latent_dim))
+    images, _ = gan.generator.init_with_output(jax.random.key(0), z, train=False)
+    assert images.shape == (BATCH,) + IMAGE_SHAPE
+    assert float(jnp.abs(images).max()) <= 1.0
+
+
+def test_minibatch_std_feature_is_each_groups_mean_standard_deviation():
+    x = np.random.default_rng(0).standard_normal((8, 7, 7, 3)).astype(np.float32)
+    out = np.asarray(layers.minibatch_std(jnp.asarray(x), 4))
+    assert out.shape == (8, 7, 7, 4)
+    np.testing.assert_array_equal(out[..., :3], x)
+    for group in (slice(0, 4), slice(4, 8)):
+        expected = np.sqrt(x[group].var(axis=0) + 1e-8).mean()
+        np.testing.assert_allclose(out[group, :, :, 3], expected, rtol=1e-5)
+    # Groups are independent: changing the second group leaves the first group's feature.
+    changed = x.copy()
+    changed[4:] *= 3.0
+    out_changed = np.asarray(layers.minibatch_std(jnp.asarray(changed), 4))
+    np.testing.assert_array_equal(out_changed[:4], out[:4])
+    assert not np.allclose(out_changed[4:, :, :, 3], out[4:, :, :, 3])
+    # A batch smaller than the group (init's dummy batch) is one group.
+    assert layers.minibatch_std(jnp.asarray(x[:1]), 4).shape == (1, 7, 7, 4)
+    with pytest.raises(ValueError, match=r"model.minibatch_std_group=4 must divide the batch "
+                                         r"each device gives the discriminator \(6\)"):
+        layers.minibatch_std(jnp.asarray(x[:6]), 4)
+
+
+def test_minibatch_std_group_gives_the_dcgan_discriminator_one_more_feature_map():
+    g_vars, d_vars = _abstract_variables("dcgan", minibatch_std_group=4)
+    shapes = _shapes(d_vars["params"])
+    assert shapes["Dense_0/kernel"] == (7 * 7 * (64 + 1), 1)
+    assert _count(g_vars["params"]) == EXPECTED_COUNTS["dcgan"]["generator"]  # G unchanged
+    gan = models.build("dcgan", minibatch_std_group=2)
+    d_vars = _fill(_abstract_variables("dcgan", minibatch_std_group=2)[1], seed=3)
+    x = _images(4)
+    scores = gan.discriminator.apply(d_vars, x, train=False)
+    # The second pair's scores depend on the pair's variety: duplicating an example changes
+    # them; the first pair's scores do not move.
+    varied = gan.discriminator.apply(d_vars, x.at[3].set(x[2]), train=False)
+    np.testing.assert_array_equal(np.asarray(varied[:2]), np.asarray(scores[:2]))
+    assert float(jnp.abs(varied[2] - scores[2])) > 0
+
+
+@pytest.mark.parametrize("field, value, lowest, name", [
+    ("generator_depth", -1, 0, "dcgan"), ("generator_depth", 1, 0, "mlp"),
+    ("minibatch_std_group", 1.5, 0, "dcgan"), ("minibatch_std_group", 4, 0, "kannada")])
+def test_bad_depth_or_minibatch_group_is_refused(field, value, lowest, name):
+    with pytest.raises(ValueError, match=f"model.{field} must be an integer >= {lowest} and is "
+                                         f"implemented for dcgan only, got {value} for '{name}'"):
+        models.build(name, **{field: value})
 
 
 @pytest.mark.parametrize("network", ["generator", "discriminator"])

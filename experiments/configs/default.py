@@ -28,6 +28,10 @@ def get_config() -> ml_collections.ConfigDict:
   # discriminator_width.
   config.model.generator_width = 1
   config.model.discriminator_width = 1
+  # dcgan: > 0 adds that many 3x3 conv blocks at 14x14 and a 28x28 feature stage to G.
+  config.model.generator_depth = 0
+  # dcgan: > 0 gives D the minibatch standard deviation of groups of this many examples.
+  config.model.minibatch_std_group = 0
 
   config.loss = ml_collections.ConfigDict()
   config.loss.name = 'bce'  # bce (non-saturating) | wgan (weight clipping) | wgan_gp | hinge | lsgan

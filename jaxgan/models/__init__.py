@@ -71,7 +71,8 @@ def build(name: str, *, axis_name: str | None = None, spectral_norm: bool = Fals
           generator_norm: str = 'batch', grow_step: int = 0, fade_steps: int = 0,
           num_classes: int = 0, conditioning: str = 'projection',
           label_embed_dim: int = 50, generator_width: int = 1,
-          discriminator_width: int = 1) -> GAN:
+          discriminator_width: int = 1, generator_depth: int = 0,
+          minibatch_std_group: int = 0) -> GAN:
   """The named GAN's modules; `axis_name` is the device axis of the data-parallel step.
 
   `spectral_norm` normalises the discriminator's layers; `generator_norm` (batch | instance |
@@ -80,7 +81,9 @@ def build(name: str, *, axis_name: str | None = None, spectral_norm: bool = Fals
   `fade_steps` schedule the progressive model's growth (`progressive.growth_alpha`).
   `num_classes` > 0 makes it class-conditional (see jaxgan.models.conditional), its
   discriminator conditioned by `conditioning`. `generator_width` and
-  `discriminator_width` multiply the dcgan networks' hidden channels.
+  `discriminator_width` multiply the dcgan networks' hidden channels; `generator_depth` adds
+  3x3 conv blocks to the dcgan generator and `minibatch_std_group` the minibatch
+  standard-deviation feature to its discriminator (see jaxgan.models.dcgan).
   """
   if name not in _MODULES:
     raise ValueError(f'unknown model {name!r}: choose one of {", ".join(MODEL_NAMES)} '
@@ -109,6 +112,14 @@ def build(name: str, *, axis_name: str | None = None, spectral_norm: bool = Fals
         raise ValueError(f'model.{field} must be an integer >= 1 and is implemented for dcgan '
                          f'only, got {width} for {name!r}: set it to 1')
       options['width'] = width
+  for field, value, options, key, lowest in (
+      ('generator_depth', generator_depth, options_g, 'depth', 0),
+      ('minibatch_std_group', minibatch_std_group, options_d, 'minibatch_std_group', 0)):
+    if value != lowest:
+      if name != 'dcgan' or not isinstance(value, int) or value < lowest:
+        raise ValueError(f'model.{field} must be an integer >= {lowest} and is implemented for '
+                         f'dcgan only, got {value} for {name!r}: set it to {lowest}')
+      options[key] = value
   if grow_step < 0 or fade_steps < 0:
     raise ValueError(f'model.grow_step and model.fade_steps must be >= 0, got {grow_step} and '
                      f'{fade_steps}')
@@ -148,4 +159,6 @@ def from_config(model: ml_collections.ConfigDict, *, axis_name: str | None = Non
                conditioning=model.get('conditioning', 'projection'),
                label_embed_dim=model.get('label_embed_dim', 50),
                generator_width=model.get('generator_width', 1),
-               discriminator_width=model.get('discriminator_width', 1))
+               discriminator_width=model.get('discriminator_width', 1),
+               generator_depth=model.get('generator_depth', 0),
+               minibatch_std_group=model.get('minibatch_std_group', 0))

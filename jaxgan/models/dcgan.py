@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from jaxgan import convs
 from jaxgan.layers import (KERAS_LEAKY_SLOPE, ExampleDropout, keras_kernel_init,
-                           spectral_normalised)
+                           minibatch_std, spectral_normalised)
 
 LATENT_DIM = 100
 
@@ -31,12 +31,16 @@ class Generator(nn.Module):
   takes each channel's scale and shift from `condition` (a label embedding, B x E) through
   zero-initialised linear maps, so it starts as plain BN and the label reaches every layer.
   `width` multiplies both hidden layers' channels (64 and 32): a wider generator than the
-  papers', for more capacity (width=1 is the papers' network).
+  papers', for more capacity (width=1 is the papers' network). `depth` > 0 makes it deeper:
+  `depth` 3x3 conv -> norm -> LReLU blocks at 14x14, and the last transposed convolution
+  gives 16 * width feature maps at 28x28 instead of the image, followed by `depth` - 1 more
+  blocks and a 3x3 conv to the image (depth=0 is the papers' network).
   """
   axis_name: str | None = None  # batch statistics are averaged over this device axis
   conv_impl: str = 'auto'  # jaxgan.convs: auto | phase | xla (same parameters and results)
   norm: str = 'batch'  # batch | instance | conditional_batch
   width: int = 1
+  depth: int = 0
 
   @nn.compact
   def __call__(self, z, *, train: bool, condition=None):
@@ -71,20 +75,38 @@ class Generator(nn.Module):
     x = convs.ConvTranspose(channels // 2, (5, 5), (2, 2), 'SAME', use_bias=False,
                             kernel_init=keras_kernel_init, impl=self.conv_impl)(x)
     x = _leaky(condition_channels(normalise(x)))
-    x = convs.ConvTranspose(1, (5, 5), (2, 2), 'SAME', use_bias=False,
+
+    def blocks(x, count):
+      for _ in range(count):
+        x = nn.Conv(x.shape[-1], (3, 3), padding='SAME', use_bias=False,
+                    kernel_init=keras_kernel_init)(x)
+        x = _leaky(condition_channels(normalise(x)))
+      return x
+
+    if not self.depth:
+      x = convs.ConvTranspose(1, (5, 5), (2, 2), 'SAME', use_bias=False,
+                              kernel_init=keras_kernel_init, impl=self.conv_impl)(x)
+      return jnp.tanh(x)
+    x = blocks(x, self.depth)
+    x = convs.ConvTranspose(channels // 4, (5, 5), (2, 2), 'SAME', use_bias=False,
                             kernel_init=keras_kernel_init, impl=self.conv_impl)(x)
+    x = blocks(_leaky(condition_channels(normalise(x))), self.depth - 1)
+    x = nn.Conv(1, (3, 3), padding='SAME', kernel_init=keras_kernel_init)(x)
     return jnp.tanh(x)
 
 
 class Discriminator(nn.Module):
   """x -> Conv(32, 5, s2) -> LReLU -> Dropout(0.3) -> Conv(64, 5, s2) -> LReLU -> Dropout(0.3)
   -> Flatten -> Dense(1); `spectral_norm=True` divides every kernel by its spectral norm
-  (`jaxgan.layers.spectral_normalised`); `width` multiplies both convolutions' channels."""
+  (`jaxgan.layers.spectral_normalised`); `width` multiplies both convolutions' channels;
+  `minibatch_std_group` > 0 adds the minibatch standard-deviation feature map of groups of that
+  many examples (`jaxgan.layers.minibatch_std`) to the 7x7 features."""
   dropout_rate: float = 0.3
   axis_name: str | None = None  # keys the per-example dropout masks to global batch indices
   conv_impl: str = 'auto'  # jaxgan.convs: auto | phase | xla (same parameters and results)
   spectral_norm: bool = False
   width: int = 1
+  minibatch_std_group: int = 0
 
   @nn.compact
   def __call__(self, x, *, train: bool):
@@ -101,4 +123,6 @@ class Discriminator(nn.Module):
       x = self.layer(convs.Conv(features, (5, 5), (2, 2), 'SAME', kernel_init=keras_kernel_init,
                                 impl=self.conv_impl), x, train=train)
       x = ExampleDropout(self.dropout_rate, self.axis_name)(_leaky(x), deterministic=not train)
+    if self.minibatch_std_group:
+      x = minibatch_std(x, self.minibatch_std_group)
     return x.reshape((x.shape[0], -1))
