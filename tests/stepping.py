@@ -16,10 +16,11 @@ CONSTANT = ml_collections.ConfigDict(dict(name='constant', warmup_steps=0))
 
 
 def components(model: str, loss: str, n_critic: int = 1, axis_name=None, conditioning=None,
-               **step_options):
+               build_options=None, **step_options):
   """`conditioning` (projection | auxiliary) makes the model conditional on 10 classes;
-  `step_options` go to make_train_step."""
+  `build_options` go to models.build, `step_options` to make_train_step."""
   cond = dict(num_classes=10, conditioning=conditioning) if conditioning else {}
+  cond.update(build_options or {})
   gan = models.build(model, axis_name=axis_name, **cond)
   g_tx, _ = optim.make_optimizer('adam', adam_config(), CONSTANT, 100)
   d_tx, _ = optim.make_optimizer('adam', adam_config(), CONSTANT, 100)
@@ -57,9 +58,10 @@ def run_single_device(model, loss, n_critic=1, num_steps=3, seed=0, batch=16,
 
 
 def run_on_mesh(model, loss, devices, n_critic=1, num_steps=3, batch=16, conditioning=None,
-                **step_options):
+                build_options=None, **step_options):
   init, step = components(model, loss, n_critic, axis_name=parallel.DATA_AXIS,
-                          conditioning=conditioning, **step_options)
+                          conditioning=conditioning, build_options=build_options,
+                          **step_options)
   mesh = parallel.make_mesh(devices)
   state = jax.jit(init, out_shardings=parallel.replicated(mesh))(jax.random.key(0))
   sharded_step = parallel.shard_step(step, mesh)
@@ -69,9 +71,10 @@ def run_on_mesh(model, loss, devices, n_critic=1, num_steps=3, batch=16, conditi
   return jax.device_get(state), jax.device_get(measured), sharded_step
 
 
-def run_pmap(model, loss, n_critic=1, num_steps=3, batch=16, conditioning=None):
+def run_pmap(model, loss, n_critic=1, num_steps=3, batch=16, conditioning=None,
+             build_options=None):
   init, step = components(model, loss, n_critic, axis_name=parallel.DATA_AXIS,
-                          conditioning=conditioning)
+                          conditioning=conditioning, build_options=build_options)
   count = jax.local_device_count()
   state = parallel.pmap_replicate(jax.device_get(jax.jit(init)(jax.random.key(0))), count)
   pmapped = parallel.pmap_step(step)
