@@ -105,20 +105,16 @@ def build(name: str, *, axis_name: str | None = None, spectral_norm: bool = Fals
       raise ValueError(f'model.generator_norm is implemented for {", ".join(_GENERATOR_NORM)}, '
                        f'not {name!r}: set it to batch')
     options_g['norm'] = generator_norm
-  for field, width, options in (('generator_width', generator_width, options_g),
-                                 ('discriminator_width', discriminator_width, options_d)):
-    if width != 1:
-      if name != 'dcgan' or not isinstance(width, int) or width < 1:
-        raise ValueError(f'model.{field} must be an integer >= 1 and is implemented for dcgan '
-                         f'only, got {width} for {name!r}: set it to 1')
-      options['width'] = width
-  for field, value, options, key, lowest in (
+  # The dcgan networks' integer shape options: (config field, value, network, keyword, default).
+  for field, value, options, key, default in (
+      ('generator_width', generator_width, options_g, 'width', 1),
+      ('discriminator_width', discriminator_width, options_d, 'width', 1),
       ('generator_depth', generator_depth, options_g, 'depth', 0),
       ('minibatch_std_group', minibatch_std_group, options_d, 'minibatch_std_group', 0)):
-    if value != lowest:
-      if name != 'dcgan' or not isinstance(value, int) or value < lowest:
-        raise ValueError(f'model.{field} must be an integer >= {lowest} and is implemented for '
-                         f'dcgan only, got {value} for {name!r}: set it to {lowest}')
+    if value != default:
+      if name != 'dcgan' or not isinstance(value, int) or value < default:
+        raise ValueError(f'model.{field} must be an integer >= {default} and is implemented for '
+                         f'dcgan only, got {value} for {name!r}: set it to {default}')
       options[key] = value
   if grow_step < 0 or fade_steps < 0:
     raise ValueError(f'model.grow_step and model.fade_steps must be >= 0, got {grow_step} and '
