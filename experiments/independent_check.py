@@ -3,9 +3,12 @@
 The independent side shares no code with jaxgan: it reads the real digits straight from the
 IDX .gz files with gzip and numpy, trains a Keras CNN of another architecture (Keras's MNIST
 example convnet with a 128-unit embedding layer) with a fixed seed, and computes the Frechet
-distance the usual FID way (scipy.linalg.sqrtm of the covariance product). The embeddings
-differ, so absolute values differ too. The check is whether the two evaluators rank the sets
-alike (Spearman correlation of the Frechet distances) and agree on label accuracy.
+distance the usual FID way (scipy.linalg.sqrtm of the covariance product); for each labelled set
+it also trains a fresh convnet of the same architecture on that set alone (as many batches as the
+evaluator's own training) and reports its accuracy on the real test split (keras_cas, the
+classification accuracy score). The embeddings differ, so absolute values differ too. The
+check is whether the two evaluators rank the sets alike (Spearman correlation of the Frechet
+distances) and agree on label accuracy and on the accuracy a recogniser learns from the set.
 
 Every set is scored by both evaluators: each --samples .npz (images uint8 (N, 28, 28), and
 labels when present, e.g. written by experiments.sample) plus two anchors built here from real
@@ -67,31 +70,54 @@ def box_blur3(images: np.ndarray) -> np.ndarray:
   return np.rint(total / 9).astype(np.uint8)
 
 
+def keras_classifier(images: np.ndarray, labels: np.ndarray, *, epochs: int, seed: int):
+  """Keras's MNIST example convnet with a 128-unit embedding layer, trained on uint8 digits."""
+  import keras  # pylint: disable=import-outside-toplevel
+  keras.utils.set_random_seed(seed)
+  inputs = keras.Input((28, 28, 1))
+  x = keras.layers.Rescaling(1 / 255)(inputs)
+  x = keras.layers.Conv2D(32, 3, activation='relu')(x)
+  x = keras.layers.MaxPooling2D()(x)
+  x = keras.layers.Conv2D(64, 3, activation='relu')(x)
+  x = keras.layers.MaxPooling2D()(x)
+  x = keras.layers.Flatten()(x)
+  x = keras.layers.Dropout(0.5)(x)
+  embedding = keras.layers.Dense(128, activation='relu', name='embedding')(x)
+  probs = keras.layers.Dense(10, activation='softmax')(embedding)
+  classifier = keras.Model(inputs, probs)
+  classifier.compile('adam', 'sparse_categorical_crossentropy', metrics=['accuracy'])
+  classifier.fit(images[..., None], labels, batch_size=128, epochs=epochs, verbose=0)
+  return classifier
+
+
 class KerasEvaluator:
-  """A Keras convnet's 128-d embedding and class probabilities."""
+  """The Keras convnet's 128-d embedding and class probabilities."""
 
   def __init__(self, train_images, train_labels, *, epochs: int, seed: int):
     import keras  # pylint: disable=import-outside-toplevel
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((28, 28, 1))
-    x = keras.layers.Rescaling(1 / 255)(inputs)
-    x = keras.layers.Conv2D(32, 3, activation='relu')(x)
-    x = keras.layers.MaxPooling2D()(x)
-    x = keras.layers.Conv2D(64, 3, activation='relu')(x)
-    x = keras.layers.MaxPooling2D()(x)
-    x = keras.layers.Flatten()(x)
-    x = keras.layers.Dropout(0.5)(x)
-    embedding = keras.layers.Dense(128, activation='relu', name='embedding')(x)
-    probs = keras.layers.Dense(10, activation='softmax')(embedding)
-    classifier = keras.Model(inputs, probs)
-    classifier.compile('adam', 'sparse_categorical_crossentropy', metrics=['accuracy'])
-    classifier.fit(train_images[..., None], train_labels, batch_size=128, epochs=epochs,
-                   verbose=0)
-    self.model = keras.Model(inputs, [embedding, probs])
+    classifier = keras_classifier(train_images, train_labels, epochs=epochs, seed=seed)
+    self.model = keras.Model(classifier.inputs,
+                             [classifier.get_layer('embedding').output, classifier.output])
 
   def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     embedding, probs = self.model.predict(images[..., None], batch_size=1000, verbose=0)
     return embedding.astype(np.float64), probs.astype(np.float64)
+
+
+def matched_epochs(reference_epochs: int, reference_size: int, size: int) -> int:
+  """Epochs over `size` digits that take as many batches as `reference_epochs` over
+  `reference_size`: a classifier trained on 10,000 samples gets the evaluator's training length,
+  not a sixth of it."""
+  return max(1, round(reference_epochs * reference_size / size))
+
+
+def keras_cas(images: np.ndarray, labels: np.ndarray, test_images: np.ndarray,
+              test_labels: np.ndarray, *, epochs: int, seed: int) -> float:
+  """Classification accuracy score: a fresh Keras convnet trained on the set alone, its accuracy
+  on the real test split."""
+  classifier = keras_classifier(images, labels, epochs=epochs, seed=seed)
+  probs = classifier.predict(test_images[..., None], batch_size=1000, verbose=0)
+  return float((probs.argmax(1) == test_labels).mean())
 
 
 def fid(a: np.ndarray, b: np.ndarray) -> float:
@@ -177,6 +203,11 @@ def main(argv):
     if labels is not None:
       row['ours_label_accuracy'] = float((ours.probs.argmax(1) == labels).mean())
       row['keras_label_accuracy'] = float((probs.argmax(1) == labels).mean())
+      row['keras_cas_epochs'] = matched_epochs(FLAGS.epochs, len(train_images), len(images))
+      logging.info('training a Keras convnet on %s alone (%d epochs)', name,
+                   row['keras_cas_epochs'])
+      row['keras_cas'] = keras_cas(images, labels, test_images, test_labels,
+                                   epochs=row['keras_cas_epochs'], seed=FLAGS.seed)
     results[name] = row
     print(json.dumps({'set': name, **{k: round(v, 4) if isinstance(v, float) else v
                                       for k, v in row.items()}}), flush=True)

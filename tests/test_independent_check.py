@@ -41,6 +41,35 @@ def test_box_blur_keeps_flat_images_and_spreads_a_dot():
   assert blurred[0, 9:12, 9:12].tolist() == [[22] * 3] * 3 and blurred.sum() == 22 * 9
 
 
+def test_matched_epochs_keep_the_evaluators_number_of_batches():
+  assert independent_check.matched_epochs(3, 60000, 10000) == 18
+  assert independent_check.matched_epochs(3, 60000, 60000) == 3
+  assert independent_check.matched_epochs(3, 60000, 1000000) == 1  # never fewer than one pass
+
+
+def _block_digits(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """Noisy digits whose class is where a bright 6x6 block sits: easy to learn, so a recogniser
+  trained on them scores high on more of the same and chance with the labels shuffled."""
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, 10, count)
+  images = rng.integers(0, 60, (count, 28, 28)).astype(np.uint8)
+  for image, label in zip(images, labels):
+    row, col = divmod(int(label), 5)
+    image[2 + 12 * row:8 + 12 * row, 2 + 5 * col:8 + 5 * col] = 255
+  return images, labels
+
+
+def test_keras_cas_is_high_for_informative_labels_and_chance_for_shuffled_ones():
+  images, labels = _block_digits(600, seed=0)
+  test_images, test_labels = _block_digits(300, seed=1)
+  informative = independent_check.keras_cas(images, labels, test_images, test_labels, epochs=4,
+                                            seed=0)
+  shuffled = independent_check.keras_cas(images, np.random.default_rng(2).permutation(labels),
+                                         test_images, test_labels, epochs=4, seed=0)
+  assert informative > 0.95, informative
+  assert shuffled < 0.3, shuffled
+
+
 def test_script_scores_samples_with_both_evaluators(tmp_path):
   arrays = write_manual_dir(tmp_path / 'idx', {'mnist': {'train': 300, 'test': 100}})
   images, labels = arrays['mnist']['test']
@@ -57,8 +86,11 @@ def test_script_scores_samples_with_both_evaluators(tmp_path):
   model = record['sets']['model']
   assert model['num'] == 50
   for key in ('ours_fcd', 'keras_fid', 'ours_classifier_score', 'keras_score',
-              'ours_label_accuracy', 'keras_label_accuracy'):
+              'ours_label_accuracy', 'keras_label_accuracy', 'keras_cas'):
     assert np.isfinite(model[key]), key
+  assert 0.0 <= model['keras_cas'] <= 1.0
+  # 1 epoch over the 300 train digits is 6 epochs over the 50 samples, 3 over the 100 real ones.
+  assert model['keras_cas_epochs'] == 6 and record['sets']['real']['keras_cas_epochs'] == 3
   assert 'ours_label_accuracy' in record['sets']['real']
   assert -1.0 <= record['spearman_fcd_vs_fid'] <= 1.0
 
