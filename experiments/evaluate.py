@@ -16,19 +16,13 @@ The real reference is a real train subset of the same size, scored against the s
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-import dataclasses
-import time
-
-import jax
-import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
-from jaxgan import console, generate, trainer
+from jaxgan import console
 from jaxgan.checkpoint import BEST, LATEST
-from jaxgan.evaluation import metrics, suite, weights
+from jaxgan.evaluation import run_scores, weights
 from jaxgan.run_folder import load_run_config, write_json_atomic
-from jaxgan.state import generator_variables
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder written by experiments.train.')
 _SAMPLES = flags.DEFINE_string('samples', None, '.npz of digits to score instead of a run.')
@@ -54,20 +48,6 @@ _DATA_DIR = flags.DEFINE_string('data_dir', '', "tfds's prepared copies (default
                                 'else $TFDS_DATA_DIR).')
 
 
-def generate_from_run(workdir: str, config: ml_collections.ConfigDict, num: int, seed: int,
-                      checkpoint: str = LATEST, truncation: float = 0.0):
-  """(step, uint8 digits (num, 28, 28), their labels or None) from the run's newest (or best)
-  checkpoint; a conditional model generates classes 0, 1, ..., 0, 1, ... in turn.
-  `truncation`: see `generate.latents`."""
-  components, state = trainer.restore_run_state(workdir, config, checkpoint)
-  logging.info('generating %d digits from %s at step %d', num, workdir, int(state.step))
-  gan = components.gan
-  z = generate.latents(jax.random.key(seed), num, gan.latent_dim, truncation)
-  labels = generate.balanced_labels(num, gan.num_classes) if gan.num_classes else None
-  digits = generate.generate(gan, generator_variables(state), z, labels, step=state.step)
-  return int(state.step), digits, labels
-
-
 def load_samples(path: str) -> tuple[np.ndarray, np.ndarray | None]:
   if not os.path.exists(path):
     raise FileNotFoundError(f'{path} not found: pass an .npz written by experiments.sample or '
@@ -87,48 +67,22 @@ def main(argv):
     raise app.UsageError('--samples needs --dataset=mnist|kannada_mnist: the real data to '
                          'compare with')
   console.setup_logging()
-  start = time.perf_counter()
-  manual_dir, data_dir = _MANUAL_DIR.value, _DATA_DIR.value
   if _WORKDIR.value:
     config = load_run_config(_WORKDIR.value)
-    dataset = config.data.name
-    if _DATASET.value and _DATASET.value != dataset:
-      raise ValueError(f'--dataset={_DATASET.value} but the run trained on {dataset}: drop '
-                       '--dataset')
-    names = suite.resolve_metric_names(_METRICS.value,
-                                       has_labels=config.model.get('num_classes', 0) > 0)
-    params, manifest = weights.load_shipped(dataset)
-    step, images, labels = generate_from_run(_WORKDIR.value, config, _NUM_SAMPLES.value,
-                                             _SEED.value, _CHECKPOINT.value,
-                                             _TRUNCATION.value)
-    manual_dir = manual_dir or config.data.manual_dir
-    data_dir = data_dir or config.data.data_dir
-    source = dict(workdir=_WORKDIR.value, checkpoint=_CHECKPOINT.value, step=step,
-                  seed=_SEED.value, truncation=_TRUNCATION.value)
+    if _DATASET.value and _DATASET.value != config.data.name:
+      raise ValueError(f'--dataset={_DATASET.value} but the run trained on {config.data.name}: '
+                       'drop --dataset')
+    record = run_scores.evaluate_run(
+        _WORKDIR.value, _METRICS.value, num_samples=_NUM_SAMPLES.value, seed=_SEED.value,
+        checkpoint=_CHECKPOINT.value, truncation=_TRUNCATION.value,
+        manual_dir=_MANUAL_DIR.value, data_dir=_DATA_DIR.value)
     out = _OUT.value or os.path.join(_WORKDIR.value, 'eval.json')
   else:
     images, labels = load_samples(_SAMPLES.value)
-    dataset = _DATASET.value
-    names = suite.resolve_metric_names(_METRICS.value, has_labels=labels is not None)
-    params, manifest = weights.load_shipped(dataset)
-    source = dict(samples=_SAMPLES.value)
+    record = dict(samples=_SAMPLES.value, **run_scores.score_digits(
+        images, labels, _DATASET.value, _METRICS.value, manual_dir=_MANUAL_DIR.value,
+        data_dir=_DATA_DIR.value))
     out = _OUT.value or os.path.splitext(_SAMPLES.value)[0] + '.eval.json'
-
-  settings = metrics.Settings()
-  logging.info('classifying %d samples', len(images))
-  samples = metrics.score_images(params, images, labels, name='samples')
-  real = suite.load_real_data(dataset, params, data_dir=data_dir or None,
-                              manual_dir=manual_dir or None)
-  reference = suite.real_reference(params, real, len(samples.images), settings)
-  results = suite.evaluate(names, samples, real, reference, settings)
-
-  print(suite.format_table(results))
-  record = dict(source, dataset=dataset, num_samples=len(samples.images),
-                num_real_reference=len(reference.images), num_real_test=len(real.test.images),
-                metrics=list(names), classifier=dict(file=manifest['file'],
-                                                     sha256=manifest['sha256']),
-                settings=dataclasses.asdict(settings),
-                seconds=round(time.perf_counter() - start, 1), **results)
   write_json_atomic(record, out)
   logging.info('wrote %s (%.0f s)', out, record['seconds'])
 

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments import evaluate
 from experiments.configs import cgan_mnist
 from jaxgan import generate, models, run_folder, strings, trainer
+from jaxgan.evaluation import run_scores
 from jaxgan.layers import SPECTRAL
 from jaxgan.state import generator_variables
 from tests.test_experiments import cli, data_dirs, tiny_config, train_args  # noqa: F401
@@ -315,10 +315,10 @@ def test_serve_answers_picture_requests_from_the_run_and_names_a_taken_port(cond
 
 def test_evaluate_generates_balanced_labelled_digits(conditional_run):
   config = run_folder.load_run_config(str(conditional_run))
-  step, digits, labels = evaluate.generate_from_run(str(conditional_run), config, 20, 0)
+  step, digits, labels = run_scores.generate_from_run(str(conditional_run), config, 20, 0)
   assert step == 16 and digits.shape == (20, 28, 28) and digits.dtype == np.uint8
   np.testing.assert_array_equal(labels, np.arange(20) % 10)
-  _, truncated, same_labels = evaluate.generate_from_run(str(conditional_run), config, 20, 0,
+  _, truncated, same_labels = run_scores.generate_from_run(str(conditional_run), config, 20, 0,
                                                          truncation=0.5)
   np.testing.assert_array_equal(same_labels, labels)
   assert (truncated != digits).any()

@@ -168,7 +168,8 @@ def toy_real():
 
 
 TINY = metrics.Settings(small_steps=30, small_batch_size=32, augmentation_sizes=(20, 50),
-                        augmentation_seeds=(0, 1), cas_cnn_epochs=3, cas_cnn_batch_size=32)
+                        augmentation_seeds=(0, 1), cas_cnn_epochs=3, cas_cnn_batch_size=32,
+                        cas_cnn_seeds=(0, 1))
 
 
 def test_cas_and_augmentation_gain_run_end_to_end_on_tiny_data(toy_real):
@@ -187,8 +188,9 @@ def test_cas_and_augmentation_gain_run_end_to_end_on_tiny_data(toy_real):
 
 
 def test_cas_cnn_trains_the_evaluation_architecture_on_the_samples(toy_real, monkeypatch):
-  """cas_cnn fits a fresh `Classifier` with the settings' recipe for whole epochs of the
-  samples, seeded, and scores it on every test set; wrong labels score near chance."""
+  """cas_cnn fits a fresh `Classifier` per seed with the settings' recipe for whole epochs of
+  the samples and scores each on every test set: their mean and std; wrong labels score near
+  chance."""
   fits = []
   original_fit = classifier.fit
   monkeypatch.setattr(classifier, 'fit', lambda model, *args, **kwargs: fits.append(
@@ -198,13 +200,19 @@ def test_cas_cnn_trains_the_evaluation_architecture_on_the_samples(toy_real, mon
                                                             dig_labels)}, _cache={})
   images, labels = toy_digits(100, seed=2)
   results = metrics.compute(['cas_cnn'], toy_scored(images, labels), real, TINY)
-  assert set(results) == {'cas_cnn', 'cas_cnn_dig'}
+  assert set(results) == {'cas_cnn', 'cas_cnn_std', 'cas_cnn_dig', 'cas_cnn_dig_std'}
   assert results['cas_cnn'] > 0.9 and results['cas_cnn_dig'] > 0.9  # the toy classes are easy
-  model, kwargs = fits[0]
-  assert model == classifier.Classifier(dropout_rate=TINY.cas_cnn_dropout_rate)
-  assert kwargs == dict(seed=0, num_steps=3 * 4, batch_size=32,  # 3 epochs of ceil(100 / 32)
-                        learning_rate=TINY.cas_cnn_learning_rate,
-                        max_shift=TINY.cas_cnn_max_shift)
+  assert [kwargs['seed'] for _, kwargs in fits] == [0, 1]
+  for model, kwargs in fits:
+    assert model == classifier.Classifier(dropout_rate=TINY.cas_cnn_dropout_rate)
+    assert kwargs == dict(seed=kwargs['seed'], num_steps=3 * 4,  # 3 epochs of ceil(100 / 32)
+                          batch_size=32, learning_rate=TINY.cas_cnn_learning_rate,
+                          max_shift=TINY.cas_cnn_max_shift)
+  # The mean and std of the two CNNs' test accuracies.
+  one = [classifier.accuracy(original_fit(model, images, labels, **kwargs), *real.test_sets()[
+      'test'], model=model) for model, kwargs in fits]
+  np.testing.assert_allclose([results['cas_cnn'], results['cas_cnn_std']],
+                             [np.mean(one), np.std(one)], atol=1e-12)
   again = metrics.compute(['cas_cnn'], toy_scored(images, labels), real, TINY)
   assert again == results  # seeded
   wrong = metrics.compute(['cas_cnn'], toy_scored(images, (labels + 1) % 10), real, TINY)

@@ -14,9 +14,10 @@ dict of results (floats; `coverage` adds the class shares as a list):
   label_accuracy     share of samples the classifier assigns to the label they carry
   cas                classification accuracy score (Ravuri & Vinyals 2019): a fresh small
                      classifier trained only on the labelled samples, tested on real test images
-  cas_cnn            the same with a fresh CNN of the evaluation classifier's architecture
+  cas_cnn            the same with fresh CNNs of the evaluation classifier's architecture
                      trained for several epochs (shifts, dropout): the protocol behind published
-                     CAS figures, which the small classifier's 500 steps fall well short of
+                     CAS figures, which the small classifier's 500 steps fall well short of;
+                     mean and std over the CNNs' seeds
   augmentation_gain  test accuracy of a fresh small classifier trained on K class-balanced real
                      train images plus the labelled samples, minus that of one trained on the K
                      alone, in percentage points, mean and std over seeds, for each K
@@ -264,6 +265,9 @@ class Settings:
   cas_cnn_learning_rate: float = 2e-3
   cas_cnn_max_shift: int = 2
   cas_cnn_dropout_rate: float = 0.2
+  # One CNN's accuracy on the same 10,000 Kannada digits moved from 0.942 to 0.954 with its seed
+  # alone (4 seeds, 2026-12-02): the mean over seeds, not one draw, is compared with targets.
+  cas_cnn_seeds: tuple[int, ...] = (0, 1, 2)
   # memorisation: a sample nearer a train image than this quantile of the real test digits'
   # nearest-train distances counts as a near copy.
   near_copy_quantile: float = 0.01
@@ -393,14 +397,21 @@ def cas(samples: ScoredImages, real: RealData, settings: Settings) -> dict:
 
 
 def cas_cnn(samples: ScoredImages, real: RealData, settings: Settings) -> dict:
+  """Per test set: mean and std of the accuracies of fresh CNNs, one per seed."""
   labels = _require_labels(samples, 'cas_cnn')
   steps_per_epoch = -(-len(samples.images) // settings.cas_cnn_batch_size)
-  accuracies = _fresh_classifier_accuracies(
+  per_seed = [_fresh_classifier_accuracies(
       classifier.Classifier(dropout_rate=settings.cas_cnn_dropout_rate), samples.images, labels,
-      real, seed=0, num_steps=settings.cas_cnn_epochs * steps_per_epoch,
+      real, seed=seed, num_steps=settings.cas_cnn_epochs * steps_per_epoch,
       batch_size=settings.cas_cnn_batch_size, learning_rate=settings.cas_cnn_learning_rate,
-      max_shift=settings.cas_cnn_max_shift)
-  return {_suffixed('cas_cnn', name): value for name, value in accuracies.items()}
+      max_shift=settings.cas_cnn_max_shift) for seed in settings.cas_cnn_seeds]
+  results = {}
+  for name in real.test_sets():
+    accuracies = np.array([seed_accuracies[name] for seed_accuracies in per_seed])
+    logging.info('cas_cnn on %s, per seed: %s', name, np.round(accuracies, 4).tolist())
+    results[_suffixed('cas_cnn', name)] = float(accuracies.mean())
+    results[_suffixed('cas_cnn', name) + '_std'] = float(accuracies.std())
+  return results
 
 
 def augmentation_gain(samples: ScoredImages, real: RealData, settings: Settings) -> dict:

@@ -74,14 +74,17 @@ def resolve_metric_names(requested: list[str] | None, has_labels: bool) -> tuple
   return names
 
 
-def evaluate(names, samples: ScoredImages, real: RealData, reference: ScoredImages,
-             settings: Settings = Settings()) -> dict:
-  """{'model': results, 'real': results for the real reference}, metric by metric."""
-  results = {'model': {}, 'real': {}}
+def evaluate(names, samples: ScoredImages, real: RealData, reference: ScoredImages | None,
+             settings: Settings = Settings(), *, reference_results: dict | None = None) -> dict:
+  """{'model': results, 'real': results for the real reference}, metric by metric.
+  `reference_results`: the reference's results from an earlier call with the same names,
+  settings and reference size, returned as they are instead of computed again."""
+  results = {'model': {}, 'real': {} if reference_results is None else reference_results}
   for name in names:
     logging.info('computing %s', name)
     results['model'].update(metrics.compute([name], samples, real, settings))
-    results['real'].update(metrics.compute([name], reference, real, settings))
+    if reference_results is None:
+      results['real'].update(metrics.compute([name], reference, real, settings))
   return results
 
 

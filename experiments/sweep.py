@@ -1,0 +1,141 @@
+r"""Train and score one config at several seeds: the spread between seeds, in one command.
+
+python -m experiments.sweep --config=experiments/configs/cgan_kannada.py \
+    --workdir=runs/cgan_kannada_seeds --seeds=0,1,2 --metrics=fcd,label_accuracy,cas_cnn
+  trains (or resumes) DIR/seed_S with --config.seed=S for each seed, scores its newest
+  checkpoint with experiments.evaluate's suite into DIR/seed_S/eval.json, and writes
+  DIR/sweep.json: each seed's figures and, per figure, their mean, std (numpy's, ddof 0, as
+  augmentation_gain's) and range, beside the real digits' figure.
+
+Other --config.FIELD=VALUE overrides apply to every seed. Running the command again resumes
+unfinished runs and reuses each eval.json that scored the same step, metrics and samples, so
+adding a seed or raising --config.num_epochs costs only the new training and scoring.
+Differences between two recipes smaller than the range over seeds are not differences.
+"""
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+import copy
+import dataclasses
+import json
+
+import numpy as np
+from absl import flags, logging
+from ml_collections import config_flags
+
+from jaxgan import console, parallel, trainer
+from jaxgan.checkpoint import LATEST
+from jaxgan.evaluation import metrics, run_scores, suite
+from jaxgan.run_folder import write_json_atomic
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Sweep folder: one run folder per seed in it.')
+config_flags.DEFINE_config_file('config', None, 'Training config file.', lock_config=True)
+_SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Training seeds (config.seed), one run each.')
+_METRICS = flags.DEFINE_list('metrics', None, 'Metrics to compute; default: all applicable.')
+_NUM_SAMPLES = flags.DEFINE_integer('num_samples', 10000, 'Digits generated from each run.',
+                                    lower_bound=2)
+_EVAL_SEED = flags.DEFINE_integer('eval_seed', 0, "Seed of the scored digits' latents.")
+flags.mark_flags_as_required(['config', 'workdir'])
+
+SUMMARY_FILE = 'sweep.json'
+
+
+def parse_seeds(values: list[str]) -> list[int]:
+  try:
+    seeds = [int(value) for value in values]
+  except ValueError:
+    raise ValueError(f'--seeds={",".join(values)} is not a list of integers: pass e.g. '
+                     '--seeds=0,1,2') from None
+  if not seeds or len(set(seeds)) != len(seeds):
+    raise ValueError(f'--seeds={",".join(values)} must name at least one seed, each once')
+  return seeds
+
+
+def reusable(path: str, step: int, names: tuple[str, ...], num_samples: int,
+             eval_seed: int) -> dict | None:
+  """The record in `path` if it scored the run's state at `step` the way asked, else None."""
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    record = json.load(f)
+  settings = json.loads(json.dumps(dataclasses.asdict(metrics.Settings())))
+  same = (record.get('step') == step and tuple(record.get('metrics', ())) == names
+          and record.get('num_samples') == num_samples and record.get('seed') == eval_seed
+          and record.get('checkpoint') == LATEST and not record.get('truncation')
+          and record.get('settings') == settings)
+  return record if same else None
+
+
+def summarise(records: dict[int, dict]) -> dict:
+  """Per scalar figure of the generated digits: each seed's value, their mean, std (ddof 0),
+  min and max, and the real digits' value."""
+  first = next(iter(records.values()))
+  figures = {}
+  for name, value in first['model'].items():
+    if not isinstance(value, (int, float)):
+      continue  # e.g. class_shares, a list per run
+    values = np.array([records[seed]['model'][name] for seed in records], np.float64)
+    figures[name] = dict(values=values.tolist(), mean=float(values.mean()),
+                         std=float(values.std()), min=float(values.min()),
+                         max=float(values.max()), real=first.get('real', {}).get(name))
+  return figures
+
+
+def format_summary(seeds: list[int], figures: dict) -> str:
+  header = ['figure', *(f'seed {seed}' for seed in seeds), 'mean', 'std', 'real']
+  rows = [header]
+  for name, figure in figures.items():
+    real = figure['real']
+    rows.append([name, *(f'{v:.4f}' for v in figure['values']), f'{figure["mean"]:.4f}',
+                 f'{figure["std"]:.4f}', '-' if real is None else f'{real:.4f}'])
+  widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+  return '\n'.join('  '.join(cell.rjust(width) if i else cell.ljust(width)
+                             for i, (cell, width) in enumerate(zip(row, widths)))
+                   for row in rows)
+
+
+def run_sweep(config, workdir: str, seeds: list[int], names: list[str] | None, *,
+              num_samples: int = 10000, eval_seed: int = 0) -> dict:
+  """Train (or resume) and score one run per seed in `workdir`; write and return the summary."""
+  names = suite.resolve_metric_names(names, has_labels=config.model.get('num_classes', 0) > 0)
+  records = {}
+  for seed in seeds:
+    run_config = copy.deepcopy(config)
+    run_config.seed = seed
+    run_dir = os.path.join(workdir, f'seed_{seed}')
+    logging.info('seed %d: training %s', seed, run_dir)
+    state = trainer.train_and_evaluate(run_config, run_dir)
+    eval_path = os.path.join(run_dir, 'eval.json')
+    record = reusable(eval_path, int(state.step), names, num_samples, eval_seed)
+    if record is None:
+      # The real reference is the same digits for every seed: scored once per sweep.
+      known_real = next(iter(records.values()))['real'] if records else None
+      record = run_scores.evaluate_run(run_dir, list(names), num_samples=num_samples,
+                                       seed=eval_seed, real_results=known_real)
+      write_json_atomic(record, eval_path)
+    else:
+      logging.info('seed %d: reusing %s (step %d)', seed, eval_path, record['step'])
+    records[seed] = record
+  figures = summarise(records)
+  summary = dict(seeds=seeds, metrics=list(names), num_samples=num_samples, eval_seed=eval_seed,
+                 steps={str(seed): records[seed]['step'] for seed in seeds},
+                 config=json.loads(config.to_json()), figures=figures)
+  write_json_atomic(summary, os.path.join(workdir, SUMMARY_FILE))
+  print(format_summary(seeds, figures), flush=True)
+  return summary
+
+
+def main(argv):
+  del argv  # flags only: console.run refuses other arguments
+  console.setup_logging()
+  seeds = parse_seeds(_SEEDS.value)
+  config = flags.FLAGS.config
+  # CPU: config.cpu_devices jax devices, as experiments.train sets them (before any jax call).
+  parallel.configure_cpu_devices(config.get('cpu_devices', -1), divides=config.batch_size)
+  run_sweep(config, _WORKDIR.value, seeds, _METRICS.value, num_samples=_NUM_SAMPLES.value,
+            eval_seed=_EVAL_SEED.value)
+  logging.info('wrote %s', os.path.join(_WORKDIR.value, SUMMARY_FILE))
+
+
+if __name__ == '__main__':
+  console.run(main)

@@ -1,0 +1,82 @@
+"""A run folder's generator scored by the metrics suite: digits from one of its checkpoints,
+scored against the real data, as the record that experiments.evaluate writes to RUN/eval.json
+(and experiments.sweep reads back)."""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from jaxgan import generate, trainer
+from jaxgan.checkpoint import LATEST
+from jaxgan.evaluation import metrics, suite, weights
+from jaxgan.run_folder import load_run_config
+from jaxgan.state import generator_variables
+
+
+def generate_from_run(workdir: str, config: ml_collections.ConfigDict, num: int, seed: int,
+                      checkpoint: str = LATEST, truncation: float = 0.0):
+  """(step, uint8 digits (num, 28, 28), their labels or None) from the run's newest (or best)
+  checkpoint; a conditional model generates classes 0, 1, ..., 0, 1, ... in turn.
+  `truncation`: see `generate.latents`."""
+  components, state = trainer.restore_run_state(workdir, config, checkpoint)
+  logging.info('generating %d digits from %s at step %d', num, workdir, int(state.step))
+  gan = components.gan
+  z = generate.latents(jax.random.key(seed), num, gan.latent_dim, truncation)
+  labels = generate.balanced_labels(num, gan.num_classes) if gan.num_classes else None
+  digits = generate.generate(gan, generator_variables(state), z, labels, step=state.step)
+  return int(state.step), digits, labels
+
+
+def score_digits(images: np.ndarray, labels: np.ndarray | None, dataset: str,
+                 names: list[str] | None, *, manual_dir: str = '', data_dir: str = '',
+                 real_results: dict | None = None) -> dict:
+  """The evaluation record of uint8 digits (N, 28, 28): `names` (None: all that the digits
+  allow) for the digits ('model') and for as many real train digits ('real'), with what they
+  were measured against. `real_results`: the 'real' of an earlier record of as many digits with
+  the same names, reused instead of scoring the real reference again."""
+  start = time.perf_counter()
+  names = suite.resolve_metric_names(names, has_labels=labels is not None)
+  params, manifest = weights.load_shipped(dataset)
+  settings = metrics.Settings()
+  logging.info('classifying %d samples', len(images))
+  samples = metrics.score_images(params, images, labels, name='samples')
+  real = suite.load_real_data(dataset, params, data_dir=data_dir or None,
+                              manual_dir=manual_dir or None)
+  num_reference = len(suite.reference_rows(real, len(samples.images), settings))
+  reference = None if real_results else suite.real_reference(params, real, len(samples.images),
+                                                             settings)
+  results = suite.evaluate(names, samples, real, reference, settings,
+                           reference_results=real_results)
+  print(suite.format_table(results), flush=True)
+  return dict(dataset=dataset, num_samples=len(samples.images),
+              num_real_reference=num_reference, num_real_test=len(real.test.images),
+              metrics=list(names), classifier=dict(file=manifest['file'],
+                                                   sha256=manifest['sha256']),
+              settings=dataclasses.asdict(settings),
+              seconds=round(time.perf_counter() - start, 1), **results)
+
+
+def evaluate_run(workdir: str, names: list[str] | None = None, *, num_samples: int = 10000,
+                 seed: int = 0, checkpoint: str = LATEST, truncation: float = 0.0,
+                 manual_dir: str = '', data_dir: str = '', real_results: dict | None = None
+                 ) -> dict:
+  """The evaluation record of `num_samples` digits from the run's `checkpoint`, latents drawn
+  with `seed`; the real data is the run's unless `manual_dir`/`data_dir` say otherwise.
+  `real_results`: see `score_digits`."""
+  start = time.perf_counter()
+  config = load_run_config(workdir)
+  # Unknown or label-only metrics fail here, before any generating.
+  names = suite.resolve_metric_names(names, has_labels=config.model.get('num_classes', 0) > 0)
+  step, images, labels = generate_from_run(workdir, config, num_samples, seed, checkpoint,
+                                           truncation)
+  source = dict(workdir=workdir, checkpoint=checkpoint, step=step, seed=seed,
+                truncation=truncation)
+  record = score_digits(images, labels, config.data.name, names,
+                        manual_dir=manual_dir or config.data.manual_dir,
+                        data_dir=data_dir or config.data.data_dir, real_results=real_results)
+  return dict(source, **record) | dict(seconds=round(time.perf_counter() - start, 1))

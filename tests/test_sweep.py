@@ -1,0 +1,85 @@
+"""experiments.sweep: one run per seed, each scored into its eval.json, summarised in sweep.json;
+a second call reuses what is done; bad seeds are refused before any work."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from experiments import sweep
+from tests.idx_files import write_manual_dir
+from tests.test_experiments import cli
+
+NUM_SAMPLES = 64
+
+
+@pytest.fixture(scope='module')
+def swept(tmp_path_factory):
+  manual = tmp_path_factory.mktemp('manual')
+  # 1,200 train digits: the real reference is drawn from those outside augmentation's 1,000.
+  write_manual_dir(manual, {'mnist': {'train': 1200, 'test': 50}})
+  data_dir, workdir = tmp_path_factory.mktemp('tfds'), tmp_path_factory.mktemp('sweep')
+  args = ('--config=experiments/configs/tiny.py', f'--workdir={workdir}', '--seeds=3,5',
+          '--metrics=fcd,precision_recall', f'--num_samples={NUM_SAMPLES}',
+          f'--config.data.manual_dir={manual}', f'--config.data.data_dir={data_dir}')
+  first = cli('sweep', *args, timeout=600)
+  assert first.returncode == 0, first.stderr[-3000:]
+  return workdir, args, first
+
+
+def read_json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def test_each_seed_trains_its_own_run_and_is_scored(swept):
+  workdir, _, first = swept
+  summary = read_json(workdir / sweep.SUMMARY_FILE)
+  assert summary['seeds'] == [3, 5] and summary['metrics'] == ['fcd', 'precision_recall']
+  for seed in (3, 5):
+    assert read_json(workdir / f'seed_{seed}' / 'config.json')['seed'] == seed
+    record = read_json(workdir / f'seed_{seed}' / 'eval.json')
+    assert record['num_samples'] == NUM_SAMPLES and record['step'] == 16
+    assert summary['steps'][str(seed)] == 16
+  fcd = summary['figures']['fcd']
+  values = [read_json(workdir / f'seed_{seed}' / 'eval.json')['model']['fcd'] for seed in (3, 5)]
+  assert fcd['values'] == values and fcd['values'][0] != fcd['values'][1]  # other seed, other G
+  np.testing.assert_allclose([fcd['mean'], fcd['std'], fcd['min'], fcd['max']],
+                             [np.mean(values), np.std(values), min(values), max(values)])
+  # One real reference, scored with the first seed and reused for the second.
+  reals = [read_json(workdir / f'seed_{seed}' / 'eval.json')['real'] for seed in (3, 5)]
+  assert reals[0] == reals[1] and fcd['real'] == reals[0]['fcd']
+  assert set(summary['figures']) == {'fcd', 'precision', 'recall'}
+  assert 'mean' in first.stdout and 'seed 5' in first.stdout
+
+
+def test_a_second_call_reuses_the_finished_runs_and_their_scores(swept):
+  workdir, args, _ = swept
+  evals = [workdir / f'seed_{seed}' / 'eval.json' for seed in (3, 5)]
+  before = [os.stat(path).st_mtime_ns for path in evals]
+  summary = read_json(workdir / sweep.SUMMARY_FILE)
+  again = cli('sweep', *args, timeout=600)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert [os.stat(path).st_mtime_ns for path in evals] == before
+  assert 'reusing' in again.stderr
+  assert read_json(workdir / sweep.SUMMARY_FILE)['figures'] == summary['figures']
+
+
+@pytest.mark.parametrize('seeds, message', [
+    ('0,x', 'is not a list of integers'),
+    ('1,1', 'each once'),
+])
+def test_bad_seeds_are_one_line_errors_before_any_work(tmp_path, seeds, message):
+  result = cli('sweep', '--config=experiments/configs/tiny.py', f'--workdir={tmp_path / "s"}',
+               f'--seeds={seeds}')
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1].startswith('error: ')
+  assert message in result.stderr
+  assert not os.path.exists(tmp_path / 's')
+
+
+def test_an_unknown_metric_is_refused_before_any_training(tmp_path):
+  result = cli('sweep', '--config=experiments/configs/tiny.py', f'--workdir={tmp_path / "s"}',
+               '--metrics=fcd,sharpness')
+  assert result.returncode != 0 and 'sharpness' in result.stderr
+  assert not os.path.exists(tmp_path / 's')
