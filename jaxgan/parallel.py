@@ -112,7 +112,30 @@ def shard_step(step_fn, mesh: Mesh, *, donate: bool = True, steps_per_call: int 
   # gradient of replicated params over devices, and the step's own pmean would count it twice.
   sharded = jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(DATA_AXIS), P()),
                           out_specs=(P(), P()), check_vma=False)
-  return jax.jit(sharded, donate_argnums=(0,) if donate else ())
+  return jax.jit(sharded, donate_argnums=(0,) if donate else (),
+                 compiler_options=step_compiler_options(mesh))
+
+
+def step_compiler_options(mesh: Mesh) -> dict[str, str] | None:
+  """XLA options for a step program over `mesh`: with several CPU devices in this process,
+  XLA:CPU's memory-optimised op order instead of its default concurrency-optimised one.
+
+  Several CPU devices share one pool of threads, and a device whose thread waits in an
+  all-reduce computes nothing meanwhile. The concurrency-optimised order leaves each device
+  free to run independent work (say D's real-image pass) before or after a collective (say the
+  generator's batch statistics), so the devices took them in different orders and waited for
+  each other: in a profile of the dcgan step at batch 64 (2 devices, 2 cores) one device sat
+  in the first two batch-norm all-reduces for 4 and 6 ms of a 28 ms step while the other
+  computed. The memory-optimised order runs them alike and the step gets 10-15% faster
+  (README, "Speed and scale"). On one device the concurrency-optimised order is the faster
+  one (its independent ops share the cores), so it stays there. Op order only: results are
+  unchanged bit for bit.
+  """
+  devices = list(mesh.devices.flat)
+  local = [d for d in devices if d.process_index == jax.process_index()]
+  if devices[0].platform == 'cpu' and len(local) > 1:
+    return {'xla_cpu_scheduler_type': 'CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED'}
+  return None
 
 
 def pmap_step(step_fn, *, donate: bool = True, steps_per_call: int = 1,

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 import pytest
 
+from jaxgan import parallel
 from tests import stepping
 
 pytestmark = pytest.mark.skipif(jax.device_count() < 8, reason='needs 8 (fake) devices')
@@ -70,3 +71,18 @@ def test_sharded_step_compiles_once_and_keeps_step_count(runs):
   state, _, step = runs['mesh8']
   assert step._cache_size() == 1  # pylint: disable=protected-access
   assert int(state.step) == 3
+
+
+def test_cpu_step_schedule_changes_speed_not_results(monkeypatch):
+  """Several CPU devices compile the step with XLA's memory-optimised op order
+  (`parallel.step_compiler_options`); XLA's default order gives the same state bit for bit."""
+  mesh = parallel.make_mesh(jax.devices()[:8])
+  assert parallel.step_compiler_options(mesh) == {
+      'xla_cpu_scheduler_type': 'CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED'}
+  assert parallel.step_compiler_options(parallel.make_mesh(jax.devices()[:1])) is None
+  scheduled = stepping.run_on_mesh('dcgan', 'bce', jax.devices()[:8])
+  monkeypatch.setattr(parallel, 'step_compiler_options', lambda mesh: None)
+  default = stepping.run_on_mesh('dcgan', 'bce', jax.devices()[:8])
+  for x, y in zip(jax.tree.leaves((scheduled[0], scheduled[1])),
+                  jax.tree.leaves((default[0], default[1]))):
+    np.testing.assert_array_equal(x, y)
