@@ -1,6 +1,8 @@
 """Layers shared by the generator and discriminator modules."""
 from __future__ import annotations
 
+import math
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -34,6 +36,32 @@ class ExampleDropout(nn.Module):
     keep = rng.bernoulli(self.make_rng('dropout'), x.shape[0], x.shape[1:], 1.0 - self.rate,
                          self.axis_name)
     return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros_like(x))
+
+
+class FeatureDense(nn.Module):
+  """`nn.Dense(features)` of x flattened past its batch axis, with nn.Dense's parameters
+  (kernel (prod(x.shape[1:]), features), bias), computed without flattening x: a multiply and
+  a sum over x's axes for one output (the discriminator's logit), a contraction for several.
+
+  Why not flatten: XLA:CPU fuses the reshape into the fusion that computes x, and with the
+  dropout mask's hash in that fusion (the dcgan discriminator's last feature maps) it runs about
+  5x slower than the same ops without the reshape (2.1 against 0.4 ms at 128 x 7x7x64, 2 cores;
+  about 12% of the dcgan step). Equal to nn.Dense up to float summation order.
+  """
+  features: int
+  kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+  bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param('kernel', self.kernel_init, (math.prod(x.shape[1:]), self.features))
+    bias = self.param('bias', self.bias_init, (self.features,))
+    kernel = kernel.reshape(x.shape[1:] + (self.features,)).astype(x.dtype)
+    if self.features == 1:
+      y = jnp.sum(x[..., None] * kernel, axis=tuple(range(1, x.ndim)))
+    else:  # a product with many outputs would be x's size times features, a contraction is not
+      y = jnp.tensordot(x, kernel, axes=x.ndim - 1)
+    return y + bias.astype(y.dtype)
 
 
 def minibatch_std(x, group: int):

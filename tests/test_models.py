@@ -599,3 +599,17 @@ def test_example_dropout_rate_one_drops_everything_with_a_finite_gradient():
 
   assert float(total(x)) == 0.0
   np.testing.assert_array_equal(jax.grad(total)(x), np.zeros((2, 5)))
+
+
+@pytest.mark.parametrize('features', [1, 10])
+def test_feature_dense_is_dense_of_the_flattened_maps(features):
+  """FeatureDense (the dcgan discriminator's heads on its unflattened feature maps) has
+  nn.Dense's parameters and initial values, and computes nn.Dense of the flattened input."""
+  x = jax.random.normal(jax.random.key(0), (4, 7, 7, 64))
+  flat = x.reshape((4, -1))
+  dense = nn.Dense(features)
+  feature_dense = layers.FeatureDense(features)
+  params = dense.init(jax.random.key(1), flat)
+  jax.tree.map(np.testing.assert_array_equal, feature_dense.init(jax.random.key(1), x), params)
+  np.testing.assert_allclose(feature_dense.apply(params, x), dense.apply(params, flat),
+                             rtol=1e-5, atol=1e-5)

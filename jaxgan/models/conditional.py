@@ -15,12 +15,13 @@ Discriminators reuse an unconditional discriminator's `features` phi(x) and its 
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxgan.layers import keras_kernel_init, spectral_normalised
+from jaxgan.layers import FeatureDense, keras_kernel_init, spectral_normalised
 
 
 class Heads(NamedTuple):
@@ -57,24 +58,34 @@ class Generator(nn.Module):
     return self.base(jnp.concatenate([z, embedded], axis=-1), train=train, **extra)
 
 
+def _dense(features: int, phi, name: str | None = None) -> nn.Module:
+  """A Dense layer over phi: nn.Dense for flat features, FeatureDense (nn.Dense's parameters,
+  phi not flattened) for feature maps."""
+  if phi.ndim == 2:
+    return nn.Dense(features, kernel_init=keras_kernel_init, name=name)
+  return FeatureDense(features, kernel_init=keras_kernel_init, name=name)
+
+
 def _real_fake_logit(discriminator: nn.Module, phi, *, train: bool):
-  """psi(phi(x)): the base discriminator's Dense(1) output layer."""
-  return _head_layer(discriminator, nn.Dense(1, kernel_init=keras_kernel_init), phi,
+  """psi(phi(x)): the base discriminator's Dense(1) output layer. Bases that give feature maps
+  (dcgan) hold no Dense before it, so it takes nn.Dense's first name, as in the base."""
+  return _head_layer(discriminator, _dense(1, phi, None if phi.ndim == 2 else 'Dense_0'), phi,
                      train=train)[:, 0]
 
 
 def _projection_term(discriminator: nn.Module, phi, labels, *, train: bool):
   """<embed(y), phi(x)>."""
-  embedded = _head_layer(discriminator, nn.Embed(discriminator.num_classes, phi.shape[-1],
+  embedded = _head_layer(discriminator, nn.Embed(discriminator.num_classes,
+                                                 math.prod(phi.shape[1:]),
                                                  embedding_init=keras_kernel_init,
                                                  name='label_projection'), labels, train=train)
-  return jnp.sum(embedded.astype(phi.dtype) * phi, axis=-1)
+  return jnp.sum(embedded.reshape(phi.shape).astype(phi.dtype) * phi,
+                 axis=tuple(range(1, phi.ndim)))
 
 
 def _class_logits(discriminator: nn.Module, phi, *, train: bool):
-  return _head_layer(discriminator, nn.Dense(discriminator.num_classes,
-                                             kernel_init=keras_kernel_init, name='class_logits'),
-                     phi, train=train)
+  return _head_layer(discriminator, _dense(discriminator.num_classes, phi, 'class_logits'), phi,
+                     train=train)
 
 
 def conditioned(base: type[nn.Module], conditioning: str) -> type[nn.Module]:

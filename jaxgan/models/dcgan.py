@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxgan import convs
-from jaxgan.layers import (KERAS_LEAKY_SLOPE, ExampleDropout, keras_kernel_init,
+from jaxgan.layers import (KERAS_LEAKY_SLOPE, ExampleDropout, FeatureDense, keras_kernel_init,
                            minibatch_std, spectral_normalised)
 
 LATENT_DIM = 100
@@ -111,18 +111,21 @@ class Discriminator(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool):
     phi = self.features(x, train=train)  # first: layer names follow creation order
-    return self.layer(nn.Dense(1, kernel_init=keras_kernel_init), phi, train=train)[:, 0]
+    # nn.Dense's name and parameters, without flattening phi (see FeatureDense).
+    head = FeatureDense(1, kernel_init=keras_kernel_init, name='Dense_0')
+    return self.layer(head, phi, train=train)[:, 0]
 
   def layer(self, module: nn.Module, x, *, train: bool):
     return spectral_normalised(module, x, train=train) if self.spectral_norm else module(x)
 
   def features(self, x, *, train: bool):
-    """The flattened features before the output layer (phi(x) of jaxgan.models.conditional);
-    called from a compact method, whose scope names the layers as before the split."""
+    """The feature maps before the output layer (phi(x) of jaxgan.models.conditional, not
+    flattened: the heads contract over all their axes, see FeatureDense); called from a
+    compact method, whose scope names the layers as before the split."""
     for features in (32 * self.width, 64 * self.width):
       x = self.layer(convs.Conv(features, (5, 5), (2, 2), 'SAME', kernel_init=keras_kernel_init,
                                 impl=self.conv_impl), x, train=train)
       x = ExampleDropout(self.dropout_rate, self.axis_name)(_leaky(x), deterministic=not train)
     if self.minibatch_std_group:
       x = minibatch_std(x, self.minibatch_std_group)
-    return x.reshape((x.shape[0], -1))
+    return x
