@@ -58,7 +58,8 @@ class FeatureDense(nn.Module):
     bias = self.param('bias', self.bias_init, (self.features,))
     kernel = kernel.reshape(x.shape[1:] + (self.features,)).astype(x.dtype)
     if self.features == 1:
-      y = jnp.sum(x[..., None] * kernel, axis=tuple(range(1, x.ndim)))
+      # kernel[..., 0], not x[..., None]: a reshape of x would land in x's fusion again.
+      y = jnp.sum(x * kernel[..., 0], axis=tuple(range(1, x.ndim)))[:, None]
     else:  # a product with many outputs would be x's size times features, a contraction is not
       y = jnp.tensordot(x, kernel, axes=x.ndim - 1)
     return y + bias.astype(y.dtype)
