@@ -533,6 +533,33 @@ def test_example_dropout_deterministic_or_zero_rate_is_identity():
     np.testing.assert_array_equal(_dropout(x, jax.random.key(1), 0.0), x)
 
 
+def test_example_dropout_gradients_match_autodiff_of_the_mask():
+    # The backward pass reads the mask off the output (y != 0); first and second order
+    # gradients (the gradient penalty differentiates a gradient) equal autodiff of
+    # where(keep, x / keep_prob, 0) with the mask as a constant.
+    x = _dropout_input(4)
+    key = jax.random.key(1)
+    keep = np.asarray(_dropout_jit(x, key, DROPOUT_RATE)) != 0.0
+
+    def plain(v, _key, rate):
+        return jnp.where(keep, v / (1.0 - rate), 0.0)
+
+    def critic(w, v, drop):  # a nonlinearity on each side, so second derivatives do not vanish
+        return jnp.sum(jnp.sin(drop(jnp.tanh(v * w), key, DROPOUT_RATE)))
+
+    def penalty(w, drop):
+        return jnp.sum(jax.grad(critic, argnums=1)(w, x, drop) ** 2)
+
+    w = jnp.float32(0.7)
+    for order in (jax.grad(critic, argnums=1), lambda w, v, drop: jax.grad(penalty)(w, drop)):
+        np.testing.assert_allclose(np.asarray(order(w, x, _dropout)),
+                                   np.asarray(order(w, x, plain)), rtol=1e-6)
+    # A kept unit whose input is exactly 0 gets a zero gradient, as a dropped unit does.
+    zeros = jnp.zeros_like(x)
+    grad = np.asarray(jax.grad(lambda v: jnp.sum(_dropout(v, key, DROPOUT_RATE)))(zeros))
+    np.testing.assert_array_equal(grad, np.zeros_like(grad))
+
+
 @pytest.mark.parametrize("n_devices", [2, 4])
 def test_example_dropout_under_shard_map_matches_single_device(n_devices):
     if jax.device_count() < n_devices:
