@@ -27,9 +27,12 @@ def _assert_trees_close(a, b, atol):
 
 # --- jaxgan.convs: same function and gradients as flax's layers ------------------------------
 
-CONV_CASES = [  # (kernel, padding, input shape): the dcgan and kannada layers and odd sizes
-    (5, 'SAME', (2, 14, 14, 3)), (3, 'SAME', (2, 7, 7, 4)), (4, ((1, 2), (2, 1)), (2, 10, 11, 2))]
-TRANSPOSE_CASES = [(5, 'SAME', (2, 7, 7, 8)), (3, 'VALID', (2, 5, 6, 3)), (4, 'SAME', (2, 4, 4, 2))]
+CONV_CASES = [  # (kernel, padding, input shape): the dcgan and kannada layers and odd sizes;
+    # a batch over convs.KERNEL_GRAD_CHUNK (two whole chunks and a part) for the kernel gradient
+    (5, 'SAME', (2, 14, 14, 3)), (3, 'SAME', (2, 7, 7, 4)), (4, ((1, 2), (2, 1)), (2, 10, 11, 2)),
+    (5, 'SAME', (2 * convs.KERNEL_GRAD_CHUNK + 5, 8, 8, 3))]
+TRANSPOSE_CASES = [(5, 'SAME', (2, 7, 7, 8)), (3, 'VALID', (2, 5, 6, 3)), (4, 'SAME', (2, 4, 4, 2)),
+                   (5, 'SAME', (2 * convs.KERNEL_GRAD_CHUNK + 5, 4, 4, 8))]
 
 
 def _compare_layers(reference, fast, shape):
