@@ -167,14 +167,14 @@ def strided_conv_transpose_split(x: jax.Array, kernel: jax.Array,
 
 def _kernel_grad_in_chunks(convolve, x, kernel, dy):
   """The kernel gradient of `convolve(x, kernel)` against `dy`, summed over chunks of
-  KERNEL_GRAD_CHUNK examples."""
+  KERNEL_GRAD_CHUNK examples (in float32, so that bfloat16 compute rounds once)."""
   d_kernel = None
   for start in range(0, x.shape[0], KERNEL_GRAD_CHUNK):
     chunk = slice(start, start + KERNEL_GRAD_CHUNK)
     _, kernel_vjp = jax.vjp(functools.partial(convolve, x[chunk]), kernel)
-    (part,) = kernel_vjp(dy[chunk])
+    part = kernel_vjp(dy[chunk])[0].astype(jnp.float32)
     d_kernel = part if d_kernel is None else d_kernel + part
-  return d_kernel
+  return d_kernel.astype(kernel.dtype)
 
 
 def _phase_conv_transpose_forward(x, kernel, padding):
