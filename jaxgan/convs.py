@@ -45,9 +45,9 @@ SPLIT_MIN_FEATURES = 16
 _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 # The kernel gradients of stride-2 convolutions and transposed convolutions are summed over
 # chunks of this many examples: XLA:CPU's kernel-gradient convolution gets slower per example
-# as the batch grows (its batch-sized operands leave the cache). D's Conv_1 (5x5, 32 -> 64 at 14x14): 19.6 ms at batch
-# 256 in one piece, 8.4 ms in chunks of 32 (2 cores); 5.7 against 4.5 ms at 128 on one core;
-# no change at 64.
+# as the batch grows (its batch-sized operands leave the cache). D's Conv_1 (5x5, 32 -> 64 at
+# 14x14): 19.6 ms at batch 256 in one piece, 8.4 ms in chunks of 32 (2 cores); 5.7 against
+# 4.5 ms at 128 on one core; no change at 64.
 KERNEL_GRAD_CHUNK = 32
 
 
