@@ -271,6 +271,39 @@ def test_minibatch_std_group_gives_the_dcgan_discriminator_one_more_feature_map(
     assert float(jnp.abs(varied[2] - scores[2])) > 0
 
 
+def test_discriminator_dropout_sets_the_dcgan_discriminators_rate():
+    d_vars = _fill(_abstract_variables("dcgan")[1], seed=5)
+    x = _images(6)
+
+    def dropout_outputs(gan):
+        _, captured = gan.discriminator.apply(
+            d_vars, x, train=True, rngs={"dropout": jax.random.key(1)}, mutable=["intermediates"],
+            capture_intermediates=lambda module, _: isinstance(module, ExampleDropout))
+        return [np.asarray(v["__call__"][0]) for v in captured["intermediates"].values()]
+
+    # Rate 0 trains without dropout: the training-mode scores are the evaluation-mode ones.
+    no_dropout = models.build("dcgan", discriminator_dropout=0.0)
+    np.testing.assert_array_equal(
+        np.asarray(no_dropout.discriminator.apply(d_vars, x, train=True,
+                                                  rngs={"dropout": jax.random.key(1)})),
+        np.asarray(no_dropout.discriminator.apply(d_vars, x, train=False)))
+    # Each of the two dropout layers zeroes about `rate` of its units (0.3 by default).
+    for rate in (0.5, 0.3):
+        gan = models.build("dcgan", **({} if rate == 0.3 else {"discriminator_dropout": rate}))
+        outputs = dropout_outputs(gan)
+        assert len(outputs) == 2
+        for out in outputs:
+            assert abs(float(np.mean(out == 0)) - rate) < 0.03, (rate, float(np.mean(out == 0)))
+
+
+@pytest.mark.parametrize("value, name", [(1.0, "dcgan"), (-0.1, "dcgan"), (0.5, "kannada")])
+def test_bad_discriminator_dropout_is_refused(value, name):
+    with pytest.raises(ValueError, match=f"model.discriminator_dropout must be in \\[0, 1\\) and is "
+                                         f"implemented for dcgan only, got {value} for '{name}': "
+                                         f"set it to 0.3"):
+        models.build(name, discriminator_dropout=value)
+
+
 @pytest.mark.parametrize("field, value, lowest, name", [
     ("generator_depth", -1, 0, "dcgan"), ("generator_depth", 1, 0, "mlp"),
     ("minibatch_std_group", 1.5, 0, "dcgan"), ("minibatch_std_group", 4, 0, "kannada")])

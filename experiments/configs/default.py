@@ -32,6 +32,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.generator_depth = 0
   # dcgan: > 0 gives D the minibatch standard deviation of groups of this many examples.
   config.model.minibatch_std_group = 0
+  # dcgan: the dropout rate after each of D's convolutions (the papers' Keras DCGAN: 0.3).
+  config.model.discriminator_dropout = 0.3
 
   config.loss = ml_collections.ConfigDict()
   config.loss.name = 'bce'  # bce (non-saturating) | wgan (weight clipping) | wgan_gp | hinge | lsgan

@@ -65,6 +65,7 @@ GENERATOR_NORMS = ('batch', 'instance', 'conditional_batch')
 # Models whose networks take the normalisation options of `build`.
 _SPECTRAL_NORM = ('mlp', 'dcgan', 'progressive')
 _GENERATOR_NORM = ('dcgan', 'progressive')
+DCGAN_DROPOUT = dcgan.Discriminator.dropout_rate  # the papers' rate, 0.3
 
 
 def build(name: str, *, axis_name: str | None = None, spectral_norm: bool = False,
@@ -72,7 +73,7 @@ def build(name: str, *, axis_name: str | None = None, spectral_norm: bool = Fals
           num_classes: int = 0, conditioning: str = 'projection',
           label_embed_dim: int = 50, generator_width: int = 1,
           discriminator_width: int = 1, generator_depth: int = 0,
-          minibatch_std_group: int = 0) -> GAN:
+          minibatch_std_group: int = 0, discriminator_dropout: float = DCGAN_DROPOUT) -> GAN:
   """The named GAN's modules; `axis_name` is the device axis of the data-parallel step.
 
   `spectral_norm` normalises the discriminator's layers; `generator_norm` (batch | instance |
@@ -83,7 +84,8 @@ def build(name: str, *, axis_name: str | None = None, spectral_norm: bool = Fals
   discriminator conditioned by `conditioning`. `generator_width` and
   `discriminator_width` multiply the dcgan networks' hidden channels; `generator_depth` adds
   3x3 conv blocks to the dcgan generator and `minibatch_std_group` the minibatch
-  standard-deviation feature to its discriminator (see jaxgan.models.dcgan).
+  standard-deviation feature to its discriminator (see jaxgan.models.dcgan);
+  `discriminator_dropout` is the dropout rate after each of its convolutions (the papers' 0.3).
   """
   if name not in _MODULES:
     raise ValueError(f'unknown model {name!r}: choose one of {", ".join(MODEL_NAMES)} '
@@ -116,6 +118,12 @@ def build(name: str, *, axis_name: str | None = None, spectral_norm: bool = Fals
         raise ValueError(f'model.{field} must be an integer >= {default} and is implemented for '
                          f'dcgan only, got {value} for {name!r}: set it to {default}')
       options[key] = value
+  if discriminator_dropout != DCGAN_DROPOUT:
+    if name != 'dcgan' or not 0.0 <= discriminator_dropout < 1.0:
+      raise ValueError(f'model.discriminator_dropout must be in [0, 1) and is implemented for '
+                       f'dcgan only, got {discriminator_dropout} for {name!r}: set it to '
+                       f'{DCGAN_DROPOUT}')
+    options_d['dropout_rate'] = discriminator_dropout
   if grow_step < 0 or fade_steps < 0:
     raise ValueError(f'model.grow_step and model.fade_steps must be >= 0, got {grow_step} and '
                      f'{fade_steps}')
@@ -157,4 +165,5 @@ def from_config(model: ml_collections.ConfigDict, *, axis_name: str | None = Non
                generator_width=model.get('generator_width', 1),
                discriminator_width=model.get('discriminator_width', 1),
                generator_depth=model.get('generator_depth', 0),
-               minibatch_std_group=model.get('minibatch_std_group', 0))
+               minibatch_std_group=model.get('minibatch_std_group', 0),
+               discriminator_dropout=model.get('discriminator_dropout', DCGAN_DROPOUT))
