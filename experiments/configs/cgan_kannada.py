@@ -25,5 +25,6 @@ def get_config():
   config = cgan_mnist.get_config()
   config.data.name = 'kannada_mnist'
   config.ema.decay = 0.0
-  config.model.discriminator_dropout = 0.3  # as measured; cgan_mnist.py's 0 is untried here
+  # cgan_mnist.py's 0 did not carry over (seed 0, 15 epochs: fcd 22.0, cas_cnn 0.943; README)
+  config.model.discriminator_dropout = 0.3
   return config
