@@ -44,7 +44,7 @@ _ADDED_FIELDS = {'compute_dtype': 'float32', 'steps_per_call': 1, 'donate': True
                  'loss.class_weight': 1.0, 'loss.class_loss_on_fakes': True,
                  'loss.mode_seeking': 0.0, 'max_epoch_grids': 100, 'model.generator_width': 1,
                  'model.discriminator_width': 1, 'model.generator_depth': 0,
-                 'model.minibatch_std_group': 0}
+                 'model.minibatch_std_group': 0, 'model.discriminator_dropout': 0.3}
 # Streams split from the seed: parameter init, train steps, the fixed sample-grid latents.
 _INIT, _STEPS, _SAMPLES = range(3)
 

@@ -79,6 +79,29 @@ def test_new_config_fields_are_validated_with_one_line_errors():
     assert message in str(excinfo.value) and '\n' not in str(excinfo.value)
 
 
+# The default config's fields outside trainer._ADDED_FIELDS, as the oldest run folders hold them.
+_FIRST_FIELDS = frozenset({
+    'batch_size', 'checkpoint_every', 'data.data_dir', 'data.manual_dir', 'data.name',
+    'data.num_train_examples', 'data.split', 'eval_every', 'eval_num_samples',
+    'keep_checkpoints', 'log_every', 'loss.gp_weight', 'loss.label_smoothing', 'loss.n_critic',
+    'loss.name', 'model.name', 'num_epochs', 'num_steps', 'optimizer.discriminator.b1',
+    'optimizer.discriminator.b2', 'optimizer.discriminator.eps', 'optimizer.discriminator.lr',
+    'optimizer.generator.b1', 'optimizer.generator.b2', 'optimizer.generator.eps',
+    'optimizer.generator.lr', 'parallel', 'sample_grid_rows', 'sample_grid_scale',
+    'schedule.decay_rate', 'schedule.decay_steps', 'schedule.end_factor', 'schedule.name',
+    'schedule.warmup_steps', 'seed'})
+
+
+def test_every_new_config_field_has_the_default_that_older_runs_had():
+  fields = trainer._flatten(json.loads(default.get_config().to_json()))
+  unregistered = sorted(set(fields) - _FIRST_FIELDS - set(trainer._ADDED_FIELDS))
+  assert not unregistered, (
+      f'new config fields {unregistered}: add each to trainer._ADDED_FIELDS with the value '
+      'that reproduces older runs, or run folders written before it cannot be resumed')
+  for name, value in trainer._ADDED_FIELDS.items():
+    assert fields[name] == value, name  # the default is the old behaviour
+
+
 def test_a_run_folder_from_before_the_new_fields_resumes(tmp_path):
   """config.json without the new fields matches the defaults (old behaviour), and a checkpoint
   of the state without d_state and g_ema_params restores into the current GANState."""
