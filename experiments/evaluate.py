@@ -34,6 +34,8 @@ _NUM_SAMPLES = flags.DEFINE_integer('num_samples', 10000,
 _TRUNCATION = flags.DEFINE_float('truncation', 0.0, 'Truncation trick for the generated latents '
                                  '(--workdir only; see experiments.sample); 0: none.',
                                  lower_bound=0.0)
+_LATENT_SCALE = console.define_latent_scale('Multiplies the generated latents (--workdir only; '
+                                            'see experiments.sample); 1: none.')
 _CHECKPOINT = flags.DEFINE_enum('checkpoint', LATEST, [LATEST, BEST],
                                 'Which state of the run: its newest checkpoint, or the best one '
                                 'kept by evaluation during training (config.eval_every).')
@@ -63,6 +65,9 @@ def main(argv):
   del argv  # flags only: console.run refuses other arguments
   if (_WORKDIR.value is None) == (_SAMPLES.value is None):
     raise app.UsageError('give exactly one of --workdir=RUN and --samples=FILE.npz')
+  if _SAMPLES.value and (_TRUNCATION.value or _LATENT_SCALE.value != 1.0):
+    raise app.UsageError('--truncation and --latent_scale draw a run\'s latents: they need '
+                         '--workdir=RUN, not --samples')
   if _SAMPLES.value and not _DATASET.value:
     raise app.UsageError('--samples needs --dataset=mnist|kannada_mnist: the real data to '
                          'compare with')
@@ -75,6 +80,7 @@ def main(argv):
     record = run_scores.evaluate_run(
         _WORKDIR.value, _METRICS.value, num_samples=_NUM_SAMPLES.value, seed=_SEED.value,
         checkpoint=_CHECKPOINT.value, truncation=_TRUNCATION.value,
+        latent_scale=_LATENT_SCALE.value,
         manual_dir=_MANUAL_DIR.value, data_dir=_DATA_DIR.value)
     out = _OUT.value or os.path.join(_WORKDIR.value, 'eval.json')
   else:

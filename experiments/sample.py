@@ -33,6 +33,9 @@ _PER_CLASS = flags.DEFINE_integer('per_class', None, 'Conditional models: digits
 _TRUNCATION = flags.DEFINE_float('truncation', 0.0, 'Truncation trick: latents drawn from the '
                                  'normal truncated to [-t, t] (e.g. 1.0); 0: none.',
                                  lower_bound=0.0)
+_LATENT_SCALE = console.define_latent_scale(
+    'Multiplies the latents (after any truncation): above 1, e.g. 1.2, wider than training, '
+    'for more varied digits (README, Wider latents); 1: none.')
 _CPU_DEVICES = flags.DEFINE_integer(
     'cpu_devices', 0, 'CPU only: jax devices to generate on, each a share of every batch (the '
     'digits do not depend on the count); 0: one per core, -1: jax\'s default.',
@@ -99,7 +102,8 @@ def main(argv):
   step = int(state.step)
   labels = sample_labels(classes)
   num = _NUM.value if labels is None else len(labels)
-  z = generate.latents(jax.random.key(_SEED.value), num, gan.latent_dim, _TRUNCATION.value)
+  z = generate.latents(jax.random.key(_SEED.value), num, gan.latent_dim, _TRUNCATION.value,
+                       _LATENT_SCALE.value)
   digits = generate.generate(gan, generator_variables(state), z, labels,
                              batch_size=_BATCH.value, step=step)
   if _OUT.value:

@@ -38,6 +38,8 @@ _JITTER = flags.DEFINE_integer('jitter', 2, 'Each digit moves up or down by up t
                                'rows.', lower_bound=0)
 _TRUNCATION = flags.DEFINE_float('truncation', 0.0, 'Truncation trick, as experiments.sample: '
                                  'latents drawn within [-t, t]; 0: none.', lower_bound=0.0)
+_LATENT_SCALE = console.define_latent_scale('Multiplies the latents, as experiments.sample; '
+                                            '1: none.')
 _BATCH = flags.DEFINE_integer('batch_size', generate.DEFAULT_BATCH, 'Digits generated per call.',
                               lower_bound=1)
 _CPU_DEVICES = flags.DEFINE_integer(
@@ -72,7 +74,7 @@ def main(argv):
   strings.check_layout(components.gan.image_shape[:2], **layout)  # before generating
   used = classes >= 0
   z = generate.latents(jax.random.key(_SEED.value), int(used.sum()), components.gan.latent_dim,
-                       _TRUNCATION.value)
+                       _TRUNCATION.value, _LATENT_SCALE.value)
   flat = generate.generate(components.gan, generator_variables(state), z, classes[used],
                            batch_size=_BATCH.value, step=int(state.step))
   digits = np.zeros(classes.shape + flat.shape[1:], np.uint8)

@@ -35,6 +35,8 @@ _METRICS = flags.DEFINE_list('metrics', None, 'Metrics to compute; default: all 
 _NUM_SAMPLES = flags.DEFINE_integer('num_samples', 10000, 'Digits generated from each run.',
                                     lower_bound=2)
 _EVAL_SEED = flags.DEFINE_integer('eval_seed', 0, "Seed of the scored digits' latents.")
+_LATENT_SCALE = console.define_latent_scale("Multiplies the scored digits' latents (see "
+                                            'experiments.sample); 1: none.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 SUMMARY_FILE = 'sweep.json'
@@ -52,7 +54,7 @@ def parse_seeds(values: list[str]) -> list[int]:
 
 
 def reusable(path: str, step: int, names: tuple[str, ...], num_samples: int,
-             eval_seed: int) -> dict | None:
+             eval_seed: int, latent_scale: float = 1.0) -> dict | None:
   """The record in `path` if it scored the run's state at `step` the way asked, else None."""
   if not os.path.exists(path):
     return None
@@ -62,6 +64,7 @@ def reusable(path: str, step: int, names: tuple[str, ...], num_samples: int,
   same = (record.get('step') == step and tuple(record.get('metrics', ())) == names
           and record.get('num_samples') == num_samples and record.get('seed') == eval_seed
           and record.get('checkpoint') == LATEST and not record.get('truncation')
+          and record.get('latent_scale', 1.0) == latent_scale
           and record.get('settings') == settings)
   return record if same else None
 
@@ -95,7 +98,7 @@ def format_summary(seeds: list[int], figures: dict) -> str:
 
 
 def run_sweep(config, workdir: str, seeds: list[int], names: list[str] | None, *,
-              num_samples: int = 10000, eval_seed: int = 0) -> dict:
+              num_samples: int = 10000, eval_seed: int = 0, latent_scale: float = 1.0) -> dict:
   """Train (or resume) and score one run per seed in `workdir`; write and return the summary."""
   names = suite.resolve_metric_names(names, has_labels=config.model.get('num_classes', 0) > 0)
   records = {}
@@ -106,18 +109,20 @@ def run_sweep(config, workdir: str, seeds: list[int], names: list[str] | None, *
     logging.info('seed %d: training %s', seed, run_dir)
     state = trainer.train_and_evaluate(run_config, run_dir)
     eval_path = os.path.join(run_dir, 'eval.json')
-    record = reusable(eval_path, int(state.step), names, num_samples, eval_seed)
+    record = reusable(eval_path, int(state.step), names, num_samples, eval_seed, latent_scale)
     if record is None:
       # The real reference is the same digits for every seed: scored once per sweep.
       known_real = next(iter(records.values()))['real'] if records else None
       record = run_scores.evaluate_run(run_dir, list(names), num_samples=num_samples,
-                                       seed=eval_seed, real_results=known_real)
+                                       seed=eval_seed, latent_scale=latent_scale,
+                                       real_results=known_real)
       write_json_atomic(record, eval_path)
     else:
       logging.info('seed %d: reusing %s (step %d)', seed, eval_path, record['step'])
     records[seed] = record
   figures = summarise(records)
   summary = dict(seeds=seeds, metrics=list(names), num_samples=num_samples, eval_seed=eval_seed,
+                 latent_scale=latent_scale,
                  steps={str(seed): records[seed]['step'] for seed in seeds},
                  config=json.loads(config.to_json()), figures=figures)
   write_json_atomic(summary, os.path.join(workdir, SUMMARY_FILE))
@@ -133,7 +138,7 @@ def main(argv):
   # CPU: config.cpu_devices jax devices, as experiments.train sets them (before any jax call).
   parallel.configure_cpu_devices(config.get('cpu_devices', -1), divides=config.batch_size)
   run_sweep(config, _WORKDIR.value, seeds, _METRICS.value, num_samples=_NUM_SAMPLES.value,
-            eval_seed=_EVAL_SEED.value)
+            eval_seed=_EVAL_SEED.value, latent_scale=_LATENT_SCALE.value)
   logging.info('wrote %s', os.path.join(_WORKDIR.value, SUMMARY_FILE))
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging as std_logging
 
-from absl import logging
+from absl import flags, logging
 
 # Libraries whose INFO records (per-file checkpoint commits, dataset bookkeeping) would bury
 # the training log; their warnings and errors still show.
@@ -47,3 +47,12 @@ def check_export_args(out: str | None, grid: str | None) -> None:
     raise app.UsageError('nothing to write: give --out=FILE.npz and/or --grid=FILE.png')
   if out and not out.endswith('.npz'):
     raise app.UsageError(f'--out={out} must end in .npz')
+
+
+def define_latent_scale(help_text: str) -> flags.FlagHolder:
+  """The --latent_scale flag of the sampling and scoring scripts (see `generate.latents`),
+  refused at parsing unless > 0."""
+  holder = flags.DEFINE_float('latent_scale', 1.0, help_text)
+  flags.register_validator('latent_scale', lambda value: value > 0,
+                           '--latent_scale must be > 0 (1: the training distribution)')
+  return holder

@@ -17,18 +17,26 @@ from jaxgan.models import GAN
 DEFAULT_BATCH = 500
 
 
-def latents(key: jax.Array, num: int, latent_dim: int, truncation: float = 0.0) -> jax.Array:
+def latents(key: jax.Array, num: int, latent_dim: int, truncation: float = 0.0,
+            scale: float = 1.0) -> jax.Array:
   """`num` latent vectors; vector i depends only on (key, i), so any prefix is stable.
 
   `truncation` > 0 is the truncation trick (Brock et al. 2019): each coordinate is drawn from
   the standard normal truncated to [-truncation, truncation], trading variety for digits
   nearer the centre of what the generator learned; 0 draws the training distribution.
+  `scale` multiplies the draws: above 1 it widens them beyond the training distribution, the
+  opposite of truncation, for variety (more of the real digits' styles) at some cost in
+  fidelity; see the README's "Wider latents".
   """
   if truncation < 0:
     raise ValueError(f'truncation must be > 0, or 0 for none, got {truncation}')
+  if not scale > 0:
+    raise ValueError(f'latent scale must be > 0 (1: the training distribution), got {scale}')
   if truncation:
-    return rng.truncated_normal(key, num, (latent_dim,), truncation)
-  return rng.normal(key, num, (latent_dim,))
+    z = rng.truncated_normal(key, num, (latent_dim,), truncation)
+  else:
+    z = rng.normal(key, num, (latent_dim,))
+  return z if scale == 1.0 else z * scale
 
 
 def balanced_labels(num: int, num_classes: int) -> np.ndarray:

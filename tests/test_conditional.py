@@ -322,6 +322,10 @@ def test_evaluate_generates_balanced_labelled_digits(conditional_run):
                                                          truncation=0.5)
   np.testing.assert_array_equal(same_labels, labels)
   assert (truncated != digits).any()
+  _, wide, wide_labels = run_scores.generate_from_run(str(conditional_run), config, 20, 0,
+                                                      latent_scale=1.5)
+  np.testing.assert_array_equal(wide_labels, labels)
+  assert (wide != digits).any()
 
 
 def test_generation_is_the_same_on_one_and_on_eight_devices():
@@ -344,6 +348,21 @@ def test_truncated_latents_stay_in_bounds_and_keep_prefixes():
   assert np.abs(full).max() > 3.0
   with pytest.raises(ValueError, match='truncation must be > 0, or 0 for none, got -1'):
     generate.latents(key, 10, 100, truncation=-1.0)
+
+
+def test_latent_scale_multiplies_the_draws_and_keeps_prefixes():
+  key = jax.random.key(3)
+  z = np.asarray(generate.latents(key, 500, 100))
+  wide = np.asarray(generate.latents(key, 500, 100, scale=1.25))
+  np.testing.assert_array_equal(wide, z * np.float32(1.25))
+  np.testing.assert_array_equal(generate.latents(key, 10, 100, scale=1.25), wide[:10])
+  # Truncation first, then the scale: the bound scales with it.
+  both = np.asarray(generate.latents(key, 500, 100, truncation=0.5, scale=2.0))
+  assert 0.9 < np.abs(both).max() <= 1.0
+  for bad in (0.0, -1.0):
+    with pytest.raises(ValueError, match=rf'latent scale must be > 0 \(1: the training '
+                                         rf'distribution\), got {bad}'):
+      generate.latents(key, 10, 100, scale=bad)
 
 
 @pytest.mark.parametrize('args,message', [

@@ -65,6 +65,21 @@ def test_a_second_call_reuses_the_finished_runs_and_their_scores(swept):
   assert read_json(workdir / sweep.SUMMARY_FILE)['figures'] == summary['figures']
 
 
+def test_a_record_of_another_latent_scale_is_not_reused(swept):
+  workdir, _, _ = swept
+  path = str(workdir / 'seed_3' / 'eval.json')
+  record = read_json(path)
+  assert record['latent_scale'] == 1.0
+  names = tuple(record['metrics'])
+  assert sweep.reusable(path, 16, names, NUM_SAMPLES, 0) == record
+  assert sweep.reusable(path, 16, names, NUM_SAMPLES, 0, latent_scale=1.2) is None
+  # Records written before the option existed were drawn at scale 1.
+  del record['latent_scale']
+  older = workdir / 'older_eval.json'
+  older.write_text(json.dumps(record))
+  assert sweep.reusable(str(older), 16, names, NUM_SAMPLES, 0) == record
+
+
 @pytest.mark.parametrize('seeds, message', [
     ('0,x', 'is not a list of integers'),
     ('1,1', 'each once'),

@@ -15,7 +15,7 @@ import pytest
 from experiments.configs import tiny
 from jaxgan import trainer
 from jaxgan.checkpoint import BEST, CheckpointStore
-from jaxgan.evaluation import suite
+from jaxgan.evaluation import run_scores, suite
 from jaxgan.evaluation.during_training import read_best
 from jaxgan.state import generator_variables
 from tests.idx_files import write_manual_dir
@@ -123,3 +123,28 @@ def test_evaluate_scores_the_best_checkpoint(evaluated_run, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   record = json.loads(out.read_text())
   assert record['checkpoint'] == BEST and record['step'] == read_best(workdir)['step']
+
+
+def test_evaluate_records_and_applies_the_latent_scale(evaluated_run):
+  _, workdir = evaluated_run
+  plain, wide = (run_scores.evaluate_run(workdir, ['fcd'], num_samples=EVAL_SAMPLES,
+                                         latent_scale=scale) for scale in (1.0, 1.5))
+  assert plain['latent_scale'] == 1.0 and wide['latent_scale'] == 1.5
+  assert wide['model']['fcd'] != plain['model']['fcd'] and wide['real'] == plain['real']
+
+
+def test_latent_options_of_evaluate_need_a_run_and_a_positive_scale(tmp_path):
+  result = subprocess.run(
+      [sys.executable, '-m', 'experiments.evaluate', f'--workdir={tmp_path}', '--latent_scale=0'],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode != 0
+  assert ('flag --latent_scale=0.0: --latent_scale must be > 0 (1: the training distribution)'
+          in result.stderr)
+  result = subprocess.run(
+      [sys.executable, '-m', 'experiments.evaluate', f'--samples={tmp_path / "x.npz"}',
+       '--dataset=mnist', '--latent_scale=1.2'],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode != 0
+  assert result.stderr.strip().splitlines()[-1] == (
+      "--truncation and --latent_scale draw a run's latents: they need --workdir=RUN, not "
+      '--samples')

@@ -19,14 +19,15 @@ from jaxgan.state import generator_variables
 
 
 def generate_from_run(workdir: str, config: ml_collections.ConfigDict, num: int, seed: int,
-                      checkpoint: str = LATEST, truncation: float = 0.0):
+                      checkpoint: str = LATEST, truncation: float = 0.0,
+                      latent_scale: float = 1.0):
   """(step, uint8 digits (num, 28, 28), their labels or None) from the run's newest (or best)
   checkpoint; a conditional model generates classes 0, 1, ..., 0, 1, ... in turn.
-  `truncation`: see `generate.latents`."""
+  `truncation`, `latent_scale`: see `generate.latents`."""
   components, state = trainer.restore_run_state(workdir, config, checkpoint)
   logging.info('generating %d digits from %s at step %d', num, workdir, int(state.step))
   gan = components.gan
-  z = generate.latents(jax.random.key(seed), num, gan.latent_dim, truncation)
+  z = generate.latents(jax.random.key(seed), num, gan.latent_dim, truncation, latent_scale)
   labels = generate.balanced_labels(num, gan.num_classes) if gan.num_classes else None
   digits = generate.generate(gan, generator_variables(state), z, labels, step=state.step)
   return int(state.step), digits, labels
@@ -63,19 +64,19 @@ def score_digits(images: np.ndarray, labels: np.ndarray | None, dataset: str,
 
 def evaluate_run(workdir: str, names: list[str] | None = None, *, num_samples: int = 10000,
                  seed: int = 0, checkpoint: str = LATEST, truncation: float = 0.0,
-                 manual_dir: str = '', data_dir: str = '', real_results: dict | None = None
+                 latent_scale: float = 1.0, manual_dir: str = '', data_dir: str = '', real_results: dict | None = None
                  ) -> dict:
   """The evaluation record of `num_samples` digits from the run's `checkpoint`, latents drawn
-  with `seed`; the real data is the run's unless `manual_dir`/`data_dir` say otherwise.
+  with `seed` (and `truncation`, `latent_scale`: see `generate.latents`); the real data is the run's unless `manual_dir`/`data_dir` say otherwise.
   `real_results`: see `score_digits`."""
   start = time.perf_counter()
   config = load_run_config(workdir)
   # Unknown or label-only metrics fail here, before any generating.
   names = suite.resolve_metric_names(names, has_labels=config.model.get('num_classes', 0) > 0)
   step, images, labels = generate_from_run(workdir, config, num_samples, seed, checkpoint,
-                                           truncation)
+                                           truncation, latent_scale)
   source = dict(workdir=workdir, checkpoint=checkpoint, step=step, seed=seed,
-                truncation=truncation)
+                truncation=truncation, latent_scale=latent_scale)
   record = score_digits(images, labels, config.data.name, names,
                         manual_dir=manual_dir or config.data.manual_dir,
                         data_dir=data_dir or config.data.data_dir, real_results=real_results)
