@@ -7,4 +7,5 @@ def get_config():
   config = cgan_kannada.get_config()
   config.model.conditioning = 'auxiliary'
   config.loss.class_loss_on_fakes = True
+  config.num_epochs = 15  # as measured (README); cgan_kannada.py went to 30 epochs later
   return config
