@@ -8,8 +8,9 @@ python -m experiments.sweep --config=experiments/configs/cgan_kannada.py \
   augmentation_gain's) and range, beside the real digits' figure.
 
 Other --config.FIELD=VALUE overrides apply to every seed. Running the command again resumes
-unfinished runs and reuses each eval.json that scored the same step, metrics and samples, so
-adding a seed or raising --config.num_epochs costs only the new training and scoring.
+unfinished runs and reuses each eval.json that scored the same step, metrics, samples and
+--latent_scale, so adding a seed or raising --config.num_epochs costs only the new training
+and scoring.
 Differences between two recipes smaller than the range over seeds are not differences.
 """
 import os
