@@ -64,11 +64,11 @@ def score_digits(images: np.ndarray, labels: np.ndarray | None, dataset: str,
 
 def evaluate_run(workdir: str, names: list[str] | None = None, *, num_samples: int = 10000,
                  seed: int = 0, checkpoint: str = LATEST, truncation: float = 0.0,
-                 latent_scale: float = 1.0, manual_dir: str = '', data_dir: str = '', real_results: dict | None = None
-                 ) -> dict:
+                 latent_scale: float = 1.0, manual_dir: str = '', data_dir: str = '',
+                 real_results: dict | None = None) -> dict:
   """The evaluation record of `num_samples` digits from the run's `checkpoint`, latents drawn
-  with `seed` (and `truncation`, `latent_scale`: see `generate.latents`); the real data is the run's unless `manual_dir`/`data_dir` say otherwise.
-  `real_results`: see `score_digits`."""
+  with `seed` (`truncation`, `latent_scale`: see `generate.latents`); the real data is the
+  run's unless `manual_dir`/`data_dir` say otherwise. `real_results`: see `score_digits`."""
   start = time.perf_counter()
   config = load_run_config(workdir)
   # Unknown or label-only metrics fail here, before any generating.
