@@ -3,9 +3,9 @@ r"""Real-time generation in the browser from a trained run.
 python -m experiments.serve --workdir=runs/cgan_mnist [--port=8000] [--host=127.0.0.1]
 
 then open http://127.0.0.1:8000/ : type digits (conditional runs) or a count (unconditional
-ones), move the seed and truncation sliders, and the picture follows. `/image.png?text=90210
-&seed=3&truncation=1.5&scale=4` returns the picture alone (status 400 and the reason for a bad
-parameter).
+ones), move the seed, truncation and latent-scale sliders, and the picture follows.
+`/image.png?text=90210&seed=3&truncation=1.5&latent_scale=1&scale=4` returns the picture alone
+(status 400 and the reason for a bad parameter).
 """
 import os
 

@@ -47,11 +47,23 @@ def _truncation(query: dict) -> float:
   return value
 
 
+def _latent_scale(query: dict) -> float:
+  text = query.get('latent_scale', '1')
+  try:
+    value = float(text)
+  except ValueError:
+    value = 0.0
+  if not 0.0 < value <= 10.0:
+    raise ValueError(f'latent_scale={text!r} must be a number over 0, at most 10 (1: none)')
+  return value
+
+
 class Renderer:
   """Pictures from one generator. Conditional models draw the digit string `text` (default
   0123456789) with the layout of jaxgan.strings; unconditional ones draw `count` digits in a
   row. `seed` picks the latents (digit i of a picture always uses latent i of the seed),
-  `truncation` is the truncation trick, `scale` the pixel size."""
+  `truncation` is the truncation trick, `latent_scale` widens the latents (see
+  `generate.latents`), `scale` is the pixel size."""
 
   def __init__(self, gan: GAN, g_variables: dict, step: int | None = None):
     self.gan = gan
@@ -61,10 +73,11 @@ class Renderer:
     self.render({'truncation': '1'})  # compile now (both latent draws), not on a request
     self.render({})
 
-  def digits(self, labels: np.ndarray | None, count: int, seed: int,
-             truncation: float) -> np.ndarray:
+  def digits(self, labels: np.ndarray | None, count: int, seed: int, truncation: float,
+             latent_scale: float = 1.0) -> np.ndarray:
     """uint8 (count, H, W): the first `count` of a fixed batch of MAX_DIGITS."""
-    z = generate.latents(jax.random.key(seed), MAX_DIGITS, self.gan.latent_dim, truncation)
+    z = generate.latents(jax.random.key(seed), MAX_DIGITS, self.gan.latent_dim, truncation,
+                         latent_scale)
     padded = None
     if labels is not None:
       padded = np.zeros(MAX_DIGITS, np.int32)
@@ -77,18 +90,19 @@ class Renderer:
     """PNG bytes for `query`; a ValueError names a bad parameter and its valid values."""
     seed = _int(query, 'seed', 0, 0, 2**31 - 1)
     scale = _int(query, 'scale', 4, 1, MAX_SCALE)
-    truncation = _truncation(query)
+    truncation, latent_scale = _truncation(query), _latent_scale(query)
     if self.gan.num_classes:
       text = query.get('text', '0123456789')
       if len(text) > MAX_DIGITS:
         raise ValueError(f'text has {len(text)} digits: give at most {MAX_DIGITS}')
       classes, lengths = strings.parse_strings([text], self.gan.num_classes)
-      digits = self.digits(classes[0], len(text), seed, truncation)
+      digits = self.digits(classes[0], len(text), seed, truncation, latent_scale)
       picture, _ = strings.compose(digits[None], lengths, np.random.default_rng(seed))
       picture = images.grid(picture, 1, 1, scale=scale)
     else:
       count = _int(query, 'count', 10, 1, MAX_DIGITS)
-      picture = images.grid(self.digits(None, count, seed, truncation), 1, count, scale=scale)
+      picture = images.grid(self.digits(None, count, seed, truncation, latent_scale), 1, count,
+                            scale=scale)
     buffer = io.BytesIO()
     picture.save(buffer, format='PNG')
     return buffer.getvalue()
@@ -106,6 +120,8 @@ img {{ display: block; margin-top: 1.5em; image-rendering: pixelated; }}
   <output id="seed_value">0</output></label>
 <label>truncation <input name="truncation" type="range" min="0" max="3" step="0.1" value="0">
   <output id="truncation_value">0</output></label>
+<label>latent scale <input name="latent_scale" type="range" min="0.5" max="2" step="0.05"
+  value="1"> <output id="latent_scale_value">1</output></label>
 <label>scale <input name="scale" type="number" min="1" max="{max_scale}" value="4"></label>
 </form>
 <div id="error"></div><img id="picture" alt="generated digits">
@@ -117,6 +133,7 @@ function update() {{
   const query = new URLSearchParams(new FormData(form));
   document.getElementById('seed_value').textContent = form.seed.value;
   document.getElementById('truncation_value').textContent = form.truncation.value;
+  document.getElementById('latent_scale_value').textContent = form.latent_scale.value;
   fetch('/image.png?' + query).then(async response => {{
     if (!response.ok) {{ error.textContent = await response.text(); return; }}
     error.textContent = '';

@@ -32,6 +32,11 @@ def test_a_digit_string_renders_at_its_scale_and_repeats_for_its_seed(conditiona
   assert pixels(png).shape == (2 * (28 + 2), 2 * (width + 2))  # images.grid's 1-pixel frame
   assert conditional_renderer.render({'text': '90210', 'seed': '3', 'scale': '2'}) == png
   assert conditional_renderer.render({'text': '90210', 'seed': '4', 'scale': '2'}) != png
+  # The latent scale draws other digits from the same latents; 1 is the default.
+  assert conditional_renderer.render({'text': '90210', 'seed': '3', 'scale': '2',
+                                      'latent_scale': '1'}) == png
+  assert conditional_renderer.render({'text': '90210', 'seed': '3', 'scale': '2',
+                                      'latent_scale': '1.5'}) != png
 
 
 def test_unconditional_models_render_a_row_of_count_digits():
@@ -50,6 +55,9 @@ def test_unconditional_models_render_a_row_of_count_digits():
     ({'seed': 'x'}, "seed='x' is not an integer: give one in 0..2147483647"),
     ({'scale': '9'}, 'scale=9 is outside 1..8'),
     ({'truncation': '-1'}, "truncation='-1' must be a number in 0..10 (0: none)"),
+    ({'latent_scale': '0'}, "latent_scale='0' must be a number over 0, at most 10 (1: none)"),
+    ({'latent_scale': 'wide'},
+     "latent_scale='wide' must be a number over 0, at most 10 (1: none)"),
 ])
 def test_bad_parameters_are_one_line_errors(conditional_renderer, query, message):
   with pytest.raises(ValueError) as error:
@@ -67,6 +75,7 @@ def test_the_server_serves_the_page_pictures_and_reasons(conditional_renderer):
     with urllib.request.urlopen(f'{base}/') as response:
       page = response.read().decode()
     assert '<title>jaxgan: test run</title>' in page and 'name="text"' in page
+    assert 'name="latent_scale"' in page
     with urllib.request.urlopen(f'{base}/image.png?text=42&seed=1') as response:
       assert response.headers['Content-Type'] == 'image/png'
       assert response.read() == conditional_renderer.render({'text': '42', 'seed': '1'})
