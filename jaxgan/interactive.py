@@ -36,26 +36,25 @@ def _int(query: dict, name: str, default: int, low: int, high: int) -> int:
   return value
 
 
-def _truncation(query: dict) -> float:
-  text = query.get('truncation', '0')
+def _float(query: dict, name: str, default: str, valid, valid_text: str) -> float:
+  """query[name] as a number for which `valid` holds, else a ValueError saying `valid_text`."""
+  text = query.get(name, default)
   try:
     value = float(text)
   except ValueError:
-    value = -1.0
-  if not 0.0 <= value <= 10.0:
-    raise ValueError(f'truncation={text!r} must be a number in 0..10 (0: none)')
+    value = None
+  if value is None or not valid(value):
+    raise ValueError(f'{name}={text!r} must be a number {valid_text}')
   return value
+
+
+def _truncation(query: dict) -> float:
+  return _float(query, 'truncation', '0', lambda v: 0.0 <= v <= 10.0, 'in 0..10 (0: none)')
 
 
 def _latent_scale(query: dict) -> float:
-  text = query.get('latent_scale', '1')
-  try:
-    value = float(text)
-  except ValueError:
-    value = 0.0
-  if not 0.0 < value <= 10.0:
-    raise ValueError(f'latent_scale={text!r} must be a number over 0, at most 10 (1: none)')
-  return value
+  return _float(query, 'latent_scale', '1', lambda v: 0.0 < v <= 10.0,
+                'over 0, at most 10 (1: none)')
 
 
 class Renderer:
