@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging as std_logging
+import math
 
 from absl import flags, logging
 
@@ -51,8 +52,8 @@ def check_export_args(out: str | None, grid: str | None) -> None:
 
 def define_latent_scale(help_text: str) -> flags.FlagHolder:
   """The --latent_scale flag of the sampling and scoring scripts (see `generate.latents`),
-  refused at parsing unless > 0."""
+  refused at parsing unless finite and > 0."""
   holder = flags.DEFINE_float('latent_scale', 1.0, help_text)
-  flags.register_validator('latent_scale', lambda value: value > 0,
-                           '--latent_scale must be > 0 (1: the training distribution)')
+  flags.register_validator('latent_scale', lambda value: 0 < value < math.inf,
+                           '--latent_scale must be finite and > 0 (1: the training distribution)')
   return holder

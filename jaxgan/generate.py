@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 from typing import Sequence
 
@@ -28,10 +29,13 @@ def latents(key: jax.Array, num: int, latent_dim: int, truncation: float = 0.0,
   opposite of truncation, for variety (more of the real digits' styles) at some cost in
   fidelity; see the README's "Wider latents".
   """
-  if truncation < 0:
-    raise ValueError(f'truncation must be > 0, or 0 for none, got {truncation}')
-  if not scale > 0:
-    raise ValueError(f'latent scale must be > 0 (1: the training distribution), got {scale}')
+  # Written so that NaN (which fails every comparison) is refused too; an infinite scale would
+  # make every digit NaN.
+  if not 0 <= truncation < math.inf:
+    raise ValueError(f'truncation must be finite and > 0, or 0 for none, got {truncation}')
+  if not 0 < scale < math.inf:
+    raise ValueError('latent scale must be finite and > 0 (1: the training distribution), '
+                     f'got {scale}')
   if truncation:
     z = rng.truncated_normal(key, num, (latent_dim,), truncation)
   else:

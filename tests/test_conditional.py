@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import socket
 import time
 import urllib.error
@@ -346,7 +347,8 @@ def test_truncated_latents_stay_in_bounds_and_keep_prefixes():
   np.testing.assert_array_equal(generate.latents(key, 10, 100, truncation=0.5), z[:10])
   full = np.asarray(generate.latents(key, 2000, 100))
   assert np.abs(full).max() > 3.0
-  with pytest.raises(ValueError, match='truncation must be > 0, or 0 for none, got -1'):
+  with pytest.raises(ValueError,
+                     match='truncation must be finite and > 0, or 0 for none, got -1'):
     generate.latents(key, 10, 100, truncation=-1.0)
 
 
@@ -359,10 +361,14 @@ def test_latent_scale_multiplies_the_draws_and_keeps_prefixes():
   # Truncation first, then the scale: the bound scales with it.
   both = np.asarray(generate.latents(key, 500, 100, truncation=0.5, scale=2.0))
   assert 0.9 < np.abs(both).max() <= 1.0
-  for bad in (0.0, -1.0):
-    with pytest.raises(ValueError, match=rf'latent scale must be > 0 \(1: the training '
-                                         rf'distribution\), got {bad}'):
+  for bad in (0.0, -1.0, math.inf, math.nan):
+    with pytest.raises(ValueError, match=rf'latent scale must be finite and > 0 \(1: the '
+                                         rf'training distribution\), got {bad}'):
       generate.latents(key, 10, 100, scale=bad)
+  for bad in (math.inf, math.nan):
+    with pytest.raises(ValueError, match=f'truncation must be finite and > 0, or 0 for none, '
+                                         f'got {bad}'):
+      generate.latents(key, 10, 100, truncation=bad)
 
 
 @pytest.mark.parametrize('args,message', [

@@ -138,8 +138,8 @@ def test_latent_options_of_evaluate_need_a_run_and_a_positive_scale(tmp_path):
       [sys.executable, '-m', 'experiments.evaluate', f'--workdir={tmp_path}', '--latent_scale=0'],
       cwd=REPO, capture_output=True, text=True, timeout=300)
   assert result.returncode != 0
-  assert ('flag --latent_scale=0.0: --latent_scale must be > 0 (1: the training distribution)'
-          in result.stderr)
+  assert ('flag --latent_scale=0.0: --latent_scale must be finite and > 0 (1: the training '
+          'distribution)' in result.stderr)
   result = subprocess.run(
       [sys.executable, '-m', 'experiments.evaluate', f'--samples={tmp_path / "x.npz"}',
        '--dataset=mnist', '--latent_scale=1.2'],
