@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 
 import jax
 import ml_collections
+import numpy as np
 import optax
 from absl import logging
 from PIL import Image
@@ -126,6 +128,32 @@ def grid_latents(config: ml_collections.ConfigDict, gan: models.GAN) -> jax.Arra
   return generate.latents(seed_keys(config.seed)[2], config.sample_grid_rows ** 2, gan.latent_dim)
 
 
+class TrainingDiverged(ValueError):
+  """Losses or parameters stopped being finite (a ValueError: the scripts report it in one line)."""
+
+
+def stop_if_diverged(done: int, not_finite: list[str], store: CheckpointStore) -> None:
+  """Raise TrainingDiverged naming what is not finite at step `done`; called before anything
+  (sample grid, evaluation, checkpoint) is written from such a state, so the run folder keeps
+  the last good checkpoint."""
+  if not not_finite:
+    return
+  store.wait()
+  saved = store.latest_step()
+  kept = (f'its checkpoints up to step {saved} are kept' if saved is not None
+          else 'no checkpoint was written')
+  raise TrainingDiverged(
+      f'training diverged by step {done}: {", ".join(not_finite)} not finite; {kept}. Lower '
+      'the learning rates (optimizer.generator.lr, optimizer.discriminator.lr) and train into '
+      'a new run folder')
+
+
+def non_finite_parameters(trees: dict) -> list[str]:
+  """The names of the parameter trees in `trees` (name -> host pytree) holding a NaN or inf."""
+  return [name for name, tree in trees.items()
+          if not all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(tree))]
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Fail early, with the field to fix, before anything is written."""
   problems = []
@@ -166,6 +194,21 @@ def validate(config: ml_collections.ConfigDict) -> None:
                     f'{config.compute_dtype!r}')
   if not 0.0 <= ema_decay(config) < 1.0:
     problems.append(f'ema.decay must be in [0, 1) (0 = off), got {ema_decay(config)}')
+  for net in ('generator', 'discriminator'):
+    opt = config.optimizer[net]
+    if not 0.0 < opt.lr < math.inf:
+      problems.append(f'optimizer.{net}.lr must be finite and > 0, got {opt.lr}')
+    for field in ('b1', 'b2'):
+      if not 0.0 <= opt[field] < 1.0:
+        problems.append(f'optimizer.{net}.{field} must be in [0, 1), got {opt[field]}')
+    if not 0.0 < opt.eps < math.inf:
+      problems.append(f'optimizer.{net}.eps must be finite and > 0, got {opt.eps}')
+  if not 0.0 <= config.schedule.end_factor < math.inf:
+    problems.append(f'schedule.end_factor must be finite and >= 0, got '
+                    f'{config.schedule.end_factor}')
+  if config.schedule.decay_steps <= 0 or not 0.0 < config.schedule.decay_rate < math.inf:
+    problems.append('schedule.decay_steps and schedule.decay_rate must be > 0, got '
+                    f'{config.schedule.decay_steps} and {config.schedule.decay_rate}')
   if config.optimizer.get('name', 'adam') not in optim.OPTIMIZER_NAMES:
     problems.append(f'optimizer.name must be one of {", ".join(optim.OPTIMIZER_NAMES)}, got '
                     f'{config.optimizer.name!r}')
@@ -459,6 +502,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
                      'D(fake) %.3f  %.0f img/s  eta %s', record['epoch'], done, total_steps,
                      measured['d_loss'], measured['g_loss'], measured['d_real'],
                      measured['d_fake'], images_per_s, eta)
+        stop_if_diverged(done, sorted(k for k, v in measured.items() if not math.isfinite(v)),
+                         store)
+      if (is_eval_step(done) or done % grid_steps == 0 or done % config.checkpoint_every == 0
+          or done == total_steps):
+        stop_if_diverged(done, non_finite_parameters(runner.to_host(
+            {'generator parameters': state.g_params, 'discriminator parameters': state.d_params,
+             'EMA generator parameters': state.g_ema_params})), store)
       if is_eval_step(done):
         evaluator(done, round(done / steps_per_epoch, 4),
                   generator_variables(runner.to_host(state)), runner.to_checkpoint(state))

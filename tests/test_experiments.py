@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import zipfile
@@ -214,6 +215,34 @@ def test_a_run_with_a_cosine_warmup_restores_for_sampling(data_dirs, tmp_path):
   result = cli('sample', f'--workdir={tmp_path / "run"}', '--num=10',
                f'--out={tmp_path / "digits.npz"}')
   assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_a_diverging_run_stops_before_writing_anything_from_the_bad_state(data_dirs, tmp_path):
+  """Learning rates that grow 1e10-fold per step after a 5-step warmup make the losses NaN
+  within a few steps; the run stops with the step and what is not finite, and its folder keeps
+  only what came before."""
+  config = tiny_config(data_dirs)
+  config.schedule.name, config.schedule.warmup_steps = 'exponential', 5
+  config.schedule.decay_steps, config.schedule.decay_rate = 1, 1e10
+  workdir = str(tmp_path / 'run')
+  with pytest.raises(trainer.TrainingDiverged) as excinfo:
+    trainer.train_and_evaluate(config, workdir)
+  message = str(excinfo.value)
+  match = re.fullmatch(r'training diverged by step (\d+): (.+) not finite; its checkpoints up '
+                       r'to step (\d+) are kept\. Lower the learning rates '
+                       r'\(optimizer\.generator\.lr, optimizer\.discriminator\.lr\) and '
+                       r'train into a new run folder', message)
+  assert match, message
+  diverged, saved = int(match[1]), int(match[3])
+  assert 'd_loss' in match[2].split(', ')
+  assert checkpoint_steps(workdir)[-1] == saved < diverged
+  last = read_metrics(workdir)[-1]  # the failing step's losses stay on record
+  assert last['step'] == diverged and not np.isfinite(last['d_loss'])
+  grids = sorted(os.listdir(os.path.join(workdir, 'samples')))
+  assert all(int(name[len('epoch_'):-len('.png')]) * 8 < diverged for name in grids), grids
+  restored = final_state(workdir, config)
+  assert int(restored.step) == saved
+  assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(restored.g_params))
 
 
 def test_an_interrupted_run_resumes_to_the_same_result(data_dirs, tmp_path):

@@ -79,6 +79,30 @@ def test_new_config_fields_are_validated_with_one_line_errors():
     assert message in str(excinfo.value) and '\n' not in str(excinfo.value)
 
 
+@pytest.mark.parametrize('field,value,message', [
+    ('optimizer.generator.lr', float('nan'),
+     'optimizer.generator.lr must be finite and > 0, got nan'),
+    ('optimizer.discriminator.lr', -1.0,
+     'optimizer.discriminator.lr must be finite and > 0, got -1.0'),
+    ('optimizer.generator.b1', 1.0, 'optimizer.generator.b1 must be in [0, 1), got 1.0'),
+    ('optimizer.discriminator.eps', 0.0,
+     'optimizer.discriminator.eps must be finite and > 0, got 0.0'),
+    ('schedule.end_factor', -0.5, 'schedule.end_factor must be finite and >= 0, got -0.5'),
+    ('schedule.decay_rate', 0.0,
+     'schedule.decay_steps and schedule.decay_rate must be > 0, got 1000 and 0.0'),
+])
+def test_optimizer_and_schedule_settings_are_validated(field, value, message):
+  config = default.get_config()
+  *sections, key = field.split('.')
+  section = config
+  for name in sections:
+    section = section[name]
+  section[key] = value
+  with pytest.raises(ValueError) as excinfo:
+    trainer.validate(config)
+  assert str(excinfo.value) == f'bad config: {message}'
+
+
 # The default config's fields outside trainer._ADDED_FIELDS, as the oldest run folders hold them.
 _FIRST_FIELDS = frozenset({
     'batch_size', 'checkpoint_every', 'data.data_dir', 'data.manual_dir', 'data.name',
