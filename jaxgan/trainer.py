@@ -132,7 +132,8 @@ class TrainingDiverged(ValueError):
   """Losses or parameters stopped being finite (a ValueError: the scripts report it in one line)."""
 
 
-def stop_if_diverged(done: int, not_finite: list[str], store: CheckpointStore) -> None:
+def stop_if_diverged(done: int, not_finite: list[str], store: CheckpointStore,
+                     workdir: str) -> None:
   """Raise TrainingDiverged naming what is not finite at step `done`; called before anything
   (sample grid, evaluation, checkpoint) is written from such a state, so the run folder keeps
   the last good checkpoint."""
@@ -143,9 +144,9 @@ def stop_if_diverged(done: int, not_finite: list[str], store: CheckpointStore) -
   kept = (f'its checkpoints up to step {saved} are kept' if saved is not None
           else 'no checkpoint was written')
   raise TrainingDiverged(
-      f'training diverged by step {done}: {", ".join(not_finite)} not finite; {kept}. Lower '
-      'the learning rates (optimizer.generator.lr, optimizer.discriminator.lr) and train into '
-      'a new run folder')
+      f'training diverged by step {done} in {workdir}: {", ".join(not_finite)} not finite; '
+      f'{kept}. Lower the learning rates (optimizer.generator.lr, optimizer.discriminator.lr) '
+      'and train into a new run folder')
 
 
 def non_finite_parameters(trees: dict) -> list[str]:
@@ -503,12 +504,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
                      measured['d_loss'], measured['g_loss'], measured['d_real'],
                      measured['d_fake'], images_per_s, eta)
         stop_if_diverged(done, sorted(k for k, v in measured.items() if not math.isfinite(v)),
-                         store)
+                         store, workdir)
       if (is_eval_step(done) or done % grid_steps == 0 or done % config.checkpoint_every == 0
           or done == total_steps):
         stop_if_diverged(done, non_finite_parameters(runner.to_host(
             {'generator parameters': state.g_params, 'discriminator parameters': state.d_params,
-             'EMA generator parameters': state.g_ema_params})), store)
+             'EMA generator parameters': state.g_ema_params})), store, workdir)
       if is_eval_step(done):
         evaluator(done, round(done / steps_per_epoch, 4),
                   generator_variables(runner.to_host(state)), runner.to_checkpoint(state))

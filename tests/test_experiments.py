@@ -228,7 +228,8 @@ def test_a_diverging_run_stops_before_writing_anything_from_the_bad_state(data_d
   with pytest.raises(trainer.TrainingDiverged) as excinfo:
     trainer.train_and_evaluate(config, workdir)
   message = str(excinfo.value)
-  match = re.fullmatch(r'training diverged by step (\d+): (.+) not finite; its checkpoints up '
+  match = re.fullmatch(rf'training diverged by step (\d+) in {re.escape(workdir)}: (.+) not '
+                       r'finite; its checkpoints up '
                        r'to step (\d+) are kept\. Lower the learning rates '
                        r'\(optimizer\.generator\.lr, optimizer\.discriminator\.lr\) and '
                        r'train into a new run folder', message)
