@@ -14,6 +14,7 @@ asked for; see jaxgan.evaluation.metrics.
 The real reference is a real train subset of the same size, scored against the same test split.
 """
 import os
+import zipfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import numpy as np
@@ -51,9 +52,12 @@ _DATA_DIR = flags.DEFINE_string('data_dir', '', "tfds's prepared copies (default
 
 
 def load_samples(path: str) -> tuple[np.ndarray, np.ndarray | None]:
-  if not os.path.exists(path):
+  if not os.path.isfile(path):
     raise FileNotFoundError(f'{path} not found: pass an .npz written by experiments.sample or '
                             'one holding images uint8 (N, 28, 28) and optional labels')
+  if not zipfile.is_zipfile(path):  # np.load would try it as a pickle and say so
+    raise ValueError(f'{path} is not an .npz file: pass one written by experiments.sample or '
+                     'np.savez(images=uint8 (N, 28, 28), labels=...)')
   with np.load(path) as npz:
     if 'images' not in npz:
       raise ValueError(f'{path} holds {", ".join(npz.files) or "nothing"}, no images array: '

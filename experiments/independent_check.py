@@ -22,6 +22,7 @@ import gzip
 import json
 import os
 import time
+import zipfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('KERAS_BACKEND', 'tensorflow')
@@ -138,8 +139,10 @@ def inception_style_score(probs: np.ndarray) -> float:
 
 
 def load_npz(path: str) -> tuple[np.ndarray, np.ndarray | None]:
-  if not os.path.exists(path):
+  if not os.path.isfile(path):
     raise FileNotFoundError(f'{path} not found: pass .npz files written by experiments.sample')
+  if not zipfile.is_zipfile(path):  # np.load would try it as a pickle and say so
+    raise ValueError(f'{path} is not an .npz file: pass .npz files written by experiments.sample')
   with np.load(path) as npz:
     if 'images' not in npz:
       raise ValueError(f'{path} holds no images array: save the digits as images=uint8 '

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from experiments import independent_check
 from jaxgan.data.idx import read_idx_pair
@@ -102,3 +103,18 @@ def test_missing_idx_dir_is_a_one_line_usage_error(tmp_path):
                           cwd=os.path.dirname(os.path.dirname(__file__)), check=False)
   assert result.returncode != 0
   assert '--idx_dir (or JAXGAN_MANUAL_DIR) must name the folder' in result.stderr
+
+
+def test_sample_files_that_are_missing_or_not_npz_are_named(tmp_path):
+  for missing in (tmp_path / 'none.npz', tmp_path):  # no file; a folder
+    with pytest.raises(FileNotFoundError, match=f'{missing} not found: pass .npz files'):
+      independent_check.load_npz(str(missing))
+  not_npz = tmp_path / 'digits.npz'
+  not_npz.write_text('not a zip archive')
+  with pytest.raises(ValueError, match=f'{not_npz} is not an .npz file'):
+    independent_check.load_npz(str(not_npz))
+  digits = np.zeros((3, 28, 28), np.uint8)
+  np.savez(tmp_path / 'ok.npz', images=digits, labels=np.arange(3))
+  images, labels = independent_check.load_npz(str(tmp_path / 'ok.npz'))
+  np.testing.assert_array_equal(images, digits)
+  np.testing.assert_array_equal(labels, np.arange(3))

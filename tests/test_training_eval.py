@@ -148,3 +148,15 @@ def test_latent_options_of_evaluate_need_a_run_and_a_positive_scale(tmp_path):
   assert result.stderr.strip().splitlines()[-1] == (
       "--truncation and --latent_scale draw a run's latents: they need --workdir=RUN, not "
       '--samples')
+
+
+def test_evaluate_says_when_the_samples_file_is_not_an_npz(tmp_path):
+  not_npz = tmp_path / 'digits.npz'
+  not_npz.write_text('not a zip archive')
+  result = subprocess.run(
+      [sys.executable, '-m', 'experiments.evaluate', f'--samples={not_npz}', '--dataset=mnist'],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'error: {not_npz} is not an .npz file: pass one written by experiments.sample or '
+      'np.savez(images=uint8 (N, 28, 28), labels=...)')
