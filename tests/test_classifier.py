@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 
+from experiments.configs import classifier_mnist
 from jaxgan.data.idx import read_idx_pair
 from jaxgan.evaluation import classifier, weights
 
@@ -107,6 +108,16 @@ def test_training_is_reproducible_from_its_seed():
   first, again, other = fit(0), fit(0), fit(1)
   assert flax.serialization.to_bytes(first) == flax.serialization.to_bytes(again)
   assert flax.serialization.to_bytes(first) != flax.serialization.to_bytes(other)
+
+
+def test_a_classifier_config_that_cannot_train_is_refused_before_reading_data():
+  config = classifier_mnist.get_config()
+  config.num_epochs, config.batch_size = -1, 0
+  config.manual_dir = config.data_dir = '/nonexistent'  # never read
+  with pytest.raises(ValueError) as excinfo:
+    classifier.train_classifier(config)
+  assert str(excinfo.value) == ('bad config: num_epochs must be >= 1, got -1; batch_size must '
+                                'be >= 1, got 0')
 
 
 def test_index_batches_visit_every_example_once_per_epoch_in_fixed_size_batches():

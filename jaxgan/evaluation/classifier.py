@@ -217,6 +217,10 @@ def fit(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, seed: int, 
 
 def train_classifier(config: ml_collections.ConfigDict):
   """The evaluation classifier's parameters, trained on `config.dataset`'s train split."""
+  problems = [f'{field} must be >= 1, got {config[field]}'
+              for field in ('num_epochs', 'batch_size') if config[field] < 1]
+  if problems:  # before the data is read
+    raise ValueError('bad config: ' + '; '.join(problems))
   images, labels = data.load_split(config.dataset, 'train', data_dir=config.data_dir or None,
                                    manual_dir=config.manual_dir or None)
   steps_per_epoch = len(images) // config.batch_size
