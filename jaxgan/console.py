@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging as std_logging
 import math
+import os
 
 from absl import flags, logging
 
@@ -24,8 +25,9 @@ def setup_logging() -> None:
 
 
 def run(main) -> None:
-  """absl's app.run, with bad input (ValueError: config, data; FileNotFoundError: paths)
-  reported as one line on stderr and exit status 1 instead of a traceback. The scripts take
+  """absl's app.run, with bad input (ValueError: config, data; OSError: paths, such as a
+  missing file, a folder where a file should be, no permission) reported as one line on stderr
+  and exit status 1 instead of a traceback. The scripts take
   flags only: a stray argument is a usage error before `main` runs."""
   from absl import app  # pylint: disable=g-import-not-at-top
 
@@ -34,7 +36,7 @@ def run(main) -> None:
       raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
     try:
       main(argv)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:
       raise SystemExit(f'error: {error}') from None
 
   app.run(guarded)
@@ -48,6 +50,9 @@ def check_export_args(out: str | None, grid: str | None) -> None:
     raise app.UsageError('nothing to write: give --out=FILE.npz and/or --grid=FILE.png')
   if out and not out.endswith('.npz'):
     raise app.UsageError(f'--out={out} must end in .npz')
+  for flag, path in (('out', out), ('grid', grid)):
+    if path and os.path.isdir(path):
+      raise app.UsageError(f'--{flag}={path} is a folder: name a file to write')
 
 
 def define_latent_scale(help_text: str) -> flags.FlagHolder:

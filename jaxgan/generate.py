@@ -9,7 +9,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from jaxgan import images, parallel, rng
+from jaxgan import atomic, images, parallel, rng
 from jaxgan.models import GAN
 
 # Digits per generator call. XLA:CPU's convolutions get slower per image as the batch grows:
@@ -132,6 +132,5 @@ def sample_grid(gan: GAN, g_variables: dict, z: jax.Array, rows: int, *, scale: 
 def save_npz_atomic(path: str, *, compress: bool = False, **arrays) -> None:
   """Write next to `path`, then rename, so an existing file is never left half-written."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f'{path}.tmp-{os.getpid()}.npz'
-  (np.savez_compressed if compress else np.savez)(tmp, **arrays)
-  os.replace(tmp, path)
+  with atomic.replacing(path, '.npz') as tmp:  # np.savez adds .npz to names without it
+    (np.savez_compressed if compress else np.savez)(tmp, **arrays)

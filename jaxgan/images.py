@@ -7,6 +7,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from jaxgan import atomic
+
 
 def grid(images: np.ndarray, rows: int, cols: int | None = None, *, scale: int = 1,
          pad: int = 1) -> Image.Image:
@@ -26,9 +28,8 @@ def grid(images: np.ndarray, rows: int, cols: int | None = None, *, scale: int =
 def save_atomic(picture: Image.Image, path: str, **save_kwargs) -> None:
   """Write next to `path`, then rename: a killed run never leaves a half-written image."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f'{path}.tmp-{os.getpid()}'
-  picture.save(tmp, format=os.path.splitext(path)[1][1:].upper() or 'PNG', **save_kwargs)
-  os.replace(tmp, path)
+  with atomic.replacing(path) as tmp:
+    picture.save(tmp, format=os.path.splitext(path)[1][1:].upper() or 'PNG', **save_kwargs)
 
 
 def save_gif_atomic(frames: Sequence[Image.Image], path: str, *, duration_ms: int = 400) -> None:

@@ -6,6 +6,8 @@ import os
 
 import ml_collections
 
+from jaxgan import atomic
+
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   """The resolved config a run was trained with."""
@@ -19,8 +21,6 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
 
 def write_json_atomic(obj, path: str) -> None:
   """Write next to `path`, then rename: a killed process never leaves half a file."""
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w') as f:
+  with atomic.replacing(path) as tmp, open(tmp, 'w') as f:
     json.dump(obj, f, indent=2, sort_keys=True)
     f.write('\n')
-  os.replace(tmp, path)

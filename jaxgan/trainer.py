@@ -23,7 +23,7 @@ import optax
 from absl import logging
 from PIL import Image
 
-from jaxgan import augment, data, generate, images, losses, models, optim, parallel
+from jaxgan import atomic, augment, data, generate, images, losses, models, optim, parallel
 from jaxgan.checkpoint import LATEST, CheckpointStore
 from jaxgan.evaluation import weights
 from jaxgan.evaluation.during_training import TrainingEvaluator
@@ -259,10 +259,8 @@ class MetricsLog:
       return
     with open(self.path) as f:
       kept = [line for line in f if line.strip() and json.loads(line)['step'] <= step]
-    tmp = f'{self.path}.tmp-{os.getpid()}'
-    with open(tmp, 'w') as f:
+    with atomic.replacing(self.path) as tmp, open(tmp, 'w') as f:
       f.writelines(kept)
-    os.replace(tmp, self.path)
 
   def append(self, record: dict) -> None:
     with open(self.path, 'a') as f:

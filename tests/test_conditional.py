@@ -273,11 +273,13 @@ def test_bad_strings_and_layouts_are_one_line_errors(conditional_run, tmp_path, 
     ((), 'nothing to write: give --out=FILE.npz and/or --grid=FILE.png'),
     (('--out=digits.png',), '--out=digits.png must end in .npz'),
     (('--grid=g.png', 'extra'), 'unexpected arguments: extra'),
+    (('--grid={tmp}',), '--grid={tmp} is a folder: name a file to write'),
 ])
 def test_export_scripts_refuse_bad_arguments_before_any_work(module, args, message, tmp_path):
+  args = [arg.format(tmp=tmp_path) for arg in args]
   result = cli(module, f'--workdir={tmp_path}', *args)  # an empty folder: not even read
   assert result.returncode == 1
-  assert result.stderr.strip().splitlines()[-1] == message
+  assert result.stderr.strip().splitlines()[-1] == message.format(tmp=tmp_path)
 
 
 def test_serve_answers_picture_requests_from_the_run_and_names_a_taken_port(conditional_run,

@@ -15,6 +15,7 @@ from pathlib import Path
 import flax.serialization
 import jax
 
+from jaxgan import atomic
 from jaxgan.evaluation import classifier
 
 SHIPPED_DIR = Path(__file__).parent / 'weights'
@@ -44,9 +45,8 @@ def sha256(data: bytes) -> str:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-  tmp = path.with_name(f'{path.name}.tmp-{os.getpid()}')
-  tmp.write_bytes(data)
-  os.replace(tmp, path)
+  with atomic.replacing(path) as tmp:
+    Path(tmp).write_bytes(data)
 
 
 def save(params, path: str | os.PathLike, **record) -> dict:

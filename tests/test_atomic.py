@@ -1,0 +1,48 @@
+"""jaxgan.atomic: files are replaced whole, and a failed write leaves neither half a file nor
+a temporary behind."""
+import os
+
+import numpy as np
+import pytest
+
+from jaxgan import atomic, generate, images
+from jaxgan.run_folder import write_json_atomic
+
+
+def test_a_finished_block_replaces_the_file_and_leaves_no_temporary(tmp_path):
+  path = tmp_path / 'record.json'
+  path.write_text('old')
+  with atomic.replacing(path) as tmp:
+    assert os.path.dirname(tmp) == str(tmp_path)
+    with open(tmp, 'w') as f:
+      f.write('new')
+    assert path.read_text() == 'old'  # nothing visible until the block ends
+  assert path.read_text() == 'new'
+  assert os.listdir(tmp_path) == ['record.json']
+
+
+def test_a_failed_write_keeps_the_old_file_and_removes_the_temporary(tmp_path):
+  path = tmp_path / 'record.json'
+  path.write_text('old')
+  with pytest.raises(RuntimeError, match='disk full'):
+    with atomic.replacing(path) as tmp:
+      with open(tmp, 'w') as f:
+        f.write('half')
+      raise RuntimeError('disk full')
+  assert path.read_text() == 'old'
+  assert os.listdir(tmp_path) == ['record.json']
+
+
+def test_the_writers_leave_nothing_behind_when_the_target_is_a_folder(tmp_path):
+  """The rename fails (a folder has the name): an error, the folder untouched, no temporary."""
+  for name, write in [
+      ('digits.npz', lambda p: generate.save_npz_atomic(p, images=np.zeros((2, 28, 28)))),
+      ('grid.png', lambda p: images.save_atomic(images.grid(np.zeros((4, 28, 28), np.uint8),
+                                                            2), p)),
+      ('eval.json', lambda p: write_json_atomic({'fcd': 1.0}, p)),
+  ]:
+    (tmp_path / name).mkdir()
+    with pytest.raises(OSError):
+      write(str(tmp_path / name))
+    assert os.listdir(tmp_path / name) == []
+  assert sorted(os.listdir(tmp_path)) == ['digits.npz', 'eval.json', 'grid.png']
