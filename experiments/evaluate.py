@@ -69,7 +69,7 @@ def main(argv):
   del argv  # flags only: console.run refuses other arguments
   if (_WORKDIR.value is None) == (_SAMPLES.value is None):
     raise app.UsageError('give exactly one of --workdir=RUN and --samples=FILE.npz')
-  if _SAMPLES.value and (_TRUNCATION.value or _LATENT_SCALE.value != 1.0):
+  if _SAMPLES.value and (_TRUNCATION.value or _LATENT_SCALE.value is not None):
     raise app.UsageError('--truncation and --latent_scale draw a run\'s latents: they need '
                          '--workdir=RUN, not --samples')
   if _SAMPLES.value and not _DATASET.value:

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from absl import flags, logging
 
-from jaxgan import console, generate, images, parallel, trainer
+from jaxgan import console, generate, images, parallel, run_folder, trainer
 from jaxgan.run_folder import load_run_config
 from jaxgan.state import generator_variables
 
@@ -103,7 +103,7 @@ def main(argv):
   labels = sample_labels(classes)
   num = _NUM.value if labels is None else len(labels)
   z = generate.latents(jax.random.key(_SEED.value), num, gan.latent_dim, _TRUNCATION.value,
-                       _LATENT_SCALE.value)
+                       run_folder.latent_scale(config, _LATENT_SCALE.value))
   digits = generate.generate(gan, generator_variables(state), z, labels,
                              batch_size=_BATCH.value, step=step)
   if _OUT.value:

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from absl import flags, logging
 
-from jaxgan import console, generate, images, parallel, strings, trainer
+from jaxgan import console, generate, images, parallel, run_folder, strings, trainer
 from jaxgan.run_folder import load_run_config
 from jaxgan.state import generator_variables
 
@@ -74,7 +74,7 @@ def main(argv):
   strings.check_layout(components.gan.image_shape[:2], **layout)  # before generating
   used = classes >= 0
   z = generate.latents(jax.random.key(_SEED.value), int(used.sum()), components.gan.latent_dim,
-                       _TRUNCATION.value, _LATENT_SCALE.value)
+                       _TRUNCATION.value, run_folder.latent_scale(config, _LATENT_SCALE.value))
   flat = generate.generate(components.gan, generator_variables(state), z, classes[used],
                            batch_size=_BATCH.value, step=int(state.step))
   digits = np.zeros(classes.shape + flat.shape[1:], np.uint8)

@@ -13,7 +13,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import flags, logging
 
-from jaxgan import console, interactive, trainer
+from jaxgan import console, interactive, run_folder, trainer
 from jaxgan.run_folder import load_run_config
 from jaxgan.state import generator_variables
 
@@ -35,7 +35,8 @@ def main(argv):
   try:
     config = load_run_config(_WORKDIR.value)
     components, state = trainer.restore_run_state(_WORKDIR.value, config)
-    renderer = interactive.Renderer(components.gan, generator_variables(state), int(state.step))
+    renderer = interactive.Renderer(components.gan, generator_variables(state), int(state.step),
+                                    latent_scale=run_folder.latent_scale(config))
     logging.info('serving %s at http://%s:%d/ (Ctrl-C stops)', _WORKDIR.value, _HOST.value,
                  server.server_address[1])
     server.serve(renderer, f'{config.model.name} on {config.data.name}, step {int(state.step)}')

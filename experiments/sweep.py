@@ -24,7 +24,7 @@ import numpy as np
 from absl import flags, logging
 from ml_collections import config_flags
 
-from jaxgan import console, parallel, trainer
+from jaxgan import console, parallel, run_folder, trainer
 from jaxgan.checkpoint import LATEST
 from jaxgan.evaluation import metrics, run_scores, suite
 from jaxgan.run_folder import write_json_atomic
@@ -99,8 +99,11 @@ def format_summary(seeds: list[int], figures: dict) -> str:
 
 
 def run_sweep(config, workdir: str, seeds: list[int], names: list[str] | None, *,
-              num_samples: int = 10000, eval_seed: int = 0, latent_scale: float = 1.0) -> dict:
-  """Train (or resume) and score one run per seed in `workdir`; write and return the summary."""
+              num_samples: int = 10000, eval_seed: int = 0,
+              latent_scale: float | None = None) -> dict:
+  """Train (or resume) and score one run per seed in `workdir`; write and return the summary.
+  `latent_scale` None: the config's sample_latent_scale."""
+  latent_scale = run_folder.latent_scale(config, latent_scale)
   names = suite.resolve_metric_names(names, has_labels=config.model.get('num_classes', 0) > 0)
   records = {}
   for seed in seeds:

@@ -57,8 +57,10 @@ def check_export_args(out: str | None, grid: str | None) -> None:
 
 def define_latent_scale(help_text: str) -> flags.FlagHolder:
   """The --latent_scale flag of the sampling and scoring scripts (see `generate.latents`),
-  refused at parsing unless finite and > 0."""
-  holder = flags.DEFINE_float('latent_scale', 1.0, help_text)
-  flags.register_validator('latent_scale', lambda value: 0 < value < math.inf,
+  refused at parsing unless finite and > 0; None (not given): the run's sample_latent_scale
+  (`run_folder.latent_scale`)."""
+  holder = flags.DEFINE_float('latent_scale', None, help_text + ' Default: the run\'s config '
+                              'field sample_latent_scale (1 unless its config says otherwise).')
+  flags.register_validator('latent_scale', lambda value: value is None or 0 < value < math.inf,
                            '--latent_scale must be finite and > 0 (1: the training distribution)')
   return holder

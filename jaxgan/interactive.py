@@ -52,8 +52,8 @@ def _truncation(query: dict) -> float:
   return _float(query, 'truncation', '0', lambda v: 0.0 <= v <= 10.0, 'in 0..10 (0: none)')
 
 
-def _latent_scale(query: dict) -> float:
-  return _float(query, 'latent_scale', '1', lambda v: 0.0 < v <= 10.0,
+def _latent_scale(query: dict, default: float) -> float:
+  return _float(query, 'latent_scale', str(default), lambda v: 0.0 < v <= 10.0,
                 'over 0, at most 10 (1: none)')
 
 
@@ -62,12 +62,15 @@ class Renderer:
   0123456789) with the layout of jaxgan.strings; unconditional ones draw `count` digits in a
   row. `seed` picks the latents (digit i of a picture always uses latent i of the seed),
   `truncation` is the truncation trick, `latent_scale` widens the latents (see
-  `generate.latents`), `scale` is the pixel size."""
+  `generate.latents`; default: the renderer's `latent_scale`, the run's sample_latent_scale in
+  experiments.serve), `scale` is the pixel size."""
 
-  def __init__(self, gan: GAN, g_variables: dict, step: int | None = None):
+  def __init__(self, gan: GAN, g_variables: dict, step: int | None = None, *,
+               latent_scale: float = 1.0):
     self.gan = gan
     self.variables = g_variables
     self.step = step
+    self.latent_scale = latent_scale
     self._lock = threading.Lock()  # one generation at a time: requests arrive on threads
     self.render({'truncation': '1'})  # compile now (both latent draws), not on a request
     self.render({})
@@ -89,7 +92,7 @@ class Renderer:
     """PNG bytes for `query`; a ValueError names a bad parameter and its valid values."""
     seed = _int(query, 'seed', 0, 0, 2**31 - 1)
     scale = _int(query, 'scale', 4, 1, MAX_SCALE)
-    truncation, latent_scale = _truncation(query), _latent_scale(query)
+    truncation, latent_scale = _truncation(query), _latent_scale(query, self.latent_scale)
     if self.gan.num_classes:
       text = query.get('text', '0123456789')
       if len(text) > MAX_DIGITS:
@@ -120,7 +123,7 @@ img {{ display: block; margin-top: 1.5em; image-rendering: pixelated; }}
 <label>truncation <input name="truncation" type="range" min="0" max="3" step="0.1" value="0">
   <output id="truncation_value">0</output></label>
 <label>latent scale <input name="latent_scale" type="range" min="0.5" max="2" step="0.05"
-  value="1"> <output id="latent_scale_value">1</output></label>
+  value="{latent_scale}"> <output id="latent_scale_value">{latent_scale}</output></label>
 <label>scale <input name="scale" type="number" min="1" max="{max_scale}" value="4"></label>
 </form>
 <div id="error"></div><img id="picture" alt="generated digits">
@@ -154,7 +157,8 @@ def page(renderer: Renderer, title: str) -> str:
   else:
     first = (f'<label>count <input name="count" type="number" min="1" max="{MAX_DIGITS}" '
              'value="10"></label>')
-  return _PAGE.format(title=html.escape(title), first_control=first, max_scale=MAX_SCALE)
+  return _PAGE.format(title=html.escape(title), first_control=first, max_scale=MAX_SCALE,
+                      latent_scale=renderer.latent_scale)
 
 
 class DigitServer(http.server.ThreadingHTTPServer):

@@ -19,6 +19,12 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
+def latent_scale(config: ml_collections.ConfigDict, override: float | None = None) -> float:
+  """The scale a run's latents are drawn at (see `generate.latents`): `override` (a script's
+  --latent_scale) when given, else the run's `sample_latent_scale` (1 in runs older than it)."""
+  return float(override if override is not None else config.get('sample_latent_scale', 1.0))
+
+
 def write_json_atomic(obj, path: str) -> None:
   """Write next to `path`, then rename: a killed process never leaves half a file."""
   with atomic.replacing(path) as tmp, open(tmp, 'w') as f:

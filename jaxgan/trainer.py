@@ -35,7 +35,7 @@ from jaxgan.train_step import make_train_step
 RESUMABLE_FIELDS = frozenset({
     'num_epochs', 'num_steps', 'log_every', 'checkpoint_every', 'keep_checkpoints',
     'data.manual_dir', 'data.data_dir', 'parallel', 'steps_per_call', 'donate', 'cpu_devices',
-    'eval_every', 'eval_num_samples', 'max_epoch_grids'})
+    'eval_every', 'eval_num_samples', 'max_epoch_grids', 'sample_latent_scale'})
 # Fields added after the first runs were recorded: absent from a config.json means this value.
 _ADDED_FIELDS = {'compute_dtype': 'float32', 'steps_per_call': 1, 'donate': True,
                  'cpu_devices': -1, 'model.spectral_norm': False, 'model.generator_norm': 'batch',
@@ -46,7 +46,8 @@ _ADDED_FIELDS = {'compute_dtype': 'float32', 'steps_per_call': 1, 'donate': True
                  'loss.class_weight': 1.0, 'loss.class_loss_on_fakes': True,
                  'loss.mode_seeking': 0.0, 'max_epoch_grids': 100, 'model.generator_width': 1,
                  'model.discriminator_width': 1, 'model.generator_depth': 0,
-                 'model.minibatch_std_group': 0, 'model.discriminator_dropout': 0.3}
+                 'model.minibatch_std_group': 0, 'model.discriminator_dropout': 0.3,
+                 'sample_latent_scale': 1.0}
 # Streams split from the seed: parameter init, train steps, the fixed sample-grid latents.
 _INIT, _STEPS, _SAMPLES = range(3)
 
@@ -193,6 +194,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.get('compute_dtype', 'float32') not in ('float32', 'bfloat16'):
     problems.append(f"compute_dtype must be 'float32' or 'bfloat16', got "
                     f'{config.compute_dtype!r}')
+  if not 0.0 < config.get('sample_latent_scale', 1.0) < math.inf:
+    problems.append(f'sample_latent_scale must be finite and > 0 (1: the training '
+                    f'distribution), got {config.sample_latent_scale}')
   if not 0.0 <= ema_decay(config) < 1.0:
     problems.append(f'ema.decay must be in [0, 1) (0 = off), got {ema_decay(config)}')
   for net in ('generator', 'discriminator'):

@@ -39,6 +39,17 @@ def test_a_digit_string_renders_at_its_scale_and_repeats_for_its_seed(conditiona
                                       'latent_scale': '1.5'}) != png
 
 
+def test_the_renderers_latent_scale_is_the_default_of_requests_and_of_the_page(
+    conditional_renderer):
+  wide = interactive.Renderer(conditional_renderer.gan, conditional_renderer.variables,
+                              latent_scale=1.5)
+  query = {'text': '90210', 'seed': '3'}
+  assert wide.render(query) == conditional_renderer.render({**query, 'latent_scale': '1.5'})
+  assert wide.render({**query, 'latent_scale': '1'}) == conditional_renderer.render(query)
+  assert 'value="1.5"> <output id="latent_scale_value">1.5</output>' in interactive.page(wide,
+                                                                                         'x')
+
+
 def test_unconditional_models_render_a_row_of_count_digits():
   gan = models.build('mlp')
   variables = gan.generator.init(jax.random.key(0), np.zeros((2, gan.latent_dim), np.float32),

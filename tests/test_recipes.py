@@ -90,8 +90,10 @@ def test_new_config_fields_are_validated_with_one_line_errors():
     ('schedule.end_factor', -0.5, 'schedule.end_factor must be finite and >= 0, got -0.5'),
     ('schedule.decay_rate', 0.0,
      'schedule.decay_steps and schedule.decay_rate must be > 0, got 1000 and 0.0'),
+    ('sample_latent_scale', 0.0,
+     'sample_latent_scale must be finite and > 0 (1: the training distribution), got 0.0'),
 ])
-def test_optimizer_and_schedule_settings_are_validated(field, value, message):
+def test_optimizer_schedule_and_sampling_settings_are_validated(field, value, message):
   config = default.get_config()
   *sections, key = field.split('.')
   section = config

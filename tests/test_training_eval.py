@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -125,12 +126,25 @@ def test_evaluate_scores_the_best_checkpoint(evaluated_run, tmp_path):
   assert record['checkpoint'] == BEST and record['step'] == read_best(workdir)['step']
 
 
-def test_evaluate_records_and_applies_the_latent_scale(evaluated_run):
+def test_evaluate_records_and_applies_the_latent_scale(evaluated_run, tmp_path):
   _, workdir = evaluated_run
   plain, wide = (run_scores.evaluate_run(workdir, ['fcd'], num_samples=EVAL_SAMPLES,
                                          latent_scale=scale) for scale in (1.0, 1.5))
   assert plain['latent_scale'] == 1.0 and wide['latent_scale'] == 1.5
   assert wide['model']['fcd'] != plain['model']['fcd'] and wide['real'] == plain['real']
+  # Without a scale, the run's config field decides: 1 here; a copy of the run whose config
+  # says 1.5 scores as the explicit 1.5 did, and an explicit scale still wins.
+  assert run_scores.evaluate_run(workdir, ['fcd'], num_samples=EVAL_SAMPLES)['model'] == (
+      plain['model'])
+  wide_run = tmp_path / 'wide_run'
+  shutil.copytree(workdir, wide_run)
+  config = json.loads((wide_run / 'config.json').read_text())
+  config['sample_latent_scale'] = 1.5
+  (wide_run / 'config.json').write_text(json.dumps(config))
+  by_config = run_scores.evaluate_run(str(wide_run), ['fcd'], num_samples=EVAL_SAMPLES)
+  assert by_config['latent_scale'] == 1.5 and by_config['model'] == wide['model']
+  assert run_scores.evaluate_run(str(wide_run), ['fcd'], num_samples=EVAL_SAMPLES,
+                                 latent_scale=1.0)['model'] == plain['model']
 
 
 def test_latent_options_of_evaluate_need_a_run_and_a_positive_scale(tmp_path):

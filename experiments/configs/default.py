@@ -104,6 +104,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.keep_checkpoints = 3
   config.sample_grid_rows = 8  # sample grids are rows x rows digits from one fixed latent batch
   config.sample_grid_scale = 3  # each pixel drawn as scale x scale
+  # The scale the run's latents are drawn at when it is sampled or scored (experiments.sample,
+  # sample_strings, evaluate, sweep, serve, and evaluations during training) unless their
+  # --latent_scale says otherwise; see jaxgan.generate.latents.
+  config.sample_latent_scale = 1.0
   # A sample grid (and a checkpoint) at every epoch end, or at every k-th one when the run has
   # more epochs than this (small data: k = ceil(epochs / max_epoch_grids)).
   config.max_epoch_grids = 100

@@ -14,6 +14,7 @@ from absl import logging
 from jaxgan import generate, trainer
 from jaxgan.checkpoint import LATEST
 from jaxgan.evaluation import metrics, suite, weights
+from jaxgan import run_folder
 from jaxgan.run_folder import load_run_config
 from jaxgan.state import generator_variables
 
@@ -64,13 +65,15 @@ def score_digits(images: np.ndarray, labels: np.ndarray | None, dataset: str,
 
 def evaluate_run(workdir: str, names: list[str] | None = None, *, num_samples: int = 10000,
                  seed: int = 0, checkpoint: str = LATEST, truncation: float = 0.0,
-                 latent_scale: float = 1.0, manual_dir: str = '', data_dir: str = '',
+                 latent_scale: float | None = None, manual_dir: str = '', data_dir: str = '',
                  real_results: dict | None = None) -> dict:
   """The evaluation record of `num_samples` digits from the run's `checkpoint`, latents drawn
-  with `seed` (`truncation`, `latent_scale`: see `generate.latents`); the real data is the
-  run's unless `manual_dir`/`data_dir` say otherwise. `real_results`: see `score_digits`."""
+  with `seed` (`truncation`, `latent_scale`: see `generate.latents`; None: the run's
+  `sample_latent_scale`); the real data is the run's unless `manual_dir`/`data_dir` say
+  otherwise. `real_results`: see `score_digits`."""
   start = time.perf_counter()
   config = load_run_config(workdir)
+  latent_scale = run_folder.latent_scale(config, latent_scale)
   # Unknown or label-only metrics fail here, before any generating.
   names = suite.resolve_metric_names(names, has_labels=config.model.get('num_classes', 0) > 0)
   step, images, labels = generate_from_run(workdir, config, num_samples, seed, checkpoint,

@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jaxgan import data, generate
+from jaxgan import data, generate, run_folder
 from jaxgan.evaluation import metrics, weights
 from jaxgan.evaluation.metrics import RealData, ScoredImages, Settings
 
@@ -120,7 +120,8 @@ def make_periodic_evaluator(config: ml_collections.ConfigDict, gan
   real = load_real_data(config.data.name, params, data_dir=config.data.data_dir or None,
                         manual_dir=config.data.manual_dir or None, with_train=False)
   z = generate.latents(jax.random.fold_in(jax.random.key(config.seed), EVAL_LATENT_STREAM),
-                       config.eval_num_samples, gan.latent_dim)
+                       config.eval_num_samples, gan.latent_dim,
+                       scale=run_folder.latent_scale(config))
   labels = (generate.balanced_labels(config.eval_num_samples, gan.num_classes)
             if gan.num_classes else None)
 
