@@ -27,8 +27,8 @@ def setup_logging() -> None:
 def run(main) -> None:
   """absl's app.run, with bad input (ValueError: config, data; OSError: paths, such as a
   missing file, a folder where a file should be, no permission) reported as one line on stderr
-  and exit status 1 instead of a traceback. The scripts take
-  flags only: a stray argument is a usage error before `main` runs."""
+  and exit status 1 instead of a traceback. The scripts take flags only: a stray argument is a
+  usage error before `main` runs."""
   from absl import app  # pylint: disable=g-import-not-at-top
 
   def guarded(argv):
