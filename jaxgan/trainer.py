@@ -208,12 +208,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
         problems.append(f'optimizer.{net}.{field} must be in [0, 1), got {opt[field]}')
     if not 0.0 < opt.eps < math.inf:
       problems.append(f'optimizer.{net}.eps must be finite and > 0, got {opt.eps}')
-  if not 0.0 <= config.schedule.end_factor < math.inf:
-    problems.append(f'schedule.end_factor must be finite and >= 0, got '
-                    f'{config.schedule.end_factor}')
-  if config.schedule.decay_steps <= 0 or not 0.0 < config.schedule.decay_rate < math.inf:
+  schedule = config.schedule  # each schedule's own fields only: the others are unused
+  if schedule.name == 'cosine' and not 0.0 <= schedule.end_factor < math.inf:
+    problems.append(f'schedule.end_factor must be finite and >= 0, got {schedule.end_factor}')
+  if schedule.name == 'exponential' and (schedule.decay_steps <= 0
+                                         or not 0.0 < schedule.decay_rate < math.inf):
     problems.append('schedule.decay_steps and schedule.decay_rate must be > 0, got '
-                    f'{config.schedule.decay_steps} and {config.schedule.decay_rate}')
+                    f'{schedule.decay_steps} and {schedule.decay_rate}')
   if config.optimizer.get('name', 'adam') not in optim.OPTIMIZER_NAMES:
     problems.append(f'optimizer.name must be one of {", ".join(optim.OPTIMIZER_NAMES)}, got '
                     f'{config.optimizer.name!r}')

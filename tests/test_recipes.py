@@ -90,6 +90,8 @@ def test_new_config_fields_are_validated_with_one_line_errors():
     ('schedule.end_factor', -0.5, 'schedule.end_factor must be finite and >= 0, got -0.5'),
     ('schedule.decay_rate', 0.0,
      'schedule.decay_steps and schedule.decay_rate must be > 0, got 1000 and 0.0'),
+    ('schedule.decay_steps', 0,
+     'schedule.decay_steps and schedule.decay_rate must be > 0, got 0 and 0.5'),
     ('sample_latent_scale', 0.0,
      'sample_latent_scale must be finite and > 0 (1: the training distribution), got 0.0'),
 ])
@@ -100,6 +102,11 @@ def test_optimizer_schedule_and_sampling_settings_are_validated(field, value, me
   for name in sections:
     section = section[name]
   section[key] = value
+  schedule = {'end_factor': 'cosine', 'decay_rate': 'exponential', 'decay_steps': 'exponential'}
+  if sections == ['schedule']:
+    config.schedule.name = 'constant'  # fields of another schedule are not read: no error
+    trainer.validate(config)
+    config.schedule.name = schedule[key]
   with pytest.raises(ValueError) as excinfo:
     trainer.validate(config)
   assert str(excinfo.value) == f'bad config: {message}'
