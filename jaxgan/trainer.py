@@ -24,6 +24,7 @@ from absl import logging
 from PIL import Image
 
 from jaxgan import atomic, augment, data, generate, images, losses, models, optim, parallel
+from jaxgan import run_folder
 from jaxgan.checkpoint import LATEST, CheckpointStore
 from jaxgan.evaluation import weights
 from jaxgan.evaluation.during_training import TrainingEvaluator
@@ -194,7 +195,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.get('compute_dtype', 'float32') not in ('float32', 'bfloat16'):
     problems.append(f"compute_dtype must be 'float32' or 'bfloat16', got "
                     f'{config.compute_dtype!r}')
-  if not 0.0 < config.get('sample_latent_scale', 1.0) < math.inf:
+  if not 0.0 < run_folder.latent_scale(config) < math.inf:
     problems.append(f'sample_latent_scale must be finite and > 0 (1: the training '
                     f'distribution), got {config.sample_latent_scale}')
   if not 0.0 <= ema_decay(config) < 1.0:
@@ -457,8 +458,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
           phase_runner.step, phase_runner.multi_step, state,
           lambda: runner.prepare_batch(next(batches)), step_key, done, stop,
           steps_per_call=config.get('steps_per_call', 1),
-          is_boundary=lambda d: (d % grid_steps == 0 or d % config.checkpoint_every == 0
-                                 or is_eval_step(d)),
+          is_boundary=writes_after,
           wants_measurements=lambda d: d % config.log_every == 0 or d == total_steps):
         yield done, state, measurements
 
@@ -477,6 +477,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
 
   def is_eval_step(done: int) -> bool:
     return bool(eval_every) and (done % eval_every == 0 or done == total_steps)
+
+  def writes_after(done: int) -> bool:
+    """Whether a grid, an evaluation or a checkpoint is written from the state after `done`."""
+    return done % grid_steps == 0 or done % config.checkpoint_every == 0 or is_eval_step(done)
 
   interval_start, interval_first_step = time.perf_counter(), start_step
   program_start = interval_start
@@ -508,8 +512,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
                      measured['d_fake'], images_per_s, eta)
         stop_if_diverged(done, sorted(k for k, v in measured.items() if not math.isfinite(v)),
                          store, workdir)
-      if (is_eval_step(done) or done % grid_steps == 0 or done % config.checkpoint_every == 0
-          or done == total_steps):
+      if writes_after(done) or done == total_steps:  # the final checkpoint follows the loop
         stop_if_diverged(done, non_finite_parameters(runner.to_host(
             {'generator parameters': state.g_params, 'discriminator parameters': state.d_params,
              'EMA generator parameters': state.g_ema_params})), store, workdir)

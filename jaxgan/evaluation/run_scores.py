@@ -11,10 +11,9 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jaxgan import generate, trainer
+from jaxgan import generate, run_folder, trainer
 from jaxgan.checkpoint import LATEST
 from jaxgan.evaluation import metrics, suite, weights
-from jaxgan import run_folder
 from jaxgan.run_folder import load_run_config
 from jaxgan.state import generator_variables
 
