@@ -6,6 +6,8 @@ python -m experiments.train_classifier --config=experiments/configs/classifier_k
 writes <out_dir>/<dataset>.msgpack and <dataset>.json (default out_dir: the weights shipped in
 jaxgan/evaluation/weights/) and prints the accuracy on every held-out split (Kannada-MNIST: test
 and Dig-MNIST). With the same config and seed, a CPU run reproduces the shipped file bit for bit.
+A config that differs from the shipped file's recipe (its manifest's config) is refused there
+before training, unless --replace_shipped: the evaluation figures depend on that classifier.
 """
 import os
 
@@ -26,6 +28,9 @@ from jaxgan.evaluation import classifier, weights
 
 _OUT_DIR = flags.DEFINE_string('out_dir', str(weights.SHIPPED_DIR),
                                'Folder the weights and their manifest are written to.')
+_REPLACE_SHIPPED = flags.DEFINE_bool(
+    'replace_shipped', False, 'Let a config other than the one the shipped weights were trained '
+    'with overwrite them (every evaluation figure changes with the classifier).')
 config_flags.DEFINE_config_file('config', 'experiments/configs/classifier_mnist.py',
                                 'Classifier training config file.', lock_config=True)
 
@@ -35,6 +40,8 @@ def main(argv):
   console.setup_logging()
   config = flags.FLAGS.config
   path = weights.weights_path(config.dataset, _OUT_DIR.value)  # refuses unknown datasets early
+  if not _REPLACE_SHIPPED.value:
+    weights.check_shipped_recipe(path, json.loads(config.to_json()))
   start = time.perf_counter()
   params = classifier.train_classifier(config)
   train_seconds = time.perf_counter() - start

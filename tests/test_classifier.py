@@ -2,6 +2,8 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import flax.serialization
@@ -118,6 +120,40 @@ def test_a_classifier_config_that_cannot_train_is_refused_before_reading_data():
     classifier.train_classifier(config)
   assert str(excinfo.value) == ('bad config: num_epochs must be >= 1, got -1; batch_size must '
                                 'be >= 1, got 0')
+
+
+def test_only_the_shipped_recipe_may_overwrite_the_shipped_weights(tmp_path):
+  shipped = weights.weights_path('mnist')
+  config = classifier_mnist.get_config()
+  config.manual_dir, config.data_dir = '/elsewhere', '/tmp/x'  # where data lives: not the recipe
+  weights.check_shipped_recipe(shipped, json.loads(config.to_json()))
+  config.num_epochs, config.learning_rate = 3, 1e-3
+  with pytest.raises(ValueError) as excinfo:
+    weights.check_shipped_recipe(shipped, json.loads(config.to_json()))
+  message = str(excinfo.value)
+  assert f'changes the recipe of the shipped {shipped} (learning_rate 0.002 -> 0.001, ' \
+         'num_epochs 8 -> 3)' in message
+  assert '--out_dir=FOLDER' in message and '--replace_shipped' in message
+  # Another folder takes any recipe, a file already there included.
+  shutil.copy(shipped, tmp_path / 'mnist.msgpack')
+  shutil.copy(weights.manifest_path(shipped), tmp_path / 'mnist.json')
+  weights.check_shipped_recipe(tmp_path / 'mnist.msgpack', json.loads(config.to_json()))
+
+
+def test_the_script_refuses_another_recipe_for_the_shipped_weights_before_training():
+  shipped = weights.weights_path('mnist')
+  before = shipped.read_bytes(), weights.manifest_path(shipped).read_bytes()
+  result = subprocess.run(
+      [sys.executable, '-m', 'experiments.train_classifier',
+       '--config=experiments/configs/classifier_mnist.py', '--config.num_epochs=1',
+       '--config.manual_dir=/nonexistent'],  # never read: refused first
+      cwd=Path(__file__).parent.parent, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'error: this config changes the recipe of the shipped {shipped} (num_epochs 8 -> 1), and '
+      'every fcd, label_accuracy and cas figure would change with it: write it elsewhere with '
+      '--out_dir=FOLDER, or pass --replace_shipped to replace the shipped classifier on purpose')
+  assert (shipped.read_bytes(), weights.manifest_path(shipped).read_bytes()) == before
 
 
 def test_index_batches_visit_every_example_once_per_epoch_in_fixed_size_batches():

@@ -36,6 +36,28 @@ def weights_path(dataset: str, directory: str | os.PathLike = SHIPPED_DIR) -> Pa
   return Path(directory) / f'{dataset}.msgpack'
 
 
+# Where the training digits are read from, not how the classifier is trained.
+_DATA_LOCATION_FIELDS = ('manual_dir', 'data_dir')
+
+
+def check_shipped_recipe(path: str | os.PathLike, config: dict) -> None:
+  """Refuses to overwrite a shipped weights file with a classifier trained by another recipe
+  than its manifest records: every fcd, label_accuracy and cas figure would silently change
+  with it. Other folders, and the shipped recipe itself (which reproduces the file), pass."""
+  path = Path(path)
+  if path.resolve().parent != SHIPPED_DIR.resolve() or not path.exists():
+    return
+  shipped = read_manifest(path).get('config', {})
+  changed = [f'{field} {shipped.get(field)!r} -> {config.get(field)!r}'
+             for field in sorted(set(shipped) | set(config))
+             if field not in _DATA_LOCATION_FIELDS and shipped.get(field) != config.get(field)]
+  if changed:
+    raise ValueError(f'this config changes the recipe of the shipped {path} '
+                     f'({", ".join(changed)}), and every fcd, label_accuracy and cas figure '
+                     'would change with it: write it elsewhere with --out_dir=FOLDER, or pass '
+                     '--replace_shipped to replace the shipped classifier on purpose')
+
+
 def manifest_path(path: str | os.PathLike) -> Path:
   return Path(path).with_suffix('.json')
 
