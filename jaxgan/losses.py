@@ -64,6 +64,16 @@ def r1_penalty(critic: Callable[[jax.Array], jax.Array], real, *, gamma: float):
   return 0.5 * gamma * jnp.mean(jnp.sum(jnp.square(grads.reshape(real.shape[0], -1)), axis=1))
 
 
+def consistency_penalty(critic: Callable[[jax.Array], jax.Array], images, scores, *,
+                        weight: float):
+  """Consistency regularisation (CR-GAN, Zhang et al. 2020; bCR, Zhao et al. 2021):
+  weight * E[(critic(images) - scores)^2], where `scores` are the discriminator's outputs for
+  the same images before an augmentation that should not change them and `critic` sees the
+  augmented images. Gradients flow through both terms, as in the papers. Per example, so its
+  mean over devices is the global batch's."""
+  return weight * jnp.mean(jnp.square(critic(images).reshape(scores.shape) - scores))
+
+
 def mode_seeking_penalty(images, z, eps: float = 1e-5):
   """Mode-seeking term of MSGAN (Mao et al. 2019), pairing rows (0, 1), (2, 3), ...
 
@@ -115,34 +125,43 @@ class GANLoss:
   outputs_are_logits: bool = True  # reported D(real)/D(fake) are sigmoid probabilities if so
   r1_gamma: float = 0.0  # > 0 adds `r1_penalty` to the discriminator loss
   weight_clip: float = 0.0  # > 0 clips the critic's parameters after each update (`clip_weights`)
+  # > 0: `consistency_penalty` weight for real and fake images (bCR) under a random translation
+  consistency: float = 0.0
 
 
 def get(name: str, *, label_smoothing: float = 0.0, gp_weight: float = 10.0,
-        weight_clip: float = 0.01, r1_gamma: float = 0.0) -> GANLoss:
-  """The loss family `name`; `r1_gamma` > 0 adds the R1 penalty to any of them."""
-  if r1_gamma < 0:
-    raise ValueError(f'loss.r1_gamma must be >= 0 (0 = off), got {r1_gamma}')
+        weight_clip: float = 0.01, r1_gamma: float = 0.0, consistency: float = 0.0) -> GANLoss:
+  """The loss family `name`; `r1_gamma` > 0 adds the R1 penalty and `consistency` > 0 the
+  balanced consistency penalty to any of them."""
+  for field, value in (('r1_gamma', r1_gamma), ('consistency', consistency)):
+    if not value >= 0:
+      raise ValueError(f'loss.{field} must be >= 0 (0 = off), got {value}')
   if label_smoothing and name != 'bce':
     raise ValueError(f'loss.label_smoothing={label_smoothing} applies to the bce loss only, '
                      f'not {name!r}: set it to 0')
+  return dataclasses.replace(_family(name, label_smoothing, gp_weight, weight_clip),
+                             r1_gamma=r1_gamma, consistency=consistency)
+
+
+def _family(name: str, label_smoothing: float, gp_weight: float, weight_clip: float) -> GANLoss:
   if name == 'bce':
     return GANLoss('bce', lambda r, f: bce_discriminator_loss(r, f, label_smoothing),
-                   bce_generator_loss, r1_gamma=r1_gamma)
+                   bce_generator_loss)
   if name == 'wgan':
     if weight_clip <= 0:
       raise ValueError(f'wgan needs loss.weight_clip > 0, got {weight_clip} (the paper uses 0.01)')
     return GANLoss('wgan', wasserstein_critic_loss, wasserstein_generator_loss,
-                   outputs_are_logits=False, r1_gamma=r1_gamma, weight_clip=weight_clip)
+                   outputs_are_logits=False, weight_clip=weight_clip)
   if name == 'wgan_gp':
     if gp_weight <= 0:
       raise ValueError(f'wgan_gp needs loss.gp_weight > 0, got {gp_weight} (the paper uses 10)')
     return GANLoss('wgan_gp', wasserstein_critic_loss, wasserstein_generator_loss,
-                   gradient_penalty_weight=gp_weight, outputs_are_logits=False, r1_gamma=r1_gamma)
+                   gradient_penalty_weight=gp_weight, outputs_are_logits=False)
   if name == 'hinge':
     return GANLoss('hinge', hinge_discriminator_loss, wasserstein_generator_loss,
-                   outputs_are_logits=False, r1_gamma=r1_gamma)
+                   outputs_are_logits=False)
   if name == 'lsgan':
     return GANLoss('lsgan', least_squares_discriminator_loss, least_squares_generator_loss,
-                   outputs_are_logits=False, r1_gamma=r1_gamma)
+                   outputs_are_logits=False)
   raise ValueError(f'unknown loss {name!r}: choose one of {", ".join(LOSS_NAMES)} '
                    '(config field loss.name)')

@@ -17,8 +17,9 @@ from jaxgan import augment as augment_lib, ema, losses, rng
 from jaxgan.models import GAN
 from jaxgan.state import GANState
 
-# fold_in stream of a discriminator pass's dropout key that keys its augmentation.
-_AUGMENT_STREAM = 1
+# fold_in streams of a discriminator pass's dropout key: its augmentation, and the translation
+# of the consistency penalty.
+_AUGMENT_STREAM, _CONSISTENCY_STREAM = 1, 2
 
 StepFn = Callable[[GANState, dict, jax.Array], tuple[GANState, dict]]
 
@@ -55,8 +56,10 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
 
   Options: `augment` (jaxgan.augment) is applied to every batch the discriminator sees, real
   and fake, in both updates; `ema_decay` > 0 updates `state.g_ema_params` after each generator
-  update (jaxgan.ema); the loss's `r1_gamma` and `weight_clip` add the R1 penalty and clip the
-  critic's parameters after each of its updates. The discriminator's non-parameter variables
+  update (jaxgan.ema); the loss's `r1_gamma`, `consistency` and `weight_clip` add the R1
+  penalty, add the balanced consistency penalty (real and fake images against their random
+  translations, `augment.translate`) and clip the critic's parameters after each of its
+  updates. The discriminator's non-parameter variables
   (`state.d_state`: spectral-norm vectors) advance on each training-mode pass over real and
   fake images; penalty passes read them without advancing them.
 
@@ -161,6 +164,17 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
               axis_name=axis_name)
         if loss.r1_gamma:
           penalties['r1_penalty'] = losses.r1_penalty(critic, real, gamma=loss.r1_gamma)
+        if loss.consistency:
+          # bCR: each pass again on translated images, with the pass's own dropout draws.
+          def consistency(images, outputs, pass_key):
+            shifted = augment_lib.translate(
+                images, jax.random.fold_in(pass_key, _CONSISTENCY_STREAM), axis_name)
+            return losses.consistency_penalty(
+                lambda x: discriminate(d_params, new_d_state, x, labels, pass_key, net)[0],
+                shifted, outputs, weight=loss.consistency)
+
+          penalties['consistency_penalty'] = (consistency(real, real_out, real_key) +
+                                              consistency(fake, fake_out, fake_key))
         extra = {}
         if gan.auxiliary_classifier:
           extra['d_class_loss'] = class_loss(real_classes, labels)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, PartitionSpec as P
 
-from jaxgan import losses, rng
+from jaxgan import augment, losses, rng
 
 LOG2 = math.log(2.0)
 
@@ -332,10 +332,41 @@ def test_r1_penalty_under_shard_map_matches_global_batch():
     np.testing.assert_allclose(sharded, losses.r1_penalty(critic, real, gamma=1.0), rtol=1e-5)
 
 
-def test_r1_and_label_smoothing_options_are_checked():
+def test_consistency_penalty_is_the_weighted_mean_squared_change_of_the_scores():
+    images, scores = _rand(76, (4, 28, 28, 1)), _rand(77, (4, 1))
+    critic = lambda x: x.mean(axis=(1, 2, 3))[:, None]
+    expected = 10.0 * np.mean(np.square(np.asarray(images).mean(axis=(1, 2, 3)) -
+                                        np.asarray(scores)[:, 0]))
+    np.testing.assert_allclose(losses.consistency_penalty(critic, images, scores, weight=10.0),
+                               expected, rtol=1e-5)
+
+
+def test_consistency_penalty_of_a_translated_digit_is_zero_only_for_a_shift_blind_critic():
+    """A blob away from the border, shifted: a critic of the pixel sum sees no change (the
+    vacated pixels are background, like those that left), one weighting positions does."""
+    digit = np.full((8, 28, 28, 1), -1.0, np.float32)
+    digit[:, 10:16, 11:17] = 1.0
+    digit = jnp.asarray(digit)
+    shifted = augment.translate(digit, jax.random.key(0))
+    assert not np.array_equal(shifted, digit)
+    pixel_sum = lambda x: x.sum(axis=(1, 2, 3))
+    np.testing.assert_allclose(
+        losses.consistency_penalty(pixel_sum, shifted, pixel_sum(digit), weight=1.0), 0.0,
+        atol=1e-6)
+    ramp = jnp.arange(28.0)[None, :, None, None]
+    positional = lambda x: (x * ramp).sum(axis=(1, 2, 3))
+    assert losses.consistency_penalty(positional, shifted, positional(digit), weight=1.0) > 1.0
+
+
+def test_r1_consistency_and_label_smoothing_options_are_checked():
     assert losses.get("hinge", r1_gamma=2.0).r1_gamma == 2.0
+    assert losses.get("wgan_gp", consistency=10.0).consistency == 10.0
+    assert losses.get("wgan_gp", consistency=10.0).gradient_penalty_weight == 10.0
     with pytest.raises(ValueError, match="r1_gamma"):
         losses.get("bce", r1_gamma=-1.0)
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match=r"loss.consistency must be >= 0 \(0 = off\)"):
+            losses.get("hinge", consistency=bad)
     with pytest.raises(ValueError, match="label_smoothing.*bce"):
         losses.get("hinge", label_smoothing=0.1)
 

@@ -111,23 +111,27 @@ def _spectral_step(axis_name=None):
   d_tx, _ = optim.make_optimizer('adam', stepping.adam_config(), stepping.CONSTANT, 100)
   init = lambda key: state_lib.init_state(models.build('mlp', spectral_norm=True), g_tx, d_tx,
                                           key, ema=True)
-  step = train_step.make_train_step(gan, losses.get('hinge', r1_gamma=1.0), g_tx, d_tx,
-                                    axis_name=axis_name, ema_decay=0.5,
+  # Not the hinge loss: while every output is inside its margin, its gradient for D's last bias
+  # is 0 exactly, and the consistency penalty's is 0 up to rounding, which Adam then scales
+  # to a full step of either sign, different on 1 and on 8 devices.
+  loss = losses.get('bce', r1_gamma=1.0, consistency=10.0)
+  step = train_step.make_train_step(gan, loss, g_tx, d_tx, axis_name=axis_name, ema_decay=0.5,
                                     augment=augment.make('translation,cutout', axis_name))
   return init, step
 
 
 def test_step_with_every_option_is_the_same_on_one_and_on_eight_devices():
-  """Spectral vectors, R1, DiffAugment and EMA under the data-parallel step: the state after
-  two steps on 8 devices (shard_map and pmap) equals the single-device one, and pmap's copies
-  of the spectral vectors are bitwise identical on every device."""
+  """Spectral vectors, R1, the consistency penalty, DiffAugment and EMA under the data-parallel
+  step: the state after two steps on 8 devices (shard_map and pmap) equals the single-device
+  one, and pmap's copies of the spectral vectors are bitwise identical on every device."""
   if jax.device_count() < 8:
     pytest.skip('needs 8 devices')
   batches = stepping.fixed_batches(2, 16)
   init, step = _spectral_step()
   single = jax.jit(init)(jax.random.key(0))
   for images in batches:
-    single, _ = jax.jit(step)(single, {'image': images}, jax.random.key(1))
+    single, measured = jax.jit(step)(single, {'image': images}, jax.random.key(1))
+  assert float(measured['consistency_penalty']) > 0 and float(measured['r1_penalty']) > 0
 
   init, step = _spectral_step(parallel.DATA_AXIS)
   mesh = parallel.make_mesh(jax.devices()[:8])

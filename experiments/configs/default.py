@@ -42,6 +42,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.weight_clip = 0.01  # critic parameters clipped to [-c, c] (wgan only)
   config.loss.r1_gamma = 0.0  # > 0: R1 penalty gamma/2 E||grad D(real)||^2 (any loss)
   config.loss.n_critic = 1  # discriminator updates per generator update
+  # > 0: weight of the balanced consistency penalty (bCR): D's outputs for real and fake images
+  # against its outputs for their random translations (up to 1/8 of the image, as DiffAugment)
+  config.loss.consistency = 0.0
   config.loss.class_weight = 1.0  # auxiliary classifier's cross-entropy weight (AC-GAN heads)
   config.loss.class_loss_on_fakes = True  # D's class loss also on fakes (AC-GAN) or real only
   # > 0: weight of MSGAN's mode-seeking term in G's loss (latents must change the image)
