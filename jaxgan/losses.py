@@ -126,21 +126,29 @@ class GANLoss:
   r1_gamma: float = 0.0  # > 0 adds `r1_penalty` to the discriminator loss
   weight_clip: float = 0.0  # > 0 clips the critic's parameters after each update (`clip_weights`)
   # > 0: `consistency_penalty` weight for real and fake images (bCR) under a random translation
+  # of up to this fraction of the image size (augment.translate's ratio)
   consistency: float = 0.0
+  consistency_translation: float = 0.125
 
 
 def get(name: str, *, label_smoothing: float = 0.0, gp_weight: float = 10.0,
-        weight_clip: float = 0.01, r1_gamma: float = 0.0, consistency: float = 0.0) -> GANLoss:
+        weight_clip: float = 0.01, r1_gamma: float = 0.0, consistency: float = 0.0,
+        consistency_translation: float = 0.125) -> GANLoss:
   """The loss family `name`; `r1_gamma` > 0 adds the R1 penalty and `consistency` > 0 the
-  balanced consistency penalty to any of them."""
+  balanced consistency penalty (translations of up to `consistency_translation` of the image
+  size) to any of them."""
   for field, value in (('r1_gamma', r1_gamma), ('consistency', consistency)):
     if not value >= 0:
       raise ValueError(f'loss.{field} must be >= 0 (0 = off), got {value}')
+  if not 0 < consistency_translation <= 0.5:
+    raise ValueError('loss.consistency_translation must be in (0, 0.5] (a fraction of the '
+                     f'image size), got {consistency_translation}')
   if label_smoothing and name != 'bce':
     raise ValueError(f'loss.label_smoothing={label_smoothing} applies to the bce loss only, '
                      f'not {name!r}: set it to 0')
   return dataclasses.replace(_family(name, label_smoothing, gp_weight, weight_clip),
-                             r1_gamma=r1_gamma, consistency=consistency)
+                             r1_gamma=r1_gamma, consistency=consistency,
+                             consistency_translation=consistency_translation)
 
 
 def _family(name: str, label_smoothing: float, gp_weight: float, weight_clip: float) -> GANLoss:

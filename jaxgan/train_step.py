@@ -168,7 +168,8 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
           # bCR: each pass again on translated images, with the pass's own dropout draws.
           def consistency(images, outputs, pass_key):
             shifted = augment_lib.translate(
-                images, jax.random.fold_in(pass_key, _CONSISTENCY_STREAM), axis_name)
+                images, jax.random.fold_in(pass_key, _CONSISTENCY_STREAM), axis_name,
+                ratio=loss.consistency_translation)
             return losses.consistency_penalty(
                 lambda x: discriminate(d_params, new_d_state, x, labels, pass_key, net)[0],
                 shifted, outputs, weight=loss.consistency)

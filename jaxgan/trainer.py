@@ -48,7 +48,8 @@ _ADDED_FIELDS = {'compute_dtype': 'float32', 'steps_per_call': 1, 'donate': True
                  'loss.mode_seeking': 0.0, 'max_epoch_grids': 100, 'model.generator_width': 1,
                  'model.discriminator_width': 1, 'model.generator_depth': 0,
                  'model.minibatch_std_group': 0, 'model.discriminator_dropout': 0.3,
-                 'sample_latent_scale': 1.0, 'loss.consistency': 0.0}
+                 'sample_latent_scale': 1.0, 'loss.consistency': 0.0,
+                 'loss.consistency_translation': 0.125}
 # Streams split from the seed: parameter init, train steps, the fixed sample-grid latents.
 _INIT, _STEPS, _SAMPLES = range(3)
 
@@ -97,7 +98,8 @@ def make_loss(config: ml_collections.ConfigDict) -> losses.GANLoss:
                     gp_weight=config.loss.gp_weight,
                     weight_clip=config.loss.get('weight_clip', 0.01),
                     r1_gamma=config.loss.get('r1_gamma', 0.0),
-                    consistency=config.loss.get('consistency', 0.0))
+                    consistency=config.loss.get('consistency', 0.0),
+                    consistency_translation=config.loss.get('consistency_translation', 0.125))
 
 
 def ema_decay(config: ml_collections.ConfigDict) -> float:

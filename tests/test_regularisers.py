@@ -120,6 +120,23 @@ def _spectral_step(axis_name=None):
   return init, step
 
 
+def test_the_consistency_penalty_follows_its_weight_and_translation():
+  gan = models.build('mlp')
+  g_tx, _ = optim.make_optimizer('adam', stepping.adam_config(), stepping.CONSTANT, 100)
+  d_tx, _ = optim.make_optimizer('adam', stepping.adam_config(), stepping.CONSTANT, 100)
+  state = jax.jit(lambda key: state_lib.init_state(gan, g_tx, d_tx, key))(jax.random.key(0))
+  batch = {'image': stepping.fixed_batches(1, 16)[0]}
+
+  def penalty(**options):
+    step = train_step.make_train_step(gan, losses.get('bce', **options), g_tx, d_tx)
+    return float(jax.jit(step)(state, batch, jax.random.key(1))[1]['consistency_penalty'])
+
+  one_pixel = penalty(consistency=1.0, consistency_translation=0.04)
+  assert 0 < one_pixel < penalty(consistency=1.0)  # 4 pixels move D's outputs further
+  np.testing.assert_allclose(penalty(consistency=3.0, consistency_translation=0.04),
+                             3 * one_pixel, rtol=1e-5)
+
+
 def test_step_with_every_option_is_the_same_on_one_and_on_eight_devices():
   """Spectral vectors, R1, the consistency penalty, DiffAugment and EMA under the data-parallel
   step: the state after two steps on 8 devices (shard_map and pmap) equals the single-device

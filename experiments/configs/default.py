@@ -43,8 +43,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.r1_gamma = 0.0  # > 0: R1 penalty gamma/2 E||grad D(real)||^2 (any loss)
   config.loss.n_critic = 1  # discriminator updates per generator update
   # > 0: weight of the balanced consistency penalty (bCR): D's outputs for real and fake images
-  # against its outputs for their random translations (up to 1/8 of the image, as DiffAugment)
+  # against its outputs for their random translations, of up to consistency_translation of the
+  # image size (0.125: 4 pixels each way on 28x28, DiffAugment's and the bCR paper's shift)
   config.loss.consistency = 0.0
+  config.loss.consistency_translation = 0.125
   config.loss.class_weight = 1.0  # auxiliary classifier's cross-entropy weight (AC-GAN heads)
   config.loss.class_loss_on_fakes = True  # D's class loss also on fakes (AC-GAN) or real only
   # > 0: weight of MSGAN's mode-seeking term in G's loss (latents must change the image)
