@@ -16,16 +16,17 @@ CONSTANT = ml_collections.ConfigDict(dict(name='constant', warmup_steps=0))
 
 
 def components(model: str, loss: str, n_critic: int = 1, axis_name=None, conditioning=None,
-               build_options=None, **step_options):
+               build_options=None, loss_options=None, **step_options):
   """`conditioning` (projection | auxiliary) makes the model conditional on 10 classes;
-  `build_options` go to models.build, `step_options` to make_train_step."""
+  `build_options` go to models.build, `loss_options` to losses.get, `step_options` to
+  make_train_step."""
   cond = dict(num_classes=10, conditioning=conditioning) if conditioning else {}
   cond.update(build_options or {})
   gan = models.build(model, axis_name=axis_name, **cond)
   g_tx, _ = optim.make_optimizer('adam', adam_config(), CONSTANT, 100)
   d_tx, _ = optim.make_optimizer('adam', adam_config(), CONSTANT, 100)
-  step = train_step.make_train_step(gan, losses.get(loss), g_tx, d_tx, n_critic=n_critic,
-                                    axis_name=axis_name, **step_options)
+  step = train_step.make_train_step(gan, losses.get(loss, **(loss_options or {})), g_tx, d_tx,
+                                    n_critic=n_critic, axis_name=axis_name, **step_options)
   init = lambda key: state_lib.init_state(models.build(model, **cond), g_tx, d_tx, key)
   return init, step
 

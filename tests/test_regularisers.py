@@ -121,14 +121,11 @@ def _spectral_step(axis_name=None):
 
 
 def test_the_consistency_penalty_follows_its_weight_and_translation():
-  gan = models.build('mlp')
-  g_tx, _ = optim.make_optimizer('adam', stepping.adam_config(), stepping.CONSTANT, 100)
-  d_tx, _ = optim.make_optimizer('adam', stepping.adam_config(), stepping.CONSTANT, 100)
-  state = jax.jit(lambda key: state_lib.init_state(gan, g_tx, d_tx, key))(jax.random.key(0))
   batch = {'image': stepping.fixed_batches(1, 16)[0]}
 
   def penalty(**options):
-    step = train_step.make_train_step(gan, losses.get('bce', **options), g_tx, d_tx)
+    init, step = stepping.components('mlp', 'bce', loss_options=options)
+    state = jax.jit(init)(jax.random.key(0))
     return float(jax.jit(step)(state, batch, jax.random.key(1))[1]['consistency_penalty'])
 
   one_pixel = penalty(consistency=1.0, consistency_translation=0.04)
