@@ -140,7 +140,7 @@ def get(name: str, *, label_smoothing: float = 0.0, gp_weight: float = 10.0,
   for field, value in (('r1_gamma', r1_gamma), ('consistency', consistency)):
     if not value >= 0:
       raise ValueError(f'loss.{field} must be >= 0 (0 = off), got {value}')
-  if not 0 < consistency_translation <= 0.5:
+  if consistency and not 0 < consistency_translation <= 0.5:
     raise ValueError('loss.consistency_translation must be in (0, 0.5] (a fraction of the '
                      f'image size), got {consistency_translation}')
   if label_smoothing and name != 'bce':

@@ -371,6 +371,7 @@ def test_r1_consistency_and_label_smoothing_options_are_checked():
     for bad in (0.0, 0.6, float("nan")):
         with pytest.raises(ValueError, match=r"consistency_translation must be in \(0, 0.5\]"):
             losses.get("hinge", consistency=1.0, consistency_translation=bad)
+    losses.get("hinge", consistency_translation=0.0)  # unused while the penalty is off
     with pytest.raises(ValueError, match="label_smoothing.*bce"):
         losses.get("hinge", label_smoothing=0.1)
 

@@ -70,7 +70,6 @@ def test_new_config_fields_are_validated_with_one_line_errors():
       ('augment.policy', 'flip', "unknown augment.policy entries 'flip'"),
       ('loss.r1_gamma', -1.0, 'loss.r1_gamma must be >= 0'),
       ('loss.consistency', -1.0, 'loss.consistency must be >= 0'),
-      ('loss.consistency_translation', 0.0, 'loss.consistency_translation must be in (0, 0.5]'),
       ('model.generator_norm', 'layer', "unknown model.generator_norm 'layer'"),
   ]:
     config = default.get_config()

@@ -44,7 +44,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.n_critic = 1  # discriminator updates per generator update
   # > 0: weight of the balanced consistency penalty (bCR): D's outputs for real and fake images
   # against its outputs for their random translations, of up to consistency_translation of the
-  # image size (0.125: 4 pixels each way on 28x28, DiffAugment's and the bCR paper's shift)
+  # image size (0.125: 4 pixels each way on 28x28, DiffAugment's and the bCR paper's shift; read
+  # only when consistency > 0)
   config.loss.consistency = 0.0
   config.loss.consistency_translation = 0.125
   config.loss.class_weight = 1.0  # auxiliary classifier's cross-entropy weight (AC-GAN heads)
