@@ -1,6 +1,7 @@
 """Class-conditional DCGAN on Kannada-MNIST: cgan_mnist.py's recipe (projection discriminator
 with a class head trained on real digits, spectral norm, hinge loss, class-conditional BN in G,
-Adam 2e-4/b1 0.5, mode seeking 0.2), without its EMA generator.
+mode seeking 0.2), without its EMA generator and with the Adam settings cgan_mnist.py had when
+this was measured (2e-4, b1 0.5, b2 0.999).
 
 With the class head (15 epochs, 10,000 samples, seed 0, 2026-12-01): fcd 16.9, label_accuracy
 0.990 and cas_cnn 0.9505, against 15.3, 0.974 and 0.9415 with cgan_mnist's earlier
@@ -39,4 +40,7 @@ def get_config():
   config.model.discriminator_dropout = 0.3
   config.num_epochs = 30
   config.sample_latent_scale = 1.2
+  # As measured: cgan_mnist.py's later Adam b1 0 / b2 0.9 is not measured on Kannada.
+  for optimizer in (config.optimizer.generator, config.optimizer.discriminator):
+    optimizer.b1, optimizer.b2 = 0.5, 0.999
   return config
