@@ -138,7 +138,7 @@ def main(argv):
   del argv  # flags only: console.run refuses other arguments
   console.setup_logging()
   seeds = parse_seeds(_SEEDS.value)
-  config = flags.FLAGS.config
+  config = console.config_from_flag()
   # CPU: config.cpu_devices jax devices, as experiments.train sets them (before any jax call).
   parallel.configure_cpu_devices(config.get('cpu_devices', -1), divides=config.batch_size)
   run_sweep(config, _WORKDIR.value, seeds, _METRICS.value, num_samples=_NUM_SAMPLES.value,

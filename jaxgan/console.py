@@ -42,6 +42,17 @@ def run(main) -> None:
   app.run(guarded)
 
 
+def config_from_flag(name: str = 'config'):
+  """The ConfigDict of an ml_collections config-file flag. A file that does not exist is bad
+  input reported as one line (ml_collections defers it to a multi-line error on first use)."""
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  path = config_flags.get_config_filename(flags.FLAGS[name])
+  if not os.path.isfile(path):
+    raise ValueError(f'--{name}={path}: no such config file; pass one of the files under '
+                     'experiments/configs/ (README, Configs)')
+  return flags.FLAGS[name].value
+
+
 def check_export_args(out: str | None, grid: str | None) -> None:
   """The exporting scripts' output checks (experiments.sample, sample_strings): something to
   write, and an .npz name for --out."""

@@ -168,6 +168,19 @@ def test_unknown_model_is_a_one_line_error(data_dirs, tmp_path):
   assert not (tmp_path / 'run').exists()
 
 
+@pytest.mark.parametrize('module', ['train', 'sweep'])
+def test_a_missing_config_file_is_a_one_line_error(module, tmp_path):
+  extra = ['--seeds=0'] if module == 'sweep' else []
+  result = cli(module, '--config=experiments/configs/dcgan.py', f'--workdir={tmp_path / "run"}',
+               *extra)
+  assert result.returncode != 0
+  errors = [line for line in result.stderr.splitlines()  # all but absl's log lines
+            if line and not re.match(r'[IW]\d{4} ', line)]
+  assert errors == ['error: --config=experiments/configs/dcgan.py: no such config file; pass one '
+                    'of the files under experiments/configs/ (README, Configs)'], errors
+  assert not (tmp_path / 'run').exists()
+
+
 def test_a_workdir_of_another_experiment_is_refused_and_left_alone(trained_run, data_dirs):
   workdir, _ = trained_run
   before = {p: p.read_bytes() for p in (workdir / 'config.json', workdir / 'metrics.jsonl')}
