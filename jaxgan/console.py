@@ -48,8 +48,8 @@ def config_from_flag(name: str = 'config'):
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   path = config_flags.get_config_filename(flags.FLAGS[name])
   if not os.path.isfile(path):
-    raise ValueError(f'--{name}={path}: no such config file; pass one of the files under '
-                     'experiments/configs/ (README, Configs)')
+    raise FileNotFoundError(f'--{name}={path}: no such config file; pass one of the files under '
+                            'experiments/configs/ (README, Configs)')
   return flags.FLAGS[name].value
 
 
