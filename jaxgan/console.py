@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging as std_logging
 import math
 import os
+import traceback
 
 from absl import flags, logging
 
@@ -27,8 +28,8 @@ def setup_logging() -> None:
 def run(main) -> None:
   """absl's app.run, with bad input (ValueError: config, data; OSError: paths, such as a
   missing file, a folder where a file should be, no permission) reported as one line on stderr
-  and exit status 1 instead of a traceback. The scripts take flags only: a stray argument is a
-  usage error before `main` runs."""
+  and exit status 1 instead of a traceback; so is a `--config=FILE.py` whose code fails to load.
+  The scripts take flags only: a stray argument is a usage error before `main` runs."""
   from absl import app  # pylint: disable=g-import-not-at-top
 
   def guarded(argv):
@@ -39,7 +40,38 @@ def run(main) -> None:
     except (ValueError, OSError) as error:
       raise SystemExit(f'error: {error}') from None
 
-  app.run(guarded)
+  def parse_flags(argv):
+    try:
+      return app.parse_flags_with_usage(argv)  # absl's own flag errors: usage and exit 1
+    except Exception as error:  # pylint: disable=broad-except
+      problem = _config_load_problem(error, argv)
+      if problem is None:
+        raise
+      raise SystemExit(f'error: {problem}') from None
+
+  app.run(guarded, flags_parser=parse_flags)
+
+
+def _config_load_problem(error: Exception, argv: list[str]) -> str | None:
+  """One line for an exception raised while flags were parsed, or None if no config file was
+  given. Flag parsers turn bad values into absl flag errors, so what reaches here comes from
+  loading the Python code of a config file (`--config=FILE.py`: a syntax error, a missing
+  get_config, a bug in it): name the file, the line and the fix."""
+  given = [arg for arg in argv[1:]
+           if arg.startswith('--') and arg.partition('=')[2].partition(':')[0].endswith('.py')]
+  if not given:
+    return None
+  where = ''  # a SyntaxError's str() already says "(file.py, line 3)"
+  if not isinstance(error, SyntaxError):
+    # The config module's own frames follow ml_collections' loader frames.
+    frames = traceback.extract_tb(error.__traceback__)
+    loader = max((i for i, frame in enumerate(frames) if 'ml_collections' in frame.filename),
+                 default=-1)
+    if frames[loader + 1:]:
+      where = f' ({frames[-1].filename}, line {frames[-1].lineno})'
+  return (f'{given[-1]}: the config file did not load: {type(error).__name__}: {error}{where}; '
+          'fix it: it must define get_config() returning an ml_collections.ConfigDict, as the '
+          'files under experiments/configs/ do')
 
 
 def config_from_flag(name: str = 'config'):

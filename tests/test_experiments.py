@@ -181,6 +181,26 @@ def test_a_missing_config_file_is_a_one_line_error(module, tmp_path):
   assert not (tmp_path / 'run').exists()
 
 
+@pytest.mark.parametrize('code, problem', [
+    ('x = 1\n', "AttributeError: module 'config_config' has no attribute 'get_config'"),
+    ('def get_config():\n  return undefined\n',
+     "NameError: name 'undefined' is not defined ({config}, line 2)"),
+    ('def get_config(:\n', 'SyntaxError: invalid syntax (broken.py, line 1)'),
+])
+def test_a_config_file_that_fails_to_load_is_a_one_line_error(code, problem, tmp_path):
+  config = tmp_path / 'broken.py'
+  config.write_text(code)
+  result = cli('train', f'--config={config}', f'--workdir={tmp_path / "run"}')
+  assert result.returncode != 0
+  errors = [line for line in result.stderr.splitlines()  # all but absl's log lines
+            if line and not re.match(r'[IW]\d{4} ', line)]
+  assert errors == [f'error: --config={config}: the config file did not load: '
+                    f'{problem.format(config=config)}; fix it: it must define get_config() '
+                    'returning an ml_collections.ConfigDict, as the files under '
+                    'experiments/configs/ do'], errors
+  assert not (tmp_path / 'run').exists()
+
+
 def test_a_workdir_of_another_experiment_is_refused_and_left_alone(trained_run, data_dirs):
   workdir, _ = trained_run
   before = {p: p.read_bytes() for p in (workdir / 'config.json', workdir / 'metrics.jsonl')}
