@@ -24,7 +24,7 @@ from absl import logging
 from PIL import Image
 
 from jaxgan import atomic, augment, data, generate, images, losses, models, optim, parallel
-from jaxgan import run_folder
+from jaxgan import rarity, run_folder
 from jaxgan.checkpoint import LATEST, CheckpointStore
 from jaxgan.evaluation import weights
 from jaxgan.evaluation.during_training import TrainingEvaluator
@@ -49,7 +49,8 @@ _ADDED_FIELDS = {'compute_dtype': 'float32', 'steps_per_call': 1, 'donate': True
                  'model.discriminator_width': 1, 'model.generator_depth': 0,
                  'model.minibatch_std_group': 0, 'model.discriminator_dropout': 0.3,
                  'sample_latent_scale': 1.0, 'loss.consistency': 0.0,
-                 'loss.consistency_translation': 0.125}
+                 'loss.consistency_translation': 0.125, 'data.rarity_power': 0.0,
+                 'data.rarity_cap': 2.5}
 # Streams split from the seed: parameter init, train steps, the fixed sample-grid latents.
 _INIT, _STEPS, _SAMPLES = range(3)
 
@@ -186,6 +187,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     problems.append(f'eval_every needs an evaluation classifier, which exists for '
                     f'{", ".join(weights.TRAIN_COMMANDS)}, not {config.data.name!r}: '
                     'set --config.eval_every=0')
+  rarity_power = config.data.get('rarity_power', 0.0)
+  rarity_cap = config.data.get('rarity_cap', 2.5)
+  if not 0.0 <= rarity_power < math.inf or not 1.0 <= rarity_cap < math.inf:
+    problems.append(f'data.rarity_power must be finite and >= 0 (0: off) and data.rarity_cap '
+                    f'finite and >= 1, got {rarity_power} and {rarity_cap}')
   if config.get('steps_per_call', 1) < 1:
     problems.append(f'steps_per_call must be >= 1, got {config.steps_per_call}')
   if config.get('cpu_devices', -1) < -1:
@@ -469,9 +475,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
                'global batch %d over %d devices (%s)', config.model.name, config.loss.name,
                config.data.name, len(train_images), total_steps, steps_per_epoch,
                config.batch_size, mesh.size, config.parallel)
+  example_weights = None
+  if config.data.get('rarity_power', 0.0):
+    example_weights = rarity.rarity_weights(
+        config.data.name, train_images, train_labels, power=config.data.rarity_power,
+        cap=config.data.rarity_cap)
+    logging.info("rarity weighting: the 10%% of training digits weighted most make %.1f%% of D's "
+                 'real digits', 100 * np.sort(example_weights)[-len(example_weights) // 10:].sum())
   batches = data.BatchIterator(train_images, train_labels, batch_size=examples_per_step,
                                seed=config.seed, start_step=start_step,
-                               sharding=runner.batch_sharding)
+                               sharding=runner.batch_sharding, example_weights=example_weights)
   eval_every = config.get('eval_every', 0)
   evaluator = None
   if eval_every:

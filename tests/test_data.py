@@ -454,7 +454,7 @@ def test_the_remainder_is_dropped():
     assert [batches.epoch_of(step) for step in (0, 3, 4, 7, 8)] == [0, 0, 1, 1, 2]
     for epoch in range(3):
       indices = np.concatenate([example_indices(next(batches)) for _ in range(4)])
-      np.testing.assert_array_equal(indices, batches.epoch_permutation(epoch)[:20])
+      np.testing.assert_array_equal(indices, batches.epoch_order(epoch)[:20])
     assert batches.step == 12
 
 
@@ -481,6 +481,20 @@ def test_starting_at_a_step_resumes_the_uninterrupted_stream(start_step):
   for expected, batch in zip(uninterrupted[start_step:], resumed):
     np.testing.assert_array_equal(batch['image'], expected['image'])
     np.testing.assert_array_equal(batch['label'], expected['label'])
+
+
+def test_example_weights_make_epochs_of_weighted_draws_with_replacement():
+  images, labels = indexed_examples(20)
+  weights = np.zeros(20)
+  weights[[2, 5, 11]] = [0.5, 0.25, 0.25]
+  batches = take(8, images, labels, batch_size=5, seed=7, example_weights=weights)
+  drawn = np.concatenate([example_indices(b) for b in batches])
+  assert set(drawn) == {2, 5, 11}  # weight 0: never drawn; an epoch repeats examples
+  np.testing.assert_array_equal(
+      drawn[:20], np.random.default_rng([7, 0]).choice(20, size=20, p=weights))
+  resumed = take(3, images, labels, batch_size=5, seed=7, start_step=5, example_weights=weights)
+  for expected, batch in zip(batches[5:], resumed):
+    np.testing.assert_array_equal(batch['image'], expected['image'])
 
 
 def test_each_process_gets_its_contiguous_part_of_the_global_batch(monkeypatch):
@@ -591,6 +605,10 @@ def test_invalid_arguments_are_rejected_with_the_fix():
     BatchIterator(images, labels[:22], batch_size=4, seed=0)
   with pytest.raises(ValueError, match='prefetch=0 must be >= 1'):
     BatchIterator(images, labels, batch_size=4, seed=0, prefetch=0)
+  for weights in (np.full(22, 1 / 22), np.full(23, 0.1), -np.eye(23)[0] + 2 * np.eye(23)[1]):
+    with pytest.raises(ValueError, match='example_weights must be 23 probabilities >= 0 summing '
+                                         'to 1, one per example'):
+      BatchIterator(images, labels, batch_size=4, seed=0, example_weights=weights)
 
 
 # --- real data (opt-in) ---------------------------------------------------------------

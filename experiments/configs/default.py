@@ -60,6 +60,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.manual_dir = os.environ.get('JAXGAN_MANUAL_DIR', '')
   config.data.data_dir = ''  # tfds's prepared copies; empty: tfds's default (TFDS_DATA_DIR)
   config.data.num_train_examples = 0  # > 0: train on a fixed class-balanced subset of this size
+  # > 0: D's real digits drawn with replacement, each with weight min(rarity ** power, cap)
+  # within its class (jaxgan/rarity.py): more rare writing styles for G to learn; 0: uniform.
+  config.data.rarity_power = 0.0
+  config.data.rarity_cap = 2.5
 
   config.batch_size = 64  # global, over all devices; 937 updates per MNIST epoch
   config.num_epochs = 10

@@ -67,9 +67,11 @@ class BatchIterator:
   """Endless, deterministic stream of training batches, prefetched in a background thread.
 
   Epoch e visits the examples in the order `np.random.default_rng([seed, e]).permutation(N)`,
-  cut into `N // batch_size` batches (the remainder is dropped). Step s is batch
-  `s % steps_per_epoch` of epoch `s // steps_per_epoch`, so an iterator started at
-  `start_step=k` yields exactly what an uninterrupted one yields from its step k on.
+  cut into `N // batch_size` batches (the remainder is dropped). With `example_weights`
+  (probabilities, one per example, e.g. `jaxgan.rarity.rarity_weights`) an epoch is instead
+  N draws with replacement, `np.random.default_rng([seed, e]).choice(N, N, p=example_weights)`.
+  Step s is batch `s % steps_per_epoch` of epoch `s // steps_per_epoch`, so an iterator started
+  at `start_step=k` yields exactly what an uninterrupted one yields from its step k on.
 
   Each batch is `{"image": float32 (B, H, W, C) in [-1, 1], "label": int32 (B,)}` where
   B = `batch_size` is the global batch. Process p of P (jax.process_index/count)
@@ -92,6 +94,7 @@ class BatchIterator:
       start_step: int = 0,
       sharding: jax.sharding.Sharding | None = None,
       prefetch: int = 2,
+      example_weights: np.ndarray | None = None,
   ):
     if len(images) != len(labels):
       raise ValueError(
@@ -105,11 +108,17 @@ class BatchIterator:
       raise ValueError(f'start_step={start_step} must be >= 0')
     if prefetch < 1:
       raise ValueError(f'prefetch={prefetch} must be >= 1')
+    if example_weights is not None and (
+        np.shape(example_weights) != (len(images),) or not np.all(example_weights >= 0)
+        or not np.isclose(np.sum(example_weights), 1.0)):
+      raise ValueError(f'example_weights must be {len(images)} probabilities >= 0 summing to 1, '
+                       'one per example')
     self.images = images
     self.labels = labels
     self.batch_size = batch_size
     self.seed = seed
     self.sharding = sharding
+    self.example_weights = example_weights
     self.steps_per_epoch = len(images) // batch_size
     self.local_rows = _local_rows(batch_size, sharding, images.shape[1:])
     self.step = start_step  # the step of the batch next() returns
@@ -130,16 +139,20 @@ class BatchIterator:
     """The epoch that step `step` belongs to."""
     return step // self.steps_per_epoch
 
-  def epoch_permutation(self, epoch: int) -> np.ndarray:
-    """The order in which epoch `epoch` visits the examples."""
-    return np.random.default_rng([self.seed, epoch]).permutation(len(self.images))
+  def epoch_order(self, epoch: int) -> np.ndarray:
+    """The examples epoch `epoch` visits, in order: a permutation, or with `example_weights`
+    N weighted draws with replacement."""
+    rng = np.random.default_rng([self.seed, epoch])
+    if self.example_weights is None:
+      return rng.permutation(len(self.images))
+    return rng.choice(len(self.images), size=len(self.images), p=self.example_weights)
 
   def batch_at(self, step: int) -> dict:
     """The (process-local part of the) batch of step `step`, computed now."""
     epoch = self.epoch_of(step)
     cached_epoch, order = self._epoch_order  # one read: batch_at may run in two threads
     if cached_epoch != epoch:
-      order = self.epoch_permutation(epoch)
+      order = self.epoch_order(epoch)
       self._epoch_order = (epoch, order)
     start = (step % self.steps_per_epoch) * self.batch_size
     rows = order[start + self.local_rows.start : start + self.local_rows.stop]
