@@ -122,7 +122,7 @@ class BatchIterator:
     self.steps_per_epoch = len(images) // batch_size
     self.local_rows = _local_rows(batch_size, sharding, images.shape[1:])
     self.step = start_step  # the step of the batch next() returns
-    self._epoch_order = (-1, np.empty(0, dtype=np.int64))  # (epoch, its permutation), cached
+    self._cached_order = (-1, np.empty(0, dtype=np.int64))  # (epoch, its epoch_order)
     self._ready: queue.Queue = queue.Queue(maxsize=prefetch)
     self._stop = threading.Event()
     self._failure: BaseException | None = None
@@ -150,10 +150,10 @@ class BatchIterator:
   def batch_at(self, step: int) -> dict:
     """The (process-local part of the) batch of step `step`, computed now."""
     epoch = self.epoch_of(step)
-    cached_epoch, order = self._epoch_order  # one read: batch_at may run in two threads
+    cached_epoch, order = self._cached_order  # one read: batch_at may run in two threads
     if cached_epoch != epoch:
       order = self.epoch_order(epoch)
-      self._epoch_order = (epoch, order)
+      self._cached_order = (epoch, order)
     start = (step % self.steps_per_epoch) * self.batch_size
     rows = order[start + self.local_rows.start : start + self.local_rows.stop]
     batch = {
