@@ -28,7 +28,8 @@ def setup_logging() -> None:
 def run(main) -> None:
   """absl's app.run, with bad input (ValueError: config, data; OSError: paths, such as a
   missing file, a folder where a file should be, no permission) reported as one line on stderr
-  and exit status 1 instead of a traceback; so is a `--config=FILE.py` whose code fails to load.
+  and exit status 1 instead of a traceback; so are flag errors (absl's message), a
+  `--config=FILE.py` whose code fails to load and an override of a field the config lacks.
   The scripts take flags only: a stray argument is a usage error before `main` runs."""
   from absl import app  # pylint: disable=g-import-not-at-top
 
@@ -42,14 +43,53 @@ def run(main) -> None:
 
   def parse_flags(argv):
     try:
-      return app.parse_flags_with_usage(argv)  # absl's own flag errors: usage and exit 1
+      return flags.FLAGS(argv)
+    except flags.Error as error:
+      # ml_collections re-raises a config's own ValueError or TypeError as a multi-line flag
+      # error: report the original. Other flag errors are absl's own one-line messages.
+      failure = _config_error_cause(error)
+      if failure is None:
+        raise SystemExit(f'error: {str(error).rstrip(".")}; see --helpshort') from None
     except Exception as error:  # pylint: disable=broad-except
-      problem = _config_load_problem(error, argv)
-      if problem is None:
-        raise
-      raise SystemExit(f'error: {problem}') from None
+      failure = error
+    problem = _override_problem(failure, argv) or _config_load_problem(failure, argv)
+    if problem is None:
+      raise failure
+    raise SystemExit(f'error: {problem}') from None
 
   app.run(guarded, flags_parser=parse_flags)
+
+
+def _override_problem(error: BaseException, argv: list[str]) -> str | None:
+  """One line for a `--config.FIELD=VALUE` override that names no field of the config, or
+  None if `error` did not come from resolving an override's field path."""
+  frames = traceback.extract_tb(error.__traceback__)
+  if not any(frame.filename.endswith(os.path.join('config_flags', 'config_path.py'))
+             for frame in frames):
+    return None
+  # ml_collections raises KeyError(message), or AttributeError(that KeyError); the message is
+  # "'FIELD'" and, for a near miss, a second line "Did you mean ...?".
+  while error.args and isinstance(error.args[0], BaseException):
+    error = error.args[0]
+  missing, _, suggestion = str(error.args[0] if error.args else '').partition('\n')
+  missing = missing.strip('\'"')
+  for arg in argv[1:]:
+    name = arg[2:].partition('=')[0]
+    if arg.startswith('--') and missing in name.split('.')[1:]:
+      hint = f' ({suggestion.strip()})' if suggestion.strip() else ''
+      return (f'--{name}: the config has no field {missing!r}{hint}; the fields are those of '
+              'the --config file (README, Configs)')
+  return (f'a --config.FIELD override does not fit the config: {type(error).__name__}: '
+          f'{error}; the fields are those of the --config file (README, Configs)')
+
+
+def _config_error_cause(error: BaseException) -> BaseException | None:
+  """The exception raised by a config file's code that a flag error was raised from, if any
+  (ml_collections raises a new one whose message starts "Error whilst parsing config file")."""
+  wrapped = error.__context__
+  if wrapped is None or not str(wrapped).startswith('Error whilst parsing config file'):
+    return None
+  return wrapped.__context__
 
 
 def _config_load_problem(error: Exception, argv: list[str]) -> str | None:

@@ -186,6 +186,9 @@ def test_a_missing_config_file_is_a_one_line_error(module, tmp_path):
     ('def get_config():\n  return undefined\n',
      "NameError: name 'undefined' is not defined ({config}, line 2)"),
     ('def get_config(:\n', 'SyntaxError: invalid syntax (broken.py, line 1)'),
+    # ml_collections wraps a ValueError or TypeError from get_config in a multi-line flag error
+    ('def get_config():\n  raise ValueError("no such model")\n',
+     'ValueError: no such model ({config}, line 2)'),
 ])
 def test_a_config_file_that_fails_to_load_is_a_one_line_error(code, problem, tmp_path):
   config = tmp_path / 'broken.py'
@@ -198,6 +201,35 @@ def test_a_config_file_that_fails_to_load_is_a_one_line_error(code, problem, tmp
                     f'{problem.format(config=config)}; fix it: it must define get_config() '
                     'returning an ml_collections.ConfigDict, as the files under '
                     'experiments/configs/ do'], errors
+  assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.parametrize('override, problem', [
+    ('--config.num_epoch=3', """--config.num_epoch: the config has no field 'num_epoch' (Did you """
+     """mean "num_epochs" instead of "num_epoch"?)"""),
+    ('--config.dota.rarity_power=1', """--config.dota.rarity_power: the config has no field """
+     """'dota' (Did you mean "data" instead of "dota"?)"""),
+    ('--config.no_such_field=1', "--config.no_such_field: the config has no field "
+     "'no_such_field'"),
+])
+def test_an_override_of_a_field_the_config_lacks_is_a_one_line_error(override, problem,
+                                                                     tmp_path):
+  result = cli('train', '--config=experiments/configs/tiny.py', f'--workdir={tmp_path / "run"}',
+               override)
+  assert result.returncode != 0
+  errors = [line for line in result.stderr.splitlines() if line]
+  assert errors == [f'error: {problem}; the fields are those of the --config file (README, '
+                    'Configs)'], errors
+  assert not (tmp_path / 'run').exists()
+
+
+def test_a_bad_flag_value_is_a_one_line_error(tmp_path):
+  result = cli('train', '--config=experiments/configs/tiny.py', f'--workdir={tmp_path / "run"}',
+               '--config.num_epochs=three')
+  assert result.returncode != 0
+  assert result.stderr.strip().splitlines() == [
+      "error: flag --config.num_epochs=three: invalid literal for int() with base 10: 'three'; "
+      'see --helpshort']
   assert not (tmp_path / 'run').exists()
 
 
