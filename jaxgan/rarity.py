@@ -2,7 +2,7 @@
 
 A conditional GAN draws each class's common styles and too few of its rare ones (open loops,
 thin 9s, crossed 7s): a recogniser trained on its digits then misses exactly those test digits
-(README, Rarity weighting). Drawing D's real digits with these weights puts more of the rare
+(README, Results: where the CAS gap lies). Drawing D's real digits with these weights puts more of the rare
 styles in front of it, so G is pushed to draw them too; the price is a generated distribution
 further from the real one (fcd).
 
