@@ -50,7 +50,7 @@ _ADDED_FIELDS = {'compute_dtype': 'float32', 'steps_per_call': 1, 'donate': True
                  'model.minibatch_std_group': 0, 'model.discriminator_dropout': 0.3,
                  'sample_latent_scale': 1.0, 'loss.consistency': 0.0,
                  'loss.consistency_translation': 0.125, 'data.rarity_power': 0.0,
-                 'data.rarity_cap': 2.5}
+                 'data.rarity_cap': 2.5, 'data.rarity_epochs': 0}
 # Streams split from the seed: parameter init, train steps, the fixed sample-grid latents.
 _INIT, _STEPS, _SAMPLES = range(3)
 
@@ -192,6 +192,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not 0.0 <= rarity_power < math.inf or not 1.0 <= rarity_cap < math.inf:
     problems.append(f'data.rarity_power must be finite and >= 0 (0: off) and data.rarity_cap '
                     f'finite and >= 1, got {rarity_power} and {rarity_cap}')
+  if config.data.get('rarity_epochs', 0) < 0:
+    problems.append(f'data.rarity_epochs must be >= 0 (0: every epoch), got '
+                    f'{config.data.rarity_epochs}')
   if config.get('steps_per_call', 1) < 1:
     problems.append(f'steps_per_call must be >= 1, got {config.steps_per_call}')
   if config.get('cpu_devices', -1) < -1:
@@ -480,11 +483,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
     example_weights = rarity.rarity_weights(
         config.data.name, train_images, train_labels, power=config.data.rarity_power,
         cap=config.data.rarity_cap)
+    top_tenth = 100 * np.sort(example_weights)[-len(example_weights) // 10:].sum()
+    weighted = config.data.get('rarity_epochs', 0)
     logging.info("rarity weighting: the 10%% of training digits weighted most make %.1f%% of D's "
-                 'real digits', 100 * np.sort(example_weights)[-len(example_weights) // 10:].sum())
+                 'real digits, in %s', top_tenth,
+                 f'the first {weighted} epochs' if weighted else 'every epoch')
   batches = data.BatchIterator(train_images, train_labels, batch_size=examples_per_step,
                                seed=config.seed, start_step=start_step,
-                               sharding=runner.batch_sharding, example_weights=example_weights)
+                               sharding=runner.batch_sharding, example_weights=example_weights,
+                               weighted_epochs=config.data.get('rarity_epochs', 0))
   eval_every = config.get('eval_every', 0)
   evaluator = None
   if eval_every:

@@ -497,6 +497,21 @@ def test_example_weights_make_epochs_of_weighted_draws_with_replacement():
     np.testing.assert_array_equal(batch['image'], expected['image'])
 
 
+def test_weighted_epochs_limits_the_weighted_draws_to_the_first_epochs():
+  images, labels = indexed_examples(20)
+  weights = np.zeros(20)
+  weights[[2, 5, 11]] = [0.5, 0.25, 0.25]
+  batches = take(12, images, labels, batch_size=5, seed=7, example_weights=weights,
+                 weighted_epochs=2)
+  drawn = np.concatenate([example_indices(b) for b in batches])
+  assert set(drawn[:40]) == {2, 5, 11}  # epochs 0 and 1: weighted draws
+  np.testing.assert_array_equal(drawn[40:], np.random.default_rng([7, 2]).permutation(20))
+  resumed = take(3, images, labels, batch_size=5, seed=7, start_step=7, example_weights=weights,
+                 weighted_epochs=2)
+  for expected, batch in zip(batches[7:], resumed):
+    np.testing.assert_array_equal(batch['image'], expected['image'])
+
+
 def test_each_process_gets_its_contiguous_part_of_the_global_batch(monkeypatch):
   images, labels = indexed_examples(23)
   global_batches = take(5, images, labels, batch_size=6, seed=2)
@@ -609,6 +624,8 @@ def test_invalid_arguments_are_rejected_with_the_fix():
     with pytest.raises(ValueError, match='example_weights must be 23 probabilities >= 0 summing '
                                          'to 1, one per example'):
       BatchIterator(images, labels, batch_size=4, seed=0, example_weights=weights)
+  with pytest.raises(ValueError, match=r'weighted_epochs=-1 must be >= 0 \(0: every epoch\)'):
+    BatchIterator(images, labels, batch_size=4, seed=0, weighted_epochs=-1)
 
 
 # --- real data (opt-in) ---------------------------------------------------------------

@@ -82,6 +82,13 @@ def test_a_rarity_weighted_run_resumes_to_the_uninterrupted_result(rarity_config
   unweighted = trainer.train_and_evaluate(uniform, str(tmp_path / 'c'))
   assert not np.array_equal(jax.tree.leaves(unweighted.g_params)[0],
                             jax.tree.leaves(straight.g_params)[0])
+  # Weighted in epoch 0 only: neither run above.
+  first_only = rarity_config(2)
+  first_only.data.rarity_epochs = 1
+  first_weighted = trainer.train_and_evaluate(first_only, str(tmp_path / 'd'))
+  for other in (straight, unweighted):
+    assert not np.array_equal(jax.tree.leaves(first_weighted.g_params)[0],
+                              jax.tree.leaves(other.g_params)[0])
 
 
 @pytest.mark.parametrize('field, value, message', [
@@ -89,6 +96,7 @@ def test_a_rarity_weighted_run_resumes_to_the_uninterrupted_result(rarity_config
                            'data.rarity_cap finite and >= 1, got -1.0 and 2.5'),
     ('rarity_cap', 0.5, 'data.rarity_power must be finite and >= 0 (0: off) and '
                         'data.rarity_cap finite and >= 1, got 0.0 and 0.5'),
+    ('rarity_epochs', -2, 'data.rarity_epochs must be >= 0 (0: every epoch), got -2'),
 ])
 def test_bad_rarity_settings_are_one_line_errors(field, value, message):
   config = tiny.get_config()

@@ -64,6 +64,9 @@ def get_config() -> ml_collections.ConfigDict:
   # within its class (jaxgan/rarity.py): more rare writing styles for G to learn; 0: uniform.
   config.data.rarity_power = 0.0
   config.data.rarity_cap = 2.5
+  # > 0: weighted draws in the first rarity_epochs epochs only, uniform after (fcd recovers);
+  # 0: every epoch.
+  config.data.rarity_epochs = 0
 
   config.batch_size = 64  # global, over all devices; 937 updates per MNIST epoch
   config.num_epochs = 10

@@ -69,7 +69,8 @@ class BatchIterator:
   Epoch e visits the examples in the order `np.random.default_rng([seed, e]).permutation(N)`,
   cut into `N // batch_size` batches (the remainder is dropped). With `example_weights`
   (probabilities, one per example, e.g. `jaxgan.rarity.rarity_weights`) an epoch is instead
-  N draws with replacement, `np.random.default_rng([seed, e]).choice(N, N, p=example_weights)`.
+  N draws with replacement, `np.random.default_rng([seed, e]).choice(N, N, p=example_weights)`;
+  with `weighted_epochs=E` > 0 only epochs 0..E-1 are drawn so, later ones are permutations.
   Step s is batch `s % steps_per_epoch` of epoch `s // steps_per_epoch`, so an iterator started
   at `start_step=k` yields exactly what an uninterrupted one yields from its step k on.
 
@@ -95,6 +96,7 @@ class BatchIterator:
       sharding: jax.sharding.Sharding | None = None,
       prefetch: int = 2,
       example_weights: np.ndarray | None = None,
+      weighted_epochs: int = 0,
   ):
     if len(images) != len(labels):
       raise ValueError(
@@ -113,12 +115,15 @@ class BatchIterator:
         or not np.isclose(np.sum(example_weights), 1.0)):
       raise ValueError(f'example_weights must be {len(images)} probabilities >= 0 summing to 1, '
                        'one per example')
+    if weighted_epochs < 0:
+      raise ValueError(f'weighted_epochs={weighted_epochs} must be >= 0 (0: every epoch)')
     self.images = images
     self.labels = labels
     self.batch_size = batch_size
     self.seed = seed
     self.sharding = sharding
     self.example_weights = example_weights
+    self.weighted_epochs = weighted_epochs
     self.steps_per_epoch = len(images) // batch_size
     self.local_rows = _local_rows(batch_size, sharding, images.shape[1:])
     self.step = start_step  # the step of the batch next() returns
@@ -141,9 +146,9 @@ class BatchIterator:
 
   def epoch_order(self, epoch: int) -> np.ndarray:
     """The examples epoch `epoch` visits, in order: a permutation, or with `example_weights`
-    N weighted draws with replacement."""
+    (in the first `weighted_epochs`, if > 0) N weighted draws with replacement."""
     rng = np.random.default_rng([self.seed, epoch])
-    if self.example_weights is None:
+    if self.example_weights is None or 0 < self.weighted_epochs <= epoch:
       return rng.permutation(len(self.images))
     return rng.choice(len(self.images), size=len(self.images), p=self.example_weights)
 
