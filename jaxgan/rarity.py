@@ -2,9 +2,9 @@
 
 A conditional GAN draws each class's common styles and too few of its rare ones (open loops,
 thin 9s, crossed 7s): a recogniser trained on its digits then misses exactly those test digits
-(README, Results: where the CAS gap lies). Drawing D's real digits with these weights puts more of the rare
-styles in front of it, so G is pushed to draw them too; the price is a generated distribution
-further from the real one (fcd).
+(README, Results: where the CAS gap lies). Drawing D's real digits with these weights puts more
+of the rare styles in front of it, so G is pushed to draw them too; the price is a generated
+distribution further from the real one (fcd).
 
 A digit's rarity is the distance, in the evaluation classifier's unit embedding, to its k-th
 nearest digit of the same class, divided by the median of that distance over its class. Its

@@ -479,19 +479,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
                config.data.name, len(train_images), total_steps, steps_per_epoch,
                config.batch_size, mesh.size, config.parallel)
   example_weights = None
-  if config.data.get('rarity_power', 0.0):
+  weighted_epochs = config.data.get('rarity_epochs', 0)
+  # A run resumed past its weighted epochs draws uniformly from then on: no weights needed.
+  if (config.data.get('rarity_power', 0.0)
+      and not 0 < weighted_epochs <= start_step // steps_per_epoch):
     example_weights = rarity.rarity_weights(
         config.data.name, train_images, train_labels, power=config.data.rarity_power,
         cap=config.data.rarity_cap)
     top_tenth = 100 * np.sort(example_weights)[-len(example_weights) // 10:].sum()
-    weighted = config.data.get('rarity_epochs', 0)
     logging.info("rarity weighting: the 10%% of training digits weighted most make %.1f%% of D's "
                  'real digits, in %s', top_tenth,
-                 f'the first {weighted} epochs' if weighted else 'every epoch')
+                 f'the first {weighted_epochs} epochs' if weighted_epochs else 'every epoch')
   batches = data.BatchIterator(train_images, train_labels, batch_size=examples_per_step,
                                seed=config.seed, start_step=start_step,
                                sharding=runner.batch_sharding, example_weights=example_weights,
-                               weighted_epochs=config.data.get('rarity_epochs', 0))
+                               weighted_epochs=weighted_epochs)
   eval_every = config.get('eval_every', 0)
   evaluator = None
   if eval_every:

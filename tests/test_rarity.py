@@ -89,6 +89,12 @@ def test_a_rarity_weighted_run_resumes_to_the_uninterrupted_result(rarity_config
   for other in (straight, unweighted):
     assert not np.array_equal(jax.tree.leaves(first_weighted.g_params)[0],
                               jax.tree.leaves(other.g_params)[0])
+  # Resumed past its weighted epoch (no weights computed then): the same result.
+  first_half = rarity_config(1)
+  first_half.data.rarity_epochs = 1
+  trainer.train_and_evaluate(first_half, str(tmp_path / 'e'))
+  resumed_uniform = trainer.train_and_evaluate(first_only, str(tmp_path / 'e'))
+  jax.tree.map(np.testing.assert_array_equal, first_weighted, resumed_uniform)
 
 
 @pytest.mark.parametrize('field, value, message', [
