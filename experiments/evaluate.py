@@ -73,8 +73,8 @@ def main(argv):
     raise app.UsageError('--truncation and --latent_scale draw a run\'s latents: they need '
                          '--workdir=RUN, not --samples')
   if _SAMPLES.value and not _DATASET.value:
-    raise app.UsageError('--samples needs --dataset=mnist|kannada_mnist: the real data to '
-                         'compare with')
+    raise app.UsageError(f'--samples needs --dataset={"|".join(weights.TRAIN_COMMANDS)}: the '
+                         'real data to compare with')
   console.setup_logging()
   if _WORKDIR.value:
     config = load_run_config(_WORKDIR.value)

@@ -375,6 +375,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ValueError(f'--workdir {workdir} is a file, not a run folder: pass a new folder or '
                      'a run folder to resume')
+  if config.get('eval_every', 0) or config.data.get('rarity_power', 0.0):
+    weights.check_available(config.data.name)  # the evaluation classifier, before any work
   mesh = parallel.make_mesh()
   parallel.check_batch_divides(config.batch_size, mesh)
   train_images, train_labels = data.load_split(

@@ -74,6 +74,24 @@ def test_weights_without_a_manifest_or_of_another_model_are_refused(tmp_path):
   assert weights.load(path, model=classifier.SmallClassifier())[1]['file'] == 'mnist.msgpack'
 
 
+def test_an_unshipped_classifier_names_the_command_that_trains_it_until_it_exists(
+    tmp_path, monkeypatch, mnist_params):
+  assert weights.NOT_SHIPPED == {'emnist_digits'}
+  # This checkout may hold a user's EMNIST classifier: look elsewhere.
+  monkeypatch.setattr(weights, 'weights_path', lambda dataset: tmp_path / f'{dataset}.msgpack')
+  with pytest.raises(FileNotFoundError) as error:
+    weights.load_shipped('emnist_digits')
+  assert str(error.value) == (
+      'no emnist_digits evaluation classifier yet (jaxgan ships none for it): train it once '
+      'with python -m experiments.train_classifier --config=experiments/configs/'
+      f'classifier_emnist.py, which writes {tmp_path / "emnist_digits.msgpack"}')
+  weights.save(mnist_params, tmp_path / 'emnist_digits.msgpack', dataset='emnist_digits')
+  weights.check_available('emnist_digits')
+  params, manifest = weights.load_shipped('emnist_digits')
+  assert manifest['dataset'] == 'emnist_digits'
+  assert flax.serialization.to_bytes(params) == flax.serialization.to_bytes(mnist_params)
+
+
 def test_save_writes_msgpack_that_flax_reads_back(tmp_path):
   params = classifier.init_params(classifier.SmallClassifier(), jax.random.key(1))
   manifest = weights.save(params, tmp_path / 'w.msgpack', dataset='mnist')

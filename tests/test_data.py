@@ -40,6 +40,7 @@ needs_real_data = pytest.mark.skipif(
 TINY_SIZES = {
     'mnist': {'train': 30, 'test': 10},
     'kannada_mnist': {'train': 30, 'test': 10, 'dig': 20},
+    'emnist_digits': {'train': 30, 'test': 10},
 }
 
 
@@ -247,6 +248,25 @@ def test_mnist_prepared_from_manual_dir_reads_back_through_plain_tfds(
   assert prepare('mnist', data_dir=data_dir).data_dir == builder.data_dir
 
 
+def test_emnist_digits_prepared_from_manual_dir_is_tfds_emnist_and_loads_upright(
+    manual_dir, data_dir, monkeypatch
+):
+  builder = tfds.builder('emnist/digits', data_dir=data_dir)
+  assert type(builder) is tfds.image_classification.EMNIST
+  assert Path(builder.data_dir) == data_dir / 'emnist' / 'digits' / '3.1.0'
+  assert builder.info.features['label'].num_classes == 10
+  split_sizes = {split: info.num_examples for split, info in builder.info.splits.items()}
+  assert split_sizes == TINY_SIZES['emnist_digits']
+  for split, (images, labels) in manual_dir[1]['emnist_digits'].items():
+    # tfds keeps the files' transposed images; load_split turns them upright.
+    assert sorted_examples(*full_split(builder, split)) == sorted_examples(images, labels)
+    upright, read_labels = load_split('emnist_digits', split, data_dir=data_dir)
+    assert upright.shape == (len(images), 28, 28, 1) and upright.flags.c_contiguous
+    assert sorted_examples(upright, read_labels) == sorted_examples(images.swapaxes(1, 2), labels)
+  monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare', no_download)
+  assert prepare('emnist_digits', data_dir=data_dir).data_dir == builder.data_dir
+
+
 def test_offline_mnist_generates_what_tfds_mnist_generates(tmp_path):
   """Same keys and records as tfds's own generator (which reads the decompressed downloads)."""
   images, labels = tiny_digits(12, seed=3)
@@ -392,7 +412,7 @@ def test_load_split_works_on_tfds_mock_data_offline(monkeypatch):
   monkeypatch.setattr(builders, 'DOWNLOAD_URLS',
                       {name: 'http://127.0.0.1:9/' for name in builders.DOWNLOAD_URLS})
   with tfds.testing.mock_data(num_examples=8):
-    for name, split in (('mnist', 'train'), ('kannada_mnist', 'dig')):
+    for name, split in (('mnist', 'train'), ('kannada_mnist', 'dig'), ('emnist_digits', 'test')):
       images, labels = load_split(name, split)
       assert images.dtype == np.uint8 and images.shape == (8, 28, 28, 1)
       assert labels.dtype == np.int32 and labels.shape == (8,)

@@ -16,7 +16,7 @@ import pytest
 from experiments.configs import tiny
 from jaxgan import trainer
 from jaxgan.checkpoint import BEST, CheckpointStore
-from jaxgan.evaluation import run_scores, suite
+from jaxgan.evaluation import run_scores, suite, weights
 from jaxgan.evaluation.during_training import read_best
 from jaxgan.state import generator_variables
 from tests.idx_files import write_manual_dir
@@ -105,6 +105,35 @@ def test_bad_evaluation_settings_are_refused(config_factory, overrides, message)
 def test_best_checkpoint_is_missing_without_evaluation(tmp_path):
   with pytest.raises(FileNotFoundError, match='eval_every'):
     CheckpointStore(str(tmp_path), folder=BEST).restore(None)
+
+
+def test_a_run_scored_by_a_classifier_not_trained_yet_stops_before_writing(tmp_path,
+                                                                           monkeypatch):
+  # jaxgan ships no EMNIST classifier; this checkout may hold a user's: look elsewhere.
+  monkeypatch.setattr(weights, 'weights_path',
+                      lambda dataset: tmp_path / 'weights' / f'{dataset}.msgpack')
+  config = tiny.get_config()
+  config.data.name, config.data.manual_dir = 'emnist_digits', str(tmp_path / 'never_read')
+  for overrides in (dict(eval_every=4), dict(data=dict(rarity_power=0.5))):
+    config_with = config.copy_and_resolve_references()
+    config_with.update(overrides)
+    with pytest.raises(FileNotFoundError) as error:
+      trainer.train_and_evaluate(config_with, str(tmp_path / 'run'))
+    assert str(error.value) == (
+        'no emnist_digits evaluation classifier yet (jaxgan ships none for it): train it once '
+        'with python -m experiments.train_classifier --config=experiments/configs/'
+        f'classifier_emnist.py, which writes {tmp_path / "weights" / "emnist_digits.msgpack"}')
+    assert not (tmp_path / 'run').exists()
+
+
+def test_a_gan_trains_on_emnist_digits_without_evaluation(tmp_path):
+  write_manual_dir(tmp_path / 'manual', {'emnist_digits': {'train': 256, 'test': 10}})
+  config = tiny.get_config()
+  config.data.name, config.num_epochs = 'emnist_digits', 1
+  config.data.manual_dir, config.data.data_dir = str(tmp_path / 'manual'), str(tmp_path / 'tfds')
+  state = trainer.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert int(state.step) == 8  # tiny.py's 256 digits, batch 32
+  assert (tmp_path / 'run' / 'samples' / 'final.png').is_file()
 
 
 def test_no_evaluation_by_default(config_factory, tmp_path):

@@ -9,7 +9,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.dataset = 'mnist'  # mnist | kannada_mnist
+  config.dataset = 'mnist'  # mnist | kannada_mnist | emnist_digits
   config.seed = 0
   config.batch_size = 128
   config.num_epochs = 8

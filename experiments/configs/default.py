@@ -54,7 +54,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.mode_seeking = 0.0
 
   config.data = ml_collections.ConfigDict()
-  config.data.name = 'mnist'  # mnist | kannada_mnist
+  config.data.name = 'mnist'  # mnist | kannada_mnist | emnist_digits
   config.data.split = 'train'
   # Folder holding <dataset>/<original IDX .gz files>; empty: let tfds download them.
   config.data.manual_dir = os.environ.get('JAXGAN_MANUAL_DIR', '')

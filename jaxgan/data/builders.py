@@ -1,11 +1,12 @@
 """tfds builders for the digit datasets and `prepare`, the one entry point to them.
 
-`mnist` is tfds's own catalog entry. `kannada_mnist` is defined here and registered
-with tfds when this module is imported. Both are prepared either online (tfds
-downloads and verifies the official files) or offline from a manual dir holding
-the IDX .gz files in `<manual_dir>/<name>/`; the offline preparers are unregistered
-subclasses that only change where the IDX files come from, so the prepared copy
-is the one `tfds.builder(name, data_dir=...)` reads in both cases.
+`mnist` and `emnist_digits` (tfds's `emnist/digits`) are tfds's own catalog entries.
+`kannada_mnist` is defined here and registered with tfds when this module is imported.
+All are prepared either online (tfds downloads and verifies the official files) or
+offline from a manual dir holding the IDX .gz files in `<manual_dir>/<name>/`; the
+offline preparers are unregistered subclasses that only change where the IDX files
+come from, so the prepared copy is the one `tfds.builder(TFDS_NAMES[name],
+data_dir=...)` reads in both cases.
 """
 
 from __future__ import annotations
@@ -33,8 +34,23 @@ IDX_FILES: dict[str, dict[str, tuple[str, str]]] = {
         'test': ('X_kannada_MNIST_test-idx3-ubyte.gz', 'y_kannada_MNIST_test-idx1-ubyte.gz'),
         'dig': ('X_dig_MNIST-idx3-ubyte.gz', 'y_dig_MNIST-idx1-ubyte.gz'),
     },
+    # The digits of EMNIST (Cohen et al. 2017): 240,000 training and 40,000 test digits from
+    # NIST Special Database 19, other writers than MNIST's. The files are in the `gzip/` folder
+    # of the official gzip.zip.
+    'emnist_digits': {
+        'train': ('emnist-digits-train-images-idx3-ubyte.gz',
+                  'emnist-digits-train-labels-idx1-ubyte.gz'),
+        'test': ('emnist-digits-test-images-idx3-ubyte.gz',
+                 'emnist-digits-test-labels-idx1-ubyte.gz'),
+    },
 }
 DATASETS: tuple[str, ...] = tuple(IDX_FILES)
+# jaxgan's dataset name -> the name tfds knows it by.
+TFDS_NAMES = {'mnist': 'mnist', 'kannada_mnist': 'kannada_mnist',
+              'emnist_digits': 'emnist/digits'}
+# EMNIST's files store every image transposed (mirrored and rotated), and tfds keeps them so;
+# `load_split` turns these datasets' images upright.
+TRANSPOSED: frozenset[str] = frozenset({'emnist_digits'})
 
 # Pinned to the commit whose files the checksums describe.
 KANNADA_MNIST_URL = (
@@ -105,7 +121,10 @@ class KannadaMnist(tfds.core.GeneratorBasedBuilder):
 
 
 class _FromManualDir:
-  """Mixin for a builder: read the IDX files from a folder instead of downloading them."""
+  """Mixin for a builder: read dataset `dataset`'s IDX files from a folder instead of
+  downloading them."""
+
+  dataset: str
 
   def __init__(self, *, idx_folder: os.PathLike, **kwargs):
     self._idx_folder = Path(idx_folder)
@@ -120,11 +139,11 @@ class _FromManualDir:
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict:
     del dl_manager  # Nothing to download.
-    file_names = _file_names(self.name)
+    file_names = _file_names(self.dataset)
     paths = dict(zip(file_names, find_idx_files(self._idx_folder, file_names)))
     return {
         split: _idx_examples(paths[images], paths[labels])
-        for split, (images, labels) in IDX_FILES[self.name].items()
+        for split, (images, labels) in IDX_FILES[self.dataset].items()
     }
 
 
@@ -136,18 +155,35 @@ class _MnistFromManualDir(_FromManualDir, tfds.image_classification.MNIST, skip_
   """
 
   name = 'mnist'
+  dataset = 'mnist'
 
 
 class _KannadaMnistFromManualDir(_FromManualDir, KannadaMnist, skip_registration=True):
   name = 'kannada_mnist'
+  dataset = 'kannada_mnist'
 
 
-_FROM_MANUAL_DIR = {'mnist': _MnistFromManualDir, 'kannada_mnist': _KannadaMnistFromManualDir}
+class _EmnistFromManualDir(_FromManualDir, tfds.image_classification.EMNIST,
+                           skip_registration=True):
+  """tfds's `emnist` prepared from local IDX files (the `digits` config, given at construction:
+  the official download is one 535 MB zip of all six configs)."""
 
-# Where each dataset's official files come from (tfds's MNIST mirror; ours above).
+  name = 'emnist'
+  dataset = 'emnist_digits'
+
+
+# The offline preparer of each dataset and its keyword arguments (a tfds builder config).
+_FROM_MANUAL_DIR = {
+    'mnist': (_MnistFromManualDir, {}),
+    'kannada_mnist': (_KannadaMnistFromManualDir, {}),
+    'emnist_digits': (_EmnistFromManualDir, {'config': 'digits'}),
+}
+
+# Where each dataset's official files come from (tfds's MNIST mirror; ours above; NIST's).
 DOWNLOAD_URLS = {
     'mnist': 'https://storage.googleapis.com/cvdf-datasets/mnist/',
     'kannada_mnist': KANNADA_MNIST_URL,
+    'emnist_digits': tfds.image_classification.EMNIST.URL,
 }
 
 
@@ -188,7 +224,7 @@ def prepare(
   if name not in DATASETS:
     raise DataError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}")
   data_dir = None if data_dir is None else os.fspath(data_dir)
-  builder = tfds.builder(name, data_dir=data_dir)
+  builder = tfds.builder(TFDS_NAMES[name], data_dir=data_dir)
   if builder.is_prepared():
     return builder
   if manual_dir is None:
@@ -204,6 +240,6 @@ def prepare(
           f'(experiment scripts: JAXGAN_MANUAL_DIR=DIR or --config.data.manual_dir=DIR)'
       ) from error
     return builder
-  preparer = _FROM_MANUAL_DIR[name](idx_folder=Path(manual_dir) / name, data_dir=data_dir)
-  preparer.download_and_prepare()
-  return tfds.builder(name, data_dir=data_dir)
+  preparer, kwargs = _FROM_MANUAL_DIR[name]
+  preparer(idx_folder=Path(manual_dir) / name, data_dir=data_dir, **kwargs).download_and_prepare()
+  return tfds.builder(TFDS_NAMES[name], data_dir=data_dir)

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxgan.data.builders import prepare
+from jaxgan.data.builders import TRANSPOSED, prepare
 from jaxgan.data.idx import DataError
 
 # Read in batches, not with batch_size=-1: that asks tfds for one batch of its total
@@ -26,16 +26,19 @@ def load_split(
     manual_dir: str | os.PathLike | None = None,
     num_examples: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-  """A whole split in memory: (images uint8 (N, 28, 28, 1), labels int32 (N,)).
+  """A whole split in memory: (images uint8 (N, 28, 28, 1), labels int32 (N,)), upright.
 
   The dataset is prepared first if needed (see `prepare`). `split` is any tfds
   split expression ("train", "test[:1000]", ...). With `num_examples`, only that
   many examples are kept, chosen by `class_balanced_indices` (no seed involved).
+  EMNIST's images, stored transposed, come back upright like MNIST's.
   """
   builder = prepare(name, data_dir=data_dir, manual_dir=manual_dir)
   chunks = list(tfds.as_numpy(builder.as_dataset(split=split, batch_size=_READ_BATCH_SIZE)))
   images = np.concatenate([chunk['image'] for chunk in chunks])
   labels = np.concatenate([chunk['label'] for chunk in chunks]).astype(np.int32)
+  if name in TRANSPOSED:
+    images = np.ascontiguousarray(images.swapaxes(1, 2))
   if num_examples is not None:
     if not 1 <= num_examples <= len(labels):
       raise DataError(

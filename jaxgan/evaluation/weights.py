@@ -25,7 +25,12 @@ TRAIN_COMMANDS = {
              '--config=experiments/configs/classifier_mnist.py',
     'kannada_mnist': 'python -m experiments.train_classifier '
                      '--config=experiments/configs/classifier_kannada.py',
+    'emnist_digits': 'python -m experiments.train_classifier '
+                     '--config=experiments/configs/classifier_emnist.py',
 }
+# Datasets whose classifier is not shipped (the machine that trained the shipped ones had no
+# copy of them): each user trains it once with its TRAIN_COMMANDS entry, into SHIPPED_DIR.
+NOT_SHIPPED = frozenset({'emnist_digits'})
 
 
 def weights_path(dataset: str, directory: str | os.PathLike = SHIPPED_DIR) -> Path:
@@ -122,6 +127,17 @@ def load(path: str | os.PathLike, model=classifier.Classifier()) -> tuple[dict, 
   return params, manifest
 
 
+def check_available(dataset: str) -> None:
+  """Raises FileNotFoundError, naming the command that trains it, when `dataset`'s evaluation
+  classifier is one jaxgan does not ship and it has not been trained here yet."""
+  path = weights_path(dataset)
+  if dataset in NOT_SHIPPED and not (path.is_file() or manifest_path(path).is_file()):
+    raise FileNotFoundError(f'no {dataset} evaluation classifier yet (jaxgan ships none for it): '
+                            f'train it once with {TRAIN_COMMANDS[dataset]}, which writes {path}')
+
+
 def load_shipped(dataset: str) -> tuple[dict, dict]:
-  """(params, manifest) of the evaluation classifier shipped for `dataset`."""
+  """(params, manifest) of the evaluation classifier for `dataset` (shipped, or trained here
+  for the NOT_SHIPPED datasets)."""
+  check_available(dataset)
   return load(weights_path(dataset))
