@@ -325,6 +325,43 @@ def test_kannada_mnist_online_downloads_the_checksummed_official_files(
   )
 
 
+def test_emnist_digits_online_reads_the_digits_files_of_nists_zip_as_offline_does(
+    manual_dir, data_dir, tmp_path, monkeypatch
+):
+  """The online path (tfds's own EMNIST builder), the network replaced by the tiny files: the
+  prepared copy holds what the manual dir's does."""
+  requested, checked = [], []
+
+  def download_and_extract(self, url):
+    requested.append(url)
+    folder = tmp_path / 'gzip.zip' / 'gzip'  # the zip's layout, extracted
+    folder.mkdir(parents=True)
+    for file_name in builders._file_names('emnist_digits'):
+      (folder / file_name).write_bytes((manual_dir[0] / 'emnist_digits' / file_name).read_bytes())
+    return tmp_path / 'gzip.zip'
+
+  def extract(self, paths):  # tfds hands over the decompressed files
+    plain = {key: Path(str(path).removesuffix('.gz')) for key, path in paths.items()}
+    for key, path in paths.items():
+      plain[key].write_bytes(gzip.decompress(Path(path).read_bytes()))
+    return plain
+
+  monkeypatch.setattr(tfds.download.DownloadManager, 'download_and_extract', download_and_extract)
+  monkeypatch.setattr(tfds.download.DownloadManager, 'extract', extract)
+  monkeypatch.setattr(builders, 'check_reachable', checked.append)
+  # tfds's EMNIST reads as many digits as its config says the official files hold.
+  digits = tfds.image_classification.EMNIST.builder_configs['digits']
+  monkeypatch.setattr(digits, 'train_examples', TINY_SIZES['emnist_digits']['train'])
+  monkeypatch.setattr(digits, 'test_examples', TINY_SIZES['emnist_digits']['test'])
+  online = prepare('emnist_digits', data_dir=tmp_path / 'tfds')
+  assert requested == checked == [tfds.image_classification.EMNIST.URL]
+  assert type(online) is tfds.image_classification.EMNIST
+  offline = tfds.builder('emnist/digits', data_dir=data_dir)
+  for split in TINY_SIZES['emnist_digits']:
+    assert sorted_examples(*full_split(online, split)) == sorted_examples(
+        *full_split(offline, split))
+
+
 def test_failed_download_says_to_use_a_manual_dir(tmp_path, monkeypatch):
   def unreachable(self, **kwargs):
     raise ConnectionError("Failed to resolve 'raw.githubusercontent.com'\n(retries exhausted)")
