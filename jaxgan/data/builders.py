@@ -125,9 +125,12 @@ class _FromManualDir:
   downloading them."""
 
   dataset: str
+  config_name: str | None = None  # the tfds builder config, for builders that have several
 
   def __init__(self, *, idx_folder: os.PathLike, **kwargs):
     self._idx_folder = Path(idx_folder)
+    if self.config_name:
+      kwargs['config'] = self.config_name
     super().__init__(**kwargs)
 
   # Nothing is downloaded, so no checksums file. (This also skips tfds's lookup of
@@ -165,19 +168,16 @@ class _KannadaMnistFromManualDir(_FromManualDir, KannadaMnist, skip_registration
 
 class _EmnistFromManualDir(_FromManualDir, tfds.image_classification.EMNIST,
                            skip_registration=True):
-  """tfds's `emnist` prepared from local IDX files (the `digits` config, given at construction:
-  the official download is one 535 MB zip of all six configs)."""
+  """tfds's `emnist/digits` prepared from local IDX files (the official download is one 535 MB
+  zip of all six configs)."""
 
   name = 'emnist'
   dataset = 'emnist_digits'
+  config_name = 'digits'
 
 
-# The offline preparer of each dataset and its keyword arguments (a tfds builder config).
-_FROM_MANUAL_DIR = {
-    'mnist': (_MnistFromManualDir, {}),
-    'kannada_mnist': (_KannadaMnistFromManualDir, {}),
-    'emnist_digits': (_EmnistFromManualDir, {'config': 'digits'}),
-}
+_FROM_MANUAL_DIR = {'mnist': _MnistFromManualDir, 'kannada_mnist': _KannadaMnistFromManualDir,
+                    'emnist_digits': _EmnistFromManualDir}
 
 # Where each dataset's official files come from (tfds's MNIST mirror; ours above; NIST's).
 DOWNLOAD_URLS = {
@@ -240,6 +240,6 @@ def prepare(
           f'(experiment scripts: JAXGAN_MANUAL_DIR=DIR or --config.data.manual_dir=DIR)'
       ) from error
     return builder
-  preparer, kwargs = _FROM_MANUAL_DIR[name]
-  preparer(idx_folder=Path(manual_dir) / name, data_dir=data_dir, **kwargs).download_and_prepare()
+  preparer = _FROM_MANUAL_DIR[name](idx_folder=Path(manual_dir) / name, data_dir=data_dir)
+  preparer.download_and_prepare()
   return tfds.builder(TFDS_NAMES[name], data_dir=data_dir)
