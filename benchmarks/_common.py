@@ -78,4 +78,5 @@ def versions() -> dict:
   import optax  # pylint: disable=g-import-not-at-top
   return dict(jax=jax.__version__, jaxlib=jax.lib.__version__ if hasattr(jax.lib, '__version__')
               else jax.__version__, flax=flax.__version__, optax=optax.__version__,
-              backend=jax.default_backend(), devices=jax.device_count())
+              backend=jax.default_backend(), devices=jax.device_count(),
+              device_kind=jax.devices()[0].device_kind)

@@ -54,6 +54,24 @@ PEERS = {  # impl name in the peers' JSON -> command line (relative to the peers
     'keras_eager': ['keras_dcgan.py', '--eager'],
     'torch_compile': ['torch_dcgan.py', '--compile'],
 }
+TORCH_PEERS = ('torch_eager', 'torch_compile')
+# Runs a torch peer unchanged on --torch-device: its modules and noise are created on the default
+# device, and its fixed batch (made with torch.from_numpy, which ignores that default) is moved.
+TORCH_ON_DEVICE = '''import runpy, sys, torch
+device = sys.argv.pop(1)
+torch.set_default_device(device)
+from_numpy = torch.from_numpy
+torch.from_numpy = lambda array: from_numpy(array).to(device)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+'''
+PEER_VERSIONS = '''import importlib
+for name in ('tensorflow', 'keras', 'torch', 'jax', 'flax', 'optax'):
+  try:
+    print(name, importlib.import_module(name).__version__, end='; ')
+  except ImportError:
+    print(name, 'missing', end='; ')
+'''
 JAXGAN_CPU_DEVICES = {'jaxgan': None, 'jaxgan_per_core': 0}  # None: the config's cpu_devices
 DEFAULT_IMPLS = 'jaxgan,jaxgan_per_core,keras_tf_function,torch_eager,jax_flax_jit'
 CLEAN_LOAD = 0.15
@@ -78,6 +96,8 @@ def parse_args(argv=None):
   parser.add_argument('--steps', type=int, default=200)
   parser.add_argument('--warmup', type=int, default=20)
   parser.add_argument('--rounds', type=int, default=3)
+  parser.add_argument('--torch-device', default='cpu',
+                      help="device of the PyTorch peers, e.g. cuda (the others use jax's default)")
   parser.add_argument('--attempts', type=int, default=3, help='runs per slot while contaminated')
   parser.add_argument('--max-wait', type=float, default=1200,
                       help='seconds to wait for a quiet machine before each run (0: no wait)')
@@ -136,7 +156,7 @@ def worker(args) -> dict:
       'losses_ok': bool(np.isfinite(losses).all() and (losses[0] != losses[-1]).all()),
       'warmup_s': round(warm_s, 2), 'params_g': count(state.g_params),
       'params_d': count(state.d_params), 'foreign_load_cores': foreign.cores,
-      'devices': jax.device_count(),
+      'devices': jax.device_count(), 'device_kind': jax.devices()[0].device_kind,
       'threads': len(os.sched_getaffinity(0)),
       'lib': 'jaxgan ' + ' '.join(f'{k} {v}' for k, v in _common.versions().items()
                                   if k in ('jax', 'flax', 'optax'))}
@@ -150,6 +170,9 @@ def run_once(impl, batch, args) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), '--worker', *common,
                *([] if devices is None else ['--cpu-devices', str(devices)])]
     cwd = REPO
+  elif impl in TORCH_PEERS:
+    command = [args.peers_python, '-c', TORCH_ON_DEVICE, args.torch_device, *PEERS[impl], *common]
+    cwd = args.peers_dir
   else:
     command, cwd = [args.peers_python, *PEERS[impl], *common], args.peers_dir
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
@@ -229,13 +252,12 @@ def main(argv=None):
 
   header = {'benchmark': 'compare_peers', 'machine': _common.machine(),
             'jaxgan_python': sys.executable, 'threads': args.threads, 'steps': args.steps,
-            'warmup': args.warmup, 'rounds': args.rounds, 'command': ' '.join(sys.argv)}
+            'warmup': args.warmup, 'rounds': args.rounds, 'torch_device': args.torch_device,
+            'command': ' '.join(sys.argv)}
   if peers:  # the peers' Python is only needed, and only asked for versions, when they run
     peer_versions = subprocess.run(
-        [args.peers_python, '-c', 'import tensorflow as tf, keras, torch, jax, flax, optax; '
-         'print(f"tf {tf.__version__} keras {keras.__version__} torch {torch.__version__} '
-         'jax {jax.__version__} flax {flax.__version__} optax {optax.__version__}")'],
-        capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+        [args.peers_python, '-c', PEER_VERSIONS], capture_output=True, text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
     header.update(peers_python=args.peers_python, peers_versions=peer_versions.stdout.strip()
                   or peer_versions.stderr.strip()[-300:])
   emit(header)
