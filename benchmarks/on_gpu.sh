@@ -19,7 +19,6 @@ export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
   nproc
   python3 -m pip list 2>/dev/null \
     | grep -Ei '^(jax|jaxlib|jax-cuda[0-9]*-(plugin|pjrt)|flax|optax|orbax-checkpoint|ml.collections|torch|numpy) '
-  git rev-parse HEAD 2>/dev/null
 } | tee "$out/machine.txt"
 export JAXGAN_ARRAYS_DIR=$arrays PYTHONPATH=$PWD/benchmarks/without_tensorflow:$PWD:${PYTHONPATH:-}
 
@@ -37,7 +36,7 @@ train=(python3 benchmarks/train_throughput.py --max-wait=0 --repeats=3 --steps=3
 stage smoke 90 "${train[@]}" --models=dcgan --batches=64 --feeds=device --repeats=1 --steps=20
 grep -q 'images_per_s.*"stage": "smoke"' "$out/results.jsonl" || { tail -40 "$out/errors.txt"; exit 1; }
 stage train_float32 240 "${train[@]}" --models=mlp,dcgan,kannada --batches=64,256,1024
-stage peers 180 python3 benchmarks/compare_peers.py --peers-python=python3 --peers-dir="$peers" \
+stage peers 180 python3 benchmarks/compare_peers.py --peers-python="$(command -v python3)" --peers-dir="$peers" \
   --impls=jaxgan,jax_flax_jit,torch_eager --batches=64,256 --rounds=2 --steps=300 --warmup=20 \
   --threads=0 --attempts=1 --max-wait=0 --torch-device=cuda
 stage generation 60 python3 benchmarks/generation_throughput.py --models=mlp,dcgan,kannada \
