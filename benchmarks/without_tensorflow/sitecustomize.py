@@ -40,10 +40,16 @@ class _Anything(metaclass=_Inert):
     pass
 
 
+def _module_attribute(name):
+  if name.startswith('__'):  # __file__, __path__...: absent, as introspection expects
+    raise AttributeError(name)
+  return _Anything
+
+
 def _stand_in_tfds() -> None:
   def module(name):
     stand_in = types.ModuleType(name)
-    stand_in.__getattr__ = lambda attr: _Anything
+    stand_in.__getattr__ = _module_attribute
     sys.modules[name] = stand_in
     return stand_in
 
