@@ -30,6 +30,9 @@ the repository root, with the project's own Python (the one jaxgan is installed 
 
   python benchmarks/compare_peers.py --peers-python=/tmp/peers-venv/bin/python \
       --threads=2 --rounds=3 --steps=200 --warmup=20
+
+On a GPU machine the jax programs use the GPU by themselves; `--torch-device=cuda` runs the
+PyTorch peers there too, unchanged (CUDA becomes their default device). See benchmarks/on_gpu.sh.
 """
 from __future__ import annotations
 
@@ -68,7 +71,7 @@ runpy.run_path(sys.argv[0], run_name='__main__')
 PEER_VERSIONS = '''import importlib
 for name in ('tensorflow', 'keras', 'torch', 'jax', 'flax', 'optax'):
   try:
-    print(name, importlib.import_module(name).__version__, end='; ')
+    print(name, getattr(importlib.import_module(name), '__version__', '?'), end='; ')
   except ImportError:
     print(name, 'missing', end='; ')
 '''

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from tests.idx_files import write_manual_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,3 +81,85 @@ def test_train_throughput_rejects_a_pacing_limit_below_one():
       cwd=REPO, capture_output=True, text=True, timeout=60)
   assert result.returncode == 2
   assert '--max-in-flight=0 must be >= 1' in result.stderr
+
+
+def test_compare_peers_runs_the_torch_peer_unchanged_on_the_torch_device(tmp_path):
+  """--torch-device: the peer program runs as written, with that default device, its
+  from_numpy batch moved there and its own arguments; a stand-in torch records what it saw."""
+  (tmp_path / 'fake_torch').mkdir()
+  (tmp_path / 'fake_torch' / 'torch.py').write_text(
+      '__version__ = "0.0+stand-in"\nseen = {}\n'
+      'def set_default_device(device):\n  seen["default"] = device\n'
+      'class Tensor:\n  def __init__(self, device):\n    self.device = device\n'
+      '  def to(self, device):\n    return Tensor(device)\n'
+      'def from_numpy(array):\n  return Tensor("cpu")\n')
+  peers = tmp_path / 'peers'
+  peers.mkdir()
+  (peers / 'keras_dcgan.py').write_text('')
+  (peers / 'torch_dcgan.py').write_text(
+      'import json, sys, torch\n'
+      'batch = int(sys.argv[sys.argv.index("--batch-size") + 1])\n'
+      'print(json.dumps({"impl": "torch_eager", "batch_size": batch, "images_per_s": 1.0,\n'
+      '  "step_ms_median": 1.0, "foreign_load_cores": 0.0, "losses_ok": True,\n'
+      '  "default": torch.seen["default"], "real_on": torch.from_numpy(None).device,\n'
+      '  "script": sys.argv[0]}))\n')
+  env = dict(os.environ, PYTHONPATH=str(tmp_path / 'fake_torch'))
+  result = subprocess.run(
+      [sys.executable, 'benchmarks/compare_peers.py', '--impls=torch_eager', '--batches=4',
+       '--rounds=1', '--max-wait=0', f'--peers-python={sys.executable}',
+       f'--peers-dir={peers}', '--torch-device=cuda'],
+      cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  header, run = (json.loads(line) for line in result.stdout.splitlines()
+                 if line.startswith('{'))
+  assert header['torch_device'] == 'cuda'
+  assert 'torch 0.0+stand-in' in header['peers_versions']
+  assert (run['default'], run['real_on'], run['batch_size']) == ('cuda', 'cuda', 4)
+  assert run['script'] == 'torch_dcgan.py'
+
+
+def _without_tensorflow(tmp_path, code):
+  env = dict(os.environ, JAXGAN_ARRAYS_DIR=str(tmp_path / 'arrays'),
+             PYTHONPATH=f'{REPO / "benchmarks" / "without_tensorflow"}{os.pathsep}{REPO}')
+  return subprocess.run([sys.executable, '-c', code], cwd=tmp_path, capture_output=True,
+                        text=True, timeout=120, env=env)
+
+
+def test_exported_arrays_stand_in_for_tfds(tmp_path):
+  """The export writes what load_split gives; with JAXGAN_ARRAYS_DIR set, a fresh Python loads
+  the same arrays (balanced subsets too) without touching tfds, whose stand-in has no files."""
+  arrays = write_manual_dir(tmp_path / 'manual', {'mnist': {'train': 30, 'test': 8}})
+  env = dict(os.environ, JAXGAN_MANUAL_DIR=str(tmp_path / 'manual'),
+             TFDS_DATA_DIR=str(tmp_path / 'tfds'))
+  export = subprocess.run(
+      [sys.executable, 'benchmarks/without_tensorflow/sitecustomize.py',
+       f'--out={tmp_path / "arrays"}', 'mnist:train'],
+      cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+  assert export.returncode == 0, export.stderr[-3000:]
+  assert export.stdout.strip().endswith('mnist_train.npz: 30 examples')
+  result = _without_tensorflow(tmp_path, (
+      'import numpy as np, tensorflow_datasets as tfds\n'
+      'from jaxgan import data\n'
+      'images, labels = data.load_split("mnist", "train")\n'
+      'subset = data.load_split("mnist", "train", num_examples=10)\n'
+      'np.savez("loaded.npz", images=images, labels=labels, sub_labels=subset[1])\n'
+      'print(getattr(tfds, "__file__", None))\n'))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.strip() == 'None'
+  images, labels = arrays['mnist']['train']
+  with np.load(tmp_path / 'loaded.npz') as loaded:  # tfds stores the split shuffled
+    assert sorted(zip(loaded['labels'], map(bytes, loaded['images']))) == sorted(
+        zip(labels, map(bytes, images[..., None])))
+    assert loaded['sub_labels'].shape == (10,)
+
+
+def test_a_split_not_exported_names_the_export_command(tmp_path):
+  (tmp_path / 'arrays').mkdir()
+  result = _without_tensorflow(tmp_path, 'from jaxgan import data\n'
+                                         'data.load_split("kannada_mnist", "test")\n')
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'jaxgan.data.idx.DataError: no exported kannada_mnist \'test\' split at '
+      f'{tmp_path / "arrays" / "kannada_mnist_test.npz"}: export it with python '
+      f'benchmarks/without_tensorflow/sitecustomize.py --out={tmp_path / "arrays"} '
+      f'kannada_mnist:test where tfds works')
