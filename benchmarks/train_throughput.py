@@ -11,6 +11,8 @@ then alternates timed repeats of (a) and (b), each `--steps` steps dispatched ba
 synchronised at the end, as the trainer runs between log lines. One JSON line per (model,
 batch, feed): images/s (median over repeats, and every repeat), step time (ms, median),
 compile time (s, first call minus one step), whether anything recompiled after the first step,
+the host's work per batch alone (`host_batch_ms`: BatchIterator.batch_at, gather and copy to
+the devices, timed after the repeats; the most batches/s the pipeline can feed),
 peak resident memory of the process (MiB), the foreign CPU load during the timed repeats
 (cores used by other processes) and the versions. A last line per (model, batch) gives
 pipeline/device.
@@ -149,12 +151,17 @@ def worker(args) -> list[dict]:
       results[feed].append(_time_repeat(runners[feed], calls, batch_size * k,
                                         args.max_in_flight, jax, parallel))
   pipeline.close()
+  start = time.perf_counter()  # the host's own work per batch, nothing else running
+  for index in range(calls * k):
+    jax.block_until_ready(pipeline.batch_at(index))
+  host_batch_ms = 1e3 * (time.perf_counter() - start) / (calls * k)
   recompiled = step._cache_size() != 1  # pylint: disable=protected-access
   common = dict(model=model, batch=batch_size, steps_per_call=k, cpu_devices=args.cpu_devices,
                 compute_dtype=args.compute_dtype, max_in_flight=args.max_in_flight,
                 steps=calls * k, repeats=args.repeats,
                 threads=len(os.sched_getaffinity(0)), devices=mesh.size,
-                recompiled_after_first_step=recompiled, peak_rss_mb=_common.peak_rss_mb(),
+                recompiled_after_first_step=recompiled, host_batch_ms=round(host_batch_ms, 3),
+                peak_rss_mb=_common.peak_rss_mb(),
                 **{f'v_{name}': v for name, v in _common.versions().items()})
   lines = []
   for feed, runs in results.items():

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxgan import augment as augment_lib, ema, losses, rng
+from jaxgan import images as images_lib
 from jaxgan.models import GAN
 from jaxgan.state import GANState
 
@@ -34,7 +35,8 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
                     ema_decay: float = 0.0, class_weight: float = 1.0,
                     class_loss_on_fakes: bool = True,
                     mode_seeking: float = 0.0, before_growth: bool = False) -> StepFn:
-  """`batch['image']` holds `n_critic` real batches per device, interleaved: critic update j
+  """`batch['image']`, uint8 pixels (as BatchIterator gives them, mapped to [-1, 1] here) or
+  floats in [-1, 1], holds `n_critic` real batches per device, interleaved: critic update j
   uses local rows j, j + n_critic, ... (so each chunk is the same set of global examples
   whatever the device count).
 
@@ -133,6 +135,8 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
     net = gan.network_kwargs(state.step, before_growth=before_growth)
     critic_key, generator_key = jax.random.split(step_key)
     images = batch['image']
+    if images.dtype == jnp.uint8:  # BatchIterator's pixels
+      images = images_lib.from_pixels(images)
     local_batch = images.shape[0] // n_critic
 
     def chunks(rows):

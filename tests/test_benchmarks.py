@@ -70,6 +70,7 @@ def test_train_throughput_times_both_feeds_on_two_devices(tmp_path):
         'mlp', 8, 2, 2)
     assert line['steps'] == 3 and len(line['images_per_s_repeats']) == 2
     assert line['images_per_s'] > 0 and line['recompiled_after_first_step'] is False
+    assert line['host_batch_ms'] > 0
   ratio = by_feed[None]['pipeline_over_device']
   assert ratio == round(by_feed['pipeline']['images_per_s'] / by_feed['device']['images_per_s'],
                         3)

@@ -20,6 +20,7 @@ import pytest
 import tensorflow_datasets as tfds
 from jax.sharding import NamedSharding, PartitionSpec
 
+from jaxgan import images as images_lib
 from jaxgan.data import DATASETS, BatchIterator, DataError, load_split, prepare
 from jaxgan.data import builders
 from jaxgan.data.idx import IMAGES_MAGIC, LABELS_MAGIC, find_idx_files
@@ -468,7 +469,7 @@ def indexed_examples(count: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def example_indices(batch: dict) -> np.ndarray:
-  return np.rint((np.asarray(batch['image'])[:, 0, 0, 0] + 1.0) * 127.5).astype(int)
+  return np.asarray(batch['image'])[:, 0, 0, 0].astype(int)
 
 
 def take(count: int, *args, **kwargs) -> list[dict]:
@@ -477,19 +478,32 @@ def take(count: int, *args, **kwargs) -> list[dict]:
 
 
 def test_batches_have_the_right_shapes_dtypes_and_values():
+  """Batches carry the examples' pixels (uint8) and labels; the step maps pixels to [-1, 1]."""
   images, labels = indexed_examples(23)
   for batch in take(12, images, labels, batch_size=5, seed=0):
-    assert batch['image'].dtype == np.float32 and batch['image'].shape == (5, 28, 28, 1)
+    assert batch['image'].dtype == np.uint8 and batch['image'].shape == (5, 28, 28, 1)
     assert batch['label'].dtype == np.int32 and batch['label'].shape == (5,)
-    np.testing.assert_array_equal(
-        batch['image'], images[example_indices(batch)].astype(np.float32) / 127.5 - 1
-    )
+    np.testing.assert_array_equal(batch['image'], images[example_indices(batch)])
     np.testing.assert_array_equal(batch['label'], labels[example_indices(batch)])
-  extremes = np.zeros((4, 28, 28, 1), np.uint8)
-  extremes[:, 0] = 255
-  (batch,) = take(1, extremes, labels[:4], batch_size=4, seed=0)
-  # x / 127.5 - 1 maps [0, 255] onto [-1, 1].
-  assert batch['image'].min() == -1.0 and batch['image'].max() == 1.0
+
+
+def test_images_other_than_pixels_are_refused():
+  images, labels = indexed_examples(8)
+  with pytest.raises(ValueError, match='^images are float32, not uint8 pixels: pass them as '
+                     r'load_split returns them \(the train step maps pixels to \[-1, 1\]\)$'):
+    BatchIterator(images.astype(np.float32), labels, batch_size=4, seed=0)
+
+
+def test_pixels_map_onto_minus_one_to_one_as_numpy_divides_them():
+  """All 256 values, on the device and on the host, bit for bit numpy's x / 127.5 - 1 (XLA's own
+  division by a constant rounds 205 of them differently)."""
+  pixels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+  expected = pixels.astype(np.float32) / 127.5 - 1.0
+  for converted in (images_lib.from_pixels(pixels), jax.jit(images_lib.from_pixels)(pixels)):
+    converted = np.asarray(converted)
+    assert converted.dtype == np.float32
+    np.testing.assert_array_equal(converted.view(np.uint32), expected.view(np.uint32))
+  assert expected.min() == -1.0 and expected.max() == 1.0
 
 
 def test_each_epoch_visits_every_example_exactly_once():

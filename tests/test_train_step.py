@@ -97,3 +97,17 @@ def test_state_step_counts_generator_updates(runs):
   assert int(state.step) == 3
   # Adam's own count: 2 critic updates per step for D, 1 for G.
   assert int(state.d_opt_state[0].count) == 6 and int(state.g_opt_state[0].count) == 3
+
+
+def test_pixels_train_exactly_as_their_floats():
+  """BatchIterator ships uint8 pixels; the step maps them on the device to the very floats the
+  host used to send (x / 127.5 - 1), so a step on pixels equals the step on those floats."""
+  init, step = stepping.components('dcgan', 'bce')
+  step = jax.jit(step)
+  state = jax.jit(init)(jax.random.key(0))
+  pixels = np.random.RandomState(0).randint(0, 256, (8, 28, 28, 1)).astype(np.uint8)
+  from_pixels, _ = step(state, {'image': pixels}, jax.random.key(1))
+  from_floats, _ = step(state, {'image': pixels.astype(np.float32) / 127.5 - 1.0},
+                        jax.random.key(1))
+  for a, b in zip(jax.tree.leaves(from_pixels), jax.tree.leaves(from_floats)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

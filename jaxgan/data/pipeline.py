@@ -77,8 +77,10 @@ class BatchIterator:
   Step s is batch `s % steps_per_epoch` of epoch `s // steps_per_epoch`, so an iterator started
   at `start_step=k` yields exactly what an uninterrupted one yields from its step k on.
 
-  Each batch is `{"image": float32 (B, H, W, C) in [-1, 1], "label": int32 (B,)}` where
-  B = `batch_size` is the global batch. Process p of P (jax.process_index/count)
+  Each batch is `{"image": uint8 (B, H, W, C) pixels, "label": int32 (B,)}` where B =
+  `batch_size` is the global batch: pixels, not floats, so that a quarter of the bytes are
+  gathered and copied to the devices; the train step maps them to [-1, 1] there
+  (`jaxgan.images.from_pixels`). Process p of P (jax.process_index/count)
   converts only rows [p*B/P, (p+1)*B/P) of it. With a `sharding` (for example
   `NamedSharding(mesh, PartitionSpec("data"))`) those rows become a global jax.Array
   sharded over the mesh; without one the process's rows are returned as numpy arrays.
@@ -101,6 +103,9 @@ class BatchIterator:
       example_weights: np.ndarray | None = None,
       weighted_epochs: int = 0,
   ):
+    if images.dtype != np.uint8:
+      raise ValueError(f'images are {images.dtype}, not uint8 pixels: pass them as load_split '
+                       'returns them (the train step maps pixels to [-1, 1])')
     if len(images) != len(labels):
       raise ValueError(
           f'{len(images)} images but {len(labels)} labels: pass the arrays of one split'
@@ -165,7 +170,7 @@ class BatchIterator:
     start = (step % self.steps_per_epoch) * self.batch_size
     rows = order[start + self.local_rows.start : start + self.local_rows.stop]
     batch = {
-        'image': self.images[rows].astype(np.float32) / 127.5 - 1.0,
+        'image': self.images[rows],
         'label': self.labels[rows].astype(np.int32),
     }
     if self.sharding is None:
