@@ -44,7 +44,14 @@ _IDX_FILES = {
     'kannada_mnist': {
         'train': ('X_kannada_MNIST_train-idx3-ubyte.gz', 'y_kannada_MNIST_train-idx1-ubyte.gz'),
         'test': ('X_kannada_MNIST_test-idx3-ubyte.gz', 'y_kannada_MNIST_test-idx1-ubyte.gz')},
+    'emnist_digits': {
+        'train': ('emnist-digits-train-images-idx3-ubyte.gz',
+                  'emnist-digits-train-labels-idx1-ubyte.gz'),
+        'test': ('emnist-digits-test-images-idx3-ubyte.gz',
+                 'emnist-digits-test-labels-idx1-ubyte.gz')},
 }
+# NIST's EMNIST files store every digit transposed; generated digits are upright.
+_STORED_TRANSPOSED = ('emnist_digits',)
 
 
 def read_idx(path: str) -> np.ndarray:
@@ -61,6 +68,8 @@ def read_idx(path: str) -> np.ndarray:
 def read_split(idx_dir: str, dataset: str, split: str) -> tuple[np.ndarray, np.ndarray]:
   images, labels = (read_idx(os.path.join(idx_dir, dataset, name))
                     for name in _IDX_FILES[dataset][split])
+  if dataset in _STORED_TRANSPOSED:
+    images = np.ascontiguousarray(images.transpose(0, 2, 1))
   return images, labels.astype(np.int64)
 
 
@@ -155,7 +164,7 @@ def load_npz(path: str) -> tuple[np.ndarray, np.ndarray | None]:
 def define_flags() -> None:
   """Defined only when run as a script, so tests can import the evaluator beside
   experiments.evaluate, whose flag names (--dataset, --samples, ...) it shares."""
-  flags.DEFINE_enum('dataset', 'mnist', ['mnist', 'kannada_mnist'], 'Real data.')
+  flags.DEFINE_enum('dataset', 'mnist', list(_IDX_FILES), 'Real data.')
   flags.DEFINE_list('samples', [], '.npz files of digits to score.')
   flags.DEFINE_string('idx_dir', os.environ.get('JAXGAN_MANUAL_DIR', ''),
                       'Folder holding <dataset>/<IDX .gz files>.')
@@ -173,6 +182,7 @@ def main(argv):
   console.setup_logging()
   start = time.perf_counter()
   dataset = FLAGS.dataset
+  weights.check_available(dataset)  # before minutes of Keras training, not after
   train_images, train_labels = read_split(FLAGS.idx_dir, dataset, 'train')
   test_images, test_labels = read_split(FLAGS.idx_dir, dataset, 'test')
   rows = np.random.default_rng(FLAGS.seed).permutation(len(train_images))[:FLAGS.num_real]

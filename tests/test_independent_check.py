@@ -10,6 +10,7 @@ import pytest
 
 from experiments import independent_check
 from jaxgan.data.idx import read_idx_pair
+from jaxgan.evaluation import weights
 from tests.idx_files import write_manual_dir
 
 
@@ -22,6 +23,15 @@ def test_reader_matches_jaxgans_reader(tmp_path):
                                            tmp_path / 'mnist' / 'train-labels-idx1-ubyte.gz')
   np.testing.assert_array_equal(images, ours_images)
   np.testing.assert_array_equal(labels, ours_labels)
+
+
+def test_emnist_digits_are_read_upright_as_jaxgan_loads_them(tmp_path):
+  """EMNIST's files hold transposed digits; both readers turn them upright."""
+  arrays = write_manual_dir(tmp_path, {'emnist_digits': {'train': 12, 'test': 6}})
+  images, labels = independent_check.read_split(str(tmp_path), 'emnist_digits', 'test')
+  stored_images, stored_labels = arrays['emnist_digits']['test']
+  np.testing.assert_array_equal(images, stored_images.transpose(0, 2, 1))
+  np.testing.assert_array_equal(labels, stored_labels)
 
 
 def test_fid_is_zero_for_one_set_and_closed_form_for_shifted_scaled_gaussians():
@@ -94,6 +104,22 @@ def test_script_scores_samples_with_both_evaluators(tmp_path):
   assert model['keras_cas_epochs'] == 6 and record['sets']['real']['keras_cas_epochs'] == 3
   assert 'ours_label_accuracy' in record['sets']['real']
   assert -1.0 <= record['spearman_fcd_vs_fid'] <= 1.0
+
+
+@pytest.mark.skipif(weights.weights_path('emnist_digits').is_file(),
+                    reason='an EMNIST evaluation classifier was trained in this checkout')
+def test_a_dataset_without_an_evaluation_classifier_stops_before_training(tmp_path):
+  write_manual_dir(tmp_path / 'idx', {'emnist_digits': {'train': 12, 'test': 6}})
+  result = subprocess.run(
+      [sys.executable, '-m', 'experiments.independent_check', '--dataset=emnist_digits',
+       f'--idx_dir={tmp_path / "idx"}'],
+      capture_output=True, text=True, timeout=300,
+      cwd=os.path.dirname(os.path.dirname(__file__)), check=False)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      'error: no emnist_digits evaluation classifier yet (jaxgan ships none for it): train it '
+      'once with python -m experiments.train_classifier')
+  assert 'training the independent Keras classifier' not in result.stderr
 
 
 def test_missing_idx_dir_is_a_one_line_usage_error(tmp_path):
