@@ -1,4 +1,5 @@
-"""Shared by the benchmarks: quiet-machine waiting, foreign CPU load, thread pinning, versions.
+"""Shared by the benchmarks: quiet-machine waiting, foreign CPU load, thread pinning, versions,
+and jaxgan's training step built as the trainer builds it.
 
 Timings on a shared machine are only meaningful while nothing else runs: `wait_quiet` blocks
 until other processes use less than `max_load` cores for `window` seconds (like
@@ -80,3 +81,29 @@ def versions() -> dict:
               else jax.__version__, flax=flax.__version__, optax=optax.__version__,
               backend=jax.default_backend(), devices=jax.device_count(),
               device_kind=jax.devices()[0].device_kind)
+
+
+def training_step(model: str, config, batch_size: int, *, cpu_devices: int,
+                  compute_dtype: str = 'float32', steps_per_call: int = 1):
+  """(step, state, mesh): the trainer's program for `model` under experiment `config` at global
+  batch `batch_size` (`make_train_step` under `parallel.shard_step` over a mesh of every device,
+  state donated) and its initial state, replicated. Call before jax computes anything: it sets
+  the number of CPU devices (`parallel.configure_cpu_devices(cpu_devices)`)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jaxgan import models, parallel, trainer  # pylint: disable=g-import-not-at-top
+  from jaxgan.state import init_state  # pylint: disable=g-import-not-at-top
+  from jaxgan.train_step import make_train_step  # pylint: disable=g-import-not-at-top
+  parallel.configure_cpu_devices(cpu_devices, divides=batch_size)
+  config.batch_size = batch_size
+  mesh = parallel.make_mesh()
+  parallel.check_batch_divides(batch_size, mesh)
+  components = trainer.build_components(config, total_steps=10_000)
+  step_fn = make_train_step(
+      models.build(model, axis_name=parallel.DATA_AXIS), components.loss, components.g_tx,
+      components.d_tx, n_critic=config.loss.n_critic, axis_name=parallel.DATA_AXIS,
+      g_schedule=components.g_schedule, d_schedule=components.d_schedule,
+      compute_dtype=compute_dtype)
+  step = parallel.shard_step(step_fn, mesh, steps_per_call=steps_per_call)
+  state = jax.jit(lambda key: init_state(components.gan, components.g_tx, components.d_tx, key),
+                  out_shardings=parallel.replicated(mesh))(jax.random.key(0))
+  return step, state, mesh

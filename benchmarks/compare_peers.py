@@ -117,21 +117,12 @@ def worker(args) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from experiments.configs import dcgan_mnist  # pylint: disable=g-import-not-at-top
-  from jaxgan import models, parallel, trainer  # pylint: disable=g-import-not-at-top
-  from jaxgan.state import init_state  # pylint: disable=g-import-not-at-top
-  from jaxgan.train_step import make_train_step  # pylint: disable=g-import-not-at-top
+  from jaxgan import parallel  # pylint: disable=g-import-not-at-top
 
   batch = args.batch_size
   config = dcgan_mnist.get_config()
   cpu_devices = config.cpu_devices if args.cpu_devices is None else args.cpu_devices
-  parallel.configure_cpu_devices(cpu_devices, divides=batch)  # as experiments.train
-  components = trainer.build_components(config, total_steps=10_000)
-  mesh = parallel.make_mesh()
-  step = parallel.shard_step(make_train_step(
-      models.build('dcgan', axis_name=parallel.DATA_AXIS), components.loss, components.g_tx,
-      components.d_tx, axis_name=parallel.DATA_AXIS), mesh)
-  state = jax.jit(lambda key: init_state(components.gan, components.g_tx, components.d_tx, key),
-                  out_shardings=parallel.replicated(mesh))(jax.random.key(0))
+  step, state, mesh = _common.training_step('dcgan', config, batch, cpu_devices=cpu_devices)
   real = jax.device_put(np.random.RandomState(0).uniform(-1, 1, (batch, 28, 28, 1))
                         .astype(np.float32), parallel.batch_sharded(mesh))
   key = jax.random.key(1)

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The README's GPU figures as one job: training throughput per model and batch (both feeds,
 # float32 and bfloat16, several steps per call), jaxgan against the PyTorch and plain JAX peers on
-# the GPU, and generation throughput. For a machine with a GPU whose Python has jax (CUDA), flax,
-# optax, orbax-checkpoint, ml_collections and torch but possibly no TensorFlow: the datasets come
-# from arrays exported where tfds works (benchmarks/without_tensorflow/sitecustomize.py).
+# the GPU, generation throughput, and a profile of the dcgan step at batch 256. For a machine
+# with a GPU whose Python has jax (CUDA), flax, optax, orbax-checkpoint, ml_collections and
+# torch but possibly no TensorFlow: the datasets come from arrays exported where tfds works
+# (benchmarks/without_tensorflow/sitecustomize.py).
 #
 #   bash benchmarks/on_gpu.sh ARRAYS_DIR PEERS_DIR RESULTS_DIR
 #
@@ -44,3 +45,4 @@ stage generation 60 python3 benchmarks/generation_throughput.py --models=mlp,dcg
 stage train_bfloat16 100 "${train[@]}" --models=dcgan,kannada --batches=256,1024 \
   --compute-dtype=bfloat16
 stage train_steps_per_call 60 "${train[@]}" --models=dcgan --batches=64,256 --steps-per-call=10
+stage profile 90 python3 benchmarks/profile_step.py --model=dcgan --batch=256 --steps=20 --top=25

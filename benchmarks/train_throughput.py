@@ -92,30 +92,18 @@ def worker(args) -> list[dict]:
   _common.pin_threads(args.threads)
   import importlib  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
-  from jaxgan import data, models, parallel, trainer  # pylint: disable=g-import-not-at-top
-  from jaxgan.state import init_state  # pylint: disable=g-import-not-at-top
-  from jaxgan.train_step import make_train_step  # pylint: disable=g-import-not-at-top
+  from jaxgan import data, parallel  # pylint: disable=g-import-not-at-top
   if args.max_in_flight is None:
     args.max_in_flight = parallel.MAX_STEPS_IN_FLIGHT
 
   config = importlib.import_module(f'experiments.configs.{CONFIGS[model]}').get_config()
   if args.cpu_devices is None:
     args.cpu_devices = config.cpu_devices
-  parallel.configure_cpu_devices(args.cpu_devices, divides=batch_size)
-  config.batch_size = batch_size
-  mesh = parallel.make_mesh()
-  parallel.check_batch_divides(batch_size, mesh)
-  components = trainer.build_components(config, total_steps=10_000)
-  step_fn = make_train_step(
-      models.build(model, axis_name=parallel.DATA_AXIS), components.loss, components.g_tx,
-      components.d_tx, n_critic=config.loss.n_critic, axis_name=parallel.DATA_AXIS,
-      g_schedule=components.g_schedule, d_schedule=components.d_schedule,
-      compute_dtype=args.compute_dtype)
   k = args.steps_per_call
-  step = parallel.shard_step(step_fn, mesh, steps_per_call=k)
+  step, state, mesh = _common.training_step(
+      model, config, batch_size, cpu_devices=args.cpu_devices, compute_dtype=args.compute_dtype,
+      steps_per_call=k)
   sharding = parallel.batch_sharded(mesh)
-  state = jax.jit(lambda key: init_state(components.gan, components.g_tx, components.d_tx, key),
-                  out_shardings=parallel.replicated(mesh))(jax.random.key(0))
   key = jax.random.key(1)
   examples = batch_size * config.loss.n_critic
 

@@ -164,3 +164,22 @@ def test_a_split_not_exported_names_the_export_command(tmp_path):
       f'{tmp_path / "arrays" / "kannada_mnist_test.npz"}: export it with python '
       f'benchmarks/without_tensorflow/sitecustomize.py --out={tmp_path / "arrays"} '
       f'kannada_mnist:test where tfds works')
+
+
+def test_profile_step_sums_the_traced_ops_per_step(tmp_path):
+  """A header with the step times, then each timeline's top ops with their time and count per
+  step; the trace stays where --trace-dir says."""
+  result = subprocess.run(
+      [sys.executable, 'benchmarks/profile_step.py', '--model=mlp', '--batch=4', '--steps=2',
+       '--warmup=1', '--top=2', f'--trace-dir={tmp_path}'],
+      cwd=REPO, capture_output=True, text=True, timeout=300,
+      env={key: value for key, value in os.environ.items() if key != 'XLA_FLAGS'})
+  assert result.returncode == 0, result.stderr[-3000:]
+  header, *rows = (json.loads(line) for line in result.stdout.splitlines())
+  assert header['benchmark'] == 'profile_step' and header['steps'] == 2
+  assert header['step_ms_read_back'] > 0 and header['trace'].startswith(str(tmp_path))
+  timelines = {(row['plane'], row['timeline']) for row in rows}
+  assert rows and all(sum(1 for r in rows if (r['plane'], r['timeline']) == t) <= 2
+                      for t in timelines)
+  assert all(row['ms_per_step'] >= 0 and row['count_per_step'] > 0
+             and 0 <= row['share_of_timeline'] <= 1 for row in rows)
