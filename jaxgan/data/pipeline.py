@@ -175,6 +175,8 @@ class BatchIterator:
     }
     if self.sharding is None:
       return batch
+    if jax.process_count() == 1:  # the whole batch is local: one transfer call for both arrays
+      return jax.device_put(batch, self.sharding)
     return {
         key: jax.make_array_from_process_local_data(
             self.sharding, local, (self.batch_size, *local.shape[1:])
