@@ -4,9 +4,11 @@ jaxgan reads its datasets through tfds, which needs TensorFlow; an accelerator i
 jax but not TensorFlow, and a GPU machine reached only through a job runner may install nothing.
 With this folder first on PYTHONPATH and JAXGAN_ARRAYS_DIR set, every Python process (the
 benchmarks start one per measurement) finds `tensorflow_datasets` replaced by an inert stand-in
-(jaxgan's builder classes still import; none of them is ever called) and `jaxgan.data.load_split`
-answering from `<JAXGAN_ARRAYS_DIR>/<dataset>_<split>.npz`, the very arrays tfds gave on a machine
-that has it. Everything after loading (BatchIterator, the step, generation) is jaxgan's own code.
+(jaxgan's builder classes still import; none of them is ever called) and
+`jaxgan.data.pipeline.read_split`, the one reader that needs tfds, answering from
+`<JAXGAN_ARRAYS_DIR>/<dataset>_<split>.npz`, the very arrays tfds gives on a machine that has
+it. Everything else (load_split's turning upright and subsetting, BatchIterator, the step,
+generation) is jaxgan's own code.
 
   # where tfds works: export the splits the benchmarks read (offline: JAXGAN_MANUAL_DIR=DIR)
   python benchmarks/without_tensorflow/sitecustomize.py --out=ARRAYS mnist:train kannada_mnist:train
@@ -63,7 +65,7 @@ def _serve_exported_arrays(folder: str) -> None:
   from jaxgan import data  # pylint: disable=g-import-not-at-top
   from jaxgan.data import pipeline  # pylint: disable=g-import-not-at-top
 
-  def load_split(name, split, data_dir=None, manual_dir=None, num_examples=None):
+  def read_exported(name, split, data_dir=None, manual_dir=None):
     del data_dir, manual_dir  # the arrays were exported from a prepared copy
     path = os.path.join(folder, f'{name}_{split}.npz')
     if not os.path.exists(path):
@@ -71,13 +73,10 @@ def _serve_exported_arrays(folder: str) -> None:
                            f'python benchmarks/without_tensorflow/sitecustomize.py '
                            f'--out={folder} {name}:{split} where tfds works')
     with np.load(path) as arrays:
-      images, labels = arrays['images'], arrays['labels']
-    if num_examples is not None:
-      keep = pipeline.class_balanced_indices(labels, num_examples)
-      images, labels = images[keep], labels[keep]
-    return images, labels
+      return arrays['images'], arrays['labels']
 
-  data.load_split = pipeline.load_split = load_split
+  # Only the reading needs tfds; load_split's turning upright and subsetting stay jaxgan's.
+  pipeline.read_split = read_exported
 
 
 def _export(argv) -> None:
@@ -85,7 +84,7 @@ def _export(argv) -> None:
   import numpy as np  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
       __file__)))))
-  from jaxgan import data  # pylint: disable=g-import-not-at-top
+  from jaxgan.data import pipeline  # pylint: disable=g-import-not-at-top
   parser = argparse.ArgumentParser(description='export dataset splits as .npz for '
                                    'JAXGAN_ARRAYS_DIR')
   parser.add_argument('--out', required=True)
@@ -94,8 +93,8 @@ def _export(argv) -> None:
   os.makedirs(args.out, exist_ok=True)
   for item in args.splits:
     name, split = item.split(':')
-    images, labels = data.load_split(name, split,
-                                     manual_dir=os.environ.get('JAXGAN_MANUAL_DIR') or None)
+    images, labels = pipeline.read_split(
+        name, split, manual_dir=os.environ.get('JAXGAN_MANUAL_DIR') or None)
     path = os.path.join(args.out, f'{name}_{split}.npz')
     np.savez_compressed(path, images=images, labels=labels)
     print(f'{path}: {len(labels)} examples')

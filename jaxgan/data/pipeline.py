@@ -19,6 +19,24 @@ from jaxgan.data.idx import DataError
 _READ_BATCH_SIZE = 10_000
 
 
+def read_split(
+    name: str,
+    split: str,
+    data_dir: str | os.PathLike | None = None,
+    manual_dir: str | os.PathLike | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+  """A split as tfds stores it: (images uint8 (N, 28, 28, 1), labels int32 (N,)).
+
+  The dataset is prepared first if needed (see `prepare`). `split` is any tfds
+  split expression ("train", "test[:1000]", ...).
+  """
+  builder = prepare(name, data_dir=data_dir, manual_dir=manual_dir)
+  chunks = list(tfds.as_numpy(builder.as_dataset(split=split, batch_size=_READ_BATCH_SIZE)))
+  images = np.concatenate([chunk['image'] for chunk in chunks])
+  labels = np.concatenate([chunk['label'] for chunk in chunks]).astype(np.int32)
+  return images, labels
+
+
 def load_split(
     name: str,
     split: str,
@@ -26,17 +44,11 @@ def load_split(
     manual_dir: str | os.PathLike | None = None,
     num_examples: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-  """A whole split in memory: (images uint8 (N, 28, 28, 1), labels int32 (N,)), upright.
-
-  The dataset is prepared first if needed (see `prepare`). `split` is any tfds
-  split expression ("train", "test[:1000]", ...). With `num_examples`, only that
-  many examples are kept, chosen by `class_balanced_indices` (no seed involved).
-  EMNIST's images, stored transposed, come back upright like MNIST's.
+  """A whole split in memory (`read_split`), upright: EMNIST's images, stored transposed, come
+  back upright like MNIST's. With `num_examples`, only that many examples are kept, chosen by
+  `class_balanced_indices` (no seed involved).
   """
-  builder = prepare(name, data_dir=data_dir, manual_dir=manual_dir)
-  chunks = list(tfds.as_numpy(builder.as_dataset(split=split, batch_size=_READ_BATCH_SIZE)))
-  images = np.concatenate([chunk['image'] for chunk in chunks])
-  labels = np.concatenate([chunk['label'] for chunk in chunks]).astype(np.int32)
+  images, labels = read_split(name, split, data_dir=data_dir, manual_dir=manual_dir)
   if name in TRANSPOSED:
     images = np.ascontiguousarray(images.swapaxes(1, 2))
   if num_examples is not None:
