@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's GPU figures as one job: training throughput per model and batch (both feeds,
-# float32 and bfloat16, several steps per call), jaxgan against the PyTorch and plain JAX peers on
+# float32 and bfloat16, several steps per call, the mlp's pipeline without a prefetch thread), jaxgan against the PyTorch and plain JAX peers on
 # the GPU, generation throughput, and a profile of the dcgan step at batch 256. For a machine
 # with a GPU whose Python has jax (CUDA), flax, optax, orbax-checkpoint, ml_collections and
 # torch but possibly no TensorFlow: the datasets come from arrays exported where tfds works
@@ -45,4 +45,8 @@ stage generation 60 python3 benchmarks/generation_throughput.py --models=mlp,dcg
 stage train_bfloat16 100 "${train[@]}" --models=dcgan,kannada --batches=256,1024 \
   --compute-dtype=bfloat16
 stage train_steps_per_call 60 "${train[@]}" --models=dcgan --batches=64,256 --steps-per-call=10
+# The CPU's feed on the GPU (no thread; the step's jit copies host arrays), against the
+# accelerators' default of a prefetch thread in train_float32.
+stage train_prefetch0 60 "${train[@]}" --models=mlp --batches=64,256,1024 --feeds=pipeline \
+  --prefetch=0
 stage profile 90 python3 benchmarks/profile_step.py --model=dcgan --batch=256 --steps=20 --top=25

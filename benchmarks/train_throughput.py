@@ -4,15 +4,19 @@ One step = one discriminator update + one generator update (as the papers count 
 trainer's own program: `make_train_step` under `parallel.shard_step` (jit + shard_map over a mesh
 of all devices, state donated), built from the model's experiment config. Fed by
   (a) device:   one batch already on the device(s), reused every step;
-  (b) pipeline: the real input pipeline, `jaxgan.data.load_split` (tfds) + `BatchIterator` with
-                the mesh's batch sharding (prefetch thread, host -> device copy every step).
+  (b) pipeline: the real input pipeline as the trainer builds it, `jaxgan.data.load_split`
+                (tfds) + `data.training_batches` (on CPU by default no prefetch thread: each
+                batch is gathered at dispatch and copied to the devices by the step's jit;
+                `--prefetch=N` a thread N batches ahead, copying with jax.device_put).
 Each (model, batch) runs in its own subprocess (so peak memory is its own): it compiles once,
 then alternates timed repeats of (a) and (b), each `--steps` steps dispatched back to back and
 synchronised at the end, as the trainer runs between log lines. One JSON line per (model,
 batch, feed): images/s (median over repeats, and every repeat), step time (ms, median),
-compile time (s, first call minus one step), whether anything recompiled after the first step,
-the host's work per batch alone (`host_batch_ms`: BatchIterator.batch_at, gather and copy to
-the devices, timed after the repeats; the most batches/s the pipeline can feed),
+compile time (s, first call minus one step), whether XLA compiled anything after each feed's
+first step, the host's work per batch alone (`host_batch_ms`: BatchIterator.batch_at, the
+gather and, with a prefetch thread, the copy to the devices, timed after the repeats; host
+arrays are copied inside the step's dispatch instead), whether the step got host arrays
+(`host_batches`),
 peak resident memory of the process (MiB), the foreign CPU load during the timed repeats
 (cores used by other processes) and the versions. A last line per (model, batch) gives
 pipeline/device.
@@ -58,6 +62,9 @@ def parse_args(argv=None):
                       'trainer); 0 one per core, -1 jax default (1)')
   parser.add_argument('--steps-per-call', type=int, default=1)
   parser.add_argument('--compute-dtype', default='float32')
+  parser.add_argument('--prefetch', type=int, default=None,
+                      help="pipeline feed's prefetch thread depth (default: the model config's, "
+                      'as the trainer; -1 = 0 on CPU, 2 on accelerators; 0 no thread)')
   parser.add_argument('--max-in-flight', type=int, default=None,
                       help='step calls the host may run ahead of the devices (default: the '
                       "trainer's parallel.MAX_STEPS_IN_FLIGHT; keep it under 32 with several "
@@ -92,13 +99,20 @@ def worker(args) -> list[dict]:
   _common.pin_threads(args.threads)
   import importlib  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
   from jaxgan import data, parallel  # pylint: disable=g-import-not-at-top
   if args.max_in_flight is None:
     args.max_in_flight = parallel.MAX_STEPS_IN_FLIGHT
+  backend_compiles = []
+  jax.monitoring.register_event_duration_secs_listener(
+      lambda event, _secs, **_: backend_compiles.append(event)
+      if event == '/jax/core/compile/backend_compile_duration' else None)
 
   config = importlib.import_module(f'experiments.configs.{CONFIGS[model]}').get_config()
   if args.cpu_devices is None:
     args.cpu_devices = config.cpu_devices
+  if args.prefetch is None:
+    args.prefetch = config.prefetch
   k = args.steps_per_call
   step, state, mesh = _common.training_step(
       model, config, batch_size, cpu_devices=args.cpu_devices, compute_dtype=args.compute_dtype,
@@ -112,7 +126,8 @@ def worker(args) -> list[dict]:
   fixed = data.BatchIterator(images, labels, batch_size=examples, seed=0, sharding=sharding)
   device_batch = next(fixed)
   fixed.close()
-  pipeline = data.BatchIterator(images, labels, batch_size=examples, seed=0, sharding=sharding)
+  pipeline = data.training_batches(images, labels, batch_size=examples, seed=0,
+                                   sharding=sharding, prefetch=args.prefetch)
 
   holder = {'state': state}
 
@@ -129,6 +144,11 @@ def worker(args) -> list[dict]:
   start = time.perf_counter()
   jax.block_until_ready(runners[feeds[0]]())
   first_call = time.perf_counter() - start
+  for feed in feeds[1:]:
+    # Host and device batches differ in their type (sharding), so a feed's first call traces
+    # and compiles again; the trainer feeds only one of them.
+    jax.block_until_ready(runners[feed]())
+  compiles_before_warmup = len(backend_compiles)
   for _ in range(args.warmup):
     for feed in feeds:
       jax.block_until_ready(runners[feed]())
@@ -143,12 +163,14 @@ def worker(args) -> list[dict]:
   for index in range(calls * k):
     jax.block_until_ready(pipeline.batch_at(index))
   host_batch_ms = 1e3 * (time.perf_counter() - start) / (calls * k)
-  recompiled = step._cache_size() != 1  # pylint: disable=protected-access
+  recompiled = len(backend_compiles) != compiles_before_warmup
   common = dict(model=model, batch=batch_size, steps_per_call=k, cpu_devices=args.cpu_devices,
                 compute_dtype=args.compute_dtype, max_in_flight=args.max_in_flight,
                 steps=calls * k, repeats=args.repeats,
                 threads=len(os.sched_getaffinity(0)), devices=mesh.size,
                 recompiled_after_first_step=recompiled, host_batch_ms=round(host_batch_ms, 3),
+                prefetch=args.prefetch,
+                host_batches=isinstance(pipeline.batch_at(0)['image'], np.ndarray),
                 peak_rss_mb=_common.peak_rss_mb(),
                 **{f'v_{name}': v for name, v in _common.versions().items()})
   lines = []

@@ -36,6 +36,7 @@ from jaxgan.train_step import make_train_step
 RESUMABLE_FIELDS = frozenset({
     'num_epochs', 'num_steps', 'log_every', 'checkpoint_every', 'keep_checkpoints',
     'data.manual_dir', 'data.data_dir', 'parallel', 'steps_per_call', 'donate', 'cpu_devices',
+    'prefetch',
     'eval_every', 'eval_num_samples', 'max_epoch_grids', 'sample_latent_scale'})
 # Fields added after the first runs were recorded: absent from a config.json means this value.
 _ADDED_FIELDS = {'compute_dtype': 'float32', 'steps_per_call': 1, 'donate': True,
@@ -50,7 +51,7 @@ _ADDED_FIELDS = {'compute_dtype': 'float32', 'steps_per_call': 1, 'donate': True
                  'model.minibatch_std_group': 0, 'model.discriminator_dropout': 0.3,
                  'sample_latent_scale': 1.0, 'loss.consistency': 0.0,
                  'loss.consistency_translation': 0.125, 'data.rarity_power': 0.0,
-                 'data.rarity_cap': 2.5, 'data.rarity_epochs': 0}
+                 'data.rarity_cap': 2.5, 'data.rarity_epochs': 0, 'prefetch': -1}
 # Streams split from the seed: parameter init, train steps, the fixed sample-grid latents.
 _INIT, _STEPS, _SAMPLES = range(3)
 
@@ -197,6 +198,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
                     f'{config.data.rarity_epochs}')
   if config.get('steps_per_call', 1) < 1:
     problems.append(f'steps_per_call must be >= 1, got {config.steps_per_call}')
+  if config.get('prefetch', -1) < -1:
+    problems.append(f'prefetch must be >= -1 (-1: 0 on CPU, 2 on accelerators; 0: no prefetch '
+                    f'thread), got {config.prefetch}')
   if config.get('cpu_devices', -1) < -1:
     problems.append(f'cpu_devices must be >= -1 (-1: jax default, 0: one per core), got '
                     f'{config.cpu_devices}')
@@ -492,10 +496,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
     logging.info("rarity weighting: the 10%% of training digits weighted most make %.1f%% of D's "
                  'real digits, in %s', top_tenth,
                  f'the first {weighted_epochs} epochs' if weighted_epochs else 'every epoch')
-  batches = data.BatchIterator(train_images, train_labels, batch_size=examples_per_step,
-                               seed=config.seed, start_step=start_step,
-                               sharding=runner.batch_sharding, example_weights=example_weights,
-                               weighted_epochs=weighted_epochs)
+  batches = data.training_batches(train_images, train_labels, batch_size=examples_per_step,
+                                  seed=config.seed, sharding=runner.batch_sharding,
+                                  prefetch=config.get('prefetch', -1), start_step=start_step,
+                                  example_weights=example_weights,
+                                  weighted_epochs=weighted_epochs)
   eval_every = config.get('eval_every', 0)
   evaluator = None
   if eval_every:

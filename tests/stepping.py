@@ -59,7 +59,9 @@ def run_single_device(model, loss, n_critic=1, num_steps=3, seed=0, batch=16,
 
 
 def run_on_mesh(model, loss, devices, n_critic=1, num_steps=3, batch=16, conditioning=None,
-                build_options=None, **step_options):
+                build_options=None, host_batches=False, **step_options):
+  """`host_batches`: hand the step numpy batches (the trainer's feed on CPU) instead of
+  batches put on the mesh first."""
   init, step = components(model, loss, n_critic, axis_name=parallel.DATA_AXIS,
                           conditioning=conditioning, build_options=build_options,
                           **step_options)
@@ -67,8 +69,9 @@ def run_on_mesh(model, loss, devices, n_critic=1, num_steps=3, batch=16, conditi
   state = jax.jit(init, out_shardings=parallel.replicated(mesh))(jax.random.key(0))
   sharded_step = parallel.shard_step(step, mesh)
   for batch_data in fixed_inputs(num_steps, batch * n_critic, bool(conditioning)):
-    state, measured = sharded_step(
-        state, jax.device_put(batch_data, parallel.batch_sharded(mesh)), jax.random.key(1))
+    if not host_batches:
+      batch_data = jax.device_put(batch_data, parallel.batch_sharded(mesh))
+    state, measured = sharded_step(state, batch_data, jax.random.key(1))
   return jax.device_get(state), jax.device_get(measured), sharded_step
 
 

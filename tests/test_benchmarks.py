@@ -50,7 +50,8 @@ def test_compare_peers_runs_jaxgan_on_one_device_and_on_one_per_core():
 
 def test_train_throughput_times_both_feeds_on_two_devices(tmp_path):
   """One (model, batch) on tiny IDX files: a line per feed with its settings, then
-  pipeline/device; nothing recompiles after the first step."""
+  pipeline/device; nothing recompiles after each feed's first step; the pipeline feeds the
+  step host arrays, as the trainer does on CPU."""
   write_manual_dir(tmp_path / 'manual', {'mnist': {'train': 64, 'test': 8}})
   env = {key: value for key, value in os.environ.items() if key != 'XLA_FLAGS'}
   env.update(JAXGAN_MANUAL_DIR=str(tmp_path / 'manual'), TFDS_DATA_DIR=str(tmp_path / 'tfds'))
@@ -71,6 +72,7 @@ def test_train_throughput_times_both_feeds_on_two_devices(tmp_path):
     assert line['steps'] == 3 and len(line['images_per_s_repeats']) == 2
     assert line['images_per_s'] > 0 and line['recompiled_after_first_step'] is False
     assert line['host_batch_ms'] > 0
+    assert line['prefetch'] == -1 and line['host_batches'] is True
   ratio = by_feed[None]['pipeline_over_device']
   assert ratio == round(by_feed['pipeline']['images_per_s'] / by_feed['device']['images_per_s'],
                         3)

@@ -21,7 +21,7 @@ import tensorflow_datasets as tfds
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxgan import images as images_lib
-from jaxgan.data import DATASETS, BatchIterator, DataError, load_split, prepare
+from jaxgan.data import DATASETS, BatchIterator, DataError, load_split, prepare, training_batches
 from jaxgan.data import builders
 from jaxgan.data.idx import IMAGES_MAGIC, LABELS_MAGIC, find_idx_files
 from jaxgan.data.idx import read_idx_images, read_idx_labels, read_idx_pair
@@ -625,7 +625,8 @@ def test_batches_are_sharded_over_all_devices():
     BatchIterator(images, labels, batch_size=devices + 1, seed=6, sharding=sharding)
 
 
-def test_an_error_in_the_prefetch_thread_reaches_the_consumer(monkeypatch):
+@pytest.mark.parametrize('prefetch', [2, 0])
+def test_an_error_making_a_batch_reaches_the_consumer(monkeypatch, prefetch):
   batch_at = BatchIterator.batch_at
 
   def fails_at_step_two(self, step):
@@ -635,7 +636,7 @@ def test_an_error_in_the_prefetch_thread_reaches_the_consumer(monkeypatch):
 
   monkeypatch.setattr(BatchIterator, 'batch_at', fails_at_step_two)
   images, labels = indexed_examples(23)
-  with BatchIterator(images, labels, batch_size=5, seed=0) as batches:
+  with BatchIterator(images, labels, batch_size=5, seed=0, prefetch=prefetch) as batches:
     next(batches), next(batches)
     for _ in range(2):  # and again on every later call
       with pytest.raises(RuntimeError, match='no batch for step 2'):
@@ -650,6 +651,42 @@ def test_close_stops_the_thread_and_ends_the_iteration():
   assert not batches._thread.is_alive()
   with pytest.raises(StopIteration):
     next(batches)
+
+
+@pytest.mark.parametrize('start_step', [0, 7])
+def test_without_a_prefetch_thread_the_stream_is_the_same(start_step):
+  images, labels = indexed_examples(23)
+  weights = np.arange(1, 24) / np.arange(1, 24).sum()
+  for options in ({}, dict(example_weights=weights, weighted_epochs=2)):
+    options.update(batch_size=5, seed=3, start_step=start_step)
+    with BatchIterator(images, labels, prefetch=0, **options) as batches:
+      assert batches._thread is None
+      inline = [next(batches) for _ in range(11)]  # past two epoch ends
+    for batch, expected in zip(inline, take(11, images, labels, **options)):
+      np.testing.assert_array_equal(batch['image'], expected['image'])
+      np.testing.assert_array_equal(batch['label'], expected['label'])
+    with pytest.raises(StopIteration):  # closed
+      next(batches)
+
+
+def test_training_batches_on_cpu_are_host_arrays_made_without_a_thread():
+  """The trainer's default (prefetch -1) on CPU: no thread, numpy batches even with a
+  sharding, which the step's jit copies itself; prefetch > 0 keeps the thread and the copy."""
+  images, labels = indexed_examples(23)
+  sharding = NamedSharding(jax.make_mesh((1,), ('data',)), PartitionSpec('data'))
+  expected = take(2, images, labels, batch_size=5, seed=4)
+  with training_batches(images, labels, batch_size=5, seed=4, sharding=sharding) as batches:
+    assert batches._thread is None and batches.sharding is None
+    for reference in expected:
+      batch = next(batches)
+      assert isinstance(batch['image'], np.ndarray) and isinstance(batch['label'], np.ndarray)
+      np.testing.assert_array_equal(batch['image'], reference['image'])
+  with training_batches(images, labels, batch_size=5, seed=4, sharding=sharding,
+                        prefetch=2) as batches:
+    assert batches._thread is not None and next(batches)['image'].sharding == sharding
+  with pytest.raises(ValueError, match=r'^prefetch=-2 must be >= -1 \(-1: 0 on CPU, 2 on '
+                     r'accelerators\)$'):
+    training_batches(images, labels, batch_size=5, seed=4, sharding=None, prefetch=-2)
 
 
 _LEFT_OPEN = """
@@ -689,8 +726,8 @@ def test_invalid_arguments_are_rejected_with_the_fix():
     BatchIterator(images, labels, batch_size=24, seed=0)
   with pytest.raises(ValueError, match='23 images but 22 labels'):
     BatchIterator(images, labels[:22], batch_size=4, seed=0)
-  with pytest.raises(ValueError, match='prefetch=0 must be >= 1'):
-    BatchIterator(images, labels, batch_size=4, seed=0, prefetch=0)
+  with pytest.raises(ValueError, match=r'prefetch=-1 must be >= 0 \(0: no prefetch thread\)'):
+    BatchIterator(images, labels, batch_size=4, seed=0, prefetch=-1)
   for weights in (np.full(22, 1 / 22), np.full(23, 0.1), -np.eye(23)[0] + 2 * np.eye(23)[1]):
     with pytest.raises(ValueError, match='example_weights must be 23 probabilities >= 0 summing '
                                          'to 1, one per example'):

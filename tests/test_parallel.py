@@ -73,6 +73,18 @@ def test_sharded_step_compiles_once_and_keeps_step_count(runs):
   assert int(state.step) == 3
 
 
+def test_the_sharded_step_takes_host_batches_as_it_takes_device_batches():
+  """shard_step's jit splits numpy batches over the devices itself (the trainer's feed on CPU,
+  `data.training_batches`): the same state bit for bit as batches put on the mesh first, and
+  one compilation for the run."""
+  devices = jax.devices()[:8]
+  on_mesh = stepping.run_on_mesh('dcgan', 'bce', devices)
+  from_host = stepping.run_on_mesh('dcgan', 'bce', devices, host_batches=True)
+  for x, y in zip(jax.tree.leaves(on_mesh[:2]), jax.tree.leaves(from_host[:2])):
+    np.testing.assert_array_equal(x, y)
+  assert from_host[2]._cache_size() == 1  # pylint: disable=protected-access
+
+
 def test_cpu_step_schedule_changes_speed_not_results(monkeypatch):
   """Several CPU devices compile the step with XLA's memory-optimised op order
   (`parallel.step_compiler_options`); XLA's default order gives the same state bit for bit."""

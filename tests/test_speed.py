@@ -233,6 +233,29 @@ def test_trainer_with_steps_per_call_matches_one_step_per_call(tmp_path):
   _assert_trees_close(state_1, state_3, atol=1e-4)
 
 
+def test_trainer_with_a_prefetch_thread_matches_the_inline_feed(tmp_path):
+  """prefetch=2 (a thread, batches put on the mesh) against the CPU default (no thread, numpy
+  batches copied by the step's jit): the same run bit for bit."""
+  runs = {}
+  for prefetch in (-1, 2):
+    config = _tiny_config(tmp_path, prefetch=prefetch, num_steps=6, log_every=2)
+    workdir = tmp_path / f'prefetch{prefetch}'
+    runs[prefetch] = (trainer.train_and_evaluate(config, str(workdir)),
+                      [{k: v for k, v in m.items() if k not in ('time_s', 'images_per_s')}
+                       for m in _read(workdir / 'metrics.jsonl')])
+  assert runs[-1][1] == runs[2][1] and len(runs[-1][1]) == 3
+  for x, y in zip(jax.tree.leaves(runs[-1][0]), jax.tree.leaves(runs[2][0]), strict=True):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_validate_rejects_a_prefetch_below_minus_one():
+  config = tiny.get_config()
+  config.prefetch = -2
+  with pytest.raises(ValueError, match=r'prefetch must be >= -1 \(-1: 0 on CPU, 2 on '
+                     r'accelerators; 0: no prefetch thread\), got -2'):
+    trainer.validate(config)
+
+
 # --- compute_dtype and donate -------------------------------------------------------------------
 
 def test_bfloat16_compute_keeps_float32_state_and_tracks_float32():

@@ -107,6 +107,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.cpu_devices = -1
   config.compute_dtype = 'float32'
   config.donate = True
+  # Batches a background thread prepares ahead; 0 = none, each batch gathered as the step is
+  # dispatched and copied to the devices by the step's jit; -1 = 0 on CPU, 2 on accelerators.
+  config.prefetch = -1
   config.log_every = 100  # steps between metrics.jsonl lines and log lines
   # > 0: every eval_every steps (and at the end) score eval_num_samples digits with the
   # evaluation suite, append the figures to metrics.jsonl and keep the lowest-fcd state in

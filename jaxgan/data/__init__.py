@@ -5,6 +5,6 @@ Importing this package registers the `kannada_mnist` tfds builder.
 
 from jaxgan.data.builders import DATASETS, prepare
 from jaxgan.data.idx import DataError
-from jaxgan.data.pipeline import BatchIterator, load_split
+from jaxgan.data.pipeline import BatchIterator, load_split, training_batches
 
-__all__ = ['DATASETS', 'BatchIterator', 'DataError', 'load_split', 'prepare']
+__all__ = ['DATASETS', 'BatchIterator', 'DataError', 'load_split', 'prepare', 'training_batches']
