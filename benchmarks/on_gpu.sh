@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's GPU figures as one job: training throughput per model and batch (both feeds,
-# float32 and bfloat16, several steps per call, the mlp's pipeline without a prefetch thread), jaxgan against the PyTorch and plain JAX peers on
-# the GPU, generation throughput, and a profile of the dcgan step at batch 256. For a machine
+# float32 and bfloat16, several steps per call, the mlp's pipeline without a prefetch thread),
+# jaxgan against the PyTorch and plain JAX peers on the GPU, generation throughput, and a
+# profile of the dcgan step at batch 256. For a machine
 # with a GPU whose Python has jax (CUDA), flax, optax, orbax-checkpoint, ml_collections and
 # torch but possibly no TensorFlow: the datasets come from arrays exported where tfds works
 # (benchmarks/without_tensorflow/sitecustomize.py).
