@@ -7,8 +7,8 @@ without reading the losses back every step as compare_peers' protocol does), the
 timeline of the trace that has events (per device on GPU/TPU: its XLA ops and its streams; on
 CPU each thread pool, such as the one running XLA's fusions) the `--top` ops by total time,
 each with its time per step, its count per step and its share of the timeline's summed event
-time (events nest, e.g. a fusion inside its executor's event, so shares overlap). The trace itself stays in
-`--trace-dir` for TensorBoard or Perfetto when given.
+time (events nest, e.g. a fusion inside its executor's event, so shares overlap). The trace
+itself stays in `--trace-dir` for TensorBoard or Perfetto when given.
 
   python benchmarks/profile_step.py --model=dcgan --batch=256          # this machine's devices
   python benchmarks/profile_step.py --model=dcgan --batch=256 --cpu-devices=0 --top=15

@@ -99,7 +99,6 @@ def worker(args) -> list[dict]:
   _common.pin_threads(args.threads)
   import importlib  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from jaxgan import data, parallel  # pylint: disable=g-import-not-at-top
   if args.max_in_flight is None:
     args.max_in_flight = parallel.MAX_STEPS_IN_FLIGHT
@@ -123,9 +122,8 @@ def worker(args) -> list[dict]:
 
   images, labels = data.load_split(config.data.name, 'train', manual_dir=config.data.manual_dir
                                    or None)
-  fixed = data.BatchIterator(images, labels, batch_size=examples, seed=0, sharding=sharding)
-  device_batch = next(fixed)
-  fixed.close()
+  device_batch = data.BatchIterator(images, labels, batch_size=examples, seed=0,
+                                    sharding=sharding, prefetch=0).batch_at(0)
   pipeline = data.training_batches(images, labels, batch_size=examples, seed=0,
                                    sharding=sharding, prefetch=args.prefetch)
 
@@ -170,7 +168,7 @@ def worker(args) -> list[dict]:
                 threads=len(os.sched_getaffinity(0)), devices=mesh.size,
                 recompiled_after_first_step=recompiled, host_batch_ms=round(host_batch_ms, 3),
                 prefetch=args.prefetch,
-                host_batches=isinstance(pipeline.batch_at(0)['image'], np.ndarray),
+                host_batches=pipeline.sharding is None,
                 peak_rss_mb=_common.peak_rss_mb(),
                 **{f'v_{name}': v for name, v in _common.versions().items()})
   lines = []
