@@ -512,7 +512,7 @@ def test_dcgan_shares_batch_statistics_and_dropout_keys_over_the_device_axis():
     d_calls = _submodule_calls(gan.discriminator, d_abstract, x)
     assert not any(isinstance(m, (nn.Dropout, nn.BatchNorm)) for m in d_calls)
     dropouts = [m for m in d_calls if isinstance(m, ExampleDropout)]
-    assert [(m.rate, m.axis_name) for m in dropouts] == [(0.3, "data")] * 2
+    assert [(m.rate, m.axis_name, m.leaky_slope) for m in dropouts] == [(0.3, "data", 0.3)] * 2
     # Without an axis name (one device) nothing refers to a device axis.
     single = _submodule_calls(models.build("dcgan").discriminator, d_abstract, x)
     assert [m.axis_name for m in single if isinstance(m, ExampleDropout)] == [None, None]
@@ -566,16 +566,23 @@ def test_example_dropout_deterministic_or_zero_rate_is_identity():
     np.testing.assert_array_equal(_dropout(x, jax.random.key(1), 0.0), x)
 
 
-def test_example_dropout_gradients_match_autodiff_of_the_mask():
-    # The backward pass reads the mask off the output (y != 0); first and second order
-    # gradients (the gradient penalty differentiates a gradient) equal autodiff of
-    # where(keep, x / keep_prob, 0) with the mask as a constant.
-    x = _dropout_input(4)
+@pytest.mark.parametrize("leaky_slope", [None, 0.3])
+def test_example_dropout_gradients_match_autodiff_of_the_mask(leaky_slope):
+    # The backward pass reads the mask (and, with leaky_slope, LeakyReLU's branch) off the
+    # output (y != 0, y > 0); first and second order gradients (the gradient penalty
+    # differentiates a gradient) equal autodiff of where(keep, f(x) / keep_prob, 0) with the
+    # mask as a constant, f the identity or LeakyReLU.
+    x = _dropout_input(4) - 1.0  # both signs, for LeakyReLU's two branches
     key = jax.random.key(1)
-    keep = np.asarray(_dropout_jit(x, key, DROPOUT_RATE)) != 0.0
+    keep = np.asarray(_dropout_jit(jnp.abs(x) + 1.0, key, DROPOUT_RATE)) != 0.0
+    f = (lambda v: v) if leaky_slope is None else (lambda v: nn.leaky_relu(v, leaky_slope))
+
+    def fused(v, key, rate):
+        return ExampleDropout(rate, leaky_slope=leaky_slope).apply(
+            {}, v, deterministic=False, rngs={"dropout": key})
 
     def plain(v, _key, rate):
-        return jnp.where(keep, v / (1.0 - rate), 0.0)
+        return jnp.where(keep, f(v) / (1.0 - rate), 0.0)
 
     def critic(w, v, drop):  # a nonlinearity on each side, so second derivatives do not vanish
         return jnp.sum(jnp.sin(drop(jnp.tanh(v * w), key, DROPOUT_RATE)))
@@ -584,13 +591,41 @@ def test_example_dropout_gradients_match_autodiff_of_the_mask():
         return jnp.sum(jax.grad(critic, argnums=1)(w, x, drop) ** 2)
 
     w = jnp.float32(0.7)
+    np.testing.assert_array_equal(np.asarray(fused(x, key, DROPOUT_RATE)),
+                                  np.asarray(plain(x, key, DROPOUT_RATE)))
     for order in (jax.grad(critic, argnums=1), lambda w, v, drop: jax.grad(penalty)(w, drop)):
-        np.testing.assert_allclose(np.asarray(order(w, x, _dropout)),
+        np.testing.assert_allclose(np.asarray(order(w, x, fused)),
                                    np.asarray(order(w, x, plain)), rtol=1e-6)
     # A kept unit whose input is exactly 0 gets a zero gradient, as a dropped unit does.
     zeros = jnp.zeros_like(x)
-    grad = np.asarray(jax.grad(lambda v: jnp.sum(_dropout(v, key, DROPOUT_RATE)))(zeros))
+    grad = np.asarray(jax.grad(lambda v: jnp.sum(fused(v, key, DROPOUT_RATE)))(zeros))
     np.testing.assert_array_equal(grad, np.zeros_like(grad))
+
+
+def test_example_dropout_leaky_slope_is_leaky_relu_then_dropout_bit_for_bit():
+    # The dcgan discriminator's fused LeakyReLU + dropout must train exactly as the two layers
+    # did (compiled, where XLA rewrites the division by keep_prob): values and gradients.
+    x = jax.random.normal(jax.random.key(0), (8, 14, 14, 32))
+    cotangent = jax.random.normal(jax.random.key(1), x.shape)
+    rngs = {"dropout": jax.random.key(2)}
+
+    def fused(v):
+        return ExampleDropout(0.3, leaky_slope=0.3).apply({}, v, deterministic=False, rngs=rngs)
+
+    def separate(v):
+        return ExampleDropout(0.3).apply({}, nn.leaky_relu(v, 0.3), deterministic=False, rngs=rngs)
+
+    for fn in (lambda v: v, lambda v: jnp.vdot(v, cotangent)):
+        got = jax.jit(jax.value_and_grad(lambda v: fn(fused(v)).sum()))(x)
+        want = jax.jit(jax.value_and_grad(lambda v: fn(separate(v)).sum()))(x)
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+    # Evaluation mode is the LeakyReLU alone.
+    np.testing.assert_array_equal(
+        np.asarray(ExampleDropout(0.3, leaky_slope=0.3).apply({}, x, deterministic=True)),
+        np.asarray(nn.leaky_relu(x, 0.3)))
+    with pytest.raises(ValueError, match=r"leaky_slope must be > 0 .*, got 0.0"):
+        ExampleDropout(0.3, leaky_slope=0.0).apply({}, x, deterministic=True)
 
 
 @pytest.mark.parametrize("n_devices", [2, 4])

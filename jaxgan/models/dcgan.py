@@ -125,7 +125,8 @@ class Discriminator(nn.Module):
     for features in (32 * self.width, 64 * self.width):
       x = self.layer(convs.Conv(features, (5, 5), (2, 2), 'SAME', kernel_init=keras_kernel_init,
                                 impl=self.conv_impl), x, train=train)
-      x = ExampleDropout(self.dropout_rate, self.axis_name)(_leaky(x), deterministic=not train)
+      x = ExampleDropout(self.dropout_rate, self.axis_name, leaky_slope=KERAS_LEAKY_SLOPE)(
+          x, deterministic=not train)
     if self.minibatch_std_group:
       x = minibatch_std(x, self.minibatch_std_group)
     return x
