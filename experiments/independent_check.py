@@ -5,10 +5,11 @@ IDX .gz files with gzip and numpy, trains a Keras CNN of another architecture (K
 example convnet with a 128-unit embedding layer) with a fixed seed, and computes the Frechet
 distance the usual FID way (scipy.linalg.sqrtm of the covariance product); for each labelled set
 it also trains a fresh convnet of the same architecture on that set alone (as many batches as the
-evaluator's own training) and reports its accuracy on the real test split (keras_cas, the
-classification accuracy score). The embeddings differ, so absolute values differ too. The
-check is whether the two evaluators rank the sets alike (Spearman correlation of the Frechet
-distances) and agree on label accuracy and on the accuracy a recogniser learns from the set.
+evaluator's own training, on randomly translated digits as a recogniser trained on 10,000 digits
+would be) and reports its accuracy on the real test split (keras_cas, the classification accuracy
+score). The embeddings differ, so absolute values differ too. The check is whether the two
+evaluators rank the sets alike (Spearman correlation of the Frechet distances) and agree on label
+accuracy and on the accuracy a recogniser learns from the set.
 
 Every set is scored by both evaluators: each --samples .npz (images uint8 (N, 28, 28), and
 labels when present, e.g. written by experiments.sample) plus two anchors built here from real
@@ -80,12 +81,18 @@ def box_blur3(images: np.ndarray) -> np.ndarray:
   return np.rint(total / 9).astype(np.uint8)
 
 
-def keras_classifier(images: np.ndarray, labels: np.ndarray, *, epochs: int, seed: int):
-  """Keras's MNIST example convnet with a 128-unit embedding layer, trained on uint8 digits."""
+def keras_classifier(images: np.ndarray, labels: np.ndarray, *, epochs: int, seed: int,
+                     max_translation: float = 0.0):
+  """Keras's MNIST example convnet with a 128-unit embedding layer, trained on uint8 digits,
+  each moved by a random translation of up to `max_translation` of its size (in training only;
+  0: none)."""
   import keras  # pylint: disable=import-outside-toplevel
   keras.utils.set_random_seed(seed)
   inputs = keras.Input((28, 28, 1))
   x = keras.layers.Rescaling(1 / 255)(inputs)
+  if max_translation:
+    x = keras.layers.RandomTranslation(max_translation, max_translation, fill_mode='constant',
+                                       seed=seed)(x)
   x = keras.layers.Conv2D(32, 3, activation='relu')(x)
   x = keras.layers.MaxPooling2D()(x)
   x = keras.layers.Conv2D(64, 3, activation='relu')(x)
@@ -122,10 +129,12 @@ def matched_epochs(reference_epochs: int, reference_size: int, size: int) -> int
 
 
 def keras_cas(images: np.ndarray, labels: np.ndarray, test_images: np.ndarray,
-              test_labels: np.ndarray, *, epochs: int, seed: int) -> float:
+              test_labels: np.ndarray, *, epochs: int, seed: int,
+              max_translation: float) -> float:
   """Classification accuracy score: a fresh Keras convnet trained on the set alone, its accuracy
   on the real test split."""
-  classifier = keras_classifier(images, labels, epochs=epochs, seed=seed)
+  classifier = keras_classifier(images, labels, epochs=epochs, seed=seed,
+                                max_translation=max_translation)
   probs = classifier.predict(test_images[..., None], batch_size=1000, verbose=0)
   return float((probs.argmax(1) == test_labels).mean())
 
@@ -171,6 +180,13 @@ def define_flags() -> None:
   flags.DEFINE_integer('num_real', 10000, 'Real train digits in the anchor sets.', lower_bound=2)
   flags.DEFINE_integer('epochs', 3, 'Training epochs of the Keras classifier.', lower_bound=1)
   flags.DEFINE_integer('seed', 0, 'Seed of the Keras classifier and the anchor rows.')
+  # Without translations, the recogniser trained on 10,000 real MNIST digits reaches 98.4% on the
+  # test split, under issue 4's 98.5% CAS target itself; with up to 10% it reaches 98.9%.
+  flags.DEFINE_float('cas_translation', 0.1,
+                     'Largest random translation (fraction of the 28 pixels, each axis) of the '
+                     'digits a keras_cas recogniser trains on; 0: none (the README figures measured '
+                     'before this flag).',
+                     lower_bound=0.0, upper_bound=0.5)
   flags.DEFINE_string('out', None, 'Optional JSON file for the results.')
 
 
@@ -220,7 +236,8 @@ def main(argv):
       logging.info('training a Keras convnet on %s alone (%d epochs)', name,
                    row['keras_cas_epochs'])
       row['keras_cas'] = keras_cas(images, labels, test_images, test_labels,
-                                   epochs=row['keras_cas_epochs'], seed=FLAGS.seed)
+                                   epochs=row['keras_cas_epochs'], seed=FLAGS.seed,
+                                   max_translation=FLAGS.cas_translation)
     results[name] = row
     print(json.dumps({'set': name, **{k: round(v, 4) if isinstance(v, float) else v
                                       for k, v in row.items()}}), flush=True)
@@ -229,6 +246,7 @@ def main(argv):
   summary = {
       'dataset': dataset,
       'keras_test_accuracy': keras_test_accuracy,
+      'cas_translation': FLAGS.cas_translation,
       'ours_classifier': manifest['file'],
       'spearman_fcd_vs_fid': float(scipy.stats.spearmanr(
           [results[n]['ours_fcd'] for n in names],

@@ -73,12 +73,36 @@ def _block_digits(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_keras_cas_is_high_for_informative_labels_and_chance_for_shuffled_ones():
   images, labels = _block_digits(600, seed=0)
   test_images, test_labels = _block_digits(300, seed=1)
+  # No translations: the class is the block's position.
   informative = independent_check.keras_cas(images, labels, test_images, test_labels, epochs=4,
-                                            seed=0)
+                                            seed=0, max_translation=0.0)
   shuffled = independent_check.keras_cas(images, np.random.default_rng(2).permutation(labels),
-                                         test_images, test_labels, epochs=4, seed=0)
+                                         test_images, test_labels, epochs=4, seed=0,
+                                         max_translation=0.0)
   assert informative > 0.95, informative
   assert shuffled < 0.3, shuffled
+
+
+def test_keras_recogniser_translates_its_training_digits_reproducibly_and_only_in_training():
+  import keras  # pylint: disable=import-outside-toplevel
+  images, labels = _block_digits(256, seed=0)
+
+  def translations(classifier):
+    return [layer for layer in classifier.layers
+            if isinstance(layer, keras.layers.RandomTranslation)]
+
+  plain = independent_check.keras_classifier(images, labels, epochs=1, seed=0)
+  assert not translations(plain)  # the architecture of the figures measured before the option
+  first, second = (independent_check.keras_classifier(images, labels, epochs=1, seed=0,
+                                                      max_translation=0.1) for _ in range(2))
+  (layer,) = translations(first)
+  assert (layer.height_factor, layer.width_factor, layer.fill_mode) == (0.1, 0.1, 'constant')
+  for a, b in zip(first.get_weights(), second.get_weights()):  # seeded draws: same recogniser
+    np.testing.assert_array_equal(a, b)
+  # Same seed, same initialisation and batches: only the translations make it train otherwise.
+  assert any(not np.array_equal(a, b) for a, b in zip(plain.get_weights(), first.get_weights()))
+  predict = lambda: first.predict(images[:64, ..., None], verbose=0)
+  np.testing.assert_array_equal(predict(), predict())  # no translation at inference
 
 
 def test_script_scores_samples_with_both_evaluators(tmp_path):
