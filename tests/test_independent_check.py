@@ -99,7 +99,7 @@ def test_keras_recogniser_translates_its_training_digits_reproducibly_and_only_i
   assert (layer.height_factor, layer.width_factor, layer.fill_mode) == (0.1, 0.1, 'constant')
   for a, b in zip(first.get_weights(), second.get_weights()):  # seeded draws: same recogniser
     np.testing.assert_array_equal(a, b)
-  # Same seed, same initialisation and batches: only the translations make it train otherwise.
+  # The translations change what it learns.
   assert any(not np.array_equal(a, b) for a, b in zip(plain.get_weights(), first.get_weights()))
   predict = lambda: first.predict(images[:64, ..., None], verbose=0)
   np.testing.assert_array_equal(predict(), predict())  # no translation at inference
