@@ -185,3 +185,22 @@ def test_profile_step_sums_the_traced_ops_per_step(tmp_path):
                       for t in timelines)
   assert all(row['ms_per_step'] >= 0 and row['count_per_step'] > 0
              and 0 <= row['share_of_timeline'] <= 1 for row in rows)
+
+
+def test_conv_ceiling_times_each_form_of_one_layer_and_checks_the_laid_out_gradient():
+  """A header naming the layer, then the four forms in order; the kernel gradient from
+  laid-out operands equals training's (a batch of 40: a full chunk of 32 and a ragged one)."""
+  result = subprocess.run(
+      [sys.executable, 'benchmarks/conv_ceiling.py', '--batch=40', '--calls=1', '--repeats=1',
+       '--max-wait=0'],
+      cwd=REPO, capture_output=True, text=True, timeout=300,
+      env={key: value for key, value in os.environ.items() if key != 'XLA_FLAGS'})
+  assert result.returncode == 0, result.stderr[-3000:]
+  header, *lines = (json.loads(line) for line in result.stdout.splitlines())
+  assert header['benchmark'] == 'conv_ceiling' and header['devices'] == 1
+  assert (header['input'], header['output'], header['kernel']) == ([14, 14, 32], [7, 7, 64], 5)
+  assert header['mflop'] == round(2 * 40 * 7 * 7 * 5 * 5 * 32 * 64 / 1e6, 1)
+  assert [line['form'] for line in lines] == ['forward', 'matmul', 'kernel_grad',
+                                              'kernel_grad_laid_out']
+  assert all(line['ms'] > 0 and line['gflop_per_s'] > 0 for line in lines)
+  assert lines[-1]['max_abs_diff'] < 1e-3
