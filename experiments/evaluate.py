@@ -3,7 +3,8 @@ r"""Score generated digits against real ones, next to the same scores for real d
 python -m experiments.evaluate --workdir=RUN --num_samples=10000 \
     --metrics=fcd,classifier_score,precision_recall,coverage
   generates --num_samples digits from RUN's newest checkpoint (conditional models: every
-  class equally often, labelled) and writes RUN/eval.json.
+  class equally often, labelled; --resample_percentile: kept by a density-ratio model, see
+  experiments.sample) and writes RUN/eval.json.
 python -m experiments.evaluate --samples=digits.npz --dataset=mnist
   scores an existing .npz (`images` uint8 (N, 28, 28), optional `labels`) and writes
   digits.eval.json beside it.
@@ -20,7 +21,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import numpy as np
 from absl import app, flags, logging
 
-from jaxgan import console
+from jaxgan import console, resampling
 from jaxgan.checkpoint import BEST, LATEST
 from jaxgan.evaluation import run_scores, weights
 from jaxgan.run_folder import load_run_config, write_json_atomic
@@ -37,6 +38,7 @@ _TRUNCATION = flags.DEFINE_float('truncation', 0.0, 'Truncation trick for the ge
                                  lower_bound=0.0)
 _LATENT_SCALE = console.define_latent_scale('Multiplies the generated latents (--workdir only; '
                                             'see experiments.sample); 1: none.')
+_RESAMPLE_PERCENTILE, _RESAMPLE_CANDIDATES = console.define_resample_flags(' (--workdir only)')
 _CHECKPOINT = flags.DEFINE_enum('checkpoint', LATEST, [LATEST, BEST],
                                 'Which state of the run: its newest checkpoint, or the best one '
                                 'kept by evaluation during training (config.eval_every).')
@@ -69,9 +71,10 @@ def main(argv):
   del argv  # flags only: console.run refuses other arguments
   if (_WORKDIR.value is None) == (_SAMPLES.value is None):
     raise app.UsageError('give exactly one of --workdir=RUN and --samples=FILE.npz')
-  if _SAMPLES.value and (_TRUNCATION.value or _LATENT_SCALE.value is not None):
-    raise app.UsageError('--truncation and --latent_scale draw a run\'s latents: they need '
-                         '--workdir=RUN, not --samples')
+  if _SAMPLES.value and (_TRUNCATION.value or _LATENT_SCALE.value is not None
+                        or _RESAMPLE_PERCENTILE.value):
+    raise app.UsageError('--truncation, --latent_scale and --resample_percentile draw a run\'s '
+                         'digits: they need --workdir=RUN, not --samples')
   if _SAMPLES.value and not _DATASET.value:
     raise app.UsageError(f'--samples needs --dataset={"|".join(weights.TRAIN_COMMANDS)}: the '
                          'real data to compare with')
@@ -85,6 +88,7 @@ def main(argv):
         _WORKDIR.value, _METRICS.value, num_samples=_NUM_SAMPLES.value, seed=_SEED.value,
         checkpoint=_CHECKPOINT.value, truncation=_TRUNCATION.value,
         latent_scale=_LATENT_SCALE.value,
+        resample=resampling.from_flags(_RESAMPLE_PERCENTILE.value, _RESAMPLE_CANDIDATES.value),
         manual_dir=_MANUAL_DIR.value, data_dir=_DATA_DIR.value)
     out = _OUT.value or os.path.join(_WORKDIR.value, 'eval.json')
   else:

@@ -6,6 +6,10 @@ writes `images`, uint8 (N, 28, 28) with 0 = background as in the IDX files.
 Conditional models also write `labels`, int32 (N,), the class each digit was generated for:
 --labels=3 or --labels=0,1,2 chooses the classes (default: all), --num digits cycling through
 them, or --per_class=N digits of each, class by class. The grid then has one row per class.
+
+--resample_percentile=P keeps candidates by a density-ratio model of real against generated
+digits (jaxgan.resampling; README, Density-ratio resampling): trained the first time for the
+run's step, latent scale and truncation (minutes on a CPU) and kept in RUN/resampling/.
 """
 import os
 
@@ -15,7 +19,7 @@ import jax
 import numpy as np
 from absl import flags, logging
 
-from jaxgan import console, generate, images, parallel, run_folder, trainer
+from jaxgan import console, generate, images, parallel, resampling, run_folder, trainer
 from jaxgan.run_folder import load_run_config
 from jaxgan.state import generator_variables
 
@@ -36,6 +40,7 @@ _TRUNCATION = flags.DEFINE_float('truncation', 0.0, 'Truncation trick: latents d
 _LATENT_SCALE = console.define_latent_scale(
     'Multiplies the latents (after any truncation): above 1, e.g. 1.2, wider than training, '
     'for more varied digits (README, Wider latents); 1: none.')
+_RESAMPLE_PERCENTILE, _RESAMPLE_CANDIDATES = console.define_resample_flags()
 _CPU_DEVICES = flags.DEFINE_integer(
     'cpu_devices', 0, 'CPU only: jax devices to generate on, each a share of every batch (the '
     'digits do not depend on the count); 0: one per core, -1: jax\'s default.',
@@ -102,10 +107,18 @@ def main(argv):
   step = int(state.step)
   labels = sample_labels(classes)
   num = _NUM.value if labels is None else len(labels)
-  z = generate.latents(jax.random.key(_SEED.value), num, gan.latent_dim, _TRUNCATION.value,
-                       run_folder.latent_scale(config, _LATENT_SCALE.value))
-  digits = generate.generate(gan, generator_variables(state), z, labels,
-                             batch_size=_BATCH.value, step=step)
+  latent_scale = run_folder.latent_scale(config, _LATENT_SCALE.value)
+  resample = resampling.from_flags(_RESAMPLE_PERCENTILE.value, _RESAMPLE_CANDIDATES.value)
+  if resample is None:
+    z = generate.latents(jax.random.key(_SEED.value), num, gan.latent_dim, _TRUNCATION.value,
+                         latent_scale)
+    digits = generate.generate(gan, generator_variables(state), z, labels,
+                               batch_size=_BATCH.value, step=step)
+  else:
+    digits, _ = resampling.resample_run(
+        _WORKDIR.value, config, gan, generator_variables(state), step, labels, num, resample,
+        seed=_SEED.value, latent_scale=latent_scale, truncation=_TRUNCATION.value,
+        batch_size=_BATCH.value)
   if _OUT.value:
     arrays = dict(images=digits) if labels is None else dict(images=digits, labels=labels)
     generate.save_npz_atomic(_OUT.value, compress=_COMPRESS.value, **arrays)

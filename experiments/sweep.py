@@ -24,7 +24,7 @@ import numpy as np
 from absl import flags, logging
 from ml_collections import config_flags
 
-from jaxgan import console, parallel, run_folder, trainer
+from jaxgan import console, parallel, resampling, run_folder, trainer
 from jaxgan.checkpoint import LATEST
 from jaxgan.evaluation import metrics, run_scores, suite
 from jaxgan.run_folder import write_json_atomic
@@ -38,6 +38,8 @@ _NUM_SAMPLES = flags.DEFINE_integer('num_samples', 10000, 'Digits generated from
 _EVAL_SEED = flags.DEFINE_integer('eval_seed', 0, "Seed of the scored digits' latents.")
 _LATENT_SCALE = console.define_latent_scale("Multiplies the scored digits' latents (see "
                                             'experiments.sample); 1: none.')
+_RESAMPLE_PERCENTILE, _RESAMPLE_CANDIDATES = console.define_resample_flags(
+    ' of the scored digits')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 SUMMARY_FILE = 'sweep.json'
@@ -55,7 +57,8 @@ def parse_seeds(values: list[str]) -> list[int]:
 
 
 def reusable(path: str, step: int, names: tuple[str, ...], num_samples: int,
-             eval_seed: int, latent_scale: float = 1.0) -> dict | None:
+             eval_seed: int, latent_scale: float = 1.0,
+             resample: resampling.Resampling | None = None) -> dict | None:
   """The record in `path` if it scored the run's state at `step` the way asked, else None."""
   if not os.path.exists(path):
     return None
@@ -66,8 +69,17 @@ def reusable(path: str, step: int, names: tuple[str, ...], num_samples: int,
           and record.get('num_samples') == num_samples and record.get('seed') == eval_seed
           and record.get('checkpoint') == LATEST and not record.get('truncation')
           and record.get('latent_scale', 1.0) == latent_scale
-          and record.get('settings') == settings)
+          and record.get('settings') == settings
+          and resampled_as(record.get('resampling')) == resample)
   return record if same else None
+
+
+def resampled_as(stats: dict | None) -> resampling.Resampling | None:
+  """The resampling an eval.json's `resampling` statistics record (None: none)."""
+  if stats is None:
+    return None
+  return resampling.Resampling(stats['percentile'], stats['candidates_per_class'],
+                               resampling.RatioSettings(**stats['settings']))
 
 
 def summarise(records: dict[int, dict]) -> dict:
@@ -100,9 +112,11 @@ def format_summary(seeds: list[int], figures: dict) -> str:
 
 def run_sweep(config, workdir: str, seeds: list[int], names: list[str] | None, *,
               num_samples: int = 10000, eval_seed: int = 0,
-              latent_scale: float | None = None) -> dict:
+              latent_scale: float | None = None,
+              resample: resampling.Resampling | None = None) -> dict:
   """Train (or resume) and score one run per seed in `workdir`; write and return the summary.
-  `latent_scale` None: the config's sample_latent_scale."""
+  `latent_scale` None: the config's sample_latent_scale; `resample`: see
+  `run_scores.generate_from_run`."""
   latent_scale = run_folder.latent_scale(config, latent_scale)
   names = suite.resolve_metric_names(names, has_labels=config.model.get('num_classes', 0) > 0)
   records = {}
@@ -113,13 +127,14 @@ def run_sweep(config, workdir: str, seeds: list[int], names: list[str] | None, *
     logging.info('seed %d: training %s', seed, run_dir)
     state = trainer.train_and_evaluate(run_config, run_dir)
     eval_path = os.path.join(run_dir, 'eval.json')
-    record = reusable(eval_path, int(state.step), names, num_samples, eval_seed, latent_scale)
+    record = reusable(eval_path, int(state.step), names, num_samples, eval_seed, latent_scale,
+                      resample)
     if record is None:
       # The real reference is the same digits for every seed: scored once per sweep.
       known_real = next(iter(records.values()))['real'] if records else None
       record = run_scores.evaluate_run(run_dir, list(names), num_samples=num_samples,
                                        seed=eval_seed, latent_scale=latent_scale,
-                                       real_results=known_real)
+                                       resample=resample, real_results=known_real)
       write_json_atomic(record, eval_path)
     else:
       logging.info('seed %d: reusing %s (step %d)', seed, eval_path, record['step'])
@@ -127,6 +142,7 @@ def run_sweep(config, workdir: str, seeds: list[int], names: list[str] | None, *
   figures = summarise(records)
   summary = dict(seeds=seeds, metrics=list(names), num_samples=num_samples, eval_seed=eval_seed,
                  latent_scale=latent_scale,
+                 resampling=None if resample is None else dataclasses.asdict(resample),
                  steps={str(seed): records[seed]['step'] for seed in seeds},
                  config=json.loads(config.to_json()), figures=figures)
   write_json_atomic(summary, os.path.join(workdir, SUMMARY_FILE))
@@ -142,7 +158,9 @@ def main(argv):
   # CPU: config.cpu_devices jax devices, as experiments.train sets them (before any jax call).
   parallel.configure_cpu_devices(config.get('cpu_devices', -1), divides=config.batch_size)
   run_sweep(config, _WORKDIR.value, seeds, _METRICS.value, num_samples=_NUM_SAMPLES.value,
-            eval_seed=_EVAL_SEED.value, latent_scale=_LATENT_SCALE.value)
+            eval_seed=_EVAL_SEED.value, latent_scale=_LATENT_SCALE.value,
+            resample=resampling.from_flags(_RESAMPLE_PERCENTILE.value,
+                                           _RESAMPLE_CANDIDATES.value))
   logging.info('wrote %s', os.path.join(_WORKDIR.value, SUMMARY_FILE))
 
 

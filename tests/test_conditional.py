@@ -318,15 +318,17 @@ def test_serve_answers_picture_requests_from_the_run_and_names_a_taken_port(cond
 
 def test_evaluate_generates_balanced_labelled_digits(conditional_run):
   config = run_folder.load_run_config(str(conditional_run))
-  step, digits, labels = run_scores.generate_from_run(str(conditional_run), config, 20, 0)
+  step, digits, labels, resampled = run_scores.generate_from_run(str(conditional_run), config,
+                                                                 20, 0)
   assert step == 16 and digits.shape == (20, 28, 28) and digits.dtype == np.uint8
+  assert resampled is None
   np.testing.assert_array_equal(labels, np.arange(20) % 10)
-  _, truncated, same_labels = run_scores.generate_from_run(str(conditional_run), config, 20, 0,
-                                                         truncation=0.5)
+  _, truncated, same_labels, _ = run_scores.generate_from_run(str(conditional_run), config, 20,
+                                                            0, truncation=0.5)
   np.testing.assert_array_equal(same_labels, labels)
   assert (truncated != digits).any()
-  _, wide, wide_labels = run_scores.generate_from_run(str(conditional_run), config, 20, 0,
-                                                      latent_scale=1.5)
+  _, wide, wide_labels, _ = run_scores.generate_from_run(str(conditional_run), config, 20, 0,
+                                                         latent_scale=1.5)
   np.testing.assert_array_equal(wide_labels, labels)
   assert (wide != digits).any()
 

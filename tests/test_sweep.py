@@ -1,5 +1,6 @@
 """experiments.sweep: one run per seed, each scored into its eval.json, summarised in sweep.json;
 a second call reuses what is done; bad seeds are refused before any work."""
+import dataclasses
 import json
 import os
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from experiments import sweep
+from jaxgan import resampling
 from tests.idx_files import write_manual_dir
 from tests.test_experiments import cli
 
@@ -78,6 +80,24 @@ def test_a_record_of_another_latent_scale_is_not_reused(swept):
   older = workdir / 'older_eval.json'
   older.write_text(json.dumps(record))
   assert sweep.reusable(str(older), 16, names, NUM_SAMPLES, 0) == record
+
+
+def test_a_record_resampled_otherwise_is_not_reused(swept, tmp_path):
+  workdir, _, _ = swept
+  record = read_json(workdir / 'seed_3' / 'eval.json')
+  names = tuple(record['metrics'])
+  asked = resampling.Resampling(99, 1000)
+  assert sweep.reusable(str(workdir / 'seed_3' / 'eval.json'), 16, names, NUM_SAMPLES, 0,
+                        resample=asked) is None
+  # What evaluate_run records of a resampling (resampling.resample's statistics).
+  record['resampling'] = dict(percentile=99.0, candidates_per_class=1000, kept_share_min=0.1,
+                              settings=dataclasses.asdict(asked.settings))
+  path = tmp_path / 'resampled_eval.json'
+  path.write_text(json.dumps(record))
+  assert sweep.reusable(str(path), 16, names, NUM_SAMPLES, 0, resample=asked) == record
+  assert sweep.reusable(str(path), 16, names, NUM_SAMPLES, 0) is None
+  assert sweep.reusable(str(path), 16, names, NUM_SAMPLES, 0,
+                        resample=resampling.Resampling(95, 1000)) is None
 
 
 @pytest.mark.parametrize('seeds, message', [

@@ -107,23 +107,40 @@ def _embed_and_predict_batch(model: nn.Module, params, images: jax.Array):
   return embeddings, jax.nn.softmax(logits)
 
 
-def embed_and_predict(params, images: np.ndarray, *, model: nn.Module = Classifier(),
-                      batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
-  """(embeddings float32 (N, D), class probabilities float32 (N, C)) of uint8 images.
+@functools.partial(jax.jit, static_argnums=0)
+def _logits_batch(model: nn.Module, params, images: jax.Array):
+  return model.apply({'params': params}, _to_float(images))[1]
 
-  Every batch is padded to `batch_size`, so a model compiles once whatever N; the arrays
-  returned are numpy, so device memory holds one batch at a time.
-  """
+
+def _apply_in_batches(batch_fn, images: np.ndarray, batch_size: int) -> list[np.ndarray]:
+  """`batch_fn` over `images` in batches each padded to `batch_size`, so a model compiles once
+  whatever N; the outputs (each array, or tuple of arrays) are numpy and concatenated, so
+  device memory holds one batch at a time."""
   images = as_batch(images)
-  embeddings, probs = [], []
+  outputs = []
   for start in range(0, len(images), batch_size):
     batch = images[start:start + batch_size]
     num = len(batch)
     batch = np.concatenate([batch, np.zeros((batch_size - num,) + batch.shape[1:], batch.dtype)])
-    batch_embeddings, batch_probs = _embed_and_predict_batch(model, params, batch)
-    embeddings.append(np.asarray(batch_embeddings)[:num])
-    probs.append(np.asarray(batch_probs)[:num])
-  return np.concatenate(embeddings), np.concatenate(probs)
+    outputs.append([np.asarray(out)[:num] for out in jax.tree.leaves(batch_fn(batch))])
+  return [np.concatenate(column) for column in zip(*outputs)]
+
+
+def embed_and_predict(params, images: np.ndarray, *, model: nn.Module = Classifier(),
+                      batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
+  """(embeddings float32 (N, D), class probabilities float32 (N, C)) of uint8 images."""
+  embeddings, probs = _apply_in_batches(
+      functools.partial(_embed_and_predict_batch, model, params), images, batch_size)
+  return embeddings, probs
+
+
+def logits(params, images: np.ndarray, *, model: nn.Module = Classifier(),
+           batch_size: int = 500) -> np.ndarray:
+  """Class logits float32 (N, C) of uint8 images: unlike probabilities, they keep log-odds
+  that a softmax would round to 0 or 1 in float32."""
+  (out,) = _apply_in_batches(functools.partial(_logits_batch, model, params), images,
+                             batch_size)
+  return out
 
 
 def accuracy(params, images: np.ndarray, labels: np.ndarray, *,

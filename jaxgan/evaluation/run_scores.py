@@ -5,32 +5,50 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import NamedTuple
 
 import jax
 import ml_collections
 import numpy as np
 from absl import logging
 
-from jaxgan import generate, run_folder, trainer
+from jaxgan import generate, resampling, run_folder, trainer
 from jaxgan.checkpoint import LATEST
 from jaxgan.evaluation import metrics, suite, weights
 from jaxgan.run_folder import load_run_config
 from jaxgan.state import generator_variables
 
 
+class RunDigits(NamedTuple):
+  step: int  # the generator's
+  images: np.ndarray  # uint8 (N, 28, 28)
+  labels: np.ndarray | None  # int32 (N,) for a conditional model
+  resampling: dict | None  # `resampling.resample`'s statistics, when resampled
+
+
 def generate_from_run(workdir: str, config: ml_collections.ConfigDict, num: int, seed: int,
                       checkpoint: str = LATEST, truncation: float = 0.0,
-                      latent_scale: float = 1.0):
-  """(step, uint8 digits (num, 28, 28), their labels or None) from the run's newest (or best)
-  checkpoint; a conditional model generates classes 0, 1, ..., 0, 1, ... in turn.
-  `truncation`, `latent_scale`: see `generate.latents`."""
+                      latent_scale: float = 1.0,
+                      resample: resampling.Resampling | None = None, *, manual_dir: str = '',
+                      data_dir: str = '') -> RunDigits:
+  """`num` digits from the run's newest (or best) checkpoint; a conditional model generates
+  classes 0, 1, ..., 0, 1, ... in turn. `truncation`, `latent_scale`: see `generate.latents`;
+  `resample`: keep candidates by the run's density-ratio model (`resampling.resample_run`,
+  trained from the run's data or `manual_dir`/`data_dir` the first time)."""
   components, state = trainer.restore_run_state(workdir, config, checkpoint)
-  logging.info('generating %d digits from %s at step %d', num, workdir, int(state.step))
+  step = int(state.step)
+  logging.info('generating %d digits from %s at step %d', num, workdir, step)
   gan = components.gan
-  z = generate.latents(jax.random.key(seed), num, gan.latent_dim, truncation, latent_scale)
   labels = generate.balanced_labels(num, gan.num_classes) if gan.num_classes else None
+  if resample is not None:
+    digits, stats = resampling.resample_run(
+        workdir, config, gan, generator_variables(state), step, labels, num, resample,
+        seed=seed, latent_scale=latent_scale, truncation=truncation, manual_dir=manual_dir,
+        data_dir=data_dir)
+    return RunDigits(step, digits, labels, stats)
+  z = generate.latents(jax.random.key(seed), num, gan.latent_dim, truncation, latent_scale)
   digits = generate.generate(gan, generator_variables(state), z, labels, step=state.step)
-  return int(state.step), digits, labels
+  return RunDigits(step, digits, labels, None)
 
 
 def score_digits(images: np.ndarray, labels: np.ndarray | None, dataset: str,
@@ -64,22 +82,26 @@ def score_digits(images: np.ndarray, labels: np.ndarray | None, dataset: str,
 
 def evaluate_run(workdir: str, names: list[str] | None = None, *, num_samples: int = 10000,
                  seed: int = 0, checkpoint: str = LATEST, truncation: float = 0.0,
-                 latent_scale: float | None = None, manual_dir: str = '', data_dir: str = '',
-                 real_results: dict | None = None) -> dict:
+                 latent_scale: float | None = None,
+                 resample: resampling.Resampling | None = None, manual_dir: str = '',
+                 data_dir: str = '', real_results: dict | None = None) -> dict:
   """The evaluation record of `num_samples` digits from the run's `checkpoint`, latents drawn
   with `seed` (`truncation`, `latent_scale`: see `generate.latents`; None: the run's
-  `sample_latent_scale`); the real data is the run's unless `manual_dir`/`data_dir` say
-  otherwise. `real_results`: see `score_digits`."""
+  `sample_latent_scale`; `resample`: see `generate_from_run`); the real data is the run's
+  unless `manual_dir`/`data_dir` say otherwise. `real_results`: see `score_digits`."""
   start = time.perf_counter()
   config = load_run_config(workdir)
   latent_scale = run_folder.latent_scale(config, latent_scale)
   # Unknown or label-only metrics fail here, before any generating.
   names = suite.resolve_metric_names(names, has_labels=config.model.get('num_classes', 0) > 0)
-  step, images, labels = generate_from_run(workdir, config, num_samples, seed, checkpoint,
-                                           truncation, latent_scale)
-  source = dict(workdir=workdir, checkpoint=checkpoint, step=step, seed=seed,
+  manual_dir = manual_dir or config.data.manual_dir
+  data_dir = data_dir or config.data.data_dir
+  digits = generate_from_run(workdir, config, num_samples, seed, checkpoint, truncation,
+                             latent_scale, resample, manual_dir=manual_dir, data_dir=data_dir)
+  source = dict(workdir=workdir, checkpoint=checkpoint, step=digits.step, seed=seed,
                 truncation=truncation, latent_scale=latent_scale)
-  record = score_digits(images, labels, config.data.name, names,
-                        manual_dir=manual_dir or config.data.manual_dir,
-                        data_dir=data_dir or config.data.data_dir, real_results=real_results)
+  if digits.resampling is not None:
+    source['resampling'] = digits.resampling
+  record = score_digits(digits.images, digits.labels, config.data.name, names,
+                        manual_dir=manual_dir, data_dir=data_dir, real_results=real_results)
   return dict(source, **record) | dict(seconds=round(time.perf_counter() - start, 1))
