@@ -6,9 +6,12 @@ one; a shard_map program instead of a plain one), which changes results by ~1e-9
 step; Adam divides by sqrt(v) + eps, which magnifies that near zero gradients, so parameters
 after 3 steps at lr 1e-3 agree to 1e-4 absolute (observed ~3e-5). The minibatch standard
 deviation magnifies it more: the gradient of sqrt(var + 1e-8) is ~1 / (2 sqrt(var)), large where
-a group's features nearly agree, and a few of D's 51,200 Conv_1 weights then differ by ~1.3e-4
-between programs (1 device too), so that case gets 1e-3, one Adam step. The mesh and pmap paths
-run the same per-device program on 8 devices and agree to 1e-6 (observed: equal).
+a group's features nearly agree, and a few of D's weights then differ between programs (1 device
+too): by ~1.3e-4 on the Xeons, by up to 1.8e-3 on an AMD EPYC (4 of 313,600 values), where a
+gradient's sign flips and Adam's step, about lr whatever the gradient's size, goes the other
+way. That case gets 2 x 3 steps x lr = 6e-3, the most such flips can part two 3-step runs. The
+mesh and pmap paths run the same per-device program on 8 devices and agree to 1e-6 (observed:
+equal).
 """
 import jax
 import numpy as np
@@ -37,7 +40,7 @@ def runs(request):
   options = dict(conditioning=conditioning, build_options=build_options)
   plain_state, plain_history, _ = stepping.run_single_device(model, loss, n_critic, **options)
   return {
-      'atol': 1e-3 if build_options.get('minibatch_std_group') else 1e-4,
+      'atol': 6e-3 if build_options.get('minibatch_std_group') else 1e-4,
       'plain': (plain_state, {k: np.float32(v) for k, v in plain_history[-1].items()}),
       'mesh1': stepping.run_on_mesh(model, loss, jax.devices()[:1], n_critic, **options),
       'mesh8': stepping.run_on_mesh(model, loss, jax.devices()[:8], n_critic, **options),
