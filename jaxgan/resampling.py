@@ -44,11 +44,16 @@ CHUNK = 10_000  # candidates generated and scored at a time: bounds host memory
 @dataclasses.dataclass(frozen=True)
 class RatioSettings:
   """How the ratio model is trained: the evaluation classifier's recipe (its architecture,
-  batch, learning rate, shifts and dropout), for fewer epochs over twice the examples."""
+  batch, learning rate and dropout) without its random shifts, for fewer epochs over twice the
+  examples."""
   epochs: int = 4
   batch_size: int = 128
   learning_rate: float = 2e-3
-  max_shift: int = 2
+  # MNIST's digits are centred by their centre of mass, so a shifted real digit is not one the
+  # generator should be drawn towards. With shifts of up to 2 pixels the ratio model told
+  # held-out real from generated digits apart 79.9% of the time instead of 89.9%, and the
+  # resampled digits scored fcd 2.61 and cas_cnn 0.9844 instead of 1.97 and 0.9853 (README).
+  max_shift: int = 0
   dropout_rate: float = 0.2
   binarise_at: int = 128  # pixels >= this become 255, the rest 0; 0: the raw pixels
   seed: int = 0  # initialisation, batches and the generated training digits' latents
