@@ -38,7 +38,7 @@ _TRUNCATION = flags.DEFINE_float('truncation', 0.0, 'Truncation trick for the ge
                                  lower_bound=0.0)
 _LATENT_SCALE = console.define_latent_scale('Multiplies the generated latents (--workdir only; '
                                             'see experiments.sample); 1: none.')
-_RESAMPLE_PERCENTILE, _RESAMPLE_CANDIDATES = console.define_resample_flags(' (--workdir only)')
+_RESAMPLE = resampling.define_flags(' (--workdir only)')
 _CHECKPOINT = flags.DEFINE_enum('checkpoint', LATEST, [LATEST, BEST],
                                 'Which state of the run: its newest checkpoint, or the best one '
                                 'kept by evaluation during training (config.eval_every).')
@@ -72,7 +72,7 @@ def main(argv):
   if (_WORKDIR.value is None) == (_SAMPLES.value is None):
     raise app.UsageError('give exactly one of --workdir=RUN and --samples=FILE.npz')
   if _SAMPLES.value and (_TRUNCATION.value or _LATENT_SCALE.value is not None
-                        or _RESAMPLE_PERCENTILE.value):
+                        or _RESAMPLE.percentile.value):
     raise app.UsageError('--truncation, --latent_scale and --resample_percentile draw a run\'s '
                          'digits: they need --workdir=RUN, not --samples')
   if _SAMPLES.value and not _DATASET.value:
@@ -88,7 +88,7 @@ def main(argv):
         _WORKDIR.value, _METRICS.value, num_samples=_NUM_SAMPLES.value, seed=_SEED.value,
         checkpoint=_CHECKPOINT.value, truncation=_TRUNCATION.value,
         latent_scale=_LATENT_SCALE.value,
-        resample=resampling.from_flags(_RESAMPLE_PERCENTILE.value, _RESAMPLE_CANDIDATES.value),
+        resample=_RESAMPLE.resampling(),
         manual_dir=_MANUAL_DIR.value, data_dir=_DATA_DIR.value)
     out = _OUT.value or os.path.join(_WORKDIR.value, 'eval.json')
   else:

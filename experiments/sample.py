@@ -40,7 +40,7 @@ _TRUNCATION = flags.DEFINE_float('truncation', 0.0, 'Truncation trick: latents d
 _LATENT_SCALE = console.define_latent_scale(
     'Multiplies the latents (after any truncation): above 1, e.g. 1.2, wider than training, '
     'for more varied digits (README, Wider latents); 1: none.')
-_RESAMPLE_PERCENTILE, _RESAMPLE_CANDIDATES = console.define_resample_flags()
+_RESAMPLE = resampling.define_flags()
 _CPU_DEVICES = flags.DEFINE_integer(
     'cpu_devices', 0, 'CPU only: jax devices to generate on, each a share of every batch (the '
     'digits do not depend on the count); 0: one per core, -1: jax\'s default.',
@@ -108,7 +108,7 @@ def main(argv):
   labels = sample_labels(classes)
   num = _NUM.value if labels is None else len(labels)
   latent_scale = run_folder.latent_scale(config, _LATENT_SCALE.value)
-  resample = resampling.from_flags(_RESAMPLE_PERCENTILE.value, _RESAMPLE_CANDIDATES.value)
+  resample = _RESAMPLE.resampling()
   if resample is None:
     z = generate.latents(jax.random.key(_SEED.value), num, gan.latent_dim, _TRUNCATION.value,
                          latent_scale)

@@ -38,8 +38,7 @@ _NUM_SAMPLES = flags.DEFINE_integer('num_samples', 10000, 'Digits generated from
 _EVAL_SEED = flags.DEFINE_integer('eval_seed', 0, "Seed of the scored digits' latents.")
 _LATENT_SCALE = console.define_latent_scale("Multiplies the scored digits' latents (see "
                                             'experiments.sample); 1: none.')
-_RESAMPLE_PERCENTILE, _RESAMPLE_CANDIDATES = console.define_resample_flags(
-    ' of the scored digits')
+_RESAMPLE = resampling.define_flags(' of the scored digits')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 SUMMARY_FILE = 'sweep.json'
@@ -159,8 +158,7 @@ def main(argv):
   parallel.configure_cpu_devices(config.get('cpu_devices', -1), divides=config.batch_size)
   run_sweep(config, _WORKDIR.value, seeds, _METRICS.value, num_samples=_NUM_SAMPLES.value,
             eval_seed=_EVAL_SEED.value, latent_scale=_LATENT_SCALE.value,
-            resample=resampling.from_flags(_RESAMPLE_PERCENTILE.value,
-                                           _RESAMPLE_CANDIDATES.value))
+            resample=_RESAMPLE.resampling())
   logging.info('wrote %s', os.path.join(_WORKDIR.value, SUMMARY_FILE))
 
 

@@ -148,17 +148,3 @@ def define_latent_scale(help_text: str) -> flags.FlagHolder:
                            '--latent_scale must be finite and > 0 (1: the training distribution)')
   return holder
 
-
-def define_resample_flags(where: str = '') -> tuple[flags.FlagHolder, flags.FlagHolder]:
-  """--resample_percentile and --resample_candidates of the sampling and scoring scripts
-  (`resampling.Resampling`); `where` qualifies the help, e.g. ' (--workdir only)'."""
-  percentile = flags.DEFINE_float(
-      'resample_percentile', 0.0, f'Density-ratio resampling{where}: keep each candidate with '
-      'probability min(1, r / r_P), r the ratio model\'s p_data / p_g, r_P its P-th '
-      'percentile in the candidate\'s class; e.g. 99 (README, Density-ratio resampling). The '
-      'ratio model is trained the first time (minutes) and kept in RUN/resampling/. 0: none.',
-      lower_bound=0.0, upper_bound=100.0)
-  candidates = flags.DEFINE_integer(
-      'resample_candidates', 50_000, 'With --resample_percentile: candidates drawn per class '
-      '(in all, for an unconditional model).', lower_bound=1)
-  return percentile, candidates

@@ -26,12 +26,13 @@ import json
 import math
 import os
 import time
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
-from absl import logging
+from absl import flags, logging
 
 from jaxgan import data, generate
 from jaxgan.evaluation import classifier, weights
@@ -219,7 +220,8 @@ def ratio_model_for_run(workdir: str, config: ml_collections.ConfigDict, gan: GA
                'apart %.1f%% of the time', seconds, 100 * accuracy)
   if accuracy > 0.95:
     logging.warning('the ratio model separates real from generated digits %.1f%% of the time: '
-                    'so sharp a ratio keeps few candidates and tends to hurt fcd (README, '
+                    'so sharp a ratio keeps few candidates and tends to hurt fcd; blunter: '
+                    '--resample_ratio_shift=2 or fewer --resample_ratio_epochs (README, '
                     'Density-ratio resampling)', 100 * accuracy)
   record = weights.save(params, path, **key, heldout_accuracy=accuracy, seconds=seconds)
   logging.info('wrote %s', path)
@@ -310,6 +312,38 @@ def resample_run(workdir: str, config: ml_collections.ConfigDict, gan: GAN, g_va
                   truncation=truncation, step=step, batch_size=batch_size)
 
 
-def from_flags(percentile: float, candidates_per_class: int) -> Resampling | None:
-  """The scripts' --resample_percentile (0: none) and --resample_candidates."""
-  return Resampling(percentile, candidates_per_class) if percentile else None
+class Flags(NamedTuple):
+  """The sampling and scoring scripts' resampling flags (`define_flags`)."""
+  percentile: flags.FlagHolder
+  candidates: flags.FlagHolder
+  ratio_epochs: flags.FlagHolder
+  ratio_shift: flags.FlagHolder
+
+  def resampling(self) -> Resampling | None:
+    """What the flags ask for; None: no resampling (--resample_percentile=0)."""
+    if not self.percentile.value:
+      return None
+    settings = RatioSettings(epochs=self.ratio_epochs.value, max_shift=self.ratio_shift.value)
+    return Resampling(self.percentile.value, self.candidates.value, settings)
+
+
+def define_flags(where: str = '') -> Flags:
+  """--resample_percentile, --resample_candidates and the ratio model's --resample_ratio_epochs
+  and --resample_ratio_shift; `where` qualifies the help, e.g. ' (--workdir only)'."""
+  percentile = flags.DEFINE_float(
+      'resample_percentile', 0.0, f'Density-ratio resampling{where}: keep each candidate with '
+      'probability min(1, r / r_P), r the ratio model\'s p_data / p_g, r_P its P-th '
+      'percentile in the candidate\'s class; e.g. 99 (README, Density-ratio resampling). The '
+      'ratio model is trained the first time (minutes) and kept in RUN/resampling/. 0: none.',
+      lower_bound=0.0, upper_bound=100.0)
+  candidates = flags.DEFINE_integer(
+      'resample_candidates', Resampling.candidates_per_class, 'With --resample_percentile: '
+      'candidates drawn per class (in all, for an unconditional model).', lower_bound=1)
+  ratio_epochs = flags.DEFINE_integer(
+      'resample_ratio_epochs', RatioSettings.epochs, 'With --resample_percentile: epochs the '
+      'ratio model trains; fewer give a blunter ratio.', lower_bound=1)
+  ratio_shift = flags.DEFINE_integer(
+      'resample_ratio_shift', RatioSettings.max_shift, 'With --resample_percentile: random '
+      'shifts of up to this many pixels while the ratio model trains; 2 gives a blunter ratio '
+      '(README, Density-ratio resampling).', lower_bound=0)
+  return Flags(percentile, candidates, ratio_epochs, ratio_shift)

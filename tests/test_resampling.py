@@ -2,6 +2,7 @@
 of candidates, the ratio model kept in the run folder, and the scripts' flags."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
@@ -15,6 +16,10 @@ from tests.test_conditional import conditional_run  # noqa: F401
 from tests.test_experiments import cli, data_dirs  # noqa: F401
 
 FAST = resampling.RatioSettings(epochs=1, batch_size=32)
+
+
+def no_training(*args, **kwargs):
+  raise AssertionError('trained again')
 
 
 def test_keep_mask_keeps_with_probability_ratio_over_the_class_percentile():
@@ -151,9 +156,6 @@ def test_the_run_s_ratio_model_is_trained_once_and_kept_in_the_run_folder(
   assert ratio.record['step'] == 16 and ratio.record['latent_scale'] == 1.2
   assert 0.0 <= ratio.record['heldout_accuracy'] <= 1.0
 
-  def no_training(*args, **kwargs):
-    raise AssertionError('trained again')
-
   with monkeypatch.context() as patch:
     patch.setattr(resampling, 'fit', no_training)
     again = resampling.ratio_model_for_run(*args, latent_scale=1.2, settings=FAST)
@@ -168,13 +170,19 @@ def test_the_run_s_ratio_model_is_trained_once_and_kept_in_the_run_folder(
 
 
 def test_sample_and_evaluate_resample_through_the_run_s_ratio_model(
-    conditional_run, tmp_path):  # noqa: F811
+    conditional_run, tmp_path, monkeypatch):  # noqa: F811
   out, grid = tmp_path / 'kept.npz', tmp_path / 'kept.png'
-  flags = ('--resample_percentile=90', '--resample_candidates=100')
+  flags = ('--resample_percentile=90', '--resample_candidates=100', '--resample_ratio_epochs=1',
+           '--resample_ratio_shift=2')
   result = cli('sample', f'--workdir={conditional_run}', '--per_class=3', f'--out={out}',
                f'--grid={grid}', *flags)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'resampled 30 digits from 1000 candidates' in result.stderr
+  assert 'training the ratio model on' in result.stderr and '(1 epochs)' in result.stderr
+  shifted = [json.loads(path.read_text())['settings']
+             for path in (conditional_run / 'resampling').glob('ratio_*.json')]
+  assert [s for s in shifted if s['max_shift'] == 2 and s['epochs'] == 1] == [
+      dataclasses.asdict(resampling.RatioSettings(epochs=1, max_shift=2))]
   with np.load(out) as npz:
     np.testing.assert_array_equal(npz['labels'], np.repeat(np.arange(10), 3))
     kept = npz['images']
@@ -185,8 +193,10 @@ def test_sample_and_evaluate_resample_through_the_run_s_ratio_model(
   assert grid.is_file()
   # The scoring path draws the same way, and records how.
   config = run_folder.load_run_config(str(conditional_run))
-  digits = run_scores.generate_from_run(str(conditional_run), config, 30, 0,
-                                        resample=resampling.Resampling(90, 100))
+  asked = resampling.Resampling(90, 100, resampling.RatioSettings(epochs=1, max_shift=2))
+  with monkeypatch.context() as patch:  # the model the CLI trained, found by its settings
+    patch.setattr(resampling, 'fit', no_training)
+    digits = run_scores.generate_from_run(str(conditional_run), config, 30, 0, resample=asked)
   assert digits.resampling['percentile'] == 90 and digits.resampling['candidates_per_class'] == 100
   assert json.dumps(digits.resampling)  # goes into eval.json as it is
 
