@@ -8,6 +8,8 @@ python -m experiments.evaluate --workdir=RUN --num_samples=10000 \
 python -m experiments.evaluate --samples=digits.npz --dataset=mnist
   scores an existing .npz (`images` uint8 (N, 28, 28), optional `labels`) and writes
   digits.eval.json beside it.
+--real_from=EVAL.json reuses the real digits' figures of an earlier record of the same dataset,
+number of digits and metrics (cas_cnn's alone take minutes) instead of scoring them again.
 
 Metrics (default: all that the samples allow): fcd, classifier_score, precision_recall,
 coverage, and with labels label_accuracy, cas, cas_cnn, augmentation_gain; memorisation only when
@@ -23,7 +25,7 @@ from absl import app, flags, logging
 
 from jaxgan import console, resampling
 from jaxgan.checkpoint import BEST, LATEST
-from jaxgan.evaluation import run_scores, weights
+from jaxgan.evaluation import run_scores, suite, weights
 from jaxgan.run_folder import load_run_config, write_json_atomic
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder written by experiments.train.')
@@ -46,6 +48,9 @@ _METRICS = flags.DEFINE_list('metrics', None, 'Metrics to compute; default: all 
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the latent vectors (--workdir only).')
 _OUT = flags.DEFINE_string('out', None, 'Where to write the results; default: RUN/eval.json '
                            'or FILE.eval.json beside --samples.')
+_REAL_FROM = flags.DEFINE_string('real_from', None, "An earlier eval.json of the same dataset, "
+                                 "number of digits and metrics: its real digits' figures are "
+                                 'reused, not computed again.')
 _MANUAL_DIR = flags.DEFINE_string('manual_dir', os.environ.get('JAXGAN_MANUAL_DIR', ''),
                                   'Folder holding <dataset>/<IDX files> (default: the run\'s, '
                                   'else $JAXGAN_MANUAL_DIR).')
@@ -67,12 +72,20 @@ def load_samples(path: str) -> tuple[np.ndarray, np.ndarray | None]:
     return npz['images'], npz['labels'] if 'labels' in npz else None
 
 
+def known_real(dataset: str, num_samples: int, names) -> dict | None:
+  """--real_from's real figures, checked against what this call scores; None without it."""
+  if _REAL_FROM.value is None:
+    return None
+  return run_scores.real_results_from(_REAL_FROM.value, dataset, num_samples, names)
+
+
 def main(argv):
   del argv  # flags only: console.run refuses other arguments
   if (_WORKDIR.value is None) == (_SAMPLES.value is None):
     raise app.UsageError('give exactly one of --workdir=RUN and --samples=FILE.npz')
+  resample = _RESAMPLE.resampling()
   if _SAMPLES.value and (_TRUNCATION.value or _LATENT_SCALE.value is not None
-                        or _RESAMPLE.percentile.value):
+                        or resample is not None):
     raise app.UsageError('--truncation, --latent_scale and --resample_percentile draw a run\'s '
                          'digits: they need --workdir=RUN, not --samples')
   if _SAMPLES.value and not _DATASET.value:
@@ -84,18 +97,22 @@ def main(argv):
     if _DATASET.value and _DATASET.value != config.data.name:
       raise ValueError(f'--dataset={_DATASET.value} but the run trained on {config.data.name}: '
                        'drop --dataset')
+    names = suite.resolve_metric_names(_METRICS.value,
+                                       has_labels=config.model.get('num_classes', 0) > 0)
     record = run_scores.evaluate_run(
-        _WORKDIR.value, _METRICS.value, num_samples=_NUM_SAMPLES.value, seed=_SEED.value,
+        _WORKDIR.value, list(names), num_samples=_NUM_SAMPLES.value, seed=_SEED.value,
         checkpoint=_CHECKPOINT.value, truncation=_TRUNCATION.value,
-        latent_scale=_LATENT_SCALE.value,
-        resample=_RESAMPLE.resampling(),
-        manual_dir=_MANUAL_DIR.value, data_dir=_DATA_DIR.value)
+        latent_scale=_LATENT_SCALE.value, resample=resample,
+        manual_dir=_MANUAL_DIR.value, data_dir=_DATA_DIR.value,
+        real_results=known_real(config.data.name, _NUM_SAMPLES.value, names))
     out = _OUT.value or os.path.join(_WORKDIR.value, 'eval.json')
   else:
     images, labels = load_samples(_SAMPLES.value)
+    names = suite.resolve_metric_names(_METRICS.value, has_labels=labels is not None)
     record = dict(samples=_SAMPLES.value, **run_scores.score_digits(
-        images, labels, _DATASET.value, _METRICS.value, manual_dir=_MANUAL_DIR.value,
-        data_dir=_DATA_DIR.value))
+        images, labels, _DATASET.value, list(names), manual_dir=_MANUAL_DIR.value,
+        data_dir=_DATA_DIR.value,
+        real_results=known_real(_DATASET.value, len(images), names)))
     out = _OUT.value or os.path.splitext(_SAMPLES.value)[0] + '.eval.json'
   write_json_atomic(record, out)
   logging.info('wrote %s (%.0f s)', out, record['seconds'])

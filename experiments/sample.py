@@ -96,6 +96,7 @@ def class_grid(digits: np.ndarray, labels: np.ndarray, classes: list[int], scale
 def main(argv):
   del argv  # flags only: console.run refuses other arguments
   console.check_export_args(_OUT.value, _GRID.value)
+  resample = _RESAMPLE.resampling()
   console.setup_logging()
   # 60,000 dcgan digits on the 2-core CPU: 9.7 s on jax's one device, 5.8 s on two.
   parallel.configure_cpu_devices(_CPU_DEVICES.value, divides=_BATCH.value)
@@ -108,7 +109,6 @@ def main(argv):
   labels = sample_labels(classes)
   num = _NUM.value if labels is None else len(labels)
   latent_scale = run_folder.latent_scale(config, _LATENT_SCALE.value)
-  resample = _RESAMPLE.resampling()
   if resample is None:
     z = generate.latents(jax.random.key(_SEED.value), num, gan.latent_dim, _TRUNCATION.value,
                          latent_scale)

@@ -322,6 +322,10 @@ class Flags(NamedTuple):
   def resampling(self) -> Resampling | None:
     """What the flags ask for; None: no resampling (--resample_percentile=0)."""
     if not self.percentile.value:
+      given = [f'--{holder.name}' for holder in self[1:] if holder.present]
+      if given:
+        raise ValueError('without --resample_percentile=P nothing is resampled: add it (e.g. '
+                         f'99) or drop {", ".join(given)}')
       return None
     settings = RatioSettings(epochs=self.ratio_epochs.value, max_shift=self.ratio_shift.value)
     return Resampling(self.percentile.value, self.candidates.value, settings)

@@ -172,6 +172,7 @@ def test_the_run_s_ratio_model_is_trained_once_and_kept_in_the_run_folder(
 def test_sample_and_evaluate_resample_through_the_run_s_ratio_model(
     conditional_run, tmp_path, monkeypatch):  # noqa: F811
   out, grid = tmp_path / 'kept.npz', tmp_path / 'kept.png'
+  settings = resampling.RatioSettings(epochs=1, max_shift=2)
   flags = ('--resample_percentile=90', '--resample_candidates=100', '--resample_ratio_epochs=1',
            '--resample_ratio_shift=2')
   result = cli('sample', f'--workdir={conditional_run}', '--per_class=3', f'--out={out}',
@@ -182,7 +183,7 @@ def test_sample_and_evaluate_resample_through_the_run_s_ratio_model(
   shifted = [json.loads(path.read_text())['settings']
              for path in (conditional_run / 'resampling').glob('ratio_*.json')]
   assert [s for s in shifted if s['max_shift'] == 2 and s['epochs'] == 1] == [
-      dataclasses.asdict(resampling.RatioSettings(epochs=1, max_shift=2))]
+      dataclasses.asdict(settings)]
   with np.load(out) as npz:
     np.testing.assert_array_equal(npz['labels'], np.repeat(np.arange(10), 3))
     kept = npz['images']
@@ -193,7 +194,7 @@ def test_sample_and_evaluate_resample_through_the_run_s_ratio_model(
   assert grid.is_file()
   # The scoring path draws the same way, and records how.
   config = run_folder.load_run_config(str(conditional_run))
-  asked = resampling.Resampling(90, 100, resampling.RatioSettings(epochs=1, max_shift=2))
+  asked = resampling.Resampling(90, 100, settings)
   with monkeypatch.context() as patch:  # the model the CLI trained, found by its settings
     patch.setattr(resampling, 'fit', no_training)
     digits = run_scores.generate_from_run(str(conditional_run), config, 30, 0, resample=asked)
@@ -209,3 +210,20 @@ def test_too_few_candidates_stops_sample_with_one_line_and_writes_nothing(
   assert result.returncode != 0
   assert 'raise --resample_candidates to at least' in result.stderr.strip().splitlines()[-1]
   assert not out.exists()
+
+
+def test_the_ratio_model_flags_without_a_percentile_are_refused(tmp_path):
+  out = tmp_path / 'digits.npz'
+  # Refused before the run is read: the folder need not hold one.
+  result = cli('sample', f'--workdir={tmp_path}', '--per_class=3', f'--out={out}',
+               '--resample_ratio_shift=2', '--resample_candidates=100')
+  assert result.returncode == 1 and not out.exists()
+  assert result.stderr.strip().splitlines()[-1] == (
+      'error: without --resample_percentile=P nothing is resampled: add it (e.g. 99) or drop '
+      '--resample_candidates, --resample_ratio_shift')
+  # Scoring a file draws nothing: the flags are refused there too, not ignored.
+  result = cli('evaluate', f'--samples={out}', '--dataset=mnist', '--resample_ratio_epochs=1')
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == (
+      'error: without --resample_percentile=P nothing is resampled: add it (e.g. 99) or drop '
+      '--resample_ratio_epochs')

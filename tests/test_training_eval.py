@@ -203,3 +203,34 @@ def test_evaluate_says_when_the_samples_file_is_not_an_npz(tmp_path):
   assert result.stderr.strip().splitlines()[-1] == (
       f'error: {not_npz} is not an .npz file: pass one written by experiments.sample or '
       'np.savez(images=uint8 (N, 28, 28), labels=...)')
+
+
+def test_evaluate_reuses_the_real_figures_of_an_earlier_record(evaluated_run, tmp_path):
+  _, workdir = evaluated_run
+  names = ['fcd', 'classifier_score']
+  earlier = run_scores.evaluate_run(workdir, names, num_samples=EVAL_SAMPLES)
+  # A real figure no scoring would give: found in the new record only if reused.
+  earlier['real']['fcd'] = 1234.5
+  earlier_path, out = tmp_path / 'earlier.json', tmp_path / 'eval.json'
+  earlier_path.write_text(json.dumps(earlier))
+  result = subprocess.run(
+      [sys.executable, '-m', 'experiments.evaluate', f'--workdir={workdir}',
+       f'--num_samples={EVAL_SAMPLES}', '--metrics=classifier_score,fcd',
+       f'--real_from={earlier_path}', f'--out={out}'],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  record = json.loads(out.read_text())
+  assert record['real'] == earlier['real'] and record['model'] == earlier['model']
+  # A record that scored something else is refused, naming the difference.
+  dataset = earlier['dataset']
+  with pytest.raises(ValueError, match=f'scored {EVAL_SAMPLES} digits, not 32: pass a record'):
+    run_scores.real_results_from(str(earlier_path), dataset, 32, names)
+  with pytest.raises(ValueError, match='scored fcd,classifier_score, not fcd: pass a record'):
+    run_scores.real_results_from(str(earlier_path), dataset, EVAL_SAMPLES, ['fcd'])
+  earlier['settings']['nearest_k'] = 5
+  earlier_path.write_text(json.dumps(earlier))
+  with pytest.raises(ValueError, match='was scored with other metric settings: pass a record'):
+    run_scores.real_results_from(str(earlier_path), dataset, EVAL_SAMPLES, names)
+  earlier_path.write_text('{"model": {}}')
+  with pytest.raises(ValueError, match='holds no real reference figures'):
+    run_scores.real_results_from(str(earlier_path), dataset, EVAL_SAMPLES, names)

@@ -4,6 +4,7 @@ scored against the real data, as the record that experiments.evaluate writes to 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from typing import NamedTuple
 
@@ -78,6 +79,37 @@ def score_digits(images: np.ndarray, labels: np.ndarray | None, dataset: str,
                                                    sha256=manifest['sha256']),
               settings=dataclasses.asdict(settings),
               seconds=round(time.perf_counter() - start, 1), **results)
+
+
+def real_results_from(path: str, dataset: str, num_samples: int, names) -> dict:
+  """The real reference's figures of the evaluation record at `path` (an eval.json), checked
+  to be those `score_digits` would compute for `num_samples` digits of `dataset` scored by
+  `names`: the same real digits, metrics, evaluation classifier and metric settings."""
+  with open(path) as f:
+    try:
+      record = json.load(f)
+    except json.JSONDecodeError:
+      raise ValueError(f'{path} is not JSON: pass an eval.json written by '
+                       'experiments.evaluate') from None
+  if not isinstance(record, dict) or not isinstance(record.get('real'), dict):
+    raise ValueError(f'{path} holds no real reference figures: pass an eval.json written by '
+                     'experiments.evaluate')
+  settings = json.loads(json.dumps(dataclasses.asdict(metrics.Settings())))
+  classifier = weights.read_manifest(weights.weights_path(dataset))['sha256']
+  mismatches = [
+      (record.get('dataset') == dataset, f'scored against {record.get("dataset")}, not {dataset}'),
+      (record.get('num_samples') == num_samples,
+       f'scored {record.get("num_samples")} digits, not {num_samples}'),
+      (set(record.get('metrics', ())) == set(names),
+       f'scored {",".join(record.get("metrics", ()))}, not {",".join(names)}'),
+      (record.get('classifier', {}).get('sha256') == classifier,
+       'was scored with another evaluation classifier'),
+      (record.get('settings') == settings, 'was scored with other metric settings')]
+  for matches, problem in mismatches:
+    if not matches:
+      raise ValueError(f'{path} {problem}: pass a record of the same dataset, number of digits '
+                       'and metrics, or drop --real_from to score the real digits again')
+  return record['real']
 
 
 def evaluate_run(workdir: str, names: list[str] | None = None, *, num_samples: int = 10000,
