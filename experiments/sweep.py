@@ -11,6 +11,9 @@ Other --config.FIELD=VALUE overrides apply to every seed. Running the command ag
 unfinished runs and reuses each eval.json that scored the same step, metrics, samples and
 --latent_scale, so adding a seed or raising --config.num_epochs costs only the new training
 and scoring.
+--tag=NAME keeps a scoring apart: DIR/seed_S/eval_NAME.json and DIR/sweep_NAME.json, so that the
+same runs scored another way (e.g. --latent_scale=1.4 --resample_percentile=99) do not replace
+the default scoring's records.
 Differences between two recipes smaller than the range over seeds are not differences.
 """
 import os
@@ -19,6 +22,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import copy
 import dataclasses
 import json
+import re
 
 import numpy as np
 from absl import flags, logging
@@ -39,9 +43,21 @@ _EVAL_SEED = flags.DEFINE_integer('eval_seed', 0, "Seed of the scored digits' la
 _LATENT_SCALE = console.define_latent_scale("Multiplies the scored digits' latents (see "
                                             'experiments.sample); 1: none.')
 _RESAMPLE = resampling.define_flags(' of the scored digits')
+_TAG = flags.DEFINE_string('tag', '', "Names this scoring's files: seed_S/eval_TAG.json and "
+                           'sweep_TAG.json, beside the default eval.json and sweep.json.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 SUMMARY_FILE = 'sweep.json'
+
+
+def file_names(tag: str) -> tuple[str, str]:
+  """(each seed's record, the summary) of a scoring named `tag` ('': the default scoring)."""
+  if not tag:
+    return 'eval.json', SUMMARY_FILE
+  if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.-]*', tag):
+    raise ValueError(f'--tag={tag} names files: use letters, digits and . _ - only, e.g. '
+                     '--tag=resampled')
+  return f'eval_{tag}.json', f'sweep_{tag}.json'
 
 
 def parse_seeds(values: list[str]) -> list[int]:
@@ -112,10 +128,11 @@ def format_summary(seeds: list[int], figures: dict) -> str:
 def run_sweep(config, workdir: str, seeds: list[int], names: list[str] | None, *,
               num_samples: int = 10000, eval_seed: int = 0,
               latent_scale: float | None = None,
-              resample: resampling.Resampling | None = None) -> dict:
+              resample: resampling.Resampling | None = None, tag: str = '') -> dict:
   """Train (or resume) and score one run per seed in `workdir`; write and return the summary.
   `latent_scale` None: the config's sample_latent_scale; `resample`: see
-  `run_scores.generate_from_run`."""
+  `run_scores.generate_from_run`; `tag`: see `file_names`."""
+  eval_name, summary_name = file_names(tag)
   latent_scale = run_folder.latent_scale(config, latent_scale)
   names = suite.resolve_metric_names(names, has_labels=config.model.get('num_classes', 0) > 0)
   records = {}
@@ -125,7 +142,7 @@ def run_sweep(config, workdir: str, seeds: list[int], names: list[str] | None, *
     run_dir = os.path.join(workdir, f'seed_{seed}')
     logging.info('seed %d: training %s', seed, run_dir)
     state = trainer.train_and_evaluate(run_config, run_dir)
-    eval_path = os.path.join(run_dir, 'eval.json')
+    eval_path = os.path.join(run_dir, eval_name)
     record = reusable(eval_path, int(state.step), names, num_samples, eval_seed, latent_scale,
                       resample)
     if record is None:
@@ -144,7 +161,7 @@ def run_sweep(config, workdir: str, seeds: list[int], names: list[str] | None, *
                  resampling=None if resample is None else dataclasses.asdict(resample),
                  steps={str(seed): records[seed]['step'] for seed in seeds},
                  config=json.loads(config.to_json()), figures=figures)
-  write_json_atomic(summary, os.path.join(workdir, SUMMARY_FILE))
+  write_json_atomic(summary, os.path.join(workdir, summary_name))
   print(format_summary(seeds, figures), flush=True)
   return summary
 
@@ -153,13 +170,14 @@ def main(argv):
   del argv  # flags only: console.run refuses other arguments
   console.setup_logging()
   seeds = parse_seeds(_SEEDS.value)
+  summary_name = file_names(_TAG.value)[1]
   config = console.config_from_flag()
   # CPU: config.cpu_devices jax devices, as experiments.train sets them (before any jax call).
   parallel.configure_cpu_devices(config.get('cpu_devices', -1), divides=config.batch_size)
   run_sweep(config, _WORKDIR.value, seeds, _METRICS.value, num_samples=_NUM_SAMPLES.value,
             eval_seed=_EVAL_SEED.value, latent_scale=_LATENT_SCALE.value,
-            resample=_RESAMPLE.resampling())
-  logging.info('wrote %s', os.path.join(_WORKDIR.value, SUMMARY_FILE))
+            resample=_RESAMPLE.resampling(), tag=_TAG.value)
+  logging.info('wrote %s', os.path.join(_WORKDIR.value, summary_name))
 
 
 if __name__ == '__main__':

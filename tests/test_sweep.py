@@ -100,6 +100,22 @@ def test_a_record_resampled_otherwise_is_not_reused(swept, tmp_path):
                         resample=resampling.Resampling(95, 1000)) is None
 
 
+def test_a_tagged_scoring_is_kept_beside_the_default_one(swept):
+  workdir, args, _ = swept
+  default = [workdir / f'seed_{seed}' / 'eval.json' for seed in (3, 5)]
+  before = [path.read_bytes() for path in (*default, workdir / sweep.SUMMARY_FILE)]
+  wide = cli('sweep', *args, '--tag=wide', '--latent_scale=1.2', timeout=600)
+  assert wide.returncode == 0, wide.stderr[-3000:]
+  assert [path.read_bytes() for path in (*default, workdir / sweep.SUMMARY_FILE)] == before
+  summary = read_json(workdir / 'sweep_wide.json')
+  assert summary['latent_scale'] == 1.2
+  for seed in (3, 5):
+    record = read_json(workdir / f'seed_{seed}' / 'eval_wide.json')
+    assert record['latent_scale'] == 1.2 and record['step'] == 16
+  assert summary['figures']['fcd']['values'] != read_json(
+      workdir / sweep.SUMMARY_FILE)['figures']['fcd']['values']
+
+
 @pytest.mark.parametrize('seeds, message', [
     ('0,x', 'is not a list of integers'),
     ('1,1', 'each once'),
@@ -117,4 +133,13 @@ def test_an_unknown_metric_is_refused_before_any_training(tmp_path):
   result = cli('sweep', '--config=experiments/configs/tiny.py', f'--workdir={tmp_path / "s"}',
                '--metrics=fcd,sharpness')
   assert result.returncode != 0 and 'sharpness' in result.stderr
+  assert not os.path.exists(tmp_path / 's')
+
+
+def test_a_tag_that_cannot_name_a_file_is_refused_before_any_work(tmp_path):
+  result = cli('sweep', '--config=experiments/configs/tiny.py', f'--workdir={tmp_path / "s"}',
+               '--tag=../x')
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == (
+      'error: --tag=../x names files: use letters, digits and . _ - only, e.g. --tag=resampled')
   assert not os.path.exists(tmp_path / 's')
