@@ -30,7 +30,7 @@ from ml_collections import config_flags
 
 from jaxgan import console, parallel, resampling, run_folder, trainer
 from jaxgan.checkpoint import LATEST
-from jaxgan.evaluation import metrics, run_scores, suite
+from jaxgan.evaluation import run_scores, suite
 from jaxgan.run_folder import write_json_atomic
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Sweep folder: one run folder per seed in it.')
@@ -79,12 +79,11 @@ def reusable(path: str, step: int, names: tuple[str, ...], num_samples: int,
     return None
   with open(path) as f:
     record = json.load(f)
-  settings = json.loads(json.dumps(dataclasses.asdict(metrics.Settings())))
   same = (record.get('step') == step and tuple(record.get('metrics', ())) == names
           and record.get('num_samples') == num_samples and record.get('seed') == eval_seed
           and record.get('checkpoint') == LATEST and not record.get('truncation')
           and record.get('latent_scale', 1.0) == latent_scale
-          and record.get('settings') == settings
+          and record.get('settings') == run_scores.recorded_settings()
           and resampled_as(record.get('resampling')) == resample)
   return record if same else None
 

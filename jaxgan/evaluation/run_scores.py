@@ -81,6 +81,12 @@ def score_digits(images: np.ndarray, labels: np.ndarray | None, dataset: str,
               seconds=round(time.perf_counter() - start, 1), **results)
 
 
+def recorded_settings() -> dict:
+  """The metric settings as an evaluation record holds them (JSON: tuples become lists), to
+  compare a record's with the ones a new scoring would use."""
+  return json.loads(json.dumps(dataclasses.asdict(metrics.Settings())))
+
+
 def real_results_from(path: str, dataset: str, num_samples: int, names) -> dict:
   """The real reference's figures of the evaluation record at `path` (an eval.json), checked
   to be those `score_digits` would compute for `num_samples` digits of `dataset` scored by
@@ -94,7 +100,6 @@ def real_results_from(path: str, dataset: str, num_samples: int, names) -> dict:
   if not isinstance(record, dict) or not isinstance(record.get('real'), dict):
     raise ValueError(f'{path} holds no real reference figures: pass an eval.json written by '
                      'experiments.evaluate')
-  settings = json.loads(json.dumps(dataclasses.asdict(metrics.Settings())))
   classifier = weights.read_manifest(weights.weights_path(dataset))['sha256']
   mismatches = [
       (record.get('dataset') == dataset, f'scored against {record.get("dataset")}, not {dataset}'),
@@ -104,7 +109,7 @@ def real_results_from(path: str, dataset: str, num_samples: int, names) -> dict:
        f'scored {",".join(record.get("metrics", ()))}, not {",".join(names)}'),
       (record.get('classifier', {}).get('sha256') == classifier,
        'was scored with another evaluation classifier'),
-      (record.get('settings') == settings, 'was scored with other metric settings')]
+      (record.get('settings') == recorded_settings(), 'was scored with other metric settings')]
   for matches, problem in mismatches:
     if not matches:
       raise ValueError(f'{path} {problem}: pass a record of the same dataset, number of digits '
