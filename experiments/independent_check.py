@@ -1,7 +1,8 @@
 """Cross-checks jaxgan's evaluation suite with an independent evaluator on the same digits.
 
 The independent side shares no code with jaxgan: it reads the real digits straight from the
-IDX .gz files with gzip and numpy, trains a Keras CNN of another architecture (Keras's MNIST
+IDX .gz files with gzip and numpy (SVHN's .mat files with scipy, made 28x28 grey digits with
+TensorFlow's greyscale and area resize), trains a Keras CNN of another architecture (Keras's MNIST
 example convnet with a 128-unit embedding layer) with a fixed seed, and computes the Frechet
 distance the usual FID way (scipy.linalg.sqrtm of the covariance product); for each labelled set
 it also trains a fresh convnet of the same architecture on that set alone (as many batches as the
@@ -53,6 +54,8 @@ _IDX_FILES = {
 }
 # NIST's EMNIST files store every digit transposed; generated digits are upright.
 _STORED_TRANSPOSED = ('emnist_digits',)
+# SVHN's 32x32 colour photographs, as jaxgan hands them over: grey, area-resized to 28x28.
+_MAT_FILES = {'svhn': {'train': 'train_32x32.mat', 'test': 'test_32x32.mat'}}
 
 
 def read_idx(path: str) -> np.ndarray:
@@ -66,7 +69,23 @@ def read_idx(path: str) -> np.ndarray:
   return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
+def read_mat(path: str) -> tuple[np.ndarray, np.ndarray]:
+  """SVHN's X (32, 32, 3, N) and y (N, 1) in 1..10 (10: the digit 0) as 28x28 grey digits."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  contents = scipy.io.loadmat(path, variable_names=('X', 'y'))
+  photos = np.moveaxis(contents['X'], 3, 0)
+  images = np.empty((len(photos), 28, 28), np.uint8)
+  for start in range(0, len(photos), 10_000):
+    grey = tf.image.rgb_to_grayscale(tf.cast(photos[start:start + 10_000], tf.float32))
+    small = tf.image.resize(grey, (28, 28), method='area').numpy()[..., 0]
+    images[start:start + 10_000] = np.clip(np.rint(small), 0, 255)
+  return images, contents['y'][:, 0] % 10
+
+
 def read_split(idx_dir: str, dataset: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+  if dataset in _MAT_FILES:
+    images, labels = read_mat(os.path.join(idx_dir, dataset, _MAT_FILES[dataset][split]))
+    return images, labels.astype(np.int64)
   images, labels = (read_idx(os.path.join(idx_dir, dataset, name))
                     for name in _IDX_FILES[dataset][split])
   if dataset in _STORED_TRANSPOSED:
@@ -173,10 +192,11 @@ def load_npz(path: str) -> tuple[np.ndarray, np.ndarray | None]:
 def define_flags() -> None:
   """Defined only when run as a script, so tests can import the evaluator beside
   experiments.evaluate, whose flag names (--dataset, --samples, ...) it shares."""
-  flags.DEFINE_enum('dataset', 'mnist', list(_IDX_FILES), 'Real data.')
+  flags.DEFINE_enum('dataset', 'mnist', [*_IDX_FILES, *_MAT_FILES], 'Real data.')
   flags.DEFINE_list('samples', [], '.npz files of digits to score.')
   flags.DEFINE_string('idx_dir', os.environ.get('JAXGAN_MANUAL_DIR', ''),
-                      'Folder holding <dataset>/<IDX .gz files>.')
+                      "Folder holding <dataset>/ with its official files (IDX .gz; SVHN's "
+                      '.mat).')
   flags.DEFINE_integer('num_real', 10000, 'Real train digits in the anchor sets.', lower_bound=2)
   flags.DEFINE_integer('epochs', 3, 'Training epochs of the Keras classifier.', lower_bound=1)
   flags.DEFINE_integer('seed', 0, 'Seed of the Keras classifier and the anchor rows.')
@@ -194,7 +214,7 @@ def main(argv):
   del argv
   if not FLAGS.idx_dir:
     raise app.UsageError('--idx_dir (or JAXGAN_MANUAL_DIR) must name the folder holding '
-                         f'{FLAGS.dataset}/ with the IDX .gz files')
+                         f'{FLAGS.dataset}/ with its official files')
   console.setup_logging()
   start = time.perf_counter()
   dataset = FLAGS.dataset

@@ -23,7 +23,7 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from jaxgan import console, data
-from jaxgan.data.builders import IDX_FILES
+from jaxgan.data.builders import TEST_SPLITS
 from jaxgan.evaluation import classifier, weights
 
 _OUT_DIR = flags.DEFINE_string('out_dir', str(weights.SHIPPED_DIR),
@@ -45,7 +45,7 @@ def main(argv):
   start = time.perf_counter()
   params = classifier.train_classifier(config)
   train_seconds = time.perf_counter() - start
-  held_out = [split for split in IDX_FILES[config.dataset] if split != 'train']
+  held_out = list(TEST_SPLITS[config.dataset])
   accuracy = {}
   for split in held_out:
     images, labels = data.load_split(config.dataset, split, data_dir=config.data_dir or None,

@@ -1,4 +1,5 @@
-"""Tests of jaxgan.data on tiny IDX files written here (and, opt-in, on the real datasets)."""
+"""Tests of jaxgan.data on tiny IDX (and SVHN .mat) files written here (and, opt-in, on the real
+datasets)."""
 
 from __future__ import annotations
 
@@ -17,16 +18,17 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+import scipy.io
 import tensorflow_datasets as tfds
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxgan import images as images_lib
 from jaxgan.data import DATASETS, BatchIterator, DataError, load_split, prepare, training_batches
-from jaxgan.data import builders
-from jaxgan.data.idx import IMAGES_MAGIC, LABELS_MAGIC, find_idx_files
+from jaxgan.data import builders, svhn
+from jaxgan.data.idx import IMAGES_MAGIC, LABELS_MAGIC, find_files
 from jaxgan.data.idx import read_idx_images, read_idx_labels, read_idx_pair
 from jaxgan.data.pipeline import class_balanced_indices
-from tests.idx_files import tiny_digits, write_idx, write_manual_dir
+from tests.idx_files import tiny_digits, tiny_photos, write_idx, write_manual_dir, write_svhn_mat
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -42,6 +44,7 @@ TINY_SIZES = {
     'mnist': {'train': 30, 'test': 10},
     'kannada_mnist': {'train': 30, 'test': 10, 'dig': 20},
     'emnist_digits': {'train': 30, 'test': 10},
+    'svhn': {'train': 30, 'test': 10},
 }
 
 
@@ -176,17 +179,17 @@ def test_corrupt_gzip_is_reported_as_such(tmp_path):
 def test_missing_folder_and_missing_files_list_what_is_expected(tmp_path):
   names = ['a-images.gz', 'a-labels.gz', 'b-images.gz']
   assert_one_line_error(
-      lambda: find_idx_files(tmp_path / 'absent', names), 'absent not found', ', '.join(names)
+      lambda: find_files(tmp_path / 'absent', names), 'absent not found', ', '.join(names)
   )
   (tmp_path / 'a-labels.gz').write_bytes(b'')
   assert_one_line_error(
-      lambda: find_idx_files(tmp_path, names),
+      lambda: find_files(tmp_path, names),
       'missing a-images.gz, b-images.gz',
       f"expected all of: {', '.join(names)}",
   )
   for name in names:
     (tmp_path / name).write_bytes(b'')
-  assert find_idx_files(tmp_path, names) == [tmp_path / name for name in names]
+  assert find_files(tmp_path, names) == [tmp_path / name for name in names]
 
 
 # --- builders.py ----------------------------------------------------------------------
@@ -268,6 +271,142 @@ def test_emnist_digits_prepared_from_manual_dir_is_tfds_emnist_and_loads_upright
   assert prepare('emnist_digits', data_dir=data_dir).data_dir == builder.data_dir
 
 
+def test_svhn_prepared_from_manual_dir_is_tfds_svhn_cropped_and_loads_as_grey_28x28(
+    manual_dir, data_dir, monkeypatch
+):
+  builder = tfds.builder('svhn_cropped', data_dir=data_dir)
+  assert type(builder) is tfds.builder_cls('svhn_cropped')
+  assert Path(builder.data_dir) == data_dir / 'svhn_cropped' / '3.1.0'
+  split_sizes = {split: info.num_examples for split, info in builder.info.splits.items()}
+  assert split_sizes == TINY_SIZES['svhn']  # no extra_32x32.mat, so no extra split
+  for split, (photos, labels) in manual_dir[1]['svhn'].items():
+    assert sorted_examples(*full_split(builder, split)) == sorted_examples(photos, labels)
+    images, read_labels = load_split('svhn', split, data_dir=data_dir)
+    assert images.dtype == np.uint8 and images.shape == (len(photos), 28, 28, 1)
+    assert sorted_examples(images, read_labels) == sorted_examples(
+        svhn.to_mnist_format(photos), labels)
+  monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare', no_download)
+  assert prepare('svhn', data_dir=data_dir).data_dir == builder.data_dir
+
+
+def test_svhn_extra_split_is_prepared_when_its_file_is_there(tmp_path):
+  arrays = write_manual_dir(tmp_path / 'manual', {'svhn': {'train': 6, 'test': 4, 'extra': 5}})
+  builder = prepare('svhn', data_dir=tmp_path / 'tfds', manual_dir=tmp_path / 'manual')
+  assert {split: info.num_examples for split, info in builder.info.splits.items()} == {
+      'train': 6, 'test': 4, 'extra': 5}
+  images, labels = load_split('svhn', 'train+extra', data_dir=tmp_path / 'tfds')
+  photos = np.concatenate([arrays['svhn'][split][0] for split in ('train', 'extra')])
+  stored_labels = np.concatenate([arrays['svhn'][split][1] for split in ('train', 'extra')])
+  assert sorted_examples(images, labels) == sorted_examples(svhn.to_mnist_format(photos),
+                                                             stored_labels)
+
+
+def test_offline_svhn_generates_what_tfds_svhn_cropped_generates(tmp_path):
+  """Same keys and records (ids included) as tfds's own generator reading the same file."""
+  photos, labels = tiny_photos(7, seed=5)
+  path = write_svhn_mat(tmp_path / 'svhn' / 'test_32x32.mat', photos, labels)
+  write_svhn_mat(tmp_path / 'svhn' / 'train_32x32.mat', *tiny_photos(2, seed=6))
+  tfds_svhn = tfds.builder_cls('svhn_cropped')(data_dir=tmp_path / 'tfds')
+  theirs = list(tfds_svhn._generate_examples(split_prefix='test_', filepath=path))
+  offline = builders._SvhnFromManualDir(folder=tmp_path / 'svhn', data_dir=tmp_path / 'tfds')
+  ours = list(offline._split_generators(dl_manager=None)['test'])
+  assert offline.name == tfds_svhn.name and offline.version == tfds_svhn.version
+  features = offline.info.features.get_serialized_info()
+  assert features == tfds_svhn.info.features.get_serialized_info()
+  assert [key for key, _ in ours] == [key for key, _ in theirs] == list(range(7))
+  for (_, our_record), (_, their_record) in zip(ours, theirs):
+    assert our_record['id'] == their_record['id']
+    for feature in ('image', 'label'):
+      assert our_record[feature].dtype == their_record[feature].dtype
+      np.testing.assert_array_equal(our_record[feature], their_record[feature])
+  np.testing.assert_array_equal([record['label'] for _, record in ours], labels)
+
+
+def test_svhn_online_downloads_the_official_files_and_prepares_what_offline_does(
+    manual_dir, data_dir, tmp_path, monkeypatch
+):
+  """The online path (tfds's own svhn_cropped builder), the network replaced by the tiny files
+  (and a one-digit extra split, which tfds always downloads)."""
+  requested, checked = [], []
+
+  def download(self, urls):
+    requested.extend(sorted(urls.values()))
+    folder = tmp_path / 'downloads'
+    files = {split: folder / Path(url).name for split, url in urls.items()}
+    for split, path in files.items():
+      if split == 'extra':
+        write_svhn_mat(path, *tiny_photos(1, seed=0))
+      else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes((manual_dir[0] / 'svhn' / svhn.MAT_FILES[split]).read_bytes())
+    return files
+
+  monkeypatch.setattr(tfds.download.DownloadManager, 'download', download)
+  monkeypatch.setattr(builders, 'check_reachable', checked.append)
+  online = prepare('svhn', data_dir=tmp_path / 'tfds')
+  assert requested == sorted(svhn.DOWNLOAD_URL + file for file in svhn.MAT_FILES.values())
+  assert checked == [svhn.DOWNLOAD_URL]
+  assert type(online) is tfds.builder_cls('svhn_cropped')
+  offline = tfds.builder('svhn_cropped', data_dir=data_dir)
+  for split in TINY_SIZES['svhn']:
+    assert sorted_examples(*full_split(online, split)) == sorted_examples(
+        *full_split(offline, split))
+
+
+def test_svhn_files_that_are_missing_or_malformed_are_named_with_the_fix(tmp_path):
+  folder = tmp_path / 'manual' / 'svhn'
+  assert_one_line_error(
+      lambda: prepare('svhn', data_dir=tmp_path / 'tfds', manual_dir=tmp_path / 'manual'),
+      str(folder), 'not found', 'train_32x32.mat, test_32x32.mat')
+  write_svhn_mat(folder / 'train_32x32.mat', *tiny_photos(3, seed=0))
+  assert_one_line_error(
+      lambda: prepare('svhn', data_dir=tmp_path / 'tfds', manual_dir=tmp_path / 'manual'),
+      'missing test_32x32.mat', 'copy the missing files there')
+  assert not tfds.builder('svhn_cropped', data_dir=tmp_path / 'tfds').is_prepared()
+  path = folder / 'test_32x32.mat'
+  path.write_bytes(b'not a MATLAB file')
+  assert_one_line_error(lambda: svhn.read_mat(path), str(path), 'not a readable MATLAB file',
+                        'ufldl.stanford.edu/housenumbers')
+  photos, labels = tiny_photos(3, seed=1)
+  for arrays, problem in (
+      ({'images': np.moveaxis(photos, 0, 3)}, 'holds no X (images) and y (labels)'),
+      ({'X': np.moveaxis(photos, 0, 3)[:28, :28], 'y': labels[:, None] + 1},
+       'X is uint8 (28, 28, 3, 3), expected uint8 (32, 32, 3, N)'),
+      ({'X': np.moveaxis(photos, 0, 3), 'y': labels[:2, None] + 1},
+       'X holds 3 images but y has shape (2, 1), expected (3, 1)'),
+      ({'X': np.moveaxis(photos, 0, 3), 'y': np.array([[3], [0], [10]])},
+       'labels range over 0..10, expected 1..10 (10 for the digit 0)'),
+  ):
+    scipy.io.savemat(path, arrays)
+    assert_one_line_error(lambda: svhn.read_mat(path), str(path), problem)
+  assert_one_line_error(lambda: svhn.read_mat(tmp_path / 'absent.mat'), 'absent.mat',
+                        'file not found')
+
+
+def test_svhn_photographs_become_grey_28x28_digits_by_luma_and_area_averaging():
+  weights = svhn.area_weights(32, 28)
+  np.testing.assert_allclose(weights.sum(axis=1), 1.0)
+  np.testing.assert_allclose(weights.sum(axis=0), 28 / 32)  # every source pixel counts alike
+  np.testing.assert_allclose(weights[0, :2], [7 / 8, 1 / 8])  # output pixel 0 covers [0, 8/7)
+  flat = np.zeros((2, 32, 32, 3), np.uint8)
+  flat[0] = (200, 100, 50)
+  flat[1] = (255, 255, 255)
+  grey = svhn.to_mnist_format(flat)
+  assert grey.dtype == np.uint8 and grey.shape == (2, 28, 28, 1)
+  assert (grey[0] == round(0.299 * 200 + 0.587 * 100 + 0.114 * 50)).all()  # 124
+  assert (grey[1] == 255).all()
+  # A white square over source pixels [2, 10) each way: output pixel 1 ([8/7, 16/7)) is a
+  # quarter covered, 2..7 wholly, 8 ([64/7, 80/7)) three quarters.
+  square = np.zeros((1, 32, 32, 3), np.uint8)
+  square[0, 2:10, 2:10] = 255
+  small = svhn.to_mnist_format(square)[0, ..., 0]
+  expected = [0, 64, 255, 255, 255, 255, 255, 255, 191, 0, 0]
+  np.testing.assert_array_equal(small[5, :11], expected)
+  np.testing.assert_array_equal(small[:11, 5], expected)
+  assert_one_line_error(lambda: svhn.to_mnist_format(np.zeros((1, 28, 28, 1), np.uint8)),
+                        'expected uint8 (32, 32, 3)')
+
+
 def test_offline_mnist_generates_what_tfds_mnist_generates(tmp_path):
   """Same keys and records as tfds's own generator (which reads the decompressed downloads)."""
   images, labels = tiny_digits(12, seed=3)
@@ -284,7 +423,7 @@ def test_offline_mnist_generates_what_tfds_mnist_generates(tmp_path):
           label_path=write_idx(tmp_path / 'plain-labels', labels, compress=False),
       )
   )
-  offline = builders._MnistFromManualDir(idx_folder=tmp_path / 'mnist', data_dir=tmp_path / 'tfds')
+  offline = builders._MnistFromManualDir(folder=tmp_path / 'mnist', data_dir=tmp_path / 'tfds')
   ours = list(offline._split_generators(dl_manager=None)['train'])
   assert offline.name == tfds_mnist.name and offline.version == tfds_mnist.version
   features = offline.info.features.get_serialized_info()
@@ -450,7 +589,8 @@ def test_load_split_works_on_tfds_mock_data_offline(monkeypatch):
   monkeypatch.setattr(builders, 'DOWNLOAD_URLS',
                       {name: 'http://127.0.0.1:9/' for name in builders.DOWNLOAD_URLS})
   with tfds.testing.mock_data(num_examples=8):
-    for name, split in (('mnist', 'train'), ('kannada_mnist', 'dig'), ('emnist_digits', 'test')):
+    for name, split in (('mnist', 'train'), ('kannada_mnist', 'dig'), ('emnist_digits', 'test'),
+                        ('svhn', 'test')):
       images, labels = load_split(name, split)
       assert images.dtype == np.uint8 and images.shape == (8, 28, 28, 1)
       assert labels.dtype == np.int32 and labels.shape == (8,)

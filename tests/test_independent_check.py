@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from experiments import independent_check
+from jaxgan.data import svhn
 from jaxgan.data.idx import read_idx_pair
 from jaxgan.evaluation import weights
 from tests.idx_files import write_manual_dir
@@ -32,6 +33,18 @@ def test_emnist_digits_are_read_upright_as_jaxgan_loads_them(tmp_path):
   stored_images, stored_labels = arrays['emnist_digits']['test']
   np.testing.assert_array_equal(images, stored_images.transpose(0, 2, 1))
   np.testing.assert_array_equal(labels, stored_labels)
+
+
+def test_svhn_is_read_as_grey_28x28_digits_as_jaxgan_loads_them(tmp_path):
+  """The independent reader makes SVHN's photographs grey 28x28 digits with TensorFlow's
+  greyscale and area resize, jaxgan with numpy: they agree within one grey level."""
+  arrays = write_manual_dir(tmp_path, {'svhn': {'train': 12, 'test': 40}})
+  images, labels = independent_check.read_split(str(tmp_path), 'svhn', 'test')
+  photos, stored_labels = arrays['svhn']['test']
+  assert images.dtype == np.uint8 and images.shape == (40, 28, 28)
+  np.testing.assert_array_equal(labels, stored_labels)
+  difference = np.abs(images.astype(int) - svhn.to_mnist_format(photos)[..., 0].astype(int))
+  assert difference.max() <= 1 and (difference > 0).mean() < 0.05
 
 
 def test_fid_is_zero_for_one_set_and_closed_form_for_shifted_scaled_gaussians():

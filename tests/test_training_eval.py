@@ -126,10 +126,11 @@ def test_a_run_scored_by_a_classifier_not_trained_yet_stops_before_writing(tmp_p
     assert not (tmp_path / 'run').exists()
 
 
-def test_a_gan_trains_on_emnist_digits_without_evaluation(tmp_path):
-  write_manual_dir(tmp_path / 'manual', {'emnist_digits': {'train': 256, 'test': 10}})
+@pytest.mark.parametrize('dataset', ['emnist_digits', 'svhn'])
+def test_a_gan_trains_on_a_dataset_without_a_shipped_classifier(tmp_path, dataset):
+  write_manual_dir(tmp_path / 'manual', {dataset: {'train': 256, 'test': 10}})
   config = tiny.get_config()
-  config.data.name, config.num_epochs = 'emnist_digits', 1
+  config.data.name, config.num_epochs = dataset, 1
   config.data.manual_dir, config.data.data_dir = str(tmp_path / 'manual'), str(tmp_path / 'tfds')
   state = trainer.train_and_evaluate(config, str(tmp_path / 'run'))
   assert int(state.step) == 8  # tiny.py's 256 digits, batch 32

@@ -54,9 +54,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.mode_seeking = 0.0
 
   config.data = ml_collections.ConfigDict()
-  config.data.name = 'mnist'  # mnist | kannada_mnist | emnist_digits
+  config.data.name = 'mnist'  # mnist | kannada_mnist | emnist_digits | svhn
   config.data.split = 'train'
-  # Folder holding <dataset>/<original IDX .gz files>; empty: let tfds download them.
+  # Folder holding <dataset>/<official files: IDX .gz, SVHN's .mat>; empty: tfds downloads them.
   config.data.manual_dir = os.environ.get('JAXGAN_MANUAL_DIR', '')
   config.data.data_dir = ''  # tfds's prepared copies; empty: tfds's default (TFDS_DATA_DIR)
   config.data.num_train_examples = 0  # > 0: train on a fixed class-balanced subset of this size

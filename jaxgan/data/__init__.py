@@ -1,4 +1,4 @@
-"""Digit datasets: IDX files -> tfds prepared copies -> in-memory arrays -> batches.
+"""Digit datasets: official files (IDX; SVHN's .mat) -> tfds prepared copies -> arrays -> batches.
 
 Importing this package registers the `kannada_mnist` tfds builder.
 """

@@ -1,11 +1,11 @@
 """tfds builders for the digit datasets and `prepare`, the one entry point to them.
 
-`mnist` and `emnist_digits` (tfds's `emnist/digits`) are tfds's own catalog entries.
-`kannada_mnist` is defined here and registered with tfds when this module is imported.
-All are prepared either online (tfds downloads and verifies the official files) or
-offline from a manual dir holding the IDX .gz files in `<manual_dir>/<name>/`; the
-offline preparers are unregistered subclasses that only change where the IDX files
-come from, so the prepared copy is the one `tfds.builder(TFDS_NAMES[name],
+`mnist`, `emnist_digits` (tfds's `emnist/digits`) and `svhn` (tfds's `svhn_cropped`) are
+tfds's own catalog entries. `kannada_mnist` is defined here and registered with tfds when this
+module is imported. All are prepared either online (tfds downloads and verifies the official
+files) or offline from a manual dir holding the official files (IDX .gz, SVHN's .mat) in
+`<manual_dir>/<name>/`; the offline preparers are unregistered subclasses that only change
+where the files come from, so the prepared copy is the one `tfds.builder(TFDS_NAMES[name],
 data_dir=...)` reads in both cases.
 """
 
@@ -21,7 +21,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import utils as tfds_utils
 
-from jaxgan.data.idx import DataError, find_idx_files, read_idx_pair
+from jaxgan.data import svhn
+from jaxgan.data.idx import DataError, find_files, read_idx_pair
 
 # Split -> (images file, labels file), as named in the official releases.
 IDX_FILES: dict[str, dict[str, tuple[str, str]]] = {
@@ -44,10 +45,16 @@ IDX_FILES: dict[str, dict[str, tuple[str, str]]] = {
                  'emnist-digits-test-labels-idx1-ubyte.gz'),
     },
 }
-DATASETS: tuple[str, ...] = tuple(IDX_FILES)
+DATASETS: tuple[str, ...] = (*IDX_FILES, 'svhn')
 # jaxgan's dataset name -> the name tfds knows it by.
 TFDS_NAMES = {'mnist': 'mnist', 'kannada_mnist': 'kannada_mnist',
-              'emnist_digits': 'emnist/digits'}
+              'emnist_digits': 'emnist/digits', 'svhn': 'svhn_cropped'}
+# The splits held out from training, scored as test sets (SVHN's `extra` is more training data).
+TEST_SPLITS: dict[str, tuple[str, ...]] = {
+    **{name: tuple(split for split in files if split != 'train')
+       for name, files in IDX_FILES.items()},
+    'svhn': ('test',),
+}
 # EMNIST's files store every image transposed (mirrored and rotated), and tfds keeps them so;
 # `load_split` turns these datasets' images upright.
 TRANSPOSED: frozenset[str] = frozenset({'emnist_digits'})
@@ -121,14 +128,14 @@ class KannadaMnist(tfds.core.GeneratorBasedBuilder):
 
 
 class _FromManualDir:
-  """Mixin for a builder: read dataset `dataset`'s IDX files from a folder instead of
-  downloading them."""
+  """Mixin for a builder: read dataset `dataset`'s official files (IDX, unless the builder says
+  otherwise) from a folder instead of downloading them."""
 
   dataset: str
   config_name: str | None = None  # the tfds builder config, for builders that have several
 
-  def __init__(self, *, idx_folder: os.PathLike, **kwargs):
-    self._idx_folder = Path(idx_folder)
+  def __init__(self, *, folder: os.PathLike, **kwargs):
+    self._folder = Path(folder)
     if self.config_name:
       kwargs['config'] = self.config_name
     super().__init__(**kwargs)
@@ -143,7 +150,7 @@ class _FromManualDir:
   def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict:
     del dl_manager  # Nothing to download.
     file_names = _file_names(self.dataset)
-    paths = dict(zip(file_names, find_idx_files(self._idx_folder, file_names)))
+    paths = dict(zip(file_names, find_files(self._folder, file_names)))
     return {
         split: _idx_examples(paths[images], paths[labels])
         for split, (images, labels) in IDX_FILES[self.dataset].items()
@@ -176,14 +183,44 @@ class _EmnistFromManualDir(_FromManualDir, tfds.image_classification.EMNIST,
   config_name = 'digits'
 
 
-_FROM_MANUAL_DIR = {'mnist': _MnistFromManualDir, 'kannada_mnist': _KannadaMnistFromManualDir,
-                    'emnist_digits': _EmnistFromManualDir}
+_SvhnCropped = tfds.builder_cls('svhn_cropped')
 
-# Where each dataset's official files come from (tfds's MNIST mirror; ours above; NIST's).
+
+class _SvhnFromManualDir(_FromManualDir, _SvhnCropped, skip_registration=True):
+  """tfds's `svhn_cropped` prepared from the official .mat files; `extra_32x32.mat` (1.3 GB) may
+  be left out, and the prepared copy then holds the train and test splits only."""
+
+  name = 'svhn_cropped'
+  dataset = 'svhn'
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict:
+    del dl_manager  # Nothing to download.
+    required = [file for split, file in svhn.MAT_FILES.items()
+                if split not in svhn.OPTIONAL_SPLITS]
+    find_files(self._folder, required)
+    return {split: self._mat_examples(split, self._folder / file)
+            for split, file in svhn.MAT_FILES.items() if (self._folder / file).is_file()}
+
+  def _mat_examples(self, split: str, path: Path) -> Iterator[tuple[int, dict]]:
+    """The records of tfds's own generator: keys by position, ids `<split>_<position>`."""
+    images, labels = svhn.read_mat(path)
+    for index, (image, label) in enumerate(zip(images, labels)):
+      yield index, {'image': image, 'label': label, 'id': f'{split}_{index:06d}'}
+
+
+_FROM_MANUAL_DIR = {'mnist': _MnistFromManualDir, 'kannada_mnist': _KannadaMnistFromManualDir,
+                    'emnist_digits': _EmnistFromManualDir, 'svhn': _SvhnFromManualDir}
+# What a manual dir's `<name>/` folder holds, for error messages.
+MANUAL_FILES = {**{name: 'the IDX .gz files' for name in IDX_FILES},
+                'svhn': "SVHN's train_32x32.mat and test_32x32.mat (extra_32x32.mat optional)"}
+
+# Where each dataset's official files come from (tfds's MNIST mirror; ours above; NIST's;
+# Stanford's).
 DOWNLOAD_URLS = {
     'mnist': 'https://storage.googleapis.com/cvdf-datasets/mnist/',
     'kannada_mnist': KANNADA_MNIST_URL,
     'emnist_digits': tfds.image_classification.EMNIST.URL,
+    'svhn': svhn.DOWNLOAD_URL,
 }
 
 
@@ -218,8 +255,8 @@ def prepare(
 
   If `data_dir` (default: tfds's, which respects TFDS_DATA_DIR) already holds the
   prepared dataset, nothing else happens. Otherwise the dataset is prepared from
-  the IDX .gz files in `<manual_dir>/<name>/` when `manual_dir` is given, else from
-  the official files downloaded by tfds.
+  official files in `<manual_dir>/<name>/` (MANUAL_FILES) when `manual_dir` is given, else
+  from the official files downloaded by tfds.
   """
   if name not in DATASETS:
     raise DataError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}")
@@ -236,10 +273,10 @@ def prepare(
       reason = ' '.join(f'{type(error).__name__}: {error}'.split())
       raise DataError(
           f'could not download and prepare {name} in {builder.data_dir_root} ({reason}): check '
-          f'the network and disk, or pass manual_dir=DIR with the IDX .gz files in DIR/{name}/ '
+          f'the network and disk, or pass manual_dir=DIR with {MANUAL_FILES[name]} in DIR/{name}/ '
           f'(experiment scripts: JAXGAN_MANUAL_DIR=DIR or --config.data.manual_dir=DIR)'
       ) from error
     return builder
-  preparer = _FROM_MANUAL_DIR[name](idx_folder=Path(manual_dir) / name, data_dir=data_dir)
+  preparer = _FROM_MANUAL_DIR[name](folder=Path(manual_dir) / name, data_dir=data_dir)
   preparer.download_and_prepare()
   return tfds.builder(TFDS_NAMES[name], data_dir=data_dir)

@@ -28,7 +28,7 @@ class DataError(ValueError):
   """A dataset file or folder is missing, malformed or inconsistent."""
 
 
-def find_idx_files(folder: str | os.PathLike, file_names: list[str]) -> list[Path]:
+def find_files(folder: str | os.PathLike, file_names: list[str]) -> list[Path]:
   """Paths of `file_names` inside `folder`, in the same order.
 
   Raises DataError if the folder or any of the files is missing.
@@ -36,7 +36,7 @@ def find_idx_files(folder: str | os.PathLike, file_names: list[str]) -> list[Pat
   folder = Path(folder)
   expected = ', '.join(file_names)
   if not folder.is_dir():
-    raise DataError(f'folder {folder} not found: create it and put the IDX files {expected} in it')
+    raise DataError(f'folder {folder} not found: create it and put {expected} in it')
   missing = [name for name in file_names if not (folder / name).is_file()]
   if missing:
     raise DataError(

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
+from jaxgan.data import svhn
 from jaxgan.data.builders import TRANSPOSED, prepare
 from jaxgan.data.idx import DataError
 
@@ -25,7 +26,8 @@ def read_split(
     data_dir: str | os.PathLike | None = None,
     manual_dir: str | os.PathLike | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-  """A split as tfds stores it: (images uint8 (N, 28, 28, 1), labels int32 (N,)).
+  """A split as tfds stores it: (images uint8 (N, 28, 28, 1), or (N, 32, 32, 3) for SVHN,
+  labels int32 (N,)).
 
   The dataset is prepared first if needed (see `prepare`). `split` is any tfds
   split expression ("train", "test[:1000]", ...).
@@ -44,13 +46,16 @@ def load_split(
     manual_dir: str | os.PathLike | None = None,
     num_examples: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-  """A whole split in memory (`read_split`), upright: EMNIST's images, stored transposed, come
-  back upright like MNIST's. With `num_examples`, only that many examples are kept, chosen by
-  `class_balanced_indices` (no seed involved).
+  """A whole split in memory (`read_split`) as 28x28 grey digits, upright: EMNIST's images,
+  stored transposed, come back upright like MNIST's; SVHN's 32x32 colour photographs come back
+  in that format too (`svhn.to_mnist_format`). With `num_examples`, only that many examples are
+  kept, chosen by `class_balanced_indices` (no seed involved).
   """
   images, labels = read_split(name, split, data_dir=data_dir, manual_dir=manual_dir)
   if name in TRANSPOSED:
     images = np.ascontiguousarray(images.swapaxes(1, 2))
+  if name == 'svhn':
+    images = svhn.to_mnist_format(images)
   if num_examples is not None:
     if not 1 <= num_examples <= len(labels):
       raise DataError(

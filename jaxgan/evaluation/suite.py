@@ -37,7 +37,7 @@ def load_real_data(dataset: str, params, *, data_dir: str | None = None,
   train_images, train_labels = data.load_split(dataset, 'train', data_dir=data_dir,
                                                manual_dir=manual_dir)
   extra_tests = {split: data.load_split(dataset, split, data_dir=data_dir, manual_dir=manual_dir)
-                 for split in data.builders.IDX_FILES[dataset] if split not in ('train', 'test')}
+                 for split in data.builders.TEST_SPLITS[dataset] if split != 'test'}
   return RealData(test, train_images, train_labels, extra_tests)
 
 

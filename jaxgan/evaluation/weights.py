@@ -27,10 +27,12 @@ TRAIN_COMMANDS = {
                      '--config=experiments/configs/classifier_kannada.py',
     'emnist_digits': 'python -m experiments.train_classifier '
                      '--config=experiments/configs/classifier_emnist.py',
+    'svhn': 'python -m experiments.train_classifier '
+            '--config=experiments/configs/classifier_svhn.py',
 }
 # Datasets whose classifier is not shipped (the machine that trained the shipped ones had no
 # copy of them): each user trains it once with its TRAIN_COMMANDS entry, into SHIPPED_DIR.
-NOT_SHIPPED = frozenset({'emnist_digits'})
+NOT_SHIPPED = frozenset({'emnist_digits', 'svhn'})
 
 
 def weights_path(dataset: str, directory: str | os.PathLike = SHIPPED_DIR) -> Path:
