@@ -79,13 +79,12 @@ def read_mat(path: str) -> tuple[np.ndarray, np.ndarray]:
     grey = tf.image.rgb_to_grayscale(tf.cast(photos[start:start + 10_000], tf.float32))
     small = tf.image.resize(grey, (28, 28), method='area').numpy()[..., 0]
     images[start:start + 10_000] = np.clip(np.rint(small), 0, 255)
-  return images, contents['y'][:, 0] % 10
+  return images, contents['y'][:, 0].astype(np.int64) % 10
 
 
 def read_split(idx_dir: str, dataset: str, split: str) -> tuple[np.ndarray, np.ndarray]:
   if dataset in _MAT_FILES:
-    images, labels = read_mat(os.path.join(idx_dir, dataset, _MAT_FILES[dataset][split]))
-    return images, labels.astype(np.int64)
+    return read_mat(os.path.join(idx_dir, dataset, _MAT_FILES[dataset][split]))
   images, labels = (read_idx(os.path.join(idx_dir, dataset, name))
                     for name in _IDX_FILES[dataset][split])
   if dataset in _STORED_TRANSPOSED:

@@ -55,9 +55,16 @@ TEST_SPLITS: dict[str, tuple[str, ...]] = {
        for name, files in IDX_FILES.items()},
     'svhn': ('test',),
 }
-# EMNIST's files store every image transposed (mirrored and rotated), and tfds keeps them so;
-# `load_split` turns these datasets' images upright.
-TRANSPOSED: frozenset[str] = frozenset({'emnist_digits'})
+
+
+def _upright(images: np.ndarray) -> np.ndarray:
+  return np.ascontiguousarray(images.swapaxes(1, 2))
+
+
+# Datasets whose stored images are not upright 28x28 grey digits, and what makes them so
+# (`load_split` applies it): EMNIST's files store every image transposed (mirrored and rotated),
+# and tfds keeps them so; SVHN's are 32x32 colour photographs.
+TO_DIGITS = {'emnist_digits': _upright, 'svhn': svhn.to_mnist_format}
 
 # Pinned to the commit whose files the checksums describe.
 KANNADA_MNIST_URL = (

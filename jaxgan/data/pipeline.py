@@ -11,8 +11,7 @@ import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxgan.data import svhn
-from jaxgan.data.builders import TRANSPOSED, prepare
+from jaxgan.data.builders import TO_DIGITS, prepare
 from jaxgan.data.idx import DataError
 
 # Read in batches, not with batch_size=-1: that asks tfds for one batch of its total
@@ -48,14 +47,12 @@ def load_split(
 ) -> tuple[np.ndarray, np.ndarray]:
   """A whole split in memory (`read_split`) as 28x28 grey digits, upright: EMNIST's images,
   stored transposed, come back upright like MNIST's; SVHN's 32x32 colour photographs come back
-  in that format too (`svhn.to_mnist_format`). With `num_examples`, only that many examples are
+  in that format too (`builders.TO_DIGITS`). With `num_examples`, only that many examples are
   kept, chosen by `class_balanced_indices` (no seed involved).
   """
   images, labels = read_split(name, split, data_dir=data_dir, manual_dir=manual_dir)
-  if name in TRANSPOSED:
-    images = np.ascontiguousarray(images.swapaxes(1, 2))
-  if name == 'svhn':
-    images = svhn.to_mnist_format(images)
+  if name in TO_DIGITS:
+    images = TO_DIGITS[name](images)
   if num_examples is not None:
     if not 1 <= num_examples <= len(labels):
       raise DataError(
