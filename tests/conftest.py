@@ -4,6 +4,7 @@ XLA reads the flag once, when jax initialises its backends: it must be set befor
 module imports jax, which is why it lives here.
 """
 import os
+import tempfile
 
 import pytest
 
@@ -21,3 +22,21 @@ def pytest_collection_modifyitems(config, items):
   for item in items:
     group = 'real_data' if item.get_closest_marker('real_data') else item.module.__name__
     item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.fixture(scope='session', autouse=True)
+def _temporary_files_in_pytest_basetemp(tmp_path_factory):
+  """Points Python's and subprocesses' temporary files into pytest's own folder, which pytest
+  rotates away: tfds 4.9 leaves an empty /tmp/tmp*tfds folder behind for every builder made
+  over an unprepared data_dir (DatasetInfo.initialize_from_bucket runs mkdtemp before it finds
+  GCS disabled), and the suite makes hundreds of them."""
+  folder = str(tmp_path_factory.mktemp('tempfile'))
+  saved_tempdir, saved_env = tempfile.tempdir, os.environ.get('TMPDIR')
+  tempfile.tempdir = folder
+  os.environ['TMPDIR'] = folder
+  yield
+  tempfile.tempdir = saved_tempdir
+  if saved_env is None:
+    os.environ.pop('TMPDIR')
+  else:
+    os.environ['TMPDIR'] = saved_env
