@@ -31,12 +31,7 @@ def _temporary_files_in_pytest_basetemp(tmp_path_factory):
   over an unprepared data_dir (DatasetInfo.initialize_from_bucket runs mkdtemp before it finds
   GCS disabled), and the suite makes hundreds of them."""
   folder = str(tmp_path_factory.mktemp('tempfile'))
-  saved_tempdir, saved_env = tempfile.tempdir, os.environ.get('TMPDIR')
-  tempfile.tempdir = folder
-  os.environ['TMPDIR'] = folder
-  yield
-  tempfile.tempdir = saved_tempdir
-  if saved_env is None:
-    os.environ.pop('TMPDIR')
-  else:
-    os.environ['TMPDIR'] = saved_env
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(tempfile, 'tempdir', folder)
+    patch.setenv('TMPDIR', folder)
+    yield
