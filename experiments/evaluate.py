@@ -3,8 +3,9 @@ r"""Score generated digits against real ones, next to the same scores for real d
 python -m experiments.evaluate --workdir=RUN --num_samples=10000 \
     --metrics=fcd,classifier_score,precision_recall,coverage
   generates --num_samples digits from RUN's newest checkpoint (conditional models: every
-  class equally often, labelled; --resample_percentile: kept by a density-ratio model, see
-  experiments.sample) and writes RUN/eval.json.
+  class equally often, labelled, or --class_proportions=train in the real train split's class
+  frequencies; --resample_percentile: kept by a density-ratio model, see experiments.sample)
+  and writes RUN/eval.json.
 python -m experiments.evaluate --samples=digits.npz --dataset=mnist
   scores an existing .npz (`images` uint8 (N, 28, 28), optional `labels`) and writes
   digits.eval.json beside it.
@@ -23,7 +24,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import numpy as np
 from absl import app, flags, logging
 
-from jaxgan import console, resampling
+from jaxgan import class_proportions, console, resampling
 from jaxgan.checkpoint import BEST, LATEST
 from jaxgan.evaluation import run_scores, suite, weights
 from jaxgan.run_folder import load_run_config, write_json_atomic
@@ -41,6 +42,7 @@ _TRUNCATION = flags.DEFINE_float('truncation', 0.0, 'Truncation trick for the ge
 _LATENT_SCALE = console.define_latent_scale('Multiplies the generated latents (--workdir only; '
                                             'see experiments.sample); 1: none.')
 _RESAMPLE = resampling.define_flags(' (--workdir only)')
+_PROPORTIONS = class_proportions.define_flag(' (--workdir only)')
 _CHECKPOINT = flags.DEFINE_enum('checkpoint', LATEST, [LATEST, BEST],
                                 'Which state of the run: its newest checkpoint, or the best one '
                                 'kept by evaluation during training (config.eval_every).')
@@ -85,9 +87,10 @@ def main(argv):
     raise app.UsageError('give exactly one of --workdir=RUN and --samples=FILE.npz')
   resample = _RESAMPLE.resampling()
   if _SAMPLES.value and (_TRUNCATION.value or _LATENT_SCALE.value is not None
-                        or resample is not None):
-    raise app.UsageError('--truncation, --latent_scale and --resample_percentile draw a run\'s '
-                         'digits: they need --workdir=RUN, not --samples')
+                        or resample is not None or _PROPORTIONS.present):
+    raise app.UsageError('--truncation, --latent_scale, --resample_percentile and '
+                         '--class_proportions draw a run\'s digits: they need --workdir=RUN, '
+                         'not --samples')
   if _SAMPLES.value and not _DATASET.value:
     raise app.UsageError(f'--samples needs --dataset={"|".join(weights.TRAIN_COMMANDS)}: the '
                          'real data to compare with')
@@ -104,7 +107,8 @@ def main(argv):
         checkpoint=_CHECKPOINT.value, truncation=_TRUNCATION.value,
         latent_scale=_LATENT_SCALE.value, resample=resample,
         manual_dir=_MANUAL_DIR.value, data_dir=_DATA_DIR.value,
-        real_results=known_real(config.data.name, _NUM_SAMPLES.value, names))
+        real_results=known_real(config.data.name, _NUM_SAMPLES.value, names),
+        proportions=_PROPORTIONS.value)
     out = _OUT.value or os.path.join(_WORKDIR.value, 'eval.json')
   else:
     images, labels = load_samples(_SAMPLES.value)

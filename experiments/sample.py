@@ -5,7 +5,9 @@ writes `images`, uint8 (N, 28, 28) with 0 = background as in the IDX files.
 
 Conditional models also write `labels`, int32 (N,), the class each digit was generated for:
 --labels=3 or --labels=0,1,2 chooses the classes (default: all), --num digits cycling through
-them, or --per_class=N digits of each, class by class. The grid then has one row per class.
+them, or --per_class=N digits of each, class by class; or --class_proportions=train draws --num
+digits in the real train split's class frequencies (or one weight per class, e.g.
+2,1,1,1,1,1,1,1,1,1), the classes interleaved. The grid then has one row per class.
 
 --resample_percentile=P keeps candidates by a density-ratio model of real against generated
 digits (jaxgan.resampling; README, Density-ratio resampling): trained the first time for the
@@ -19,7 +21,8 @@ import jax
 import numpy as np
 from absl import flags, logging
 
-from jaxgan import console, generate, images, parallel, resampling, run_folder, trainer
+from jaxgan import (class_proportions, console, generate, images, parallel, resampling,
+                    run_folder, trainer)
 from jaxgan.run_folder import load_run_config
 from jaxgan.state import generator_variables
 
@@ -34,6 +37,7 @@ _LABELS = flags.DEFINE_list('labels', None, 'Conditional models: classes to gene
                             'or 0,1,2 (default: all).')
 _PER_CLASS = flags.DEFINE_integer('per_class', None, 'Conditional models: digits of each class '
                                   '(instead of --num).', lower_bound=1)
+_PROPORTIONS = class_proportions.define_flag(' (with --num; not with --labels or --per_class)')
 _TRUNCATION = flags.DEFINE_float('truncation', 0.0, 'Truncation trick: latents drawn from the '
                                  'normal truncated to [-t, t] (e.g. 1.0); 0: none.',
                                  lower_bound=0.0)
@@ -74,10 +78,13 @@ def parse_labels(values: list[str] | None, num_classes: int) -> list[int]:
   return classes
 
 
-def sample_labels(classes: list[int]) -> np.ndarray | None:
-  """One label per digit: --per_class of each class in turn, or --num cycling the classes."""
+def sample_labels(classes: list[int], class_weights: np.ndarray | None) -> np.ndarray | None:
+  """One label per digit: --per_class of each class in turn, --num in `class_weights`
+  (--class_proportions), or --num cycling the classes."""
   if not classes:
     return None
+  if class_weights is not None:
+    return generate.class_labels(_NUM.value, class_weights)
   if _PER_CLASS.value is not None:
     return np.repeat(np.asarray(classes, np.int32), _PER_CLASS.value)
   return np.asarray(classes, np.int32)[generate.balanced_labels(_NUM.value, len(classes))]
@@ -102,11 +109,21 @@ def main(argv):
   parallel.configure_cpu_devices(_CPU_DEVICES.value, divides=_BATCH.value)
   config = load_run_config(_WORKDIR.value)
   # Flags are checked against the config before the (slower) restore.
-  classes = parse_labels(_LABELS.value, config.model.get('num_classes', 0))
+  num_classes = config.model.get('num_classes', 0)
+  classes = parse_labels(_LABELS.value, num_classes)
+  class_proportions.parse(_PROPORTIONS.value, num_classes)
+  class_weights = None
+  if _PROPORTIONS.present:
+    if _LABELS.value is not None or _PER_CLASS.value is not None:
+      raise ValueError('--class_proportions draws --num digits of every class: drop --labels '
+                       'and --per_class, or give a weight of 0 to the classes to leave out')
+    class_weights = class_proportions.weights(
+        _PROPORTIONS.value, num_classes, config.data.name, manual_dir=config.data.manual_dir,
+        data_dir=config.data.data_dir)
   components, state = trainer.restore_run_state(_WORKDIR.value, config)
   gan = components.gan
   step = int(state.step)
-  labels = sample_labels(classes)
+  labels = sample_labels(classes, class_weights)
   num = _NUM.value if labels is None else len(labels)
   latent_scale = run_folder.latent_scale(config, _LATENT_SCALE.value)
   if resample is None:

@@ -9,7 +9,7 @@ python -m experiments.sweep --config=experiments/configs/cgan_kannada.py \
 
 Other --config.FIELD=VALUE overrides apply to every seed. Running the command again resumes
 unfinished runs and reuses each eval.json that scored the same step, metrics, samples and
---latent_scale, so adding a seed or raising --config.num_epochs costs only the new training
+--latent_scale (and --resample_percentile, --class_proportions), so adding a seed or raising --config.num_epochs costs only the new training
 and scoring.
 --tag=NAME keeps a scoring apart: DIR/seed_S/eval_NAME.json and DIR/sweep_NAME.json, so that the
 same runs scored another way (e.g. --latent_scale=1.4 --resample_percentile=99) do not replace
@@ -28,7 +28,7 @@ import numpy as np
 from absl import flags, logging
 from ml_collections import config_flags
 
-from jaxgan import console, parallel, resampling, run_folder, trainer
+from jaxgan import class_proportions, console, parallel, resampling, run_folder, trainer
 from jaxgan.checkpoint import LATEST
 from jaxgan.evaluation import run_scores, suite
 from jaxgan.run_folder import write_json_atomic
@@ -43,6 +43,7 @@ _EVAL_SEED = flags.DEFINE_integer('eval_seed', 0, "Seed of the scored digits' la
 _LATENT_SCALE = console.define_latent_scale("Multiplies the scored digits' latents (see "
                                             'experiments.sample); 1: none.')
 _RESAMPLE = resampling.define_flags(' of the scored digits')
+_PROPORTIONS = class_proportions.define_flag(' for scoring')
 _TAG = flags.DEFINE_string('tag', '', "Names this scoring's files: seed_S/eval_TAG.json and "
                            'sweep_TAG.json, beside the default eval.json and sweep.json.')
 flags.mark_flags_as_required(['config', 'workdir'])
@@ -73,7 +74,8 @@ def parse_seeds(values: list[str]) -> list[int]:
 
 def reusable(path: str, step: int, names: tuple[str, ...], num_samples: int,
              eval_seed: int, latent_scale: float = 1.0,
-             resample: resampling.Resampling | None = None) -> dict | None:
+             resample: resampling.Resampling | None = None,
+             proportions: str = class_proportions.BALANCED) -> dict | None:
   """The record in `path` if it scored the run's state at `step` the way asked, else None."""
   if not os.path.exists(path):
     return None
@@ -84,7 +86,8 @@ def reusable(path: str, step: int, names: tuple[str, ...], num_samples: int,
           and record.get('checkpoint') == LATEST and not record.get('truncation')
           and record.get('latent_scale', 1.0) == latent_scale
           and record.get('settings') == run_scores.recorded_settings()
-          and resampled_as(record.get('resampling')) == resample)
+          and resampled_as(record.get('resampling')) == resample
+          and record.get('class_proportions', class_proportions.BALANCED) == proportions)
   return record if same else None
 
 
@@ -127,13 +130,16 @@ def format_summary(seeds: list[int], figures: dict) -> str:
 def run_sweep(config, workdir: str, seeds: list[int], names: list[str] | None, *,
               num_samples: int = 10000, eval_seed: int = 0,
               latent_scale: float | None = None,
-              resample: resampling.Resampling | None = None, tag: str = '') -> dict:
+              resample: resampling.Resampling | None = None, tag: str = '',
+              proportions: str = class_proportions.BALANCED) -> dict:
   """Train (or resume) and score one run per seed in `workdir`; write and return the summary.
   `latent_scale` None: the config's sample_latent_scale; `resample`: see
-  `run_scores.generate_from_run`; `tag`: see `file_names`."""
+  `run_scores.generate_from_run`; `tag`: see `file_names`; `proportions`: see
+  `run_scores.evaluate_run`."""
   eval_name, summary_name = file_names(tag)
   latent_scale = run_folder.latent_scale(config, latent_scale)
   names = suite.resolve_metric_names(names, has_labels=config.model.get('num_classes', 0) > 0)
+  class_proportions.parse(proportions, config.model.get('num_classes', 0))  # before training
   records = {}
   for seed in seeds:
     run_config = copy.deepcopy(config)
@@ -143,13 +149,14 @@ def run_sweep(config, workdir: str, seeds: list[int], names: list[str] | None, *
     state = trainer.train_and_evaluate(run_config, run_dir)
     eval_path = os.path.join(run_dir, eval_name)
     record = reusable(eval_path, int(state.step), names, num_samples, eval_seed, latent_scale,
-                      resample)
+                      resample, proportions)
     if record is None:
       # The real reference is the same digits for every seed: scored once per sweep.
       known_real = next(iter(records.values()))['real'] if records else None
       record = run_scores.evaluate_run(run_dir, list(names), num_samples=num_samples,
                                        seed=eval_seed, latent_scale=latent_scale,
-                                       resample=resample, real_results=known_real)
+                                       resample=resample, real_results=known_real,
+                                       proportions=proportions)
       write_json_atomic(record, eval_path)
     else:
       logging.info('seed %d: reusing %s (step %d)', seed, eval_path, record['step'])
@@ -158,6 +165,7 @@ def run_sweep(config, workdir: str, seeds: list[int], names: list[str] | None, *
   summary = dict(seeds=seeds, metrics=list(names), num_samples=num_samples, eval_seed=eval_seed,
                  latent_scale=latent_scale,
                  resampling=None if resample is None else dataclasses.asdict(resample),
+                 class_proportions=proportions,
                  steps={str(seed): records[seed]['step'] for seed in seeds},
                  config=json.loads(config.to_json()), figures=figures)
   write_json_atomic(summary, os.path.join(workdir, summary_name))
@@ -175,7 +183,7 @@ def main(argv):
   parallel.configure_cpu_devices(config.get('cpu_devices', -1), divides=config.batch_size)
   run_sweep(config, _WORKDIR.value, seeds, _METRICS.value, num_samples=_NUM_SAMPLES.value,
             eval_seed=_EVAL_SEED.value, latent_scale=_LATENT_SCALE.value,
-            resample=_RESAMPLE.resampling(), tag=_TAG.value)
+            resample=_RESAMPLE.resampling(), tag=_TAG.value, proportions=_PROPORTIONS.value)
   logging.info('wrote %s', os.path.join(_WORKDIR.value, summary_name))
 
 

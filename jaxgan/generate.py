@@ -43,9 +43,41 @@ def latents(key: jax.Array, num: int, latent_dim: int, truncation: float = 0.0,
   return z if scale == 1.0 else z * scale
 
 
+def class_counts(num: int, weights) -> np.ndarray:
+  """Digits of each class among `num`, in proportion to `weights` (finite, >= 0, not all 0):
+  the largest-remainder apportionment, ties going to the lower class id."""
+  weights = np.asarray(weights, np.float64)
+  if weights.ndim != 1 or not np.isfinite(weights).all() or (weights < 0).any() or not (
+      weights.sum() > 0):
+    raise ValueError(f'class weights must be finite and >= 0, and not all 0, got {weights}')
+  exact = num * weights / weights.sum()
+  counts = np.floor(exact).astype(np.int64)
+  by_remainder = np.argsort(counts - exact, kind='stable')
+  counts[by_remainder[:num - counts.sum()]] += 1
+  return counts
+
+
+def class_labels(num: int, weights) -> np.ndarray:
+  """Class ids for `num` digits, `class_counts(num, weights)` of each class, interleaved so
+  that every prefix keeps the proportions to about one digit per class: each digit goes to the
+  class furthest below its share of the prefix, ties to the lower class id. Equal weights give
+  0, 1, ..., C - 1, 0, 1, ... (`balanced_labels`)."""
+  counts = class_counts(num, weights)
+  drawn = np.zeros_like(counts)
+  labels = np.empty(num, np.int32)
+  for i in range(num):
+    # Shortfall against the share of the first i + 1 digits, in units of 1 / num (integers:
+    # exact ties). The shortfalls sum to num, and a class that has all its digits falls short
+    # by <= 0, so it is never drawn again: the counts come out exact.
+    shortfall = (i + 1) * counts - num * drawn
+    labels[i] = np.argmax(shortfall)
+    drawn[labels[i]] += 1
+  return labels
+
+
 def balanced_labels(num: int, num_classes: int) -> np.ndarray:
   """Class ids 0, 1, ..., num_classes - 1, 0, 1, ...: every class equally often (to within one)."""
-  return (np.arange(num) % num_classes).astype(np.int32)
+  return class_labels(num, np.ones(num_classes))
 
 
 def class_rows(z: np.ndarray, classes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -25,7 +25,9 @@ from jaxgan import generate, models, run_folder, strings, trainer
 from jaxgan.evaluation import run_scores
 from jaxgan.layers import SPECTRAL
 from jaxgan.state import generator_variables
-from tests.test_experiments import cli, data_dirs, tiny_config, train_args  # noqa: F401
+from tests.idx_files import tiny_digits
+from tests.test_experiments import (TINY_MNIST, cli, data_dirs, tiny_config,  # noqa: F401
+                                    train_args)
 
 CELL = 29  # a 28-pixel digit and its 1-pixel gap, tiny config's scale 1
 CONDITIONAL = ('--config.model.num_classes=10', '--config.model.conditioning=auxiliary')
@@ -333,6 +335,92 @@ def test_evaluate_generates_balanced_labelled_digits(conditional_run):
   assert (wide != digits).any()
 
 
+# MNIST's train split: 5,923 zeros, 6,742 ones, ...
+MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+
+
+def test_class_counts_are_the_largest_remainder_apportionment():
+  # 1,123.67 ones, 1,021.8 threes, 973.67 fours, 903.5 fives, 991.5 nines: the four digits left
+  # after the floors go to the largest remainders, the tie at .5 to the lower class.
+  np.testing.assert_array_equal(generate.class_counts(10000, MNIST_TRAIN_COUNTS),
+                                [987, 1124, 993, 1022, 974, 904, 986, 1044, 975, 991])
+  np.testing.assert_array_equal(generate.class_counts(7, [1, 0, 2]), [2, 0, 5])
+  np.testing.assert_array_equal(generate.class_counts(3, [0.1] * 3), [1, 1, 1])
+  for bad in ([0, 0], [1, -1], [1, math.inf], [math.nan, 1]):
+    with pytest.raises(ValueError, match='class weights must be finite and >= 0, and not all 0'):
+      generate.class_counts(10, bad)
+
+
+def test_class_labels_interleave_the_classes_in_every_prefix():
+  for num_classes in (1, 3, 10):  # equal weights: the balanced cycle at every length
+    for num in (0, 1, 9, 10, 11, 57, 1000):
+      np.testing.assert_array_equal(generate.class_labels(num, np.ones(num_classes)),
+                                    np.arange(num) % num_classes)
+  cases = [(10000, MNIST_TRAIN_COUNTS), (5000, [1000] + [1] * 46), (777, [3, 0, 1, 0.5]),
+           (3000, [1] * 40 + [1000] * 2), (61, np.random.default_rng(0).random(10))]
+  for num, weights in cases:
+    labels = generate.class_labels(num, weights)
+    counts = generate.class_counts(num, weights)
+    assert labels.dtype == np.int32
+    np.testing.assert_array_equal(np.bincount(labels, minlength=len(counts)), counts)
+    # Each prefix holds every class's share of it to within one and a half digits (the
+    # largest-shortfall rule measures 0.89 on MNIST's proportions, 1.42 at worst here).
+    so_far = np.cumsum(np.eye(len(counts))[labels], axis=0)
+    share = np.arange(1, num + 1)[:, None] * counts / num
+    assert np.abs(so_far - share).max() <= 1.5, (num, weights)
+
+
+def test_sample_and_evaluate_draw_classes_in_the_train_split_s_proportions(
+    conditional_run, tmp_path, monkeypatch):
+  # The tiny train split's labels, as tests/idx_files.py's write_manual_dir drew them.
+  train_counts = np.bincount(tiny_digits(TINY_MNIST['mnist']['train'], seed=300)[1],
+                             minlength=10)
+  assert len(set(train_counts)) > 1  # not balanced: the test can tell
+  out = tmp_path / 'd.npz'
+  result = cli('sample', f'--workdir={conditional_run}', '--num=40', '--class_proportions=train',
+               f'--out={out}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  with np.load(out) as npz:
+    np.testing.assert_array_equal(npz['labels'], generate.class_labels(40, train_counts))
+    assert npz['images'].shape == (40, 28, 28)
+  # The scoring path draws the same way, and records how (the scores themselves are another
+  # test's: here they would score the labels handed over).
+  monkeypatch.setattr(run_scores, 'score_digits',
+                      lambda images, labels, *_, **__: dict(scored_labels=labels.tolist()))
+  record = run_scores.evaluate_run(str(conditional_run), ['label_accuracy'], num_samples=40,
+                                   proportions='train')
+  assert record['scored_labels'] == generate.class_labels(40, train_counts).tolist()
+  assert record['class_proportions'] == 'train'
+  assert record['class_counts'] == generate.class_counts(40, train_counts).tolist()
+  record = run_scores.evaluate_run(str(conditional_run), ['label_accuracy'], num_samples=40,
+                                   proportions='0,0,0,1,1,0,0,0,0,2')
+  assert record['class_counts'] == [0, 0, 0, 10, 10, 0, 0, 0, 0, 20]
+  balanced = run_scores.evaluate_run(str(conditional_run), ['label_accuracy'], num_samples=40)
+  assert balanced['class_proportions'] == 'balanced' and balanced['class_counts'] == [4] * 10
+  assert balanced['scored_labels'] == (np.arange(40) % 10).tolist()
+
+
+@pytest.mark.parametrize('args,message', [
+    (('--class_proportions=train', '--per_class=3'),
+     '--class_proportions draws --num digits of every class: drop --labels and --per_class, or '
+     'give a weight of 0 to the classes to leave out'),
+    (('--class_proportions=1,2',),
+     '--class_proportions=1,2 has 2 weights but the model has 10 classes: give balanced, train '
+     'or 10 weights >= 0, one per class, e.g. 2,1,1,1,1,1,1,1,1,1'),
+    (('--class_proportions=1,x,1,1,1,1,1,1,1,1',),
+     '--class_proportions=1,x,1,1,1,1,1,1,1,1: give balanced, train or 10 weights >= 0, one per '
+     'class, e.g. 2,1,1,1,1,1,1,1,1,1'),
+    (('--class_proportions=0,0,0,0,0,0,0,0,0,0',),
+     '--class_proportions=0,0,0,0,0,0,0,0,0,0: weights must be finite and >= 0, and not all 0: '
+     'give balanced, train or 10 weights >= 0, one per class, e.g. 2,1,1,1,1,1,1,1,1,1'),
+])
+def test_bad_class_proportions_are_one_line_errors(conditional_run, tmp_path, args, message):
+  result = cli('sample', f'--workdir={conditional_run}', f'--out={tmp_path / "x.npz"}', *args)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == f'error: {message}'
+  assert not (tmp_path / 'x.npz').exists()
+
+
 def test_generation_is_the_same_on_one_and_on_eight_devices():
   gan = models.build('dcgan', num_classes=10, generator_norm='conditional_batch')
   z = generate.latents(jax.random.key(4), 50, gan.latent_dim)
@@ -392,6 +480,11 @@ def test_labels_on_an_unconditional_model_are_one_line_errors(unconditional_fold
   assert result.stderr.strip().splitlines()[-1] == (
       "error: --labels and --per_class need a conditional model, but this run's model is "
       'unconditional (model.num_classes = 0): drop them')
+  result = cli('sample', f'--workdir={unconditional_folder}', f'--out={tmp_path / "x.npz"}',
+               '--class_proportions=train')
+  assert result.stderr.strip().splitlines()[-1] == (
+      "error: --class_proportions=train needs a conditional model, but this run's model is "
+      'unconditional (model.num_classes = 0): drop it')
   result = cli('sample_strings', f'--workdir={unconditional_folder}', '--texts=1',
                f'--out={tmp_path / "s.npz"}')
   assert result.stderr.strip().splitlines()[-1] == (

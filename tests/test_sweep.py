@@ -100,6 +100,20 @@ def test_a_record_resampled_otherwise_is_not_reused(swept, tmp_path):
                         resample=resampling.Resampling(95, 1000)) is None
 
 
+def test_a_record_of_other_class_proportions_is_not_reused(swept, tmp_path):
+  workdir, _, _ = swept
+  record = read_json(workdir / 'seed_3' / 'eval.json')
+  names = tuple(record['metrics'])
+  record['class_proportions'] = 'train'
+  path = tmp_path / 'train_eval.json'
+  path.write_text(json.dumps(record))
+  assert sweep.reusable(str(path), 16, names, NUM_SAMPLES, 0, proportions='train') == record
+  assert sweep.reusable(str(path), 16, names, NUM_SAMPLES, 0) is None
+  # Records without the field (unconditional models, or written before it) drew balanced.
+  assert sweep.reusable(str(workdir / 'seed_3' / 'eval.json'), 16, names, NUM_SAMPLES,
+                        0) is not None
+
+
 def test_a_tagged_scoring_is_kept_beside_the_default_one(swept):
   workdir, args, _ = swept
   default = [workdir / f'seed_{seed}' / 'eval.json' for seed in (3, 5)]
@@ -126,6 +140,16 @@ def test_bad_seeds_are_one_line_errors_before_any_work(tmp_path, seeds, message)
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1].startswith('error: ')
   assert message in result.stderr
+  assert not os.path.exists(tmp_path / 's')
+
+
+def test_class_proportions_for_an_unconditional_config_are_refused_before_training(tmp_path):
+  result = cli('sweep', '--config=experiments/configs/tiny.py', f'--workdir={tmp_path / "s"}',
+               '--class_proportions=train')
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == (
+      "error: --class_proportions=train needs a conditional model, but this run's model is "
+      'unconditional (model.num_classes = 0): drop it')
   assert not os.path.exists(tmp_path / 's')
 
 

@@ -190,8 +190,8 @@ def test_latent_options_of_evaluate_need_a_run_and_a_positive_scale(tmp_path):
       cwd=REPO, capture_output=True, text=True, timeout=300)
   assert result.returncode != 0
   assert result.stderr.strip().splitlines()[-1] == (
-      "--truncation, --latent_scale and --resample_percentile draw a run's digits: they need "
-      '--workdir=RUN, not --samples')
+      "--truncation, --latent_scale, --resample_percentile and --class_proportions draw a run's "
+      'digits: they need --workdir=RUN, not --samples')
 
 
 def test_evaluate_says_when_the_samples_file_is_not_an_npz(tmp_path):

@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jaxgan import generate, resampling, run_folder, trainer
+from jaxgan import class_proportions, generate, resampling, run_folder, trainer
 from jaxgan.checkpoint import LATEST
 from jaxgan.evaluation import metrics, suite, weights
 from jaxgan.run_folder import load_run_config
@@ -31,16 +31,21 @@ def generate_from_run(workdir: str, config: ml_collections.ConfigDict, num: int,
                       checkpoint: str = LATEST, truncation: float = 0.0,
                       latent_scale: float = 1.0,
                       resample: resampling.Resampling | None = None, *, manual_dir: str = '',
-                      data_dir: str = '') -> RunDigits:
+                      data_dir: str = '', class_weights: np.ndarray | None = None) -> RunDigits:
   """`num` digits from the run's newest (or best) checkpoint; a conditional model generates
-  classes 0, 1, ..., 0, 1, ... in turn. `truncation`, `latent_scale`: see `generate.latents`;
-  `resample`: keep candidates by the run's density-ratio model (`resampling.resample_run`,
-  trained from the run's data or `manual_dir`/`data_dir` the first time)."""
+  classes 0, 1, ..., 0, 1, ... in turn, or in proportion to `class_weights` (C,) as
+  `generate.class_labels` interleaves them. `truncation`, `latent_scale`: see
+  `generate.latents`; `resample`: keep candidates by the run's density-ratio model
+  (`resampling.resample_run`, trained from the run's data or `manual_dir`/`data_dir` the first
+  time)."""
   components, state = trainer.restore_run_state(workdir, config, checkpoint)
   step = int(state.step)
   logging.info('generating %d digits from %s at step %d', num, workdir, step)
   gan = components.gan
-  labels = generate.balanced_labels(num, gan.num_classes) if gan.num_classes else None
+  labels = None
+  if gan.num_classes:
+    labels = (generate.balanced_labels(num, gan.num_classes) if class_weights is None
+              else generate.class_labels(num, class_weights))
   if resample is not None:
     digits, stats = resampling.resample_run(
         workdir, config, gan, generator_variables(state), step, labels, num, resample,
@@ -121,22 +126,35 @@ def evaluate_run(workdir: str, names: list[str] | None = None, *, num_samples: i
                  seed: int = 0, checkpoint: str = LATEST, truncation: float = 0.0,
                  latent_scale: float | None = None,
                  resample: resampling.Resampling | None = None, manual_dir: str = '',
-                 data_dir: str = '', real_results: dict | None = None) -> dict:
+                 data_dir: str = '', real_results: dict | None = None,
+                 proportions: str = class_proportions.BALANCED) -> dict:
   """The evaluation record of `num_samples` digits from the run's `checkpoint`, latents drawn
   with `seed` (`truncation`, `latent_scale`: see `generate.latents`; None: the run's
-  `sample_latent_scale`; `resample`: see `generate_from_run`); the real data is the run's
-  unless `manual_dir`/`data_dir` say otherwise. `real_results`: see `score_digits`."""
+  `sample_latent_scale`; `resample`: see `generate_from_run`), a conditional model's classes
+  in `proportions` (a --class_proportions value, `class_proportions.parse`); the real data is
+  the run's unless `manual_dir`/`data_dir` say otherwise. `real_results`: see
+  `score_digits`."""
   start = time.perf_counter()
   config = load_run_config(workdir)
   latent_scale = run_folder.latent_scale(config, latent_scale)
   # Unknown or label-only metrics fail here, before any generating.
-  names = suite.resolve_metric_names(names, has_labels=config.model.get('num_classes', 0) > 0)
+  num_classes = config.model.get('num_classes', 0)
+  names = suite.resolve_metric_names(names, has_labels=num_classes > 0)
+  class_proportions.parse(proportions, num_classes)  # bad values fail before any work
   manual_dir = manual_dir or config.data.manual_dir
   data_dir = data_dir or config.data.data_dir
+  class_weights = None
+  if proportions != class_proportions.BALANCED:
+    class_weights = class_proportions.weights(proportions, num_classes, config.data.name,
+                                              manual_dir=manual_dir, data_dir=data_dir)
   digits = generate_from_run(workdir, config, num_samples, seed, checkpoint, truncation,
-                             latent_scale, resample, manual_dir=manual_dir, data_dir=data_dir)
+                             latent_scale, resample, manual_dir=manual_dir, data_dir=data_dir,
+                             class_weights=class_weights)
   source = dict(workdir=workdir, checkpoint=checkpoint, step=digits.step, seed=seed,
                 truncation=truncation, latent_scale=latent_scale)
+  if num_classes:
+    source['class_proportions'] = proportions
+    source['class_counts'] = np.bincount(digits.labels, minlength=num_classes).tolist()
   if digits.resampling is not None:
     source['resampling'] = digits.resampling
   record = score_digits(digits.images, digits.labels, config.data.name, names,
