@@ -8,9 +8,9 @@ python -m experiments.sweep --config=experiments/configs/cgan_kannada.py \
   augmentation_gain's) and range, beside the real digits' figure.
 
 Other --config.FIELD=VALUE overrides apply to every seed. Running the command again resumes
-unfinished runs and reuses each eval.json that scored the same step, metrics, samples and
---latent_scale (and --resample_percentile, --class_proportions), so adding a seed or raising --config.num_epochs costs only the new training
-and scoring.
+unfinished runs and reuses each eval.json that scored the same step, metrics, samples,
+--latent_scale, --resample_percentile and --class_proportions, so adding a seed or raising
+--config.num_epochs costs only the new training and scoring.
 --tag=NAME keeps a scoring apart: DIR/seed_S/eval_NAME.json and DIR/sweep_NAME.json, so that the
 same runs scored another way (e.g. --latent_scale=1.4 --resample_percentile=99) do not replace
 the default scoring's records.
