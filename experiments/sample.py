@@ -111,7 +111,6 @@ def main(argv):
   # Flags are checked against the config before the (slower) restore.
   num_classes = config.model.get('num_classes', 0)
   classes = parse_labels(_LABELS.value, num_classes)
-  class_proportions.parse(_PROPORTIONS.value, num_classes)
   class_weights = None
   if _PROPORTIONS.present:
     if _LABELS.value is not None or _PER_CLASS.value is not None:

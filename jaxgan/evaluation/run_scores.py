@@ -44,8 +44,8 @@ def generate_from_run(workdir: str, config: ml_collections.ConfigDict, num: int,
   gan = components.gan
   labels = None
   if gan.num_classes:
-    labels = (generate.balanced_labels(num, gan.num_classes) if class_weights is None
-              else generate.class_labels(num, class_weights))
+    labels = generate.class_labels(
+        num, np.ones(gan.num_classes) if class_weights is None else class_weights)
   if resample is not None:
     digits, stats = resampling.resample_run(
         workdir, config, gan, generator_variables(state), step, labels, num, resample,
@@ -140,13 +140,11 @@ def evaluate_run(workdir: str, names: list[str] | None = None, *, num_samples: i
   # Unknown or label-only metrics fail here, before any generating.
   num_classes = config.model.get('num_classes', 0)
   names = suite.resolve_metric_names(names, has_labels=num_classes > 0)
-  class_proportions.parse(proportions, num_classes)  # bad values fail before any work
   manual_dir = manual_dir or config.data.manual_dir
   data_dir = data_dir or config.data.data_dir
-  class_weights = None
-  if proportions != class_proportions.BALANCED:
-    class_weights = class_proportions.weights(proportions, num_classes, config.data.name,
-                                              manual_dir=manual_dir, data_dir=data_dir)
+  # Checked (and read, for TRAIN) before any generating.
+  class_weights = class_proportions.weights(proportions, num_classes, config.data.name,
+                                            manual_dir=manual_dir, data_dir=data_dir)
   digits = generate_from_run(workdir, config, num_samples, seed, checkpoint, truncation,
                              latent_scale, resample, manual_dir=manual_dir, data_dir=data_dir,
                              class_weights=class_weights)
