@@ -25,13 +25,13 @@ def define_flag(where: str = '') -> flags.FlagHolder:
       '2,1,1,1,1,1,1,1,1,1. Counts by largest remainder, classes interleaved.')
 
 
-def parse(spec: str, num_classes: int) -> str | np.ndarray:
-  """`BALANCED`, `TRAIN` or the weights (C,) that --class_proportions=`spec` names, checked
-  against a model of `num_classes` classes (0: unconditional, which takes only the default)."""
+def parse(spec: str, num_classes: int, name: str = '--class_proportions') -> str | np.ndarray:
+  """`BALANCED`, `TRAIN` or the weights (C,) that `name`=`spec` names, checked against a model
+  of `num_classes` classes (0: unconditional, which takes only the default)."""
   if num_classes == 0:
     if spec != BALANCED:
-      raise ValueError(f'--class_proportions={spec} needs a conditional model, but this run\'s '
-                       'model is unconditional (model.num_classes = 0): drop it')
+      raise ValueError(f'{name}={spec} needs a conditional model, but this run\'s model is '
+                       'unconditional (model.num_classes = 0): drop it')
     return BALANCED
   if spec in (BALANCED, TRAIN):
     return spec
@@ -40,13 +40,13 @@ def parse(spec: str, num_classes: int) -> str | np.ndarray:
   try:
     weights = np.array([float(value) for value in spec.split(',')])
   except ValueError:
-    raise ValueError(f'--class_proportions={spec}: {usage}') from None
+    raise ValueError(f'{name}={spec}: {usage}') from None
   if len(weights) != num_classes:
-    raise ValueError(f'--class_proportions={spec} has {len(weights)} weights but the model has '
+    raise ValueError(f'{name}={spec} has {len(weights)} weights but the model has '
                      f'{num_classes} classes: {usage}')
   if not all(0 <= w < math.inf for w in weights) or not weights.sum() > 0:
-    raise ValueError(f'--class_proportions={spec}: weights must be finite and >= 0, and not all '
-                     f'0: {usage}')
+    raise ValueError(f'{name}={spec}: weights must be finite and >= 0, and not all 0: '
+                     f'{usage}')
   return weights
 
 

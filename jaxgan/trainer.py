@@ -24,7 +24,7 @@ from absl import logging
 from PIL import Image
 
 from jaxgan import atomic, augment, data, generate, images, losses, models, optim, parallel
-from jaxgan import rarity, run_folder
+from jaxgan import class_proportions, rarity, run_folder
 from jaxgan.checkpoint import LATEST, CheckpointStore
 from jaxgan.evaluation import weights
 from jaxgan.evaluation.during_training import TrainingEvaluator
@@ -37,7 +37,8 @@ RESUMABLE_FIELDS = frozenset({
     'num_epochs', 'num_steps', 'log_every', 'checkpoint_every', 'keep_checkpoints',
     'data.manual_dir', 'data.data_dir', 'parallel', 'steps_per_call', 'donate', 'cpu_devices',
     'prefetch',
-    'eval_every', 'eval_num_samples', 'max_epoch_grids', 'sample_latent_scale'})
+    'eval_every', 'eval_num_samples', 'eval_class_proportions', 'max_epoch_grids',
+    'sample_latent_scale'})
 # Fields added after the first runs were recorded: absent from a config.json means this value.
 _ADDED_FIELDS = {'compute_dtype': 'float32', 'steps_per_call': 1, 'donate': True,
                  'cpu_devices': -1, 'model.spectral_norm': False, 'model.generator_norm': 'batch',
@@ -51,7 +52,8 @@ _ADDED_FIELDS = {'compute_dtype': 'float32', 'steps_per_call': 1, 'donate': True
                  'model.minibatch_std_group': 0, 'model.discriminator_dropout': 0.3,
                  'sample_latent_scale': 1.0, 'loss.consistency': 0.0,
                  'loss.consistency_translation': 0.125, 'data.rarity_power': 0.0,
-                 'data.rarity_cap': 2.5, 'data.rarity_epochs': 0, 'prefetch': -1}
+                 'data.rarity_cap': 2.5, 'data.rarity_epochs': 0, 'prefetch': -1,
+                 'eval_class_proportions': class_proportions.BALANCED}
 # Streams split from the seed: parameter init, train steps, the fixed sample-grid latents.
 _INIT, _STEPS, _SAMPLES = range(3)
 
@@ -184,6 +186,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
     problems.append(f'eval_every must be >= 0 (0: no evaluation), got {config.eval_every}')
   if config.get('eval_every', 0) and config.get('eval_num_samples', 5000) < 2:
     problems.append(f'eval_num_samples must be >= 2, got {config.eval_num_samples}')
+  try:
+    class_proportions.parse(
+        config.get('eval_class_proportions', class_proportions.BALANCED),
+        config.model.get('num_classes', 0), name='eval_class_proportions')
+  except ValueError as error:
+    problems.append(str(error))
   if config.get('eval_every', 0) and config.data.name not in weights.TRAIN_COMMANDS:
     problems.append(f'eval_every needs an evaluation classifier, which exists for '
                     f'{", ".join(weights.TRAIN_COMMANDS)}, not {config.data.name!r}: '

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 from experiments.configs import tiny
-from jaxgan import trainer
+from jaxgan import generate, trainer
 from jaxgan.checkpoint import BEST, CheckpointStore
-from jaxgan.evaluation import run_scores, suite, weights
+from jaxgan.evaluation import metrics, run_scores, suite, weights
 from jaxgan.evaluation.during_training import read_best
 from jaxgan.state import generator_variables
-from tests.idx_files import write_manual_dir
+from tests.idx_files import tiny_digits, write_manual_dir
 
 REPO = Path(__file__).resolve().parent.parent
 EVAL_EVERY, EVAL_SAMPLES = 4, 64
@@ -93,9 +93,47 @@ def test_resumed_run_evaluates_as_the_straight_run(evaluated_run, config_factory
   assert read_best(tmp_path) == read_best(straight)
 
 
+def test_conditional_evaluations_draw_the_configured_class_mix(config_factory, tmp_path,
+                                                               monkeypatch):
+  scored_labels = []
+
+  def score_images(params, images, labels=None, **kwargs):
+    if kwargs.get('name') == 'generated digits':
+      scored_labels.append(labels)
+    return real_score_images(params, images, labels, **kwargs)
+
+  real_score_images = metrics.score_images
+  monkeypatch.setattr(metrics, 'score_images', score_images)
+  conditional = dict(model=dict(num_classes=10, conditioning='auxiliary'))
+  # The first epoch drawn balanced, the second, resumed, in the train split's proportions.
+  trainer.train_and_evaluate(config_factory(num_epochs=1, **conditional), str(tmp_path))
+  trainer.train_and_evaluate(config_factory(eval_class_proportions='train', **conditional),
+                             str(tmp_path))
+  rows = eval_lines(tmp_path)
+  assert [(row['step'], row['eval_class_proportions']) for row in rows] == [
+      (4, 'balanced'), (8, 'balanced'), (12, 'train'), (16, 'train')]
+  # The config_factory's train split, as write_manual_dir drew it: not balanced.
+  train_counts = np.bincount(tiny_digits(1200, seed=1200)[1], minlength=10)
+  assert len(set(train_counts)) > 1
+  np.testing.assert_array_equal(scored_labels[0], np.arange(EVAL_SAMPLES) % 10)
+  np.testing.assert_array_equal(scored_labels[-1],
+                                generate.class_labels(EVAL_SAMPLES, train_counts))
+  # A best state scored on the other mix is not comparable: the first evaluation after the
+  # change replaces it, whatever its fcd.
+  best = read_best(tmp_path)
+  assert best['eval_class_proportions'] == 'train' and best['step'] in (12, 16)
+  assert best['fcd'] == min(row['eval_fcd'] for row in rows[2:])
+
+
 @pytest.mark.parametrize('overrides, message', [
     (dict(eval_every=-1), 'eval_every must be >= 0'),
     (dict(eval_num_samples=1), 'eval_num_samples must be >= 2'),
+    (dict(eval_class_proportions='train'),
+     "eval_class_proportions=train needs a conditional model, but this run's model is "
+     'unconditional'),
+    (dict(eval_class_proportions='1,2', model=dict(num_classes=10)),
+     'eval_class_proportions=1,2 has 2 weights but the model has 10 classes: give balanced, '
+     'train or 10 weights'),
 ])
 def test_bad_evaluation_settings_are_refused(config_factory, overrides, message):
   with pytest.raises(ValueError, match=message):

@@ -116,6 +116,10 @@ def get_config() -> ml_collections.ConfigDict:
   # RUN/best/ (described by RUN/best.json). ~6 s per 5,000 digits on a 2-core CPU.
   config.eval_every = 0
   config.eval_num_samples = 5000
+  # Conditional models: the classes of those digits, as experiments.evaluate's
+  # --class_proportions: 'balanced', 'train' (the train split's class frequencies, those of
+  # the test split fcd compares with) or one weight per class ('2,1,1,...').
+  config.eval_class_proportions = 'balanced'
   config.checkpoint_every = 1000  # steps; a checkpoint is also written with each epoch grid
   config.keep_checkpoints = 3
   config.sample_grid_rows = 8  # sample grids are rows x rows digits from one fixed latent batch

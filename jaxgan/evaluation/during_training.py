@@ -16,6 +16,7 @@ from typing import Callable
 
 from absl import logging
 
+from jaxgan import class_proportions
 from jaxgan.checkpoint import BEST, CheckpointStore
 from jaxgan.evaluation import suite
 from jaxgan.run_folder import write_json_atomic
@@ -41,34 +42,40 @@ class TrainingEvaluator:
                is_writer: bool):
     self._evaluate_generator = suite.make_periodic_evaluator(config, gan)
     self._workdir, self._append, self._is_writer = workdir, append, is_writer
-    self._num_samples = config.eval_num_samples
+    # What the figures were measured on: a best.json measured otherwise is not comparable.
+    self._drawn = dict(eval_num_samples=config.eval_num_samples)
+    if gan.num_classes:
+      self._drawn['eval_class_proportions'] = config.get('eval_class_proportions',
+                                                         class_proportions.BALANCED)
     self._store = CheckpointStore(workdir, keep=1, folder=BEST)
     best = read_best(workdir)
     self._best = math.inf
-    if best and best.get('eval_num_samples') == self._num_samples:
-      self._best = best[BEST_METRIC]
-    elif best:  # figures from another sample size are not comparable
-      logging.warning('%s was measured on %s samples, this run evaluates %d: the next '
-                      'evaluation replaces it', BEST_JSON, best.get('eval_num_samples'),
-                      self._num_samples)
+    if best:
+      # Records from before the class mix was recorded were drawn balanced.
+      best_drawn = {key: best.get(key, class_proportions.BALANCED) for key in self._drawn}
+      if best_drawn == self._drawn:
+        self._best = best[BEST_METRIC]
+      else:
+        logging.warning('%s was measured on %s, this run evaluates %s: the next evaluation '
+                        'replaces it', BEST_JSON, best_drawn, self._drawn)
 
   def __call__(self, step: int, epoch: float, g_variables: dict, checkpoint_state) -> dict:
     start = time.perf_counter()
     figures = self._evaluate_generator(g_variables, step)
-    record = dict(step=step, epoch=epoch, eval_num_samples=self._num_samples,
+    record = dict(step=step, epoch=epoch, **self._drawn,
                   eval_seconds=round(time.perf_counter() - start, 1),
                   **{f'eval_{name}': value for name, value in figures.items()})
     improved = figures[BEST_METRIC] < self._best
     logging.info('evaluation at step %d: fcd %.3f, precision %.3f, recall %.3f (%d samples, '
                  '%.1f s)%s', step, figures['fcd'], figures['precision'], figures['recall'],
-                 self._num_samples, record['eval_seconds'], '  new best' if improved else '')
+                 self._drawn['eval_num_samples'], record['eval_seconds'],
+                 '  new best' if improved else '')
     if improved:
       self._best = figures[BEST_METRIC]
       self._store.save(checkpoint_state)
       self._store.wait()  # on disk before best.json names it
       if self._is_writer:
-        write_json_atomic(dict(step=step, epoch=epoch, metric=BEST_METRIC,
-                               eval_num_samples=self._num_samples,
+        write_json_atomic(dict(step=step, epoch=epoch, metric=BEST_METRIC, **self._drawn,
                                **{BEST_METRIC: figures[BEST_METRIC]}, metrics=figures),
                           os.path.join(self._workdir, BEST_JSON))
     if self._is_writer:

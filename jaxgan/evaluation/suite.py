@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jaxgan import data, generate, run_folder
+from jaxgan import class_proportions, data, generate, run_folder
 from jaxgan.evaluation import metrics, weights
 from jaxgan.evaluation.metrics import RealData, ScoredImages, Settings
 
@@ -110,7 +110,7 @@ def make_periodic_evaluator(config: ml_collections.ConfigDict, gan
                             ) -> Callable[[dict], dict[str, float]]:
   """What a training run calls every `config.eval_every` steps: (generator variables, step) ->
   {fcd, classifier_score, precision, recall, coverage_entropy, coverage_min_share} (and
-  label_accuracy for a conditional GAN, which generates every class equally often).
+  label_accuracy for a conditional GAN, whose classes follow `config.eval_class_proportions`).
 
   The real test split is scored once, here; each call generates `config.eval_num_samples`
   digits from the same latents (stream EVAL_LATENT_STREAM of `config.seed`), so successive
@@ -122,8 +122,11 @@ def make_periodic_evaluator(config: ml_collections.ConfigDict, gan
   z = generate.latents(jax.random.fold_in(jax.random.key(config.seed), EVAL_LATENT_STREAM),
                        config.eval_num_samples, gan.latent_dim,
                        scale=run_folder.latent_scale(config))
-  labels = (generate.balanced_labels(config.eval_num_samples, gan.num_classes)
-            if gan.num_classes else None)
+  labels = None
+  if gan.num_classes:
+    labels = generate.class_labels(config.eval_num_samples, class_proportions.weights(
+        config.get('eval_class_proportions', class_proportions.BALANCED), gan.num_classes,
+        config.data.name, manual_dir=config.data.manual_dir, data_dir=config.data.data_dir))
 
   def evaluate_generator(g_variables: dict, step=None) -> dict[str, float]:
     # step: a progressive generator's growth
