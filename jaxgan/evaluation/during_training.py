@@ -52,7 +52,8 @@ class TrainingEvaluator:
     self._best = math.inf
     if best:
       # Records from before the class mix was recorded were drawn balanced.
-      best_drawn = {key: best.get(key, class_proportions.BALANCED) for key in self._drawn}
+      recorded = {'eval_class_proportions': class_proportions.BALANCED, **best}
+      best_drawn = {key: recorded.get(key) for key in self._drawn}
       if best_drawn == self._drawn:
         self._best = best[BEST_METRIC]
       else:
