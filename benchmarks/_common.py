@@ -63,13 +63,10 @@ def peak_rss_mb() -> float:
 
 
 def machine() -> dict:
-  model = ''
-  try:
-    with open('/proc/cpuinfo') as f:
-      model = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-  except (OSError, StopIteration):
-    pass
-  return dict(cpu=model or platform.processor(), cores=os.cpu_count(),
+  """The processor (name, vendor, family, model, vector instruction sets: two VMs of one name
+  can be different processors) and core counts."""
+  from jaxgan import provenance  # pylint: disable=g-import-not-at-top
+  return dict(**provenance.cpu(), cores=os.cpu_count(),
               usable_cores=len(os.sched_getaffinity(0)), python=platform.python_version())
 
 

@@ -3,6 +3,7 @@
 A run folder holds everything about one run:
   config.json      the resolved config
   metrics.jsonl    one JSON object per log interval
+  machine.jsonl    one JSON object per session (start or resume): the machine and versions
   samples/         epoch_NNN.png grids from one fixed latent batch (conditional models: one row
                    per class), final.png, and progress.gif of the epoch grids
   checkpoints/     orbax checkpoints of the whole GAN state, the newest few
@@ -24,7 +25,7 @@ from absl import logging
 from PIL import Image
 
 from jaxgan import atomic, augment, data, generate, images, losses, models, optim, parallel
-from jaxgan import class_proportions, rarity, run_folder
+from jaxgan import class_proportions, provenance, rarity, run_folder
 from jaxgan.checkpoint import LATEST, CheckpointStore
 from jaxgan.evaluation import weights
 from jaxgan.evaluation.during_training import TrainingEvaluator
@@ -447,6 +448,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
         store.restore(abstract_state(components, runner.state_sharding)))
     logging.info('resuming %s from its checkpoint at step %d', workdir, store.latest_step())
   start_step = int(runner.to_host(state.step))
+  if is_writer:
+    provenance.record_session(workdir, start_step)
   metrics_log = MetricsLog(workdir)
   samples_dir = os.path.join(workdir, 'samples')
   z_grid = grid_latents(config, components.gan)

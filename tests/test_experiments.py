@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import tiny
-from jaxgan import trainer
+from jaxgan import provenance, trainer
 from tests.idx_files import write_manual_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -313,13 +313,19 @@ def test_a_diverging_run_stops_before_writing_anything_from_the_bad_state(data_d
 
 def test_an_interrupted_run_resumes_to_the_same_result(data_dirs, tmp_path):
   """1 epoch, then resumed to 3, equals 3 epochs straight: bit for bit (same data order,
-  same per-step keys), and metrics.jsonl reads as one run."""
+  same per-step keys), and metrics.jsonl reads as one run; machine.jsonl holds a line per
+  session."""
   straight = trainer.train_and_evaluate(tiny_config(data_dirs, num_epochs=3), str(tmp_path / 'a'))
-  trainer.train_and_evaluate(tiny_config(data_dirs, num_epochs=1), str(tmp_path / 'b'))
+  first = trainer.train_and_evaluate(tiny_config(data_dirs, num_epochs=1), str(tmp_path / 'b'))
   resumed = trainer.train_and_evaluate(tiny_config(data_dirs, num_epochs=3), str(tmp_path / 'b'))
   jax.tree.map(np.testing.assert_array_equal, straight, resumed)
   drop_timing = lambda rows: [{k: v for k, v in r.items() if k != 'images_per_s'} for r in rows]
   assert drop_timing(read_metrics(tmp_path / 'a')) == drop_timing(read_metrics(tmp_path / 'b'))
+  machine_log = (tmp_path / 'b' / 'machine.jsonl').read_text()
+  sessions = [json.loads(line) for line in machine_log.splitlines()]
+  assert [s['step'] for s in sessions] == [0, int(first.step)] and int(first.step) > 0
+  assert provenance.differences(*sessions) == []
+  assert sessions[0]['devices'] == jax.device_count()
 
 
 def test_pmap_path_trains_like_the_mesh_path(data_dirs, tmp_path):

@@ -1,0 +1,98 @@
+"""Which machine and software computed a run: `machine.jsonl` in the run folder.
+
+XLA compiles for the host it runs on, so the same seed and config reproduce a run bit for bit
+only on the same kind of processor with the same library versions and XLA flags (two 2-core VMs
+that both call themselves "AMD EPYC" trained one cgan_mnist command to different digits: README,
+Determinism and tests). The trainer appends one line per
+session (a fresh start or a resume) and warns when a run is resumed on another kind of machine,
+since from there on it need not match the same run trained on one machine.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import re
+
+from absl import logging
+
+FILE = 'machine.jsonl'
+
+# /proc/cpuinfo flags naming vector instruction sets, the ones XLA's code generation and its
+# convolution kernels choose by (x86: sse*, avx*, amx*, fma, f16c; Arm: asimd*, sve*, sme*, but
+# not x86's smep, a memory protection).
+_ISA_FLAG = re.compile(r'(sse|ssse|avx|amx|fma|f16c|asimd|sve|sme(?!p$))')
+
+# Fields of a session's record that decide its floats; the others (time, step, core counts)
+# describe it without changing results.
+KIND_FIELDS = ('cpu', 'cpu_vendor', 'cpu_family', 'cpu_model', 'isa', 'backend', 'device_kind',
+               'devices', 'jax', 'jaxlib', 'flax', 'optax', 'xla_flags')
+
+
+def cpu_from_cpuinfo(text: str) -> dict:
+  """The processor kind from /proc/cpuinfo's text (its first processor's block): name, vendor,
+  family, model and vector instruction sets (x86 and Arm field names)."""
+  fields = {}
+  for line in text.split('\n\n', 1)[0].splitlines():
+    key, sep, value = line.partition(':')
+    if sep:
+      fields.setdefault(key.strip(), value.strip())
+  flags = (fields.get('flags') or fields.get('Features') or '').split()
+  return dict(cpu=fields.get('model name') or platform.processor() or platform.machine(),
+              cpu_vendor=fields.get('vendor_id') or fields.get('CPU implementer', ''),
+              cpu_family=fields.get('cpu family') or fields.get('CPU architecture', ''),
+              cpu_model=fields.get('model') or fields.get('CPU part', ''),
+              isa=sorted(f for f in set(flags) if _ISA_FLAG.match(f)))
+
+
+def cpu() -> dict:
+  """This host's processor kind (`cpu_from_cpuinfo`; the name only where there is no
+  /proc/cpuinfo)."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      return cpu_from_cpuinfo(f.read())
+  except OSError:
+    return cpu_from_cpuinfo('')
+
+
+def host_record() -> dict:
+  """This process's machine and software, as a session line of machine.jsonl holds them."""
+  import flax  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  return dict(**cpu(), cores=os.cpu_count(), usable_cores=len(os.sched_getaffinity(0)),
+              python=platform.python_version(), jax=jax.__version__,
+              jaxlib=jax.lib.__version__ if hasattr(jax.lib, '__version__') else jax.__version__,
+              flax=flax.__version__, optax=optax.__version__, backend=jax.default_backend(),
+              device_kind=jax.devices()[0].device_kind, devices=jax.device_count(),
+              processes=jax.process_count(), xla_flags=os.environ.get('XLA_FLAGS', ''))
+
+
+def differences(before: dict, now: dict) -> list[str]:
+  """The `KIND_FIELDS` on which two session records differ, as 'field: before -> now'."""
+  return [f'{k}: {before.get(k)!r} -> {now.get(k)!r}' for k in KIND_FIELDS
+          if before.get(k) != now.get(k)]
+
+
+def record_session(workdir: str, step: int, host: dict | None = None) -> list[str]:
+  """Append this session's line (starting at `step`) to `workdir`/machine.jsonl; returns how
+  its machine differs from the previous session's (empty for the first session or the same
+  kind), after warning about it."""
+  host = host_record() if host is None else host
+  path = os.path.join(workdir, FILE)
+  previous = None
+  if os.path.exists(path):
+    with open(path) as f:
+      lines = [line for line in f if line.strip()]
+    previous = json.loads(lines[-1]) if lines else None
+  changed = [] if previous is None else differences(previous, host)
+  if changed:
+    logging.warning('%s: resumed at step %d on another kind of machine than the session from '
+                    'step %d (%s): from here on the run need not match one trained on a single '
+                    'machine', workdir, step, previous['step'], '; '.join(changed))
+  line = dict(step=step, time=datetime.datetime.now(datetime.timezone.utc).isoformat(
+      timespec='seconds'), **host)
+  with open(path, 'a') as f:
+    f.write(json.dumps(line) + '\n')
+  return changed

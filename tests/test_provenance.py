@@ -1,0 +1,63 @@
+"""machine.jsonl: the processor and versions behind each session of a run."""
+import json
+import logging
+
+from jaxgan import provenance
+
+X86_CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 26
+model\t\t: 2
+model name\t: AMD EPYC
+flags\t\t: fpu sse sse2 ssse3 fma sse4_1 avx f16c smep avx2 avx512f avx512_vp2intersect
+
+processor\t: 1
+vendor_id\t: GenuineIntel
+cpu family\t: 6
+model name\t: Intel(R) Xeon(R)
+flags\t\t: fpu sse
+"""
+
+ARM_CPUINFO = """processor\t: 0
+BogoMIPS\t: 50.00
+Features\t: fp asimd evtstrm aes sve sve2 sme
+CPU implementer\t: 0x41
+CPU architecture: 8
+CPU part\t: 0xd4f
+"""
+
+
+def test_x86_kind_is_the_first_processors_name_family_model_and_vector_isa():
+  assert provenance.cpu_from_cpuinfo(X86_CPUINFO) == dict(
+      cpu='AMD EPYC', cpu_vendor='AuthenticAMD', cpu_family='26', cpu_model='2',
+      isa=['avx', 'avx2', 'avx512_vp2intersect', 'avx512f', 'f16c', 'fma', 'sse', 'sse2',
+           'sse4_1', 'ssse3'])  # not fpu, nor smep (a memory protection)
+
+
+def test_arm_kind_reads_the_arm_field_names():
+  kind = provenance.cpu_from_cpuinfo(ARM_CPUINFO)
+  assert (kind['cpu_vendor'], kind['cpu_family'], kind['cpu_model']) == ('0x41', '8', '0xd4f')
+  assert kind['isa'] == ['asimd', 'sme', 'sve', 'sve2']
+
+
+def test_this_hosts_record_names_its_software():
+  record = provenance.host_record()
+  assert record['backend'] == 'cpu' and record['devices'] >= 1 and record['jax']
+  assert set(provenance.KIND_FIELDS) <= set(record)
+
+
+def test_sessions_append_and_only_a_different_kind_is_reported(tmp_path, caplog):
+  host = dict(provenance.cpu_from_cpuinfo(X86_CPUINFO), cores=2, jax='0.10.2', xla_flags='')
+  assert provenance.record_session(str(tmp_path), 0, host) == []
+  # Core counts are not part of the kind: the same processor with more cores computes alike.
+  assert provenance.record_session(str(tmp_path), 100, dict(host, cores=8)) == []
+  other = dict(host, cpu_family='25', isa=host['isa'][:-1])
+  with caplog.at_level(logging.WARNING):
+    changed = provenance.record_session(str(tmp_path), 200, other)
+  assert changed == ["cpu_family: '26' -> '25'",
+                     f"isa: {host['isa']!r} -> {host['isa'][:-1]!r}"]
+  assert 'resumed at step 200 on another kind of machine than the session from step 100' in (
+      caplog.text)
+  lines = [json.loads(line) for line in (tmp_path / provenance.FILE).read_text().splitlines()]
+  assert [line['step'] for line in lines] == [0, 100, 200]
+  assert lines[2]['cpu_family'] == '25' and lines[1]['cores'] == 8 and lines[0]['time']
