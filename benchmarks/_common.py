@@ -66,8 +66,8 @@ def machine() -> dict:
   """The processor (name, vendor, family, model, vector instruction sets: two VMs of one name
   can be different processors) and core counts."""
   from jaxgan import provenance  # pylint: disable=g-import-not-at-top
-  return dict(**provenance.cpu(), cores=os.cpu_count(),
-              usable_cores=len(os.sched_getaffinity(0)), python=platform.python_version())
+  return dict(**provenance.cpu(), cores=os.cpu_count(), usable_cores=provenance.usable_cores(),
+              python=platform.python_version())
 
 
 def versions() -> dict:

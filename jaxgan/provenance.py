@@ -3,9 +3,9 @@
 XLA compiles for the host it runs on, so the same seed and config reproduce a run bit for bit
 only on the same kind of processor with the same library versions and XLA flags (two 2-core VMs
 that both call themselves "AMD EPYC" trained one cgan_mnist command to different digits: README,
-Determinism and tests). The trainer appends one line per
-session (a fresh start or a resume) and warns when a run is resumed on another kind of machine,
-since from there on it need not match the same run trained on one machine.
+Determinism and tests). The trainer appends one line per training session (a fresh start or a
+resume) and warns when a run is resumed on another kind of machine, since from there on it need
+not match the same run trained on one machine.
 """
 from __future__ import annotations
 
@@ -56,12 +56,19 @@ def cpu() -> dict:
     return cpu_from_cpuinfo('')
 
 
+def usable_cores() -> int:
+  """Cores this process may run on (its affinity where the OS has one, as Linux does)."""
+  if hasattr(os, 'sched_getaffinity'):
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1
+
+
 def host_record() -> dict:
   """This process's machine and software, as a session line of machine.jsonl holds them."""
   import flax  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
-  return dict(**cpu(), cores=os.cpu_count(), usable_cores=len(os.sched_getaffinity(0)),
+  return dict(**cpu(), cores=os.cpu_count(), usable_cores=usable_cores(),
               python=platform.python_version(), jax=jax.__version__,
               jaxlib=jax.lib.__version__ if hasattr(jax.lib, '__version__') else jax.__version__,
               flax=flax.__version__, optax=optax.__version__, backend=jax.default_backend(),
@@ -81,11 +88,16 @@ def record_session(workdir: str, step: int, host: dict | None = None) -> list[st
   kind), after warning about it."""
   host = host_record() if host is None else host
   path = os.path.join(workdir, FILE)
-  previous = None
+  text = ''
   if os.path.exists(path):
     with open(path) as f:
-      lines = [line for line in f if line.strip()]
-    previous = json.loads(lines[-1]) if lines else None
+      text = f.read()
+  previous = None
+  for line in text.splitlines():
+    try:  # a session killed while appending may have left half a line: skip it
+      previous = json.loads(line)
+    except json.JSONDecodeError:
+      continue
   changed = [] if previous is None else differences(previous, host)
   if changed:
     logging.warning('%s: resumed at step %d on another kind of machine than the session from '
@@ -94,5 +106,6 @@ def record_session(workdir: str, step: int, host: dict | None = None) -> list[st
   line = dict(step=step, time=datetime.datetime.now(datetime.timezone.utc).isoformat(
       timespec='seconds'), **host)
   with open(path, 'a') as f:
-    f.write(json.dumps(line) + '\n')
+    # After half a line, start a new one rather than extend it.
+    f.write(('' if text.endswith('\n') or not text else '\n') + json.dumps(line) + '\n')
   return changed

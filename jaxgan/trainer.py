@@ -448,8 +448,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
         store.restore(abstract_state(components, runner.state_sharding)))
     logging.info('resuming %s from its checkpoint at step %d', workdir, store.latest_step())
   start_step = int(runner.to_host(state.step))
-  if is_writer:
-    provenance.record_session(workdir, start_step)
   metrics_log = MetricsLog(workdir)
   samples_dir = os.path.join(workdir, 'samples')
   z_grid = grid_latents(config, components.gan)
@@ -473,6 +471,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
     return runner.to_host(state)
   if is_writer:
     metrics_log.drop_after(start_step)
+    provenance.record_session(workdir, start_step)
   # Programs and the step each runs up to: progressive growing runs the steps before growth
   # with a cheaper program that skips the faded-out 28x28 layers (a second compile at growth).
   phases = [(total_steps, runner)]

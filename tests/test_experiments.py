@@ -314,7 +314,7 @@ def test_a_diverging_run_stops_before_writing_anything_from_the_bad_state(data_d
 def test_an_interrupted_run_resumes_to_the_same_result(data_dirs, tmp_path):
   """1 epoch, then resumed to 3, equals 3 epochs straight: bit for bit (same data order,
   same per-step keys), and metrics.jsonl reads as one run; machine.jsonl holds a line per
-  session."""
+  training session (none for a finished run run again)."""
   straight = trainer.train_and_evaluate(tiny_config(data_dirs, num_epochs=3), str(tmp_path / 'a'))
   first = trainer.train_and_evaluate(tiny_config(data_dirs, num_epochs=1), str(tmp_path / 'b'))
   resumed = trainer.train_and_evaluate(tiny_config(data_dirs, num_epochs=3), str(tmp_path / 'b'))
@@ -326,6 +326,8 @@ def test_an_interrupted_run_resumes_to_the_same_result(data_dirs, tmp_path):
   assert [s['step'] for s in sessions] == [0, int(first.step)] and int(first.step) > 0
   assert provenance.differences(*sessions) == []
   assert sessions[0]['devices'] == jax.device_count()
+  trainer.train_and_evaluate(tiny_config(data_dirs, num_epochs=3), str(tmp_path / 'b'))
+  assert (tmp_path / 'b' / 'machine.jsonl').read_text() == machine_log  # finished: no session
 
 
 def test_pmap_path_trains_like_the_mesh_path(data_dirs, tmp_path):

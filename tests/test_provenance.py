@@ -61,3 +61,13 @@ def test_sessions_append_and_only_a_different_kind_is_reported(tmp_path, caplog)
   lines = [json.loads(line) for line in (tmp_path / provenance.FILE).read_text().splitlines()]
   assert [line['step'] for line in lines] == [0, 100, 200]
   assert lines[2]['cpu_family'] == '25' and lines[1]['cores'] == 8 and lines[0]['time']
+
+
+def test_a_half_written_last_line_is_skipped(tmp_path):
+  host = dict(provenance.cpu_from_cpuinfo(X86_CPUINFO), jax='0.10.2')
+  provenance.record_session(str(tmp_path), 0, host)
+  with open(tmp_path / provenance.FILE, 'a') as f:
+    f.write('{"step": 8, "cpu": "AMD')  # killed mid-append
+  assert provenance.record_session(str(tmp_path), 8, host) == []
+  lines = (tmp_path / provenance.FILE).read_text().splitlines()
+  assert len(lines) == 3 and json.loads(lines[2])['step'] == 8
