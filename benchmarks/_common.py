@@ -71,13 +71,8 @@ def machine() -> dict:
 
 
 def versions() -> dict:
-  import flax  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  import optax  # pylint: disable=g-import-not-at-top
-  return dict(jax=jax.__version__, jaxlib=jax.lib.__version__ if hasattr(jax.lib, '__version__')
-              else jax.__version__, flax=flax.__version__, optax=optax.__version__,
-              backend=jax.default_backend(), devices=jax.device_count(),
-              device_kind=jax.devices()[0].device_kind)
+  from jaxgan import provenance  # pylint: disable=g-import-not-at-top
+  return provenance.software()
 
 
 def training_step(model: str, config, batch_size: int, *, cpu_devices: int,

@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxgan import provenance
+
 DATA_AXIS = 'data'
 # Steps the host may dispatch ahead of the devices. XLA:CPU admits 32 programs in flight per
 # device; when the host fills that queue with collective programs over several CPU devices of
@@ -45,7 +47,7 @@ def configure_cpu_devices(count: int = 0, *, divides: int | None = None) -> int 
   if count < 0 or 'xla_force_host_platform_device_count' in os.environ.get('XLA_FLAGS', ''):
     return None
   if count == 0:
-    count = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+    count = provenance.usable_cores()
     while divides and count > 1 and divides % count:
       count -= 1
   try:

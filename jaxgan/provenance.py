@@ -63,17 +63,23 @@ def usable_cores() -> int:
   return os.cpu_count() or 1
 
 
-def host_record() -> dict:
-  """This process's machine and software, as a session line of machine.jsonl holds them."""
+def software() -> dict:
+  """The library versions and the devices jax computes on."""
   import flax  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
+  return dict(jax=jax.__version__, jaxlib=jax.lib.__version__ if hasattr(jax.lib, '__version__')
+              else jax.__version__, flax=flax.__version__, optax=optax.__version__,
+              backend=jax.default_backend(), devices=jax.device_count(),
+              device_kind=jax.devices()[0].device_kind)
+
+
+def host_record() -> dict:
+  """This process's machine and software, as a session line of machine.jsonl holds them."""
+  import jax  # pylint: disable=g-import-not-at-top
   return dict(**cpu(), cores=os.cpu_count(), usable_cores=usable_cores(),
-              python=platform.python_version(), jax=jax.__version__,
-              jaxlib=jax.lib.__version__ if hasattr(jax.lib, '__version__') else jax.__version__,
-              flax=flax.__version__, optax=optax.__version__, backend=jax.default_backend(),
-              device_kind=jax.devices()[0].device_kind, devices=jax.device_count(),
-              processes=jax.process_count(), xla_flags=os.environ.get('XLA_FLAGS', ''))
+              python=platform.python_version(), **software(), processes=jax.process_count(),
+              xla_flags=os.environ.get('XLA_FLAGS', ''))
 
 
 def differences(before: dict, now: dict) -> list[str]:
