@@ -3,6 +3,7 @@ lowest-fcd state kept in RUN/best/ and described by RUN/best.json, resume, bad s
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import tiny
-from jaxgan import generate, trainer
+from jaxgan import generate, provenance, trainer
 from jaxgan.checkpoint import BEST, CheckpointStore
 from jaxgan.evaluation import metrics, run_scores, suite, weights
 from jaxgan.evaluation.during_training import read_best
@@ -192,6 +193,10 @@ def test_evaluate_scores_the_best_checkpoint(evaluated_run, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   record = json.loads(out.read_text())
   assert record['checkpoint'] == BEST and record['step'] == read_best(workdir)['step']
+  # The machine that scored it, as the run's machine.jsonl records the one that trained it.
+  here = provenance.host_record()
+  assert {k: record['machine'][k] for k in ('cpu', 'cpu_family', 'isa', 'jax', 'backend')} == {
+      k: here[k] for k in ('cpu', 'cpu_family', 'isa', 'jax', 'backend')}
 
 
 def test_evaluate_records_and_applies_the_latent_scale(evaluated_run, tmp_path):
@@ -244,7 +249,7 @@ def test_evaluate_says_when_the_samples_file_is_not_an_npz(tmp_path):
       'np.savez(images=uint8 (N, 28, 28), labels=...)')
 
 
-def test_evaluate_reuses_the_real_figures_of_an_earlier_record(evaluated_run, tmp_path):
+def test_evaluate_reuses_the_real_figures_of_an_earlier_record(evaluated_run, tmp_path, caplog):
   _, workdir = evaluated_run
   names = ['fcd', 'classifier_score']
   earlier = run_scores.evaluate_run(workdir, names, num_samples=EVAL_SAMPLES)
@@ -260,8 +265,22 @@ def test_evaluate_reuses_the_real_figures_of_an_earlier_record(evaluated_run, tm
   assert result.returncode == 0, result.stderr[-3000:]
   record = json.loads(out.read_text())
   assert record['real'] == earlier['real'] and record['model'] == earlier['model']
-  # A record that scored something else is refused, naming the difference.
+  assert 'another kind of machine' not in result.stderr
+  # Scored on another processor: reused, with a warning that names the difference.
   dataset = earlier['dataset']
+  elsewhere = earlier | {'machine': earlier['machine'] | {'cpu_family': 'x'}}
+  unrecorded = {k: v for k, v in earlier.items() if k != 'machine'}
+  for record, difference in ((elsewhere, "cpu_family: 'x' ->"),
+                             (unrecorded, 'the record names none')):
+    earlier_path.write_text(json.dumps(record))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+      assert run_scores.real_results_from(str(earlier_path), dataset, EVAL_SAMPLES,
+                                          names) == earlier['real']
+    assert (f'{earlier_path} may have been scored on another kind of machine ({difference}'
+            in caplog.text)
+  earlier_path.write_text(json.dumps(earlier))
+  # A record that scored something else is refused, naming the difference.
   with pytest.raises(ValueError, match=f'scored {EVAL_SAMPLES} digits, not 32: pass a record'):
     run_scores.real_results_from(str(earlier_path), dataset, 32, names)
   with pytest.raises(ValueError, match='scored fcd,classifier_score, not fcd: pass a record'):

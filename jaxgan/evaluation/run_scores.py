@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jaxgan import class_proportions, generate, resampling, run_folder, trainer
+from jaxgan import class_proportions, generate, provenance, resampling, run_folder, trainer
 from jaxgan.checkpoint import LATEST
 from jaxgan.evaluation import metrics, suite, weights
 from jaxgan.run_folder import load_run_config
@@ -62,8 +62,10 @@ def score_digits(images: np.ndarray, labels: np.ndarray | None, dataset: str,
                  real_results: dict | None = None) -> dict:
   """The evaluation record of uint8 digits (N, 28, 28): `names` (None: all that the digits
   allow) for the digits ('model') and for as many real train digits ('real'), with what they
-  were measured against. `real_results`: the 'real' of an earlier record of as many digits with
-  the same names, reused instead of scoring the real reference again."""
+  were measured against and the machine that measured them (`provenance.host_record`: cas_cnn
+  and augmentation_gain train classifiers, whose floats depend on it). `real_results`: the
+  'real' of an earlier record of as many digits with the same names, reused instead of scoring
+  the real reference again."""
   start = time.perf_counter()
   names = suite.resolve_metric_names(names, has_labels=labels is not None)
   params, manifest = weights.load_shipped(dataset)
@@ -82,7 +84,7 @@ def score_digits(images: np.ndarray, labels: np.ndarray | None, dataset: str,
               num_real_reference=num_reference, num_real_test=len(real.test.images),
               metrics=list(names), classifier=dict(file=manifest['file'],
                                                    sha256=manifest['sha256']),
-              settings=dataclasses.asdict(settings),
+              settings=dataclasses.asdict(settings), machine=provenance.host_record(),
               seconds=round(time.perf_counter() - start, 1), **results)
 
 
@@ -95,7 +97,8 @@ def recorded_settings() -> dict:
 def real_results_from(path: str, dataset: str, num_samples: int, names) -> dict:
   """The real reference's figures of the evaluation record at `path` (an eval.json), checked
   to be those `score_digits` would compute for `num_samples` digits of `dataset` scored by
-  `names`: the same real digits, metrics, evaluation classifier and metric settings."""
+  `names`: the same real digits, metrics, evaluation classifier and metric settings; warns when
+  it was scored on another kind of machine or does not record one."""
   with open(path) as f:
     try:
       record = json.load(f)
@@ -119,6 +122,15 @@ def real_results_from(path: str, dataset: str, num_samples: int, names) -> dict:
     if not matches:
       raise ValueError(f'{path} {problem}: pass a record of the same dataset, number of digits '
                        'and metrics, or drop --real_from to score the real digits again')
+  # On another processor the figures are close, not bitwise the ones this one would compute.
+  if 'machine' not in record:
+    changed = 'the record names none'
+  else:
+    changed = '; '.join(provenance.differences(record['machine'], provenance.host_record()))
+  if changed:
+    logging.warning('%s may have been scored on another kind of machine (%s): its real figures '
+                    'may differ in the last digits from this machine\'s; drop --real_from to '
+                    'score them here', path, changed)
   return record['real']
 
 
