@@ -125,7 +125,7 @@ def test_script_scores_samples_with_both_evaluators(tmp_path):
   result = subprocess.run(
       [sys.executable, '-m', 'experiments.independent_check', '--dataset=mnist',
        f'--idx_dir={tmp_path / "idx"}', f'--samples={tmp_path / "model.npz"}', '--num_real=100',
-       '--epochs=1', f'--out={tmp_path / "check.json"}'],
+       '--epochs=1', '--cas_seeds=2', f'--out={tmp_path / "check.json"}'],
       capture_output=True, text=True, timeout=600, cwd=os.path.dirname(os.path.dirname(__file__)),
       check=False)
   assert result.returncode == 0, result.stderr[-2000:]
@@ -137,6 +137,14 @@ def test_script_scores_samples_with_both_evaluators(tmp_path):
               'ours_label_accuracy', 'keras_label_accuracy', 'keras_cas'):
     assert np.isfinite(model[key]), key
   assert 0.0 <= model['keras_cas'] <= 1.0
+  # keras_cas is the mean of one recogniser per seed (--seed, --seed + 1), each reproducible.
+  first, second = model['keras_cas_per_seed']
+  assert model['keras_cas'] == pytest.approx((first + second) / 2)
+  assert model['keras_cas_std'] == pytest.approx(abs(first - second) / 2)
+  test_images, test_labels = arrays['mnist']['test']
+  assert first == independent_check.keras_cas(
+      images[:50], labels[:50].astype(np.int32), test_images, test_labels, epochs=6, seed=0,
+      max_translation=0.1)
   # 1 epoch over the 300 train digits is 6 epochs over the 50 samples, 3 over the 100 real ones.
   assert model['keras_cas_epochs'] == 6 and record['sets']['real']['keras_cas_epochs'] == 3
   assert 'ours_label_accuracy' in record['sets']['real']
