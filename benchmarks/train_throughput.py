@@ -9,8 +9,9 @@ of all devices, state donated), built from the model's experiment config. Fed by
                 batch is gathered at dispatch and copied to the devices by the step's jit;
                 `--prefetch=N` a thread N batches ahead, copying with jax.device_put).
 Each (model, batch) runs in its own subprocess (so peak memory is its own): it compiles once,
-then alternates timed repeats of (a) and (b), each `--steps` steps dispatched back to back and
-synchronised at the end, as the trainer runs between log lines. One JSON line per (model,
+then alternates timed repeats of (a) and (b), each `--steps` steps (more where they take less
+than `--min-repeat-s`, the same number for both feeds) dispatched back to back and synchronised
+at the end, as the trainer runs between log lines. One JSON line per (model,
 batch, feed): images/s (median over repeats, and every repeat), step time (ms, median),
 compile time (s, first call minus one step), whether XLA compiled anything after each feed's
 first step, the host's work per batch alone (`host_batch_ms`: BatchIterator.batch_at, the
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -53,7 +55,11 @@ def parse_args(argv=None):
   parser.add_argument('--models', default='mlp,dcgan,kannada')
   parser.add_argument('--batches', default='64,256')
   parser.add_argument('--feeds', default='device,pipeline', help='device and/or pipeline')
-  parser.add_argument('--steps', type=int, default=100, help='steps per timed repeat')
+  parser.add_argument('--steps', type=int, default=100,
+                      help='steps per timed repeat, at least (see --min-repeat-s)')
+  parser.add_argument('--min-repeat-s', type=float, default=1.0,
+                      help='seconds a timed repeat lasts at least: more steps than --steps where '
+                      'these take less (0: --steps exactly)')
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--warmup', type=int, default=5, help='steps after compilation, untimed')
   parser.add_argument('--threads', type=int, default=0, help='CPUs to use (0: all)')
@@ -151,6 +157,12 @@ def worker(args) -> list[dict]:
     for feed in feeds:
       jax.block_until_ready(runners[feed]())
   calls = max(1, args.steps // k)
+  # A 3 ms step makes 100 steps a 0.3 s repeat, within the VM's noise: lengthen every feed's
+  # repeats alike to last --min-repeat-s, timed by one untimed repeat of each.
+  for feed in feeds:
+    _, call_ms, _ = _time_repeat(runners[feed], calls, batch_size * k, args.max_in_flight, jax,
+                                 parallel)
+    calls = max(calls, math.ceil(1e3 * args.min_repeat_s / call_ms))
   results = {feed: [] for feed in feeds}
   for _ in range(args.repeats):
     for feed in feeds:
