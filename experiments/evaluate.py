@@ -17,6 +17,7 @@ coverage, and with labels label_accuracy, cas, cas_cnn, augmentation_gain; memor
 asked for; see jaxgan.evaluation.metrics.
 The real reference is a real train subset of the same size, scored against the same test split.
 """
+import json
 import os
 import zipfile
 
@@ -60,7 +61,9 @@ _DATA_DIR = flags.DEFINE_string('data_dir', '', "tfds's prepared copies (default
                                 'else $TFDS_DATA_DIR).')
 
 
-def load_samples(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+def load_samples(path: str) -> tuple[np.ndarray, np.ndarray | None, dict | None]:
+  """(images, labels or None, provenance or None: what experiments.sample records of how it
+  drew them)."""
   if not os.path.isfile(path):
     raise FileNotFoundError(f'{path} not found: pass an .npz written by experiments.sample or '
                             'one holding images uint8 (N, 28, 28) and optional labels')
@@ -71,7 +74,12 @@ def load_samples(path: str) -> tuple[np.ndarray, np.ndarray | None]:
     if 'images' not in npz:
       raise ValueError(f'{path} holds {", ".join(npz.files) or "nothing"}, no images array: '
                        'save the digits as images=uint8 (N, 28, 28)')
-    return npz['images'], npz['labels'] if 'labels' in npz else None
+    try:
+      drawn = json.loads(str(npz['provenance'])) if 'provenance' in npz else None
+    except json.JSONDecodeError:
+      raise ValueError(f'{path} holds a provenance array that is not the JSON experiments.sample '
+                       'writes: drop it from the file (or write the file again)') from None
+    return npz['images'], npz['labels'] if 'labels' in npz else None, drawn
 
 
 def known_real(dataset: str, num_samples: int, names) -> dict | None:
@@ -111,9 +119,9 @@ def main(argv):
         proportions=_PROPORTIONS.value)
     out = _OUT.value or os.path.join(_WORKDIR.value, 'eval.json')
   else:
-    images, labels = load_samples(_SAMPLES.value)
+    images, labels, drawn = load_samples(_SAMPLES.value)
     names = suite.resolve_metric_names(_METRICS.value, has_labels=labels is not None)
-    record = dict(samples=_SAMPLES.value, **run_scores.score_digits(
+    record = dict(samples=_SAMPLES.value, samples_provenance=drawn, **run_scores.score_digits(
         images, labels, _DATASET.value, list(names), manual_dir=_MANUAL_DIR.value,
         data_dir=_DATA_DIR.value,
         real_results=known_real(_DATASET.value, len(images), names)))

@@ -12,7 +12,13 @@ digits in the real train split's class frequencies (or one weight per class, e.g
 --resample_percentile=P keeps candidates by a density-ratio model of real against generated
 digits (jaxgan.resampling; README, Density-ratio resampling): trained the first time for the
 run's step, latent scale and truncation (minutes on a CPU) and kept in RUN/resampling/.
+
+The .npz also holds `provenance`, a JSON string (`json.loads(str(npz['provenance']))`): the run
+folder, its step, the settings that drew the digits (seed, latent scale, truncation, classes,
+resampling and its statistics) and the machine (`jaxgan.provenance.host_record`), since the same
+command draws other digits on another kind of processor.
 """
+import dataclasses
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -21,8 +27,8 @@ import jax
 import numpy as np
 from absl import flags, logging
 
-from jaxgan import (class_proportions, console, generate, images, parallel, resampling,
-                    run_folder, trainer)
+from jaxgan import (class_proportions, console, generate, images, parallel, provenance,
+                    resampling, run_folder, trainer)
 from jaxgan.run_folder import load_run_config
 from jaxgan.state import generator_variables
 
@@ -125,18 +131,26 @@ def main(argv):
   labels = sample_labels(classes, class_weights)
   num = _NUM.value if labels is None else len(labels)
   latent_scale = run_folder.latent_scale(config, _LATENT_SCALE.value)
+  resampled = None
   if resample is None:
     z = generate.latents(jax.random.key(_SEED.value), num, gan.latent_dim, _TRUNCATION.value,
                          latent_scale)
     digits = generate.generate(gan, generator_variables(state), z, labels,
                                batch_size=_BATCH.value, step=step)
   else:
-    digits, _ = resampling.resample_run(
+    digits, resampled = resampling.resample_run(
         _WORKDIR.value, config, gan, generator_variables(state), step, labels, num, resample,
         seed=_SEED.value, latent_scale=latent_scale, truncation=_TRUNCATION.value,
         batch_size=_BATCH.value)
   if _OUT.value:
     arrays = dict(images=digits) if labels is None else dict(images=digits, labels=labels)
+    arrays['provenance'] = provenance.export_field(
+        workdir=os.path.abspath(_WORKDIR.value), step=step, num=num, seed=_SEED.value,
+        latent_scale=latent_scale, truncation=_TRUNCATION.value, labels=_LABELS.value,
+        per_class=_PER_CLASS.value,
+        class_proportions=_PROPORTIONS.value if _PROPORTIONS.present else None,
+        resampling=None if resample is None else dict(dataclasses.asdict(resample),
+                                                      statistics=resampled))
     generate.save_npz_atomic(_OUT.value, compress=_COMPRESS.value, **arrays)
     logging.info('wrote %d digits from step %d to %s', len(digits), step, _OUT.value)
   if _GRID.value:

@@ -8,7 +8,9 @@ Each digit is generated for its class, cropped to its ink and set after the prev
 a random gap and a small vertical shift (jaxgan.strings). The .npz holds `images`, uint8
 (N, 28, W) with 0 = background and W = canvas_width(longest length); `texts`, the strings;
 `labels`, int32 (N, L), each string's classes padded with -1; `lengths` (N,); and `boxes`,
-int32 (N, L, 2), each digit's [start, stop) ink columns in its image (-1 for padding).
+int32 (N, L, 2), each digit's [start, stop) ink columns in its image (-1 for padding); and
+`provenance`, a JSON string of the run, step, settings and machine that drew them (as
+experiments.sample writes).
 """
 import os
 
@@ -18,7 +20,8 @@ import jax
 import numpy as np
 from absl import flags, logging
 
-from jaxgan import console, generate, images, parallel, run_folder, strings, trainer
+from jaxgan import (console, generate, images, parallel, provenance, run_folder, strings,
+                    trainer)
 from jaxgan.run_folder import load_run_config
 from jaxgan.state import generator_variables
 
@@ -73,8 +76,9 @@ def main(argv):
   layout = dict(min_gap=_MIN_GAP.value, max_gap=_MAX_GAP.value, jitter=_JITTER.value)
   strings.check_layout(components.gan.image_shape[:2], **layout)  # before generating
   used = classes >= 0
+  latent_scale = run_folder.latent_scale(config, _LATENT_SCALE.value)
   z = generate.latents(jax.random.key(_SEED.value), int(used.sum()), components.gan.latent_dim,
-                       _TRUNCATION.value, run_folder.latent_scale(config, _LATENT_SCALE.value))
+                       _TRUNCATION.value, latent_scale)
   flat = generate.generate(components.gan, generator_variables(state), z, classes[used],
                            batch_size=_BATCH.value, step=int(state.step))
   digits = np.zeros(classes.shape + flat.shape[1:], np.uint8)
@@ -82,8 +86,12 @@ def main(argv):
   composed, boxes = strings.compose(digits, lengths, rng, **layout)
   texts = np.asarray([''.join(map(str, row[:n])) for row, n in zip(classes, lengths)])
   if _OUT.value:
+    drawn = provenance.export_field(
+        workdir=os.path.abspath(_WORKDIR.value), step=int(state.step), num=len(composed),
+        seed=_SEED.value, latent_scale=latent_scale, truncation=_TRUNCATION.value,
+        texts=_TEXTS.value, length=None if _TEXTS.value else _LENGTH.value, **layout)
     generate.save_npz_atomic(_OUT.value, images=composed, texts=texts, labels=classes,
-                             lengths=lengths, boxes=boxes)
+                             lengths=lengths, boxes=boxes, provenance=drawn)
     logging.info('wrote %d strings (%d digits) to %s', len(composed), len(flat), _OUT.value)
   if _GRID.value:
     rows = min(len(composed), _GRID_ROWS)

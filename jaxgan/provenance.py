@@ -5,7 +5,8 @@ only on the same kind of processor with the same library versions and XLA flags 
 that both call themselves "AMD EPYC" trained one cgan_mnist command to different digits: README,
 Determinism and tests). The trainer appends one line per training session (a fresh start or a
 resume) and warns when a run is resumed on another kind of machine, since from there on it need
-not match the same run trained on one machine.
+not match the same run trained on one machine. Evaluation records and exported digits carry the
+same machine record.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import os
 import platform
 import re
 
+import numpy as np
 from absl import logging
 
 FILE = 'machine.jsonl'
@@ -80,6 +82,12 @@ def host_record() -> dict:
   return dict(**cpu(), cores=os.cpu_count(), usable_cores=usable_cores(),
               python=platform.python_version(), **software(), processes=jax.process_count(),
               xla_flags=os.environ.get('XLA_FLAGS', ''))
+
+
+def export_field(**drawn) -> np.ndarray:
+  """How an exported .npz's contents were drawn (`drawn`: its run, step and settings) and on
+  what machine, as the JSON string array an .npz holds under `provenance`."""
+  return np.asarray(json.dumps(dict(drawn, machine=host_record())))
 
 
 def differences(before: dict, now: dict) -> list[str]:

@@ -234,6 +234,10 @@ def test_sample_strings_sets_the_generated_digits_of_each_string_side_by_side(co
     assert data['texts'].tolist() == ['90210', '42']
     np.testing.assert_array_equal(data['labels'], [[9, 0, 2, 1, 0], [4, 2, -1, -1, -1]])
     np.testing.assert_array_equal(data['lengths'], [5, 2])
+    drawn = json.loads(str(data['provenance']))
+  assert (drawn['texts'], drawn['seed'], drawn['min_gap'], drawn['max_gap'], drawn['jitter'],
+          drawn['length']) == (['90210', '42'], 5, 1, 3, 0, None)
+  assert drawn['num'] == 2 and 'cpu' in drawn['machine']
   # The same digits straight from the generator: latents of --seed, one per digit in order.
   config = run_folder.load_run_config(str(conditional_run))
   components, state = trainer.restore_run_state(str(conditional_run), config)

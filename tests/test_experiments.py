@@ -138,7 +138,20 @@ def test_sample_writes_uint8_digits_and_a_grid(trained_run, tmp_path):
   with np.load(out) as data:
     assert data['images'].shape == (50, 28, 28) and data['images'].dtype == np.uint8
     first = data['images']
+    drawn = json.loads(str(data['provenance']))
   assert grid.exists()
+  # How they were drawn and on what, for whoever trains on them later.
+  assert (drawn['workdir'], drawn['step'], drawn['num'], drawn['seed']) == (
+      str(workdir.resolve()), 16, 50, 0)
+  assert drawn['latent_scale'] == 1.0 and drawn['truncation'] == 0.0
+  assert drawn['resampling'] is None and drawn['labels'] is None
+  assert drawn['machine']['cpu'] == provenance.cpu()['cpu']
+  # experiments.evaluate --samples copies it into its record.
+  scored = tmp_path / 'digits.eval.json'
+  result = cli('evaluate', f'--samples={out}', '--dataset=mnist', '--metrics=classifier_score',
+               f'--out={scored}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert json.loads(scored.read_text())['samples_provenance'] == drawn
   with zipfile.ZipFile(out) as archive:  # stored: the fast default
     assert {info.compress_type for info in archive.infolist()} == {zipfile.ZIP_STORED}
   # The same seed gives the same digits; --num only extends the list. --compress deflates.

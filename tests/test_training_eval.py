@@ -237,16 +237,27 @@ def test_latent_options_of_evaluate_need_a_run_and_a_positive_scale(tmp_path):
       'digits: they need --workdir=RUN, not --samples')
 
 
-def test_evaluate_says_when_the_samples_file_is_not_an_npz(tmp_path):
-  not_npz = tmp_path / 'digits.npz'
-  not_npz.write_text('not a zip archive')
+def _write_text(path):
+  path.write_text('not a zip archive')
+
+
+def _write_bad_provenance(path):
+  np.savez(path, images=np.zeros((4, 28, 28), np.uint8), provenance=np.asarray('seed 0'))
+
+
+@pytest.mark.parametrize('write,problem', [
+    (_write_text, 'is not an .npz file: pass one written by experiments.sample or '
+     'np.savez(images=uint8 (N, 28, 28), labels=...)'),
+    (_write_bad_provenance, 'holds a provenance array that is not the JSON experiments.sample '
+     'writes: drop it from the file (or write the file again)')])
+def test_evaluate_says_what_is_wrong_with_the_samples_file(tmp_path, write, problem):
+  path = tmp_path / 'digits.npz'
+  write(path)
   result = subprocess.run(
-      [sys.executable, '-m', 'experiments.evaluate', f'--samples={not_npz}', '--dataset=mnist'],
+      [sys.executable, '-m', 'experiments.evaluate', f'--samples={path}', '--dataset=mnist'],
       cwd=REPO, capture_output=True, text=True, timeout=300)
   assert result.returncode == 1
-  assert result.stderr.strip().splitlines()[-1] == (
-      f'error: {not_npz} is not an .npz file: pass one written by experiments.sample or '
-      'np.savez(images=uint8 (N, 28, 28), labels=...)')
+  assert result.stderr.strip().splitlines()[-1] == f'error: {path} {problem}'
 
 
 def test_evaluate_reuses_the_real_figures_of_an_earlier_record(evaluated_run, tmp_path, caplog):
