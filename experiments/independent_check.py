@@ -8,9 +8,10 @@ distance the usual FID way (scipy.linalg.sqrtm of the covariance product); for e
 it also trains fresh convnets of the same architecture on that set alone (as many batches as the
 evaluator's own training, on randomly translated digits as a recogniser trained on 10,000 digits
 would be; --cas_seeds of them) and reports their mean accuracy on the real test split (keras_cas,
-the classification accuracy score, with its std and each seed's). The embeddings differ, so absolute values differ too. The check is whether the two
-evaluators rank the sets alike (Spearman correlation of the Frechet distances) and agree on label
-accuracy and on the accuracy a recogniser learns from the set.
+the classification accuracy score, with its std and each seed's). The embeddings differ, so
+absolute values differ too. The check is whether the two evaluators rank the sets alike (Spearman
+correlation of the Frechet distances) and agree on label accuracy and on the accuracy a
+recogniser learns from the set.
 
 Every set is scored by both evaluators: each --samples .npz (images uint8 (N, 28, 28), and
 labels when present, e.g. written by experiments.sample) plus two anchors built here from real
