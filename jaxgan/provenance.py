@@ -31,6 +31,10 @@ _ISA_FLAG = re.compile(r'(sse|ssse|avx|amx|fma|f16c|asimd|sve|sme(?!p$))')
 KIND_FIELDS = ('cpu', 'cpu_vendor', 'cpu_family', 'cpu_model', 'isa', 'backend', 'device_kind',
                'devices', 'jax', 'jaxlib', 'flax', 'optax', 'xla_flags')
 
+# An evaluation's floats do not depend on the device count (digits are generated one example at
+# a time whatever the sharding, and the metrics run on one device).
+SCORING_FIELDS = tuple(field for field in KIND_FIELDS if field != 'devices')
+
 
 def cpu_from_cpuinfo(text: str) -> dict:
   """The processor kind from /proc/cpuinfo's text (its first processor's block): name, vendor,
@@ -90,9 +94,9 @@ def export_field(**drawn) -> np.ndarray:
   return np.asarray(json.dumps(dict(drawn, machine=host_record())))
 
 
-def differences(before: dict, now: dict) -> list[str]:
-  """The `KIND_FIELDS` on which two session records differ, as 'field: before -> now'."""
-  return [f'{k}: {before.get(k)!r} -> {now.get(k)!r}' for k in KIND_FIELDS
+def differences(before: dict, now: dict, fields: tuple[str, ...] = KIND_FIELDS) -> list[str]:
+  """The `fields` on which two records differ, as 'field: before -> now'."""
+  return [f'{k}: {before.get(k)!r} -> {now.get(k)!r}' for k in fields
           if before.get(k) != now.get(k)]
 
 

@@ -279,6 +279,13 @@ def test_evaluate_reuses_the_real_figures_of_an_earlier_record(evaluated_run, tm
   assert 'another kind of machine' not in result.stderr
   # Scored on another processor: reused, with a warning that names the difference.
   dataset = earlier['dataset']
+  # Another device count changes no score (a sweep scores on the trainer's devices): no warning.
+  earlier_path.write_text(json.dumps(earlier | {'machine': earlier['machine'] | {'devices': 99}}))
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    assert run_scores.real_results_from(str(earlier_path), dataset, EVAL_SAMPLES,
+                                        names) == earlier['real']
+  assert 'another kind of machine' not in caplog.text
   elsewhere = earlier | {'machine': earlier['machine'] | {'cpu_family': 'x'}}
   unrecorded = {k: v for k, v in earlier.items() if k != 'machine'}
   for record, difference in ((elsewhere, "cpu_family: 'x' ->"),

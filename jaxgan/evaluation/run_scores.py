@@ -126,7 +126,8 @@ def real_results_from(path: str, dataset: str, num_samples: int, names) -> dict:
   if 'machine' not in record:
     changed = 'the record names none'
   else:
-    changed = '; '.join(provenance.differences(record['machine'], provenance.host_record()))
+    changed = '; '.join(provenance.differences(record['machine'], provenance.host_record(),
+                                               fields=provenance.SCORING_FIELDS))
   if changed:
     logging.warning('%s may have been scored on another kind of machine (%s): its real figures '
                     'may differ in the last digits from this machine\'s; drop --real_from to '
