@@ -10,7 +10,6 @@ time), which every benchmark line reports.
 from __future__ import annotations
 
 import os
-import platform
 import resource
 import time
 
@@ -66,8 +65,7 @@ def machine() -> dict:
   """The processor (name, vendor, family, model, vector instruction sets: two VMs of one name
   can be different processors) and core counts."""
   from jaxgan import provenance  # pylint: disable=g-import-not-at-top
-  return dict(**provenance.cpu(), cores=os.cpu_count(), usable_cores=provenance.usable_cores(),
-              python=platform.python_version())
+  return provenance.hardware()
 
 
 def versions() -> dict:

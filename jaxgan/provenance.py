@@ -80,11 +80,16 @@ def software() -> dict:
               device_kind=jax.devices()[0].device_kind)
 
 
+def hardware() -> dict:
+  """This host's processor kind, core counts and Python version."""
+  return dict(**cpu(), cores=os.cpu_count(), usable_cores=usable_cores(),
+              python=platform.python_version())
+
+
 def host_record() -> dict:
   """This process's machine and software, as a session line of machine.jsonl holds them."""
   import jax  # pylint: disable=g-import-not-at-top
-  return dict(**cpu(), cores=os.cpu_count(), usable_cores=usable_cores(),
-              python=platform.python_version(), **software(), processes=jax.process_count(),
+  return dict(**hardware(), **software(), processes=jax.process_count(),
               xla_flags=os.environ.get('XLA_FLAGS', ''))
 
 

@@ -50,8 +50,8 @@ def test_compare_peers_runs_jaxgan_on_one_device_and_on_one_per_core():
 
 def test_train_throughput_times_both_feeds_on_two_devices(tmp_path):
   """One (model, batch) on tiny IDX files: a line per feed with its settings, then
-  pipeline/device; repeats lengthened to --min-repeat-s; nothing recompiles after each feed's first step; the pipeline feeds the
-  step host arrays, as the trainer does on CPU."""
+  pipeline/device; repeats lengthened to --min-repeat-s; nothing recompiles after each feed's
+  first step; the pipeline feeds the step host arrays, as the trainer does on CPU."""
   write_manual_dir(tmp_path / 'manual', {'mnist': {'train': 64, 'test': 8}})
   env = {key: value for key, value in os.environ.items() if key != 'XLA_FLAGS'}
   env.update(JAXGAN_MANUAL_DIR=str(tmp_path / 'manual'), TFDS_DATA_DIR=str(tmp_path / 'tfds'))

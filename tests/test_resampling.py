@@ -192,7 +192,6 @@ def test_sample_and_evaluate_resample_through_the_run_s_ratio_model(
   assert drawn['resampling']['percentile'] == 90
   assert drawn['resampling']['candidates_per_class'] == 100
   assert drawn['resampling']['settings'] == dataclasses.asdict(settings)
-  assert 'resampled 30 digits from 1000 candidates' in result.stderr
   assert drawn['per_class'] == 3 and drawn['num'] == 30 and drawn['seed'] == 0
   plain = tmp_path / 'plain.npz'
   cli('sample', f'--workdir={conditional_run}', '--per_class=3', f'--out={plain}')
