@@ -22,9 +22,10 @@ from absl import logging
 FILE = 'machine.jsonl'
 
 # /proc/cpuinfo flags naming vector instruction sets, the ones XLA's code generation and its
-# convolution kernels choose by (x86: sse*, avx*, amx*, fma, f16c; Arm: asimd*, sve*, sme*, but
-# not x86's smep, a memory protection).
-_ISA_FLAG = re.compile(r'(sse|ssse|avx|amx|fma|f16c|asimd|sve|sme(?!p$))')
+# convolution kernels choose by: x86's `flags` sse*, avx*, amx*, fma, f16c; Arm's `Features`
+# asimd*, sve*, sme* (x86's sme and smep are memory protections, not vector instructions).
+_X86_ISA_FLAG = re.compile(r'(sse|ssse|avx|amx|fma|f16c)')
+_ARM_ISA_FEATURE = re.compile(r'(asimd|sve|sme)')
 
 # Fields of a session's record that decide its floats; the others (time, step, core counts)
 # describe it without changing results.
@@ -44,12 +45,15 @@ def cpu_from_cpuinfo(text: str) -> dict:
     key, sep, value = line.partition(':')
     if sep:
       fields.setdefault(key.strip(), value.strip())
-  flags = (fields.get('flags') or fields.get('Features') or '').split()
+  if 'flags' in fields:
+    flags, isa_flag = fields['flags'].split(), _X86_ISA_FLAG
+  else:
+    flags, isa_flag = fields.get('Features', '').split(), _ARM_ISA_FEATURE
   return dict(cpu=fields.get('model name') or platform.processor() or platform.machine(),
               cpu_vendor=fields.get('vendor_id') or fields.get('CPU implementer', ''),
               cpu_family=fields.get('cpu family') or fields.get('CPU architecture', ''),
               cpu_model=fields.get('model') or fields.get('CPU part', ''),
-              isa=sorted(f for f in set(flags) if _ISA_FLAG.match(f)))
+              isa=sorted(f for f in set(flags) if isa_flag.match(f)))
 
 
 def cpu() -> dict:

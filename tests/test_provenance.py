@@ -9,7 +9,7 @@ vendor_id\t: AuthenticAMD
 cpu family\t: 26
 model\t\t: 2
 model name\t: AMD EPYC
-flags\t\t: fpu sse sse2 ssse3 fma sse4_1 avx f16c smep avx2 avx512f avx512_vp2intersect
+flags\t\t: fpu sse sse2 ssse3 fma sse4_1 avx f16c sme smep avx2 avx512f avx512_vp2intersect sme_coherent
 
 processor\t: 1
 vendor_id\t: GenuineIntel
@@ -31,7 +31,7 @@ def test_x86_kind_is_the_first_processors_name_family_model_and_vector_isa():
   assert provenance.cpu_from_cpuinfo(X86_CPUINFO) == dict(
       cpu='AMD EPYC', cpu_vendor='AuthenticAMD', cpu_family='26', cpu_model='2',
       isa=['avx', 'avx2', 'avx512_vp2intersect', 'avx512f', 'f16c', 'fma', 'sse', 'sse2',
-           'sse4_1', 'ssse3'])  # not fpu, nor smep (a memory protection)
+           'sse4_1', 'ssse3'])  # not fpu, nor sme, smep, sme_coherent (memory protections)
 
 
 def test_arm_kind_reads_the_arm_field_names():
