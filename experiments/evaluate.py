@@ -54,11 +54,7 @@ _OUT = flags.DEFINE_string('out', None, 'Where to write the results; default: RU
 _REAL_FROM = flags.DEFINE_string('real_from', None, "An earlier eval.json of the same dataset, "
                                  "number of digits and metrics: its real digits' figures are "
                                  'reused, not computed again.')
-_MANUAL_DIR = flags.DEFINE_string('manual_dir', os.environ.get('JAXGAN_MANUAL_DIR', ''),
-                                  'Folder holding <dataset>/<IDX files> (default: the run\'s, '
-                                  'else $JAXGAN_MANUAL_DIR).')
-_DATA_DIR = flags.DEFINE_string('data_dir', '', "tfds's prepared copies (default: the run's, "
-                                'else $TFDS_DATA_DIR).')
+_MANUAL_DIR, _DATA_DIR = console.define_data_location_flags()
 
 
 def load_samples(path: str) -> tuple[np.ndarray, np.ndarray | None, dict | None]:

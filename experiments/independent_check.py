@@ -186,7 +186,28 @@ def load_npz(path: str) -> tuple[np.ndarray, np.ndarray | None]:
                        '(N, 28, 28)')
     images = npz['images']
     labels = npz['labels'] if 'labels' in npz else None
+  if images.shape[1:] not in ((28, 28), (28, 28, 1)):
+    raise ValueError(f'{path} holds images of shape {images.shape}, not 28x28 digits (N, 28, 28): '
+                     'pass digits written by experiments.sample, not strings')
   return images.reshape(len(images), 28, 28), labels
+
+
+ANCHORS = ('real', 'real_blur3')
+
+
+def set_names(paths: list[str]) -> list[str]:
+  """Each --samples file's set name, its file name without folder or extension; refuses two
+  files of one name and a name that an anchor set has."""
+  names = [os.path.splitext(os.path.basename(path))[0] for path in paths]
+  for name, path in zip(names, paths):
+    if name in ANCHORS:
+      raise app.UsageError(f'--samples file {path} would be scored as the anchor set {name!r}: '
+                           'rename the file')
+    if names.count(name) > 1:
+      clash = [p for n, p in zip(names, paths) if n == name]
+      raise app.UsageError(f'--samples files {" and ".join(clash)} would both be scored as set '
+                           f'{name!r} (sets are named by file name): rename one')
+  return names
 
 
 def _rounded(value):
@@ -228,6 +249,9 @@ def main(argv):
   if not FLAGS.idx_dir:
     raise app.UsageError('--idx_dir (or JAXGAN_MANUAL_DIR) must name the folder holding '
                          f'{FLAGS.dataset}/ with its official files')
+  sample_names = set_names(FLAGS.samples)
+  if FLAGS.out and os.path.isdir(FLAGS.out):
+    raise app.UsageError(f'--out={FLAGS.out} is a folder: name a file to write')
   console.setup_logging()
   start = time.perf_counter()
   dataset = FLAGS.dataset
@@ -235,10 +259,10 @@ def main(argv):
   train_images, train_labels = read_split(FLAGS.idx_dir, dataset, 'train')
   test_images, test_labels = read_split(FLAGS.idx_dir, dataset, 'test')
   rows = np.random.default_rng(FLAGS.seed).permutation(len(train_images))[:FLAGS.num_real]
-  sets = {'real': (train_images[rows], train_labels[rows]),
-          'real_blur3': (box_blur3(train_images[rows]), train_labels[rows])}
-  for path in FLAGS.samples:
-    sets[os.path.splitext(os.path.basename(path))[0]] = load_npz(path)
+  sets = dict(zip(ANCHORS, [(train_images[rows], train_labels[rows]),
+                            (box_blur3(train_images[rows]), train_labels[rows])]))
+  for name, path in zip(sample_names, FLAGS.samples):
+    sets[name] = load_npz(path)
 
   logging.info('training the independent Keras classifier (%d epochs)', FLAGS.epochs)
   keras_eval = KerasEvaluator(train_images, train_labels, epochs=FLAGS.epochs, seed=FLAGS.seed)

@@ -51,6 +51,8 @@ _LATENT_SCALE = console.define_latent_scale(
     'Multiplies the latents (after any truncation): above 1, e.g. 1.2, wider than training, '
     'for more varied digits (README, Wider latents); 1: none.')
 _RESAMPLE = resampling.define_flags()
+# The real digits of --class_proportions=train and of a ratio model trained for resampling.
+_MANUAL_DIR, _DATA_DIR = console.define_data_location_flags()
 _CPU_DEVICES = flags.DEFINE_integer(
     'cpu_devices', 0, 'CPU only: jax devices to generate on, each a share of every batch (the '
     'digits do not depend on the count); 0: one per core, -1: jax\'s default.',
@@ -97,8 +99,9 @@ def sample_labels(classes: list[int], class_weights: np.ndarray | None) -> np.nd
 
 
 def class_grid(digits: np.ndarray, labels: np.ndarray, classes: list[int], scale: int):
-  """One row per class: its first digits (up to _GRID_COLUMNS)."""
-  rows = [digits[labels == c][:_GRID_COLUMNS] for c in dict.fromkeys(classes)]
+  """One row per class that has digits: its first digits (up to _GRID_COLUMNS)."""
+  rows = [digits[labels == c][:_GRID_COLUMNS] for c in dict.fromkeys(classes)
+          if np.any(labels == c)]  # classes that got no digits (--num < classes) get no row
   cols = max(len(row) for row in rows)
   cells = np.zeros((len(rows) * cols,) + digits.shape[1:], np.uint8)
   for r, row in enumerate(rows):
@@ -123,8 +126,9 @@ def main(argv):
       raise ValueError('--class_proportions draws --num digits of every class: drop --labels '
                        'and --per_class, or give a weight of 0 to the classes to leave out')
     class_weights = class_proportions.weights(
-        _PROPORTIONS.value, num_classes, config.data.name, manual_dir=config.data.manual_dir,
-        data_dir=config.data.data_dir)
+        _PROPORTIONS.value, num_classes, config.data.name,
+        manual_dir=_MANUAL_DIR.value or config.data.manual_dir,
+        data_dir=_DATA_DIR.value or config.data.data_dir)
   components, state = trainer.restore_run_state(_WORKDIR.value, config)
   gan = components.gan
   step = int(state.step)
@@ -141,7 +145,7 @@ def main(argv):
     digits, resampled = resampling.resample_run(
         _WORKDIR.value, config, gan, generator_variables(state), step, labels, num, resample,
         seed=_SEED.value, latent_scale=latent_scale, truncation=_TRUNCATION.value,
-        batch_size=_BATCH.value)
+        manual_dir=_MANUAL_DIR.value, data_dir=_DATA_DIR.value, batch_size=_BATCH.value)
   if _OUT.value:
     arrays = dict(images=digits) if labels is None else dict(images=digits, labels=labels)
     arrays['provenance'] = provenance.export_field(

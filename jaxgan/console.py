@@ -127,15 +127,29 @@ def config_from_flag(name: str = 'config'):
 
 def check_export_args(out: str | None, grid: str | None) -> None:
   """The exporting scripts' output checks (experiments.sample, sample_strings): something to
-  write, and an .npz name for --out."""
+  write, an .npz name for --out and a .png name for --grid."""
   from absl import app  # pylint: disable=g-import-not-at-top
   if not out and not grid:
     raise app.UsageError('nothing to write: give --out=FILE.npz and/or --grid=FILE.png')
-  if out and not out.endswith('.npz'):
-    raise app.UsageError(f'--out={out} must end in .npz')
   for flag, path in (('out', out), ('grid', grid)):
     if path and os.path.isdir(path):
       raise app.UsageError(f'--{flag}={path} is a folder: name a file to write')
+  if out and not out.endswith('.npz'):
+    raise app.UsageError(f'--out={out} must end in .npz')
+  if grid and not grid.endswith('.png'):
+    raise app.UsageError(f'--grid={grid} must end in .png')
+
+
+def define_data_location_flags() -> tuple[flags.FlagHolder, flags.FlagHolder]:
+  """--manual_dir and --data_dir of the scripts that read a run's real digits, for a run folder
+  whose config.json names folders this machine lacks (empty: the run's)."""
+  manual_dir = flags.DEFINE_string(
+      'manual_dir', os.environ.get('JAXGAN_MANUAL_DIR', ''),
+      "Folder holding <dataset>/<IDX files> (default: $JAXGAN_MANUAL_DIR, else the run's "
+      'data.manual_dir).')
+  data_dir = flags.DEFINE_string('data_dir', '', "tfds's prepared copies (default: the run's "
+                                 'data.data_dir, else $TFDS_DATA_DIR).')
+  return manual_dir, data_dir
 
 
 def define_latent_scale(help_text: str) -> flags.FlagHolder:

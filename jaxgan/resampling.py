@@ -6,7 +6,8 @@ an unconditional model), is trained on a run's real training digits and as many 
 with the same class counts. Its logits then estimate the density ratio
 r(x, c) = p_data(x | c) / p_g(x | c) = exp(logit(real, c) - logit(generated, c))
 (Grover et al. 2019). Candidates are drawn for each class and each kept with probability
-min(1, r / r_P), r_P the P-th percentile of r over that class's candidates: P = 100 is
+min(1, r / r_P), r_P the P-th percentile of r over that class's candidates (taken over log r,
+so between two order statistics it interpolates geometrically): P = 100 is
 rejection sampling against the largest ratio seen (Azadi et al. 2019, with a model trained
 apart from D); a lower P keeps more candidates and matches the real data less closely.
 
@@ -135,7 +136,9 @@ def log_ratios(params, images: np.ndarray, labels: np.ndarray | None, num_classe
 def keep_mask(log_r: np.ndarray, classes: np.ndarray, percentile: float,
               uniforms: np.ndarray) -> np.ndarray:
   """Which candidates are kept: each with probability min(1, r / r_P), r_P the `percentile`-th
-  percentile of r among the candidates of its class, decided by its uniform draw in [0, 1)."""
+  percentile of r among the candidates of its class (np.percentile of log r: between two order
+  statistics r_P is their geometric, not arithmetic, interpolation), decided by its uniform draw
+  in [0, 1)."""
   check_percentile(percentile)
   cap = np.zeros_like(log_r)
   for c in np.unique(classes):
@@ -236,8 +239,10 @@ def resample(gan: GAN, g_variables: dict, ratio: RunRatioModel, labels: np.ndarr
   labels None) is the next candidate of that class kept by `keep_mask`.
 
   `candidates_per_class` candidates are drawn for each class (in all, for an unconditional
-  model): candidate j has class j mod C and the latent of index j mod CHUNK of the key
-  `fold_in(key, j // CHUNK)`, so the digits depend on (key, candidates, percentile) only.
+  model): with `latent_key, accept_key = jax.random.split(key)`, candidate j has class j mod C
+  and the latent of index j mod CHUNK of the key `fold_in(latent_key, j // CHUNK)`, and is kept
+  by its uniform draw from `accept_key`; so the digits depend on (key, candidates, percentile)
+  only.
   """
   Resampling(percentile, candidates_per_class)  # checks both
   width = max(gan.num_classes, 1)

@@ -26,7 +26,9 @@ def latent_scale(config: ml_collections.ConfigDict, override: float | None = Non
 
 
 def write_json_atomic(obj, path: str) -> None:
-  """Write next to `path`, then rename: a killed process never leaves half a file."""
+  """Write next to `path` (its folder made if missing), then rename: a killed process never
+  leaves half a file."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with atomic.replacing(path) as tmp, open(tmp, 'w') as f:
     json.dump(obj, f, indent=2, sort_keys=True)
     f.write('\n')

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import shutil
 import socket
 import time
 import urllib.error
@@ -219,6 +220,10 @@ def test_sample_by_class(conditional_run, tmp_path):
   result = cli('sample', f'--workdir={conditional_run}', '--num=12', f'--out={out}')
   with np.load(out) as data:  # default: every class in turn
     np.testing.assert_array_equal(data['labels'], np.arange(12) % 10)
+  result = cli('sample', f'--workdir={conditional_run}', '--num=3', f'--grid={grid}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  with Image.open(grid) as picture:  # rows for the classes drawn, 0-2, not for all ten
+    assert picture.size == (1 * CELL + 1, 3 * CELL + 1)
 
 
 def test_sample_strings_sets_the_generated_digits_of_each_string_side_by_side(conditional_run,
@@ -280,6 +285,7 @@ def test_bad_strings_and_layouts_are_one_line_errors(conditional_run, tmp_path, 
     (('--out=digits.png',), '--out=digits.png must end in .npz'),
     (('--grid=g.png', 'extra'), 'unexpected arguments: extra'),
     (('--grid={tmp}',), '--grid={tmp} is a folder: name a file to write'),
+    (('--grid=g.jpg',), '--grid=g.jpg must end in .png'),
 ])
 def test_export_scripts_refuse_bad_arguments_before_any_work(module, args, message, tmp_path):
   args = [arg.format(tmp=tmp_path) for arg in args]
@@ -372,6 +378,28 @@ def test_class_labels_interleave_the_classes_in_every_prefix():
     so_far = np.cumsum(np.eye(len(counts))[labels], axis=0)
     share = np.arange(1, num + 1)[:, None] * counts / num
     assert np.abs(so_far - share).max() <= 1.5, (num, weights)
+
+
+def test_sample_reads_real_digits_where_flags_say_for_a_run_moved_from_another_machine(
+    conditional_run, data_dirs, tmp_path, monkeypatch):  # noqa: F811
+  moved = tmp_path / 'moved'
+  shutil.copytree(conditional_run, moved)
+  config = json.loads((moved / 'config.json').read_text())
+  config['data']['manual_dir'] = config['data']['data_dir'] = str(tmp_path / 'gone')
+  (moved / 'config.json').write_text(json.dumps(config))
+  monkeypatch.delenv('JAXGAN_MANUAL_DIR', raising=False)
+  args = ('sample', f'--workdir={moved}', '--num=40', '--class_proportions=train',
+          f'--out={tmp_path / "d.npz"}')
+  result = cli(*args)
+  assert result.returncode == 1
+  assert str(tmp_path / 'gone') in result.stderr.strip().splitlines()[-1]
+  manual, data_dir = data_dirs
+  result = cli(*args, f'--manual_dir={manual}', f'--data_dir={data_dir}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  train_counts = np.bincount(tiny_digits(TINY_MNIST['mnist']['train'], seed=300)[1],
+                             minlength=10)
+  with np.load(tmp_path / 'd.npz') as npz:
+    np.testing.assert_array_equal(npz['labels'], generate.class_labels(40, train_counts))
 
 
 def test_sample_and_evaluate_draw_classes_in_the_train_split_s_proportions(

@@ -2,11 +2,13 @@
 jaxgan's reader, and the script scores .npz files with both evaluators end to end."""
 import json
 import os
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from absl import app
 
 from experiments import independent_check
 from jaxgan.data import svhn
@@ -125,11 +127,11 @@ def test_script_scores_samples_with_both_evaluators(tmp_path):
   result = subprocess.run(
       [sys.executable, '-m', 'experiments.independent_check', '--dataset=mnist',
        f'--idx_dir={tmp_path / "idx"}', f'--samples={tmp_path / "model.npz"}', '--num_real=100',
-       '--epochs=1', '--cas_seeds=2', f'--out={tmp_path / "check.json"}'],
+       '--epochs=1', '--cas_seeds=2', f'--out={tmp_path / "results" / "check.json"}'],
       capture_output=True, text=True, timeout=600, cwd=os.path.dirname(os.path.dirname(__file__)),
       check=False)
   assert result.returncode == 0, result.stderr[-2000:]
-  record = json.loads((tmp_path / 'check.json').read_text())
+  record = json.loads((tmp_path / 'results' / 'check.json').read_text())  # its folder made
   assert set(record['sets']) == {'real', 'real_blur3', 'model'}
   model = record['sets']['model']
   assert model['num'] == 50
@@ -189,3 +191,18 @@ def test_sample_files_that_are_missing_or_not_npz_are_named(tmp_path):
   images, labels = independent_check.load_npz(str(tmp_path / 'ok.npz'))
   np.testing.assert_array_equal(images, digits)
   np.testing.assert_array_equal(labels, np.arange(3))
+  np.savez(tmp_path / 'strings.npz', images=np.zeros((2, 28, 156), np.uint8))
+  with pytest.raises(ValueError, match=re.escape(
+      f'{tmp_path / "strings.npz"} holds images of shape (2, 28, 156), not 28x28 digits')):
+    independent_check.load_npz(str(tmp_path / 'strings.npz'))
+
+
+def test_sample_sets_are_named_by_file_and_names_must_differ():
+  assert independent_check.set_names(['a/s0.npz', 'b/s1.npz']) == ['s0', 's1']
+  with pytest.raises(app.UsageError, match=re.escape(
+      '--samples files a/digits.npz and b/digits.npz would both be scored as set '
+      "'digits' (sets are named by file name): rename one")):
+    independent_check.set_names(['a/digits.npz', 'b/digits.npz'])
+  with pytest.raises(app.UsageError, match=re.escape(
+      "--samples file runs/real.npz would be scored as the anchor set 'real': rename the file")):
+    independent_check.set_names(['runs/real.npz'])
