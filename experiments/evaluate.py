@@ -98,6 +98,8 @@ def main(argv):
   if _SAMPLES.value and not _DATASET.value:
     raise app.UsageError(f'--samples needs --dataset={"|".join(weights.TRAIN_COMMANDS)}: the '
                          'real data to compare with')
+  if _OUT.value:
+    console.check_record_out(_OUT.value, 'metrics')
   console.setup_logging()
   if _WORKDIR.value:
     config = load_run_config(_WORKDIR.value)

@@ -250,8 +250,8 @@ def main(argv):
     raise app.UsageError('--idx_dir (or JAXGAN_MANUAL_DIR) must name the folder holding '
                          f'{FLAGS.dataset}/ with its official files')
   sample_names = set_names(FLAGS.samples)
-  if FLAGS.out and os.path.isdir(FLAGS.out):
-    raise app.UsageError(f'--out={FLAGS.out} is a folder: name a file to write')
+  if FLAGS.out:
+    console.check_record_out(FLAGS.out, 'sets')
   console.setup_logging()
   start = time.perf_counter()
   dataset = FLAGS.dataset

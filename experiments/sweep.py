@@ -178,7 +178,7 @@ def main(argv):
   console.setup_logging()
   seeds = parse_seeds(_SEEDS.value)
   summary_name = file_names(_TAG.value)[1]
-  config = console.config_from_flag()
+  config = console.config_from_flag(console.GAN_CONFIG)
   # CPU: config.cpu_devices jax devices, as experiments.train sets them (before any jax call).
   parallel.configure_cpu_devices(config.get('cpu_devices', -1), divides=config.batch_size)
   run_sweep(config, _WORKDIR.value, seeds, _METRICS.value, num_samples=_NUM_SAMPLES.value,

@@ -38,7 +38,7 @@ config_flags.DEFINE_config_file('config', 'experiments/configs/classifier_mnist.
 def main(argv):
   del argv  # flags only: console.run refuses other arguments
   console.setup_logging()
-  config = console.config_from_flag()
+  config = console.config_from_flag(console.CLASSIFIER_CONFIG)
   path = weights.weights_path(config.dataset, _OUT_DIR.value)  # refuses unknown datasets early
   if not _REPLACE_SHIPPED.value:
     weights.check_shipped_recipe(path, json.loads(config.to_json()))

@@ -44,7 +44,10 @@ class CheckpointStore:
       raise FileNotFoundError(f'no checkpoint in {self.directory}: {hint}')
     # Checkpoints written before a field was added (d_state, g_ema_params) lack it: restore the
     # fields they hold, and take the others, which must have no arrays, from `abstract_state`.
-    saved = set(self._manager.item_metadata(step))
+    try:
+      saved = set(self._manager.item_metadata(step))
+    except Exception as error:  # pylint: disable=broad-except  # orbax's, tensorstore's, json's
+      raise self._unreadable(step, error) from None
     fields = {f.name: getattr(abstract_state, f.name) for f in dataclasses.fields(abstract_state)}
     missing = {name: value for name, value in fields.items() if name not in saved}
     needed = sorted(name for name, value in missing.items() if jax.tree.leaves(value))
@@ -53,8 +56,19 @@ class CheckpointStore:
                        f'{", ".join(needed)}, which this config needs: it was written by '
                        'another experiment; use a new --workdir')
     target = {name: value for name, value in fields.items() if name not in missing}
-    restored = self._manager.restore(step, args=ocp.args.StandardRestore(target))
+    try:
+      restored = self._manager.restore(step, args=ocp.args.StandardRestore(target))
+    except Exception as error:  # pylint: disable=broad-except
+      raise self._unreadable(step, error) from None
     return type(abstract_state)(**restored, **missing)
+
+  def _unreadable(self, step: int, error: Exception) -> ValueError:
+    """One line for a checkpoint whose files are damaged (a disk filled up, a copy cut short)."""
+    cause = (str(error).strip().splitlines() or [''])[0][:200]
+    return ValueError(f'the checkpoint at step {step} in {self.directory} cannot be read '
+                      f'({type(error).__name__}: {cause}): it is damaged; move '
+                      f'{os.path.join(self.directory, str(step))} away to use the checkpoint '
+                      'before it')
 
   def wait(self) -> None:
     """Block until background writes are on disk."""

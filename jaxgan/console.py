@@ -1,6 +1,7 @@
 """Console I/O of the experiment scripts: readable progress lines, one-line errors for bad input."""
 from __future__ import annotations
 
+import json
 import logging as std_logging
 import math
 import os
@@ -27,9 +28,10 @@ def setup_logging() -> None:
 
 def run(main) -> None:
   """absl's app.run, with bad input (ValueError: config, data; OSError: paths, such as a
-  missing file, a folder where a file should be, no permission) reported as one line on stderr
-  and exit status 1 instead of a traceback; so are flag errors (absl's message), a
-  `--config=FILE.py` whose code fails to load and an override of a field the config lacks.
+  missing file, a folder where a file should be, no permission; app.UsageError: flags that do
+  not go together) reported as one line on stderr and exit status 1 instead of a traceback; so
+  are flag errors (absl's message), a `--config=FILE.py` whose code fails to load and an
+  override of a field the config lacks.
   The scripts take flags only: a stray argument is a usage error before `main` runs."""
   from absl import app  # pylint: disable=g-import-not-at-top
 
@@ -38,7 +40,8 @@ def run(main) -> None:
       raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
     try:
       main(argv)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, app.UsageError) as error:
+      # absl would print a UsageError after the module's docstring and every flag's help.
       raise SystemExit(f'error: {error}') from None
 
   def parse_flags(argv):
@@ -114,15 +117,35 @@ def _config_load_problem(error: Exception, argv: list[str]) -> str | None:
           'files under experiments/configs/ do')
 
 
-def config_from_flag(name: str = 'config'):
-  """The ConfigDict of an ml_collections config-file flag. A file that does not exist is bad
-  input reported as one line (ml_collections defers it to a multi-line error on first use)."""
+# A kind of config: the top-level fields that tell it from the other kind, what it is called
+# and a file of that kind.
+GAN_CONFIG = (('batch_size', 'num_epochs', 'num_steps', 'model', 'loss', 'optimizer', 'data'),
+              'a GAN config', 'experiments/configs/dcgan_mnist.py')
+CLASSIFIER_CONFIG = (('dataset', 'batch_size', 'num_epochs', 'learning_rate', 'max_shift'),
+                     'a classifier config', 'experiments/configs/classifier_mnist.py')
+
+
+def config_from_flag(kind: tuple[tuple[str, ...], str, str], name: str = 'config'):
+  """The ConfigDict of an ml_collections config-file flag, checked to be of `kind`
+  (GAN_CONFIG or CLASSIFIER_CONFIG): a config of the other kind, or a get_config that returns
+  something else, is one line rather than a traceback at its first missing field. So is a file
+  that does not exist (ml_collections defers it to a multi-line error on first use)."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   path = config_flags.get_config_filename(flags.FLAGS[name])
   if not os.path.isfile(path):
     raise FileNotFoundError(f'--{name}={path}: no such config file; pass one of the files under '
                             'experiments/configs/ (README, Configs)')
-  return flags.FLAGS[name].value
+  config = flags.FLAGS[name].value
+  fields, what, example = kind
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ValueError(f'--{name}={path}: get_config() returned a {type(config).__name__}, not an '
+                     f'ml_collections.ConfigDict: return one, as {example} does')
+  missing = [field for field in fields if field not in config]
+  if missing:
+    raise ValueError(f'--{name}={path} is not {what} (it has no {", ".join(missing)}): pass '
+                     f'{what} such as {example}')
+  return config
 
 
 def check_export_args(out: str | None, grid: str | None) -> None:
@@ -138,6 +161,26 @@ def check_export_args(out: str | None, grid: str | None) -> None:
     raise app.UsageError(f'--out={out} must end in .npz')
   if grid and not grid.endswith('.png'):
     raise app.UsageError(f'--grid={grid} must end in .png')
+
+
+def check_record_out(path: str, record_key: str) -> None:
+  """A JSON record's --out, checked before any work: a .json name, not a folder, and, if the
+  file exists, an earlier record (a JSON object holding `record_key`), never another file that
+  writing it would destroy (a run's config.json, the scored samples)."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  if os.path.isdir(path):
+    raise app.UsageError(f'--out={path} is a folder: name a file to write')
+  if not path.endswith('.json'):
+    raise app.UsageError(f'--out={path} must end in .json')
+  if os.path.exists(path):
+    try:
+      with open(path) as f:
+        earlier = json.load(f)
+    except (OSError, ValueError):
+      earlier = None
+    if not isinstance(earlier, dict) or record_key not in earlier:
+      raise app.UsageError(f'--out={path} exists and is not a record this script wrote: name '
+                           'another file (it is left as it is)')
 
 
 def define_data_location_flags() -> tuple[flags.FlagHolder, flags.FlagHolder]:

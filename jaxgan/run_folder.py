@@ -16,7 +16,11 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     raise FileNotFoundError(f'{path} not found: --workdir must be a run folder written by '
                             'experiments.train')
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    try:
+      return ml_collections.ConfigDict(json.load(f))
+    except ValueError as error:
+      raise ValueError(f'{path} is not the JSON experiments.train writes ({error}): restore it '
+                       'from a copy of the run folder') from None
 
 
 def latent_scale(config: ml_collections.ConfigDict, override: float | None = None) -> float:

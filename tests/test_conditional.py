@@ -291,7 +291,7 @@ def test_export_scripts_refuse_bad_arguments_before_any_work(module, args, messa
   args = [arg.format(tmp=tmp_path) for arg in args]
   result = cli(module, f'--workdir={tmp_path}', *args)  # an empty folder: not even read
   assert result.returncode == 1
-  assert result.stderr.strip().splitlines()[-1] == message.format(tmp=tmp_path)
+  assert result.stderr.strip() == f'error: {message.format(tmp=tmp_path)}'  # one line only
 
 
 def test_serve_answers_picture_requests_from_the_run_and_names_a_taken_port(conditional_run,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import zipfile
@@ -171,6 +172,28 @@ def test_sample_without_a_run_folder_is_a_one_line_error(tmp_path):
       'experiments.train')
 
 
+def test_a_damaged_run_folder_is_a_one_line_error_naming_the_file(trained_run, tmp_path):
+  workdir, _ = trained_run
+  damaged = tmp_path / 'damaged'
+  shutil.copytree(workdir, damaged)
+  step = max(checkpoint_steps(damaged))
+  (damaged / 'checkpoints' / str(step) / 'default' / '_METADATA').write_text('')
+  result = cli('sample', f'--workdir={damaged}', f'--out={tmp_path / "x.npz"}')
+  assert result.returncode == 1
+  folder = damaged / 'checkpoints'
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'error: the checkpoint at step {step} in {folder} cannot be read (JSONDecodeError: '
+      f'Expecting value: line 1 column 1 (char 0)): it is damaged; move {folder / str(step)} '
+      'away to use the checkpoint before it')
+  (damaged / 'config.json').write_text('{not json')
+  result = cli('sample', f'--workdir={damaged}', f'--out={tmp_path / "x.npz"}')
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'error: {damaged / "config.json"} is not the JSON experiments.train writes (Expecting '
+      'property name enclosed in double quotes: line 1 column 2 (char 1)): restore it from a '
+      'copy of the run folder')
+  assert not (tmp_path / 'x.npz').exists()
+
+
 def test_unknown_model_is_a_one_line_error(data_dirs, tmp_path):
   result = cli('train', *train_args(data_dirs, tmp_path / 'run', '--config.model.name=resnet'))
   assert result.returncode != 0
@@ -191,6 +214,26 @@ def test_a_missing_config_file_is_a_one_line_error(module, tmp_path):
             if line and not re.match(r'[IW]\d{4} ', line)]
   assert errors == ['error: --config=experiments/configs/dcgan.py: no such config file; pass one '
                     'of the files under experiments/configs/ (README, Configs)'], errors
+  assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.parametrize('module, config, problem', [
+    ('train', 'experiments/configs/classifier_mnist.py',
+     ' is not a GAN config (it has no num_steps, model, loss, optimizer, data): pass a GAN config '
+     'such as experiments/configs/dcgan_mnist.py'),
+    ('train_classifier', 'experiments/configs/tiny.py',
+     ' is not a classifier config (it has no dataset, learning_rate, max_shift): pass a '
+     'classifier config such as experiments/configs/classifier_mnist.py'),
+    ('train', '{tmp}/as_dict.py', ': get_config() returned a dict, not an '
+     'ml_collections.ConfigDict: return one, as experiments/configs/dcgan_mnist.py does'),
+])
+def test_a_config_of_the_wrong_kind_is_a_one_line_error(module, config, problem, tmp_path):
+  (tmp_path / 'as_dict.py').write_text('def get_config():\n  return {"batch_size": 64}\n')
+  config = config.format(tmp=tmp_path)
+  folder_flag = '--workdir' if module == 'train' else '--out_dir'
+  result = cli(module, f'--config={config}', f'{folder_flag}={tmp_path / "run"}')
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == f'error: --config={config}{problem}'
   assert not (tmp_path / 'run').exists()
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import tiny
-from jaxgan import generate, provenance, trainer
+from jaxgan import console, generate, provenance, trainer
 from jaxgan.checkpoint import BEST, CheckpointStore
 from jaxgan.evaluation import metrics, run_scores, suite, weights
 from jaxgan.evaluation.during_training import read_best
@@ -220,6 +220,25 @@ def test_evaluate_records_and_applies_the_latent_scale(evaluated_run, tmp_path):
                                  latent_scale=1.0)['model'] == plain['model']
 
 
+def test_evaluate_refuses_an_out_file_it_would_destroy_before_any_work(tmp_path):
+  samples, config = tmp_path / 'digits.npz', tmp_path / 'config.json'
+  np.savez(samples, images=np.zeros((4, 28, 28), np.uint8))
+  config.write_text('{"batch_size": 64}')
+  (tmp_path / 'earlier.json').write_text('{"metrics": ["fcd"]}')
+  for out, problem in ((samples, 'must end in .json'),
+                       (config, 'exists and is not a record this script wrote: name another '
+                        'file (it is left as it is)'),
+                       (tmp_path, 'is a folder: name a file to write')):
+    result = subprocess.run(
+        [sys.executable, '-m', 'experiments.evaluate', f'--samples={samples}', '--dataset=mnist',
+         f'--out={out}'], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f'error: --out={out} {problem}'
+  assert config.read_text() == '{"batch_size": 64}'
+  console.check_record_out(str(tmp_path / 'earlier.json'), 'metrics')  # a record: replaceable
+  console.check_record_out(str(tmp_path / 'new' / 'eval.json'), 'metrics')
+
+
 def test_latent_options_of_evaluate_need_a_run_and_a_positive_scale(tmp_path):
   result = subprocess.run(
       [sys.executable, '-m', 'experiments.evaluate', f'--workdir={tmp_path}', '--latent_scale=0'],
@@ -233,8 +252,8 @@ def test_latent_options_of_evaluate_need_a_run_and_a_positive_scale(tmp_path):
       cwd=REPO, capture_output=True, text=True, timeout=300)
   assert result.returncode != 0
   assert result.stderr.strip().splitlines()[-1] == (
-      "--truncation, --latent_scale, --resample_percentile and --class_proportions draw a run's "
-      'digits: they need --workdir=RUN, not --samples')
+      "error: --truncation, --latent_scale, --resample_percentile and --class_proportions draw a "
+      "run's digits: they need --workdir=RUN, not --samples")
 
 
 def _write_text(path):
