@@ -75,7 +75,11 @@ def load_samples(path: str) -> tuple[np.ndarray, np.ndarray | None, dict | None]
     except json.JSONDecodeError:
       raise ValueError(f'{path} holds a provenance array that is not the JSON experiments.sample '
                        'writes: drop it from the file (or write the file again)') from None
-    return npz['images'], npz['labels'] if 'labels' in npz else None, drawn
+    try:
+      return npz['images'], npz['labels'] if 'labels' in npz else None, drawn
+    except ValueError:  # numpy refuses object arrays (pickles) without allow_pickle
+      raise ValueError(f'{path} holds Python objects, not arrays of numbers: save the digits '
+                       'as images=uint8 (N, 28, 28) and labels as integers') from None
 
 
 def known_real(dataset: str, num_samples: int, names) -> dict | None:

@@ -84,10 +84,15 @@ def read_mat(path: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_split(idx_dir: str, dataset: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+  names = [_MAT_FILES[dataset][split]] if dataset in _MAT_FILES else _IDX_FILES[dataset][split]
+  for name in names:
+    if not os.path.isfile(os.path.join(idx_dir, dataset, name)):
+      raise FileNotFoundError(f'{os.path.join(idx_dir, dataset, name)} not found: --idx_dir (or '
+                              f'JAXGAN_MANUAL_DIR) must name the folder holding {dataset}/ with '
+                              'its official files (README, Data)')
   if dataset in _MAT_FILES:
-    return read_mat(os.path.join(idx_dir, dataset, _MAT_FILES[dataset][split]))
-  images, labels = (read_idx(os.path.join(idx_dir, dataset, name))
-                    for name in _IDX_FILES[dataset][split])
+    return read_mat(os.path.join(idx_dir, dataset, names[0]))
+  images, labels = (read_idx(os.path.join(idx_dir, dataset, name)) for name in names)
   if dataset in _STORED_TRANSPOSED:
     images = np.ascontiguousarray(images.transpose(0, 2, 1))
   return images, labels.astype(np.int64)

@@ -14,7 +14,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import jax
 import numpy as np
-from absl import flags, logging
+from absl import app, flags, logging
 
 from jaxgan import console, generate, images, trainer
 from jaxgan.run_folder import load_run_config
@@ -53,6 +53,11 @@ def class_labels(num_classes: int) -> tuple[int, int] | None:
 
 def main(argv):
   del argv  # flags only: console.run refuses other arguments
+  if _OUT.value is not None:
+    if not os.path.basename(_OUT.value) or os.path.splitext(_OUT.value)[1] in ('.png', '.gif'):
+      raise app.UsageError(f'--out={_OUT.value} must be a file name without extension (.png and '
+                           '.gif are added), e.g. --out=runs/walk')
+    console.check_file_to_write('out', _OUT.value)
   console.setup_logging()
   config = load_run_config(_WORKDIR.value)
   # Flags are checked against the config before the (slower) restore.

@@ -70,6 +70,8 @@ def parse_labels(values: list[str] | None, num_classes: int) -> list[int]:
       raise ValueError('--labels and --per_class need a conditional model, but this run\'s '
                        'model is unconditional (model.num_classes = 0): drop them')
     return []
+  if _PER_CLASS.value is not None and _NUM.present:
+    raise ValueError('--per_class=N draws N digits of each class instead of --num: drop --num')
   if values is None:
     return list(range(num_classes))
   if not values:

@@ -55,6 +55,9 @@ flags.mark_flags_as_required(['workdir'])
 def string_classes(num_classes: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
   """(classes (N, L) padded with -1, lengths (N,)) from --texts, or random ones."""
   if _TEXTS.value is not None:
+    if _NUM.present or _LENGTH.present:
+      raise ValueError('--texts gives the strings, so neither --num nor --length applies: drop '
+                       'them')
     return strings.parse_strings(_TEXTS.value, num_classes)
   classes = strings.random_strings(rng, _NUM.value, _LENGTH.value, num_classes)
   return classes, np.full(_NUM.value, _LENGTH.value, np.int32)

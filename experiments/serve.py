@@ -7,7 +7,9 @@ ones), move the seed, truncation and latent-scale sliders, and the picture follo
 `/image.png?text=90210&seed=3&truncation=1.5&latent_scale=1&scale=4` returns the picture alone
 (status 400 and the reason for a bad parameter).
 """
+import errno
 import os
+import socket
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -30,8 +32,13 @@ def main(argv):
   try:  # bind first: a taken port should not wait for the restore and the compile
     server = interactive.DigitServer(_HOST.value, _PORT.value)
   except OSError as error:
+    # A host that resolves to nothing (gaierror) or to no address of this machine is the
+    # host's fault; anything else (a taken or privileged port) the port's.
+    host_fault = (isinstance(error, socket.gaierror)
+                  or error.errno == errno.EADDRNOTAVAIL)
+    fix = 'a --host of this machine, e.g. 127.0.0.1' if host_fault else 'another --port'
     raise ValueError(f'cannot listen on {_HOST.value}:{_PORT.value} ({error.strerror}): pass '
-                     'another --port') from None
+                     f'{fix}') from None
   try:
     config = load_run_config(_WORKDIR.value)
     components, state = trainer.restore_run_state(_WORKDIR.value, config)

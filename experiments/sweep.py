@@ -23,9 +23,10 @@ import copy
 import dataclasses
 import json
 import re
+import sys
 
 import numpy as np
-from absl import flags, logging
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxgan import class_proportions, console, parallel, resampling, run_folder, trainer
@@ -175,6 +176,8 @@ def run_sweep(config, workdir: str, seeds: list[int], names: list[str] | None, *
 
 def main(argv):
   del argv  # flags only: console.run refuses other arguments
+  if any(arg.split('=')[0] == '--config.seed' for arg in sys.argv[1:]):
+    raise app.UsageError('--seeds sets each run\'s config.seed: drop --config.seed')
   console.setup_logging()
   seeds = parse_seeds(_SEEDS.value)
   summary_name = file_names(_TAG.value)[1]

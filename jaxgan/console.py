@@ -36,9 +36,9 @@ def run(main) -> None:
   from absl import app  # pylint: disable=g-import-not-at-top
 
   def guarded(argv):
-    if len(argv) > 1:
-      raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
     try:
+      if len(argv) > 1:
+        raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
       main(argv)
     except (ValueError, OSError, app.UsageError) as error:
       # absl would print a UsageError after the module's docstring and every flag's help.
@@ -155,12 +155,24 @@ def check_export_args(out: str | None, grid: str | None) -> None:
   if not out and not grid:
     raise app.UsageError('nothing to write: give --out=FILE.npz and/or --grid=FILE.png')
   for flag, path in (('out', out), ('grid', grid)):
-    if path and os.path.isdir(path):
-      raise app.UsageError(f'--{flag}={path} is a folder: name a file to write')
+    if path:
+      check_file_to_write(flag, path)
   if out and not out.endswith('.npz'):
     raise app.UsageError(f'--out={out} must end in .npz')
   if grid and not grid.endswith('.png'):
     raise app.UsageError(f'--grid={grid} must end in .png')
+
+
+def check_file_to_write(flag: str, path: str) -> None:
+  """--`flag`=`path` names a file that can be written: not a folder, nor below a file."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  if os.path.isdir(path):
+    raise app.UsageError(f'--{flag}={path} is a folder: name a file to write')
+  parent = os.path.dirname(os.path.abspath(path))
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise app.UsageError(f'--{flag}={path} lies below {parent}, a file: name a path in a folder')
 
 
 def check_record_out(path: str, record_key: str) -> None:
@@ -168,8 +180,7 @@ def check_record_out(path: str, record_key: str) -> None:
   file exists, an earlier record (a JSON object holding `record_key`), never another file that
   writing it would destroy (a run's config.json, the scored samples)."""
   from absl import app  # pylint: disable=g-import-not-at-top
-  if os.path.isdir(path):
-    raise app.UsageError(f'--out={path} is a folder: name a file to write')
+  check_file_to_write('out', path)
   if not path.endswith('.json'):
     raise app.UsageError(f'--out={path} must end in .json')
   if os.path.exists(path):

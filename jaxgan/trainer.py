@@ -170,9 +170,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
   problems = []
   if config.batch_size <= 0:
     problems.append(f'batch_size must be > 0, got {config.batch_size}')
-  if config.num_steps < 0 or (config.num_steps == 0 and config.num_epochs <= 0):
+  if config.num_steps < 0:
+    problems.append(f'num_steps must be >= 0 (0: num_epochs decides), got {config.num_steps}')
+  elif config.num_steps == 0 and config.num_epochs <= 0:
     problems.append('set num_epochs > 0 or num_steps > 0 '
                     f'(got num_epochs={config.num_epochs}, num_steps={config.num_steps})')
+  if config.data.get('num_train_examples', 0) < 0:
+    problems.append('data.num_train_examples must be >= 0 (0: the whole split), got '
+                    f'{config.data.num_train_examples}')
   if not 0.0 <= config.loss.label_smoothing < 1.0:
     problems.append(f'loss.label_smoothing must be in [0, 1), got {config.loss.label_smoothing}')
   if config.loss.n_critic < 1:

@@ -270,6 +270,8 @@ def test_sample_strings_sets_the_generated_digits_of_each_string_side_by_side(co
 @pytest.mark.parametrize('args,message', [
     (('--texts=12a',), "'12a' is not a string of digits 0-9: pass e.g. 90210"),
     (('--min_gap=3', '--max_gap=1'), 'min_gap=3 is above max_gap=1: swap them'),
+    (('--texts=12', '--num=7'),
+     '--texts gives the strings, so neither --num nor --length applies: drop them'),
 ])
 def test_bad_strings_and_layouts_are_one_line_errors(conditional_run, tmp_path, args, message):
   result = cli('sample_strings', f'--workdir={conditional_run}', f'--out={tmp_path / "x.npz"}',
@@ -286,8 +288,11 @@ def test_bad_strings_and_layouts_are_one_line_errors(conditional_run, tmp_path, 
     (('--grid=g.png', 'extra'), 'unexpected arguments: extra'),
     (('--grid={tmp}',), '--grid={tmp} is a folder: name a file to write'),
     (('--grid=g.jpg',), '--grid=g.jpg must end in .png'),
+    (('--out={tmp}/config.json/x.npz',),
+     '--out={tmp}/config.json/x.npz lies below {tmp}/config.json, a file: name a path in a folder'),
 ])
 def test_export_scripts_refuse_bad_arguments_before_any_work(module, args, message, tmp_path):
+  (tmp_path / 'config.json').write_text('{}')
   args = [arg.format(tmp=tmp_path) for arg in args]
   result = cli(module, f'--workdir={tmp_path}', *args)  # an empty folder: not even read
   assert result.returncode == 1
@@ -305,6 +310,12 @@ def test_serve_answers_picture_requests_from_the_run_and_names_a_taken_port(cond
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(
         f'error: cannot listen on 127.0.0.1:{port} (')
+    assert result.stderr.strip().endswith('): pass another --port')
+  # 192.0.2.1 is a documentation address (RFC 5737), no address of this machine: the host's fault.
+  result = cli('serve', f'--workdir={tmp_path}', '--host=192.0.2.1', f'--port={port}')
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'error: cannot listen on 192.0.2.1:{port} (Cannot assign requested address): pass a '
+      '--host of this machine, e.g. 127.0.0.1')
   with socket.socket() as probe:  # a port free a moment ago
     probe.bind(('127.0.0.1', 0))
     port = probe.getsockname()[1]
@@ -433,6 +444,8 @@ def test_sample_and_evaluate_draw_classes_in_the_train_split_s_proportions(
 
 
 @pytest.mark.parametrize('args,message', [
+    (('--labels=1', '--per_class=2', '--num=4'),
+     '--per_class=N draws N digits of each class instead of --num: drop --num'),
     (('--class_proportions=train', '--per_class=3'),
      '--class_proportions draws --num digits of every class: drop --labels and --per_class, or '
      'give a weight of 0 to the classes to leave out'),
@@ -446,7 +459,7 @@ def test_sample_and_evaluate_draw_classes_in_the_train_split_s_proportions(
      '--class_proportions=0,0,0,0,0,0,0,0,0,0: weights must be finite and >= 0, and not all 0: '
      'give balanced, train or 10 weights >= 0, one per class, e.g. 2,1,1,1,1,1,1,1,1,1'),
 ])
-def test_bad_class_proportions_are_one_line_errors(conditional_run, tmp_path, args, message):
+def test_bad_class_choices_are_one_line_errors(conditional_run, tmp_path, args, message):
   result = cli('sample', f'--workdir={conditional_run}', f'--out={tmp_path / "x.npz"}', *args)
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1] == f'error: {message}'
@@ -545,6 +558,11 @@ def test_interpolate_writes_a_strip_and_a_gif(conditional_run, tmp_path):
   result = cli('interpolate', f'--workdir={conditional_run}', '--to_label=10', f'--out={out}')
   assert result.stderr.strip().splitlines()[-1] == (
       'error: --to_label=10 is out of range: the model has classes 0..9')
+  for bad in (f'{out}.png', f'{tmp_path}/'):  # .png and .gif are added to --out
+    result = cli('interpolate', f'--workdir={conditional_run}', f'--out={bad}')
+    assert result.stderr.strip() == (
+        f'error: --out={bad} must be a file name without extension (.png and .gif are added), '
+        'e.g. --out=runs/walk')
 
 
 @pytest.mark.parametrize('conditioning', ['auxiliary', 'projection_auxiliary'])

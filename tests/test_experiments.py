@@ -114,6 +114,20 @@ def test_runs_of_many_epochs_write_at_most_max_epoch_grids(data_dirs, tmp_path):
     trainer.validate(config)
 
 
+@pytest.mark.parametrize('fields, problem', [
+    ({'num_steps': -1}, 'num_steps must be >= 0 (0: num_epochs decides), got -1'),
+    ({'num_steps': 0, 'num_epochs': 0},
+     'set num_epochs > 0 or num_steps > 0 (got num_epochs=0, num_steps=0)'),
+    ({'data.num_train_examples': -5},
+     'data.num_train_examples must be >= 0 (0: the whole split), got -5'),
+])
+def test_bad_lengths_name_the_field_to_fix(data_dirs, fields, problem):
+  config = tiny_config(data_dirs)
+  config.update_from_flattened_dict(fields)
+  with pytest.raises(ValueError, match=re.escape(problem)):
+    trainer.validate(config)
+
+
 def test_sample_grid_is_8x8_digits_scaled_up(trained_run):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   workdir, _ = trained_run

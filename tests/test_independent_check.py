@@ -178,6 +178,13 @@ def test_missing_idx_dir_is_a_one_line_usage_error(tmp_path):
   assert '--idx_dir (or JAXGAN_MANUAL_DIR) must name the folder' in result.stderr
 
 
+def test_a_missing_official_file_is_named_with_the_flag_to_fix(tmp_path):
+  with pytest.raises(FileNotFoundError, match=re.escape(
+      f'{tmp_path}/mnist/train-images-idx3-ubyte.gz not found: --idx_dir (or JAXGAN_MANUAL_DIR) '
+      'must name the folder holding mnist/ with its official files (README, Data)')):
+    independent_check.read_split(str(tmp_path), 'mnist', 'train')
+
+
 def test_sample_files_that_are_missing_or_not_npz_are_named(tmp_path):
   for missing in (tmp_path / 'none.npz', tmp_path):  # no file; a folder
     with pytest.raises(FileNotFoundError, match=f'{missing} not found: pass .npz files'):

@@ -130,13 +130,14 @@ def test_a_tagged_scoring_is_kept_beside_the_default_one(swept):
       workdir / sweep.SUMMARY_FILE)['figures']['fcd']['values']
 
 
-@pytest.mark.parametrize('seeds, message', [
-    ('0,x', 'is not a list of integers'),
-    ('1,1', 'each once'),
+@pytest.mark.parametrize('extra, message', [
+    (['--seeds=0,x'], 'is not a list of integers'),
+    (['--seeds=1,1'], 'each once'),
+    (['--seeds=0', '--config.seed=5'], "--seeds sets each run's config.seed: drop --config.seed"),
 ])
-def test_bad_seeds_are_one_line_errors_before_any_work(tmp_path, seeds, message):
+def test_bad_seeds_are_one_line_errors_before_any_work(tmp_path, extra, message):
   result = cli('sweep', '--config=experiments/configs/tiny.py', f'--workdir={tmp_path / "s"}',
-               f'--seeds={seeds}')
+               *extra)
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1].startswith('error: ')
   assert message in result.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -264,7 +265,13 @@ def _write_bad_provenance(path):
   np.savez(path, images=np.zeros((4, 28, 28), np.uint8), provenance=np.asarray('seed 0'))
 
 
+def _write_objects(path):
+  np.savez(path, images=np.asarray([np.zeros((28, 28)), 'a digit'], dtype=object))
+
+
 @pytest.mark.parametrize('write,problem', [
+    (_write_objects, 'holds Python objects, not arrays of numbers: save the digits as '
+     'images=uint8 (N, 28, 28) and labels as integers'),
     (_write_text, 'is not an .npz file: pass one written by experiments.sample or '
      'np.savez(images=uint8 (N, 28, 28), labels=...)'),
     (_write_bad_provenance, 'holds a provenance array that is not the JSON experiments.sample '
@@ -327,3 +334,10 @@ def test_evaluate_reuses_the_real_figures_of_an_earlier_record(evaluated_run, tm
   earlier_path.write_text('{"model": {}}')
   with pytest.raises(ValueError, match='holds no real reference figures'):
     run_scores.real_results_from(str(earlier_path), dataset, EVAL_SAMPLES, names)
+  not_json = tmp_path / 'digits.npz'
+  np.savez(not_json, images=np.zeros((2, 28, 28), np.uint8))
+  for path, error, problem in ((not_json, ValueError, 'is not JSON'),
+                               (tmp_path / 'none.json', FileNotFoundError, 'not found')):
+    with pytest.raises(error, match=re.escape(
+        f'--real_from={path} {problem}: pass an eval.json written by experiments.evaluate')):
+      run_scores.real_results_from(str(path), dataset, EVAL_SAMPLES, names)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from typing import NamedTuple
 
@@ -99,11 +100,14 @@ def real_results_from(path: str, dataset: str, num_samples: int, names) -> dict:
   to be those `score_digits` would compute for `num_samples` digits of `dataset` scored by
   `names`: the same real digits, metrics, evaluation classifier and metric settings; warns when
   it was scored on another kind of machine or does not record one."""
-  with open(path) as f:
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'--real_from={path} not found: pass an eval.json written by '
+                            'experiments.evaluate')
+  with open(path, 'rb') as f:
     try:
-      record = json.load(f)
-    except json.JSONDecodeError:
-      raise ValueError(f'{path} is not JSON: pass an eval.json written by '
+      record = json.loads(f.read())
+    except ValueError:  # not JSON, or not even text
+      raise ValueError(f'--real_from={path} is not JSON: pass an eval.json written by '
                        'experiments.evaluate') from None
   if not isinstance(record, dict) or not isinstance(record.get('real'), dict):
     raise ValueError(f'{path} holds no real reference figures: pass an eval.json written by '
