@@ -194,6 +194,14 @@ def load_npz(path: str) -> tuple[np.ndarray, np.ndarray | None]:
   if images.shape[1:] not in ((28, 28), (28, 28, 1)):
     raise ValueError(f'{path} holds images of shape {images.shape}, not 28x28 digits (N, 28, 28): '
                      'pass digits written by experiments.sample, not strings')
+  if images.dtype != np.uint8:
+    raise ValueError(f'{path} holds {images.dtype} images, not uint8 pixels: save them as '
+                     'experiments.sample does (0-255, 0 the background)')
+  if labels is not None and (labels.shape != (len(images),)
+                             or not np.issubdtype(labels.dtype, np.integer)
+                             or labels.size and not 0 <= labels.min() <= labels.max() <= 9):
+    raise ValueError(f'{path} holds labels that are not {len(images)} classes in 0..9, one per '
+                     'image: save them as experiments.sample does')
   return images.reshape(len(images), 28, 28), labels
 
 

@@ -40,6 +40,9 @@ def main(argv):
   console.setup_logging()
   config = console.config_from_flag(console.CLASSIFIER_CONFIG)
   path = weights.weights_path(config.dataset, _OUT_DIR.value)  # refuses unknown datasets early
+  if os.path.exists(_OUT_DIR.value) and not os.path.isdir(_OUT_DIR.value):
+    raise ValueError(f'--out_dir={_OUT_DIR.value} is a file, not a folder: name a folder for '
+                     f'{path.name}')
   if not _REPLACE_SHIPPED.value:
     weights.check_shipped_recipe(path, json.loads(config.to_json()))
   start = time.perf_counter()

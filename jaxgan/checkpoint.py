@@ -18,12 +18,15 @@ class CheckpointStore:
   """`<workdir>/<folder>/<step>/`, keeping the newest `keep`. `folder`: LATEST (the training
   checkpoints) or BEST (the state with the best periodic evaluation, see jaxgan.trainer)."""
 
-  def __init__(self, workdir: str, *, keep: int = 3, folder: str = LATEST):
+  def __init__(self, workdir: str, *, keep: int = 3, folder: str = LATEST,
+               create: bool = True):
+    """`create=False` for a store only read from (sampling, evaluating): a run folder without
+    that checkpoint folder is left without it."""
     if folder not in (LATEST, BEST):
       raise ValueError(f'checkpoint folder must be {LATEST!r} or {BEST!r}, got {folder!r}')
     self.directory = os.path.join(os.path.abspath(workdir), folder)
     self._manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create),
         item_handlers=ocp.StandardCheckpointHandler())  # known before a save: item_metadata
 
   def latest_step(self) -> int | None:

@@ -91,7 +91,7 @@ def restore_run_state(workdir: str, config: ml_collections.ConfigDict,
   allows; they never run.
   """
   components = build_components(config, total_steps=config.schedule.warmup_steps + 1)
-  store = CheckpointStore(workdir, folder=folder)
+  store = CheckpointStore(workdir, folder=folder, create=False)
   try:
     return components, store.restore(abstract_state(components))
   finally:
@@ -390,6 +390,8 @@ def _format_seconds(seconds: float) -> str:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANState:
   """Train (or resume) the run in `workdir`; returns the final state (host layout)."""
   validate(config)
+  if not workdir:
+    raise ValueError('--workdir is empty: name the run folder, e.g. --workdir=runs/dcgan_mnist')
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ValueError(f'--workdir {workdir} is a file, not a run folder: pass a new folder or '
                      'a run folder to resume')

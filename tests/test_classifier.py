@@ -174,6 +174,20 @@ def test_the_script_refuses_another_recipe_for_the_shipped_weights_before_traini
   assert (shipped.read_bytes(), weights.manifest_path(shipped).read_bytes()) == before
 
 
+def test_the_script_refuses_an_out_dir_that_is_a_file_before_training(tmp_path):
+  (tmp_path / 'taken').write_text('a file')
+  result = subprocess.run(
+      [sys.executable, '-m', 'experiments.train_classifier',
+       '--config=experiments/configs/classifier_mnist.py', '--config.manual_dir=/nonexistent',
+       f'--out_dir={tmp_path / "taken"}'],
+      cwd=Path(__file__).parent.parent, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'error: --out_dir={tmp_path / "taken"} is a file, not a folder: name a folder for '
+      'mnist.msgpack')
+  assert (tmp_path / 'taken').read_text() == 'a file'
+
+
 def test_index_batches_visit_every_example_once_per_epoch_in_fixed_size_batches():
   batches = classifier.index_batches(5, 4, seed=0)
   first_ten = np.concatenate([next(batches) for _ in range(5)])  # 20 indices: 4 epochs

@@ -128,6 +128,12 @@ def test_bad_lengths_name_the_field_to_fix(data_dirs, fields, problem):
     trainer.validate(config)
 
 
+def test_an_empty_workdir_is_a_one_line_error(data_dirs):
+  with pytest.raises(ValueError, match=re.escape(
+      '--workdir is empty: name the run folder, e.g. --workdir=runs/dcgan_mnist')):
+    trainer.train_and_evaluate(tiny_config(data_dirs), '')
+
+
 def test_sample_grid_is_8x8_digits_scaled_up(trained_run):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   workdir, _ = trained_run
@@ -184,6 +190,20 @@ def test_sample_without_a_run_folder_is_a_one_line_error(tmp_path):
   assert result.stderr.strip().splitlines()[-1] == (
       f'error: {tmp_path}/config.json not found: --workdir must be a run folder written by '
       'experiments.train')
+
+
+def test_a_run_without_checkpoints_is_a_one_line_error_and_stays_as_it_was(data_dirs, tmp_path):
+  trainer.record_config(tiny_config(data_dirs), str(tmp_path))
+  result = cli('sample', f'--workdir={tmp_path}', f'--out={tmp_path / "x.npz"}')
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'error: no checkpoint in {tmp_path / "checkpoints"}: train first (python -m '
+      'experiments.train --workdir=...)')
+  result = cli('evaluate', f'--workdir={tmp_path}', '--checkpoint=best', '--metrics=fcd')
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'error: no checkpoint in {tmp_path / "best"}: train with --config.eval_every=N (> 0) to '
+      'keep the best checkpoint')
+  assert sorted(os.listdir(tmp_path)) == ['config.json']  # no empty checkpoint folders
 
 
 def test_a_damaged_run_folder_is_a_one_line_error_naming_the_file(trained_run, tmp_path):

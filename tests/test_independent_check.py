@@ -198,6 +198,15 @@ def test_sample_files_that_are_missing_or_not_npz_are_named(tmp_path):
   images, labels = independent_check.load_npz(str(tmp_path / 'ok.npz'))
   np.testing.assert_array_equal(images, digits)
   np.testing.assert_array_equal(labels, np.arange(3))
+  for images, labels, problem in (
+      (digits.astype(np.float32), None, 'holds float32 images, not uint8 pixels'),
+      (digits, np.arange(2), 'holds labels that are not 3 classes in 0..9, one per image'),
+      (digits, np.array([0, 1, 10]), 'holds labels that are not 3 classes in 0..9, one per image'),
+      (digits, np.array([0.0, 1.0, 2.0]), 'holds labels that are not 3 classes in 0..9')):
+    np.savez(tmp_path / 'bad.npz', images=images,
+             **({} if labels is None else {'labels': labels}))
+    with pytest.raises(ValueError, match=re.escape(f'{tmp_path / "bad.npz"} {problem}')):
+      independent_check.load_npz(str(tmp_path / 'bad.npz'))
   np.savez(tmp_path / 'strings.npz', images=np.zeros((2, 28, 156), np.uint8))
   with pytest.raises(ValueError, match=re.escape(
       f'{tmp_path / "strings.npz"} holds images of shape (2, 28, 156), not 28x28 digits')):
