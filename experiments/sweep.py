@@ -68,8 +68,8 @@ def parse_seeds(values: list[str]) -> list[int]:
   except ValueError:
     raise ValueError(f'--seeds={",".join(values)} is not a list of integers: pass e.g. '
                      '--seeds=0,1,2') from None
-  if not seeds or len(set(seeds)) != len(seeds):
-    raise ValueError(f'--seeds={",".join(values)} must name at least one seed, each once')
+  if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+    raise ValueError(f'--seeds={",".join(values)} must name at least one seed >= 0, each once')
   return seeds
 
 
@@ -139,7 +139,8 @@ def run_sweep(config, workdir: str, seeds: list[int], names: list[str] | None, *
   `run_scores.evaluate_run`."""
   eval_name, summary_name = file_names(tag)
   latent_scale = run_folder.latent_scale(config, latent_scale)
-  names = suite.resolve_metric_names(names, has_labels=config.model.get('num_classes', 0) > 0)
+  names = suite.resolve_metric_names(names, has_labels=config.model.get('num_classes', 0) > 0,
+                                     num_samples=num_samples)
   class_proportions.parse(proportions, config.model.get('num_classes', 0))  # before training
   records = {}
   for seed in seeds:

@@ -34,8 +34,15 @@ class CheckpointStore:
 
   def save(self, state: GANState) -> None:
     step = int(state.step)
-    if step != self._manager.latest_step():
-      self._manager.save(step, args=ocp.args.StandardSave(state))
+    latest = self._manager.latest_step()
+    if step == latest:
+      return
+    if latest is not None and step < latest:
+      # orbax saves nothing at or below its newest step: a best state found again after a
+      # resume from before the newest replaces the newer ones instead of being dropped.
+      for newer in sorted(s for s in self._manager.all_steps() if s > step):
+        self._manager.delete(newer)
+    self._manager.save(step, args=ocp.args.StandardSave(state))
 
   def restore(self, abstract_state: GANState, step: int | None = None) -> GANState:
     """The state at `step` (default: latest), laid out as `abstract_state` (shapes, shardings)."""

@@ -13,7 +13,8 @@ Settings, in order of precedence: the arguments of `initialize`, the flags
 `--coordinator_address --num_processes --process_id` (see `define_flags`), then the environment
 variables JAXGAN_COORDINATOR_ADDRESS, JAXGAN_NUM_PROCESSES, JAXGAN_PROCESS_ID. With none of
 them set nothing happens (one process), unless `auto=True` (or JAXGAN_DISTRIBUTED=auto), which
-lets jax detect the cluster itself (Cloud TPU pods, SLURM, Open MPI).
+lets jax detect the cluster itself (Cloud TPU pods, SLURM, Open MPI); an explicit argument or
+flag overrides JAXGAN_DISTRIBUTED=auto, and auto with process settings of its own is refused.
 
 Two processes on one machine, on CPU (the test in tests/test_distributed.py does this):
 
@@ -56,20 +57,30 @@ def settings_from_env(environ=None) -> Settings:
     except ValueError:
       raise ValueError(f'{ENV_PREFIX}{name}={value!r} is not a valid {cast.__name__}') from None
 
+  mode = (get('DISTRIBUTED') or '').lower()
+  if mode not in ('', 'auto'):
+    raise ValueError(f'{ENV_PREFIX}DISTRIBUTED={mode!r}: its one value is auto (let jax detect '
+                     'the cluster); unset it otherwise')
   return Settings(get('COORDINATOR_ADDRESS'), get('NUM_PROCESSES', int),
-                  get('PROCESS_ID', int), auto=(get('DISTRIBUTED') or '').lower() == 'auto')
+                  get('PROCESS_ID', int), auto=mode == 'auto')
 
 
 def resolve(coordinator_address: str | None = None, num_processes: int | None = None,
             process_id: int | None = None, *, auto: bool | None = None,
             environ=None) -> Settings:
-  """Arguments override the environment, field by field; checks the combination."""
+  """Arguments override the environment, field by field (explicit process settings override
+  JAXGAN_DISTRIBUTED=auto too); checks the combination."""
   env = settings_from_env(environ)
+  explicit = coordinator_address or num_processes is not None or process_id is not None
   settings = Settings(
       coordinator_address if coordinator_address else env.coordinator_address,
       num_processes if num_processes is not None else env.num_processes,
       process_id if process_id is not None else env.process_id,
-      auto=env.auto if auto is None else auto)
+      auto=(env.auto and not explicit) if auto is None else auto)
+  if settings.auto and (settings.coordinator_address is not None
+                        or settings.num_processes is not None or settings.process_id is not None):
+    raise ValueError('automatic cluster detection (JAXGAN_DISTRIBUTED=auto) and a coordinator '
+                     'address or process settings exclude each other: give one of them')
   if settings.coordinator_address is not None and not settings.auto:
     missing = [name for name in ('num_processes', 'process_id')
                if getattr(settings, name) is None]

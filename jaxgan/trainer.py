@@ -27,7 +27,7 @@ from PIL import Image
 from jaxgan import atomic, augment, data, generate, images, losses, models, optim, parallel
 from jaxgan import class_proportions, provenance, rarity, run_folder
 from jaxgan.checkpoint import LATEST, CheckpointStore
-from jaxgan.evaluation import weights
+from jaxgan.evaluation import metrics, suite, weights
 from jaxgan.evaluation.during_training import TrainingEvaluator
 from jaxgan.run_folder import write_json_atomic
 from jaxgan.state import GANState, generator_variables, init_state
@@ -79,6 +79,15 @@ def build_components(config: ml_collections.ConfigDict, total_steps: int) -> Com
                                           config.schedule, total_steps * config.loss.n_critic)
   return Components(models.from_config(config.model), loss, g_tx, d_tx, g_schedule, d_schedule,
                     ema=ema_decay(config) > 0)
+
+
+def trained_steps(workdir: str) -> int | None:
+  """The step of a run folder's newest training checkpoint; None if it has none."""
+  store = CheckpointStore(workdir, create=False)
+  try:
+    return store.latest_step()
+  finally:
+    store.close()
 
 
 def restore_run_state(workdir: str, config: ml_collections.ConfigDict,
@@ -170,6 +179,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   problems = []
   if config.batch_size <= 0:
     problems.append(f'batch_size must be > 0, got {config.batch_size}')
+  if config.seed < 0:
+    problems.append(f'seed must be >= 0 (numpy seeds the batch order with it), got {config.seed}')
   if config.num_steps < 0:
     problems.append(f'num_steps must be >= 0 (0: num_epochs decides), got {config.num_steps}')
   elif config.num_steps == 0 and config.num_epochs <= 0:
@@ -190,8 +201,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     problems.append(f"parallel must be 'mesh' or 'pmap', got {config.parallel!r}")
   if config.get('eval_every', 0) < 0:
     problems.append(f'eval_every must be >= 0 (0: no evaluation), got {config.eval_every}')
-  if config.get('eval_every', 0) and config.get('eval_num_samples', 5000) < 2:
-    problems.append(f'eval_num_samples must be >= 2, got {config.eval_num_samples}')
+  if config.get('eval_every', 0) and (config.get('eval_num_samples', 5000)
+                                      < suite.min_samples(metrics.DEFAULT_METRICS)):
+    problems.append(f'eval_num_samples must be >= {suite.min_samples(metrics.DEFAULT_METRICS)} '
+                    f'(the periodic metrics need that many), got {config.eval_num_samples}')
   try:
     class_proportions.parse(
         config.get('eval_class_proportions', class_proportions.BALANCED),
@@ -423,6 +436,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
     raise ValueError(f'{config.data.name} has labels up to {train_labels.max()} but '
                      f'model.num_classes={num_classes}: set it to {train_labels.max() + 1}')
 
+  trained = trained_steps(workdir)
+  if trained is not None and trained > total_steps:
+    # Its config.json would then name a length the run does not have (a sweep would mix it in).
+    raise ValueError(f'{workdir} holds a run trained for {trained} steps, more than the '
+                     f'{total_steps} this config asks for: ask for at least {trained} steps '
+                     '(num_epochs or num_steps), or use a new --workdir')
   is_writer = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
   if is_writer:

@@ -83,3 +83,17 @@ def test_settings_need_a_coordinator_and_a_valid_process_id():
   assert distributed.resolve(process_id=1, environ=env) == distributed.Settings('h:1', 4, 1)
   with pytest.raises(ValueError, match="JAXGAN_NUM_PROCESSES='x' is not a valid int"):
     distributed.resolve(environ={'JAXGAN_NUM_PROCESSES': 'x'})
+
+
+def test_explicit_settings_override_automatic_detection_and_never_mix_with_it():
+  auto = {'JAXGAN_DISTRIBUTED': 'auto'}
+  assert distributed.resolve(environ=auto) == distributed.Settings(auto=True)
+  # A flag given on the command line wins over the environment's auto.
+  assert distributed.resolve('h:1', 2, 1, environ=auto) == distributed.Settings('h:1', 2, 1)
+  for settings in (dict(coordinator_address='h:1'), dict(num_processes=2)):
+    with pytest.raises(ValueError, match='JAXGAN_DISTRIBUTED=auto.*exclude each other'):
+      distributed.resolve(**settings, auto=True, environ={})
+  with pytest.raises(ValueError, match='exclude each other'):
+    distributed.resolve(environ={**auto, 'JAXGAN_COORDINATOR_ADDRESS': 'h:1'})
+  with pytest.raises(ValueError, match="JAXGAN_DISTRIBUTED='true': its one value is auto"):
+    distributed.resolve(environ={'JAXGAN_DISTRIBUTED': 'true'})

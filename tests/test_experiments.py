@@ -206,6 +206,20 @@ def test_a_run_without_checkpoints_is_a_one_line_error_and_stays_as_it_was(data_
   assert sorted(os.listdir(tmp_path)) == ['config.json']  # no empty checkpoint folders
 
 
+def test_a_run_trained_longer_than_the_config_asks_is_refused_as_it_is(trained_run, data_dirs,
+                                                                       tmp_path):
+  workdir, _ = trained_run
+  run = tmp_path / 'run'
+  shutil.copytree(workdir, run)
+  config_before = (run / 'config.json').read_text()
+  result = cli('train', *train_args(data_dirs, run, '--config.num_epochs=1'))
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'error: {run} holds a run trained for 16 steps, more than the 8 this config asks for: '
+      'ask for at least 16 steps (num_epochs or num_steps), or use a new --workdir')
+  assert (run / 'config.json').read_text() == config_before
+
+
 def test_a_damaged_run_folder_is_a_one_line_error_naming_the_file(trained_run, tmp_path):
   workdir, _ = trained_run
   damaged = tmp_path / 'damaged'

@@ -1,6 +1,7 @@
 """Metrics: closed forms, invariants, and the ordering real < blurred < noise on real digits."""
 import dataclasses
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -286,6 +287,15 @@ def test_unknown_metric_names_are_refused_with_the_choices():
   assert suite.resolve_metric_names(['precision', 'recall'], has_labels=False) == (
       'precision_recall',)
   assert suite.resolve_metric_names(None, has_labels=True)[-1] == 'augmentation_gain'
+
+
+def test_too_few_digits_for_the_metrics_are_refused_before_generating():
+  # precision_recall's 3 nearest neighbours need 4 digits; fcd's covariance 2.
+  assert suite.resolve_metric_names(['recall'], has_labels=False, num_samples=4)
+  assert suite.resolve_metric_names(['fcd'], has_labels=False, num_samples=2) == ('fcd',)
+  with pytest.raises(ValueError, match=re.escape(
+      '3 digits are too few for fcd, precision_recall: score at least 4')):
+    suite.resolve_metric_names(['fcd', 'recall'], has_labels=False, num_samples=3)
 
 
 def test_real_reference_avoids_the_augmentation_subsets(toy_real):

@@ -20,7 +20,7 @@ from jaxgan import console, generate, provenance, trainer
 from jaxgan.checkpoint import BEST, CheckpointStore
 from jaxgan.evaluation import metrics, run_scores, suite, weights
 from jaxgan.evaluation.during_training import read_best
-from jaxgan.state import generator_variables
+from jaxgan.state import generator_variables, init_state
 from tests.idx_files import tiny_digits, write_manual_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -129,7 +129,8 @@ def test_conditional_evaluations_draw_the_configured_class_mix(config_factory, t
 
 @pytest.mark.parametrize('overrides, message', [
     (dict(eval_every=-1), 'eval_every must be >= 0'),
-    (dict(eval_num_samples=1), 'eval_num_samples must be >= 2'),
+    (dict(eval_num_samples=3), r'eval_num_samples must be >= 4 \(the periodic metrics need '
+     r'that many\), got 3'),
     (dict(eval_class_proportions='train'),
      "eval_class_proportions=train needs a conditional model, but this run's model is "
      'unconditional'),
@@ -140,6 +141,35 @@ def test_conditional_evaluations_draw_the_configured_class_mix(config_factory, t
 def test_bad_evaluation_settings_are_refused(config_factory, overrides, message):
   with pytest.raises(ValueError, match=message):
     trainer.validate(config_factory(**overrides))
+
+
+def test_a_resume_at_another_latent_scale_replaces_the_best_state(config_factory, tmp_path):
+  trainer.train_and_evaluate(config_factory(num_epochs=1), str(tmp_path))
+  assert read_best(tmp_path)['eval_latent_scale'] == 1.0
+  trainer.train_and_evaluate(config_factory(sample_latent_scale=1.5), str(tmp_path))
+  rows = eval_lines(tmp_path)
+  assert [(row['step'], row['eval_latent_scale']) for row in rows] == [
+      (4, 1.0), (8, 1.0), (12, 1.5), (16, 1.5)]
+  best = read_best(tmp_path)  # scored at 1.5, against those at 1.5 alone
+  assert best['eval_latent_scale'] == 1.5 and best['step'] in (12, 16)
+  assert best['fcd'] == min(row['eval_fcd'] for row in rows[2:])
+  assert os.listdir(tmp_path / BEST) == [str(best['step'])]
+
+
+def test_a_best_state_saved_at_an_earlier_step_replaces_the_newer_one(config_factory, tmp_path):
+  """A run resumed from a checkpoint before its best step, and evaluated otherwise, finds a
+  new best at an earlier step: best/ must then hold that one (orbax saves nothing at or below
+  its newest step on its own), as best.json says."""
+  components = trainer.build_components(config_factory(), total_steps=16)
+  state = jax.jit(lambda key: init_state(components.gan, components.g_tx, components.d_tx,
+                                         key))(jax.random.key(0))
+  store = CheckpointStore(str(tmp_path), keep=1, folder=BEST)
+  for step in (16, 12):
+    store.save(state.replace(step=jax.numpy.asarray(step, jax.numpy.int32)))
+    store.wait()
+  assert os.listdir(tmp_path / BEST) == ['12']
+  assert int(store.restore(jax.eval_shape(lambda: state)).step) == 12
+  store.close()
 
 
 def test_best_checkpoint_is_missing_without_evaluation(tmp_path):

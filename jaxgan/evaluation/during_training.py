@@ -16,10 +16,9 @@ from typing import Callable
 
 from absl import logging
 
-from jaxgan import class_proportions
+from jaxgan import class_proportions, run_folder
 from jaxgan.checkpoint import BEST, CheckpointStore
 from jaxgan.evaluation import suite
-from jaxgan.run_folder import write_json_atomic
 
 BEST_METRIC = 'fcd'  # lower is better
 BEST_JSON = 'best.json'
@@ -43,7 +42,9 @@ class TrainingEvaluator:
     self._evaluate_generator = suite.make_periodic_evaluator(config, gan)
     self._workdir, self._append, self._is_writer = workdir, append, is_writer
     # What the figures were measured on: a best.json measured otherwise is not comparable.
-    self._drawn = dict(eval_num_samples=config.eval_num_samples)
+    # sample_latent_scale may change on resume, as eval_num_samples and the class mix may.
+    self._drawn = dict(eval_num_samples=config.eval_num_samples,
+                       eval_latent_scale=run_folder.latent_scale(config))
     if gan.num_classes:
       self._drawn['eval_class_proportions'] = config.get('eval_class_proportions',
                                                          class_proportions.BALANCED)
@@ -51,10 +52,16 @@ class TrainingEvaluator:
     best = read_best(workdir)
     self._best = math.inf
     if best:
-      # Records from before the class mix was recorded were drawn balanced.
-      recorded = {'eval_class_proportions': class_proportions.BALANCED, **best}
+      # Records from before the class mix was recorded were drawn balanced; those from before
+      # the latent scale was recorded are taken to be at this run's.
+      recorded = {'eval_class_proportions': class_proportions.BALANCED,
+                  'eval_latent_scale': self._drawn['eval_latent_scale'], **best}
       best_drawn = {key: recorded.get(key) for key in self._drawn}
-      if best_drawn == self._drawn:
+      if self._store.latest_step() != best['step']:  # killed between saving one and the other
+        logging.warning('%s names step %d but %s holds %s: the next evaluation replaces both',
+                        BEST_JSON, best['step'], self._store.directory,
+                        self._store.latest_step())
+      elif best_drawn == self._drawn:
         self._best = best[BEST_METRIC]
       else:
         logging.warning('%s was measured on %s, this run evaluates %s: the next evaluation '
@@ -76,9 +83,10 @@ class TrainingEvaluator:
       self._store.save(checkpoint_state)
       self._store.wait()  # on disk before best.json names it
       if self._is_writer:
-        write_json_atomic(dict(step=step, epoch=epoch, metric=BEST_METRIC, **self._drawn,
-                               **{BEST_METRIC: figures[BEST_METRIC]}, metrics=figures),
-                          os.path.join(self._workdir, BEST_JSON))
+        run_folder.write_json_atomic(
+            dict(step=step, epoch=epoch, metric=BEST_METRIC, **self._drawn,
+                 **{BEST_METRIC: figures[BEST_METRIC]}, metrics=figures),
+            os.path.join(self._workdir, BEST_JSON))
     if self._is_writer:
       self._append(record)
     return record

@@ -68,7 +68,8 @@ def score_digits(images: np.ndarray, labels: np.ndarray | None, dataset: str,
   'real' of an earlier record of as many digits with the same names, reused instead of scoring
   the real reference again."""
   start = time.perf_counter()
-  names = suite.resolve_metric_names(names, has_labels=labels is not None)
+  names = suite.resolve_metric_names(names, has_labels=labels is not None,
+                                     num_samples=len(images))
   params, manifest = weights.load_shipped(dataset)
   settings = metrics.Settings()
   logging.info('classifying %d samples', len(images))
@@ -156,7 +157,7 @@ def evaluate_run(workdir: str, names: list[str] | None = None, *, num_samples: i
   latent_scale = run_folder.latent_scale(config, latent_scale)
   # Unknown or label-only metrics fail here, before any generating.
   num_classes = config.model.get('num_classes', 0)
-  names = suite.resolve_metric_names(names, has_labels=num_classes > 0)
+  names = suite.resolve_metric_names(names, has_labels=num_classes > 0, num_samples=num_samples)
   manual_dir = manual_dir or config.data.manual_dir
   data_dir = data_dir or config.data.data_dir
   # Checked (and read, for TRAIN) before any generating.

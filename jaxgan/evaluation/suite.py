@@ -60,18 +60,30 @@ def real_reference(params, real: RealData, num: int, settings: Settings) -> Scor
                               name='real reference images')
 
 
-def resolve_metric_names(requested: list[str] | None, has_labels: bool) -> tuple[str, ...]:
+def resolve_metric_names(requested: list[str] | None, has_labels: bool,
+                         num_samples: int | None = None) -> tuple[str, ...]:
   """The metrics to run: `requested` (checked), or by default every one the samples allow.
-  `precision` and `recall` are accepted for `precision_recall`."""
+  `precision` and `recall` are accepted for `precision_recall`. With `num_samples`, refuses
+  fewer digits than the metrics need, before they are generated."""
   if not requested:
-    return metrics.DEFAULT_METRICS + (metrics.LABEL_METRICS if has_labels else ())
-  aliases = {'precision': 'precision_recall', 'recall': 'precision_recall'}
-  names = metrics.check_names(dict.fromkeys(aliases.get(name, name) for name in requested))
+    names = metrics.DEFAULT_METRICS + (metrics.LABEL_METRICS if has_labels else ())
+  else:
+    aliases = {'precision': 'precision_recall', 'recall': 'precision_recall'}
+    names = metrics.check_names(dict.fromkeys(aliases.get(name, name) for name in requested))
   label_only = [name for name in names if name in metrics.LABEL_METRICS]
   if label_only and not has_labels:
     raise ValueError(f'{", ".join(label_only)} can only score labelled samples: pass '
                      '--samples with an npz holding a labels array, or drop them from --metrics')
+  if num_samples is not None and num_samples < min_samples(names):
+    raise ValueError(f'{num_samples} digits are too few for {", ".join(names)}: score at least '
+                     f'{min_samples(names)}')
   return names
+
+
+def min_samples(names) -> int:
+  """The fewest digits `names` can score: precision_recall's k nearest neighbours need k + 1,
+  a covariance (fcd) 2."""
+  return metrics.Settings().nearest_k + 1 if 'precision_recall' in names else 2
 
 
 def evaluate(names, samples: ScoredImages, real: RealData, reference: ScoredImages | None,
