@@ -94,9 +94,13 @@ def lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
-  """(len(t), D) points on the great-circle arc from a to b, norms interpolated linearly
-  (Shoemake 1985; White 2016 for GAN latents); lerp where a and b are (anti)parallel."""
+  """(len(t), D) points of Shoemake's (1985) spherical interpolation from a to b, as White (2016)
+  walks GAN latents: sin((1 - t) w) / sin(w) a + sin(t w) / sin(w) b, w the angle between them.
+  On equal norms the path keeps that norm (the great circle); on unequal ones its norm goes
+  between them, not linearly in t. lerp where a and b are (anti)parallel or one is zero."""
   norm_a, norm_b = np.linalg.norm(a), np.linalg.norm(b)
+  if norm_a == 0 or norm_b == 0:  # no angle to follow
+    return lerp(a, b, t)
   cos = np.clip(np.dot(a / norm_a, b / norm_b), -1.0, 1.0)
   omega = np.arccos(cos)
   if np.sin(omega) < 1e-6:
@@ -125,6 +129,8 @@ def generate(gan: GAN, g_variables: dict, z: jax.Array, labels: np.ndarray | Non
   net = {} if step is None else gan.network_kwargs(step)
   devices = jax.local_devices() if devices is None else list(devices)
   num = z.shape[0]
+  if num == 0:
+    return np.zeros((0,) + tuple(gan.image_shape[:2]), np.uint8)
   batch_size = min(batch_size, num)
   batch_size += -batch_size % len(devices)  # a multiple of the device count
   pad = -num % batch_size

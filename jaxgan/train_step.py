@@ -99,7 +99,7 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
       variables['batch_stats'] = g_batch_stats  # running statistics stay float32
     fake, updates = gan.generator.apply(variables, *gan.generator_inputs(to_compute(z), labels),
                                         train=True, mutable=['batch_stats'], **net)
-    return fake, updates.get('batch_stats', g_batch_stats)
+    return to_float32(fake), updates.get('batch_stats', g_batch_stats)
 
   def discriminate(d_params, d_state, images, labels, dropout_key, net):
     """(outputs, class logits or None, d_state advanced by this pass); only the

@@ -76,7 +76,8 @@ def build_components(config: ml_collections.ConfigDict, total_steps: int) -> Com
   g_tx, g_schedule = optim.make_optimizer(optimizer, config.optimizer.generator, config.schedule,
                                           total_steps)
   d_tx, d_schedule = optim.make_optimizer(optimizer, config.optimizer.discriminator,
-                                          config.schedule, total_steps * config.loss.n_critic)
+                                          config.schedule, total_steps,
+                                          updates_per_step=config.loss.n_critic)
   return Components(models.from_config(config.model), loss, g_tx, d_tx, g_schedule, d_schedule,
                     ema=ema_decay(config) > 0)
 

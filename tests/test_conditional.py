@@ -170,6 +170,15 @@ def test_slerp_keeps_the_ends_and_lerp_is_straight():
   np.testing.assert_allclose(np.linalg.norm(arc, axis=1), 3.0)  # on the circle
   np.testing.assert_allclose(line[2], (a + b) / 2)
   np.testing.assert_allclose(generate.slerp(a, 2 * a, t), generate.lerp(a, 2 * a, t))
+  # From the zero vector there is no angle to follow: the straight line, not NaN.
+  np.testing.assert_allclose(generate.slerp(0 * a, b, t), generate.lerp(0 * a, b, t))
+
+
+def test_generating_no_digits_gives_an_empty_array():
+  gan = models.build('mlp')
+  variables = gan.generator.init(jax.random.key(0), jnp.zeros((1, gan.latent_dim)), train=False)
+  digits = generate.generate(gan, variables, jnp.zeros((0, gan.latent_dim)))
+  assert digits.shape == (0, 28, 28) and digits.dtype == np.uint8
 
 
 @pytest.fixture(scope='module')

@@ -90,6 +90,18 @@ def test_exponential_schedule_without_warmup():
     np.testing.assert_allclose(values(schedule, steps), [LR * 0.1 ** (s / 1000) for s in steps], rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["warmup", "cosine", "exponential"])
+def test_a_schedule_read_per_critic_update_follows_the_training_steps(name):
+    # The discriminator's optimizer updates n_critic times per training step: at update
+    # n_critic * s its rate is the generator's at step s.
+    config = schedule_config(name, warmup_steps=100, decay_steps=100)
+    per_step = optim.make_schedule(LR, config, TOTAL)
+    per_update = optim.make_schedule(LR, config, TOTAL, updates_per_step=5)
+    steps = [0, 20, 100, 300, 700, TOTAL]
+    np.testing.assert_allclose(values(per_update, [5 * s for s in steps]), values(per_step, steps),
+                               rtol=1e-5, atol=LR * 1e-6)
+
+
 def test_unknown_schedule_raises_naming_choices():
     with pytest.raises(ValueError) as excinfo:
         optim.make_schedule(LR, schedule_config("linear_decay"), TOTAL)
