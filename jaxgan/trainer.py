@@ -15,6 +15,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import time
 
 import jax
@@ -384,8 +385,9 @@ PROGRESS_GIF = 'progress.gif'
 
 def write_progress_gif(samples_dir: str, duration_ms: int = 400) -> None:
   """samples/progress.gif: the epoch grids in order, one frame each (nothing if none)."""
-  names = sorted(n for n in os.listdir(samples_dir) if n.startswith('epoch_')
-                 and n.endswith('.png')) if os.path.isdir(samples_dir) else []
+  names = sorted((n for n in os.listdir(samples_dir) if re.fullmatch(r'epoch_\d+\.png', n)),
+                 key=lambda n: int(n[len('epoch_'):-len('.png')])  # epoch_1128 after epoch_141
+                 ) if os.path.isdir(samples_dir) else []
   if names:
     frames = []
     for name in names:
@@ -428,10 +430,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
   epochs_per_grid = -(-total_steps // (steps_per_epoch * config.get('max_epoch_grids', 100)))
   grid_steps = steps_per_epoch * epochs_per_grid
   if config.model.name == 'progressive' and (
-      config.model.grow_step + config.model.fade_steps > total_steps):
+      config.model.grow_step + config.model.fade_steps > total_steps
+      or config.model.grow_step >= total_steps):
     raise ValueError(f'model.grow_step + model.fade_steps = {config.model.grow_step} + '
-                     f'{config.model.fade_steps} is past the {total_steps} training steps: the '
-                     'model would never be fully grown; lower them or train longer')
+                     f'{config.model.fade_steps} is past the {total_steps} training steps (or '
+                     'growth starts at the end): the model would never be fully grown and '
+                     'trained; lower them or train longer')
   num_classes = config.model.get('num_classes', 0)
   if num_classes and train_labels.max() >= num_classes:
     raise ValueError(f'{config.data.name} has labels up to {train_labels.max()} but '
@@ -490,9 +494,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
   if start_step >= total_steps:
     logging.info('run in %s already finished at step %d of %d: nothing to do', workdir,
                  start_step, total_steps)
-    if not os.path.exists(os.path.join(samples_dir, 'final.png')):
-      write_grid('final.png')
-    if is_writer and not os.path.exists(os.path.join(samples_dir, PROGRESS_GIF)):
+    # Written again, not kept: a session killed after training further may have left the
+    # grid and GIF of an earlier end.
+    write_grid('final.png')
+    if is_writer:
       write_progress_gif(samples_dir)
     store.close()
     return runner.to_host(state)
@@ -533,16 +538,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
     logging.info("rarity weighting: the 10%% of training digits weighted most make %.1f%% of D's "
                  'real digits, in %s', top_tenth,
                  f'the first {weighted_epochs} epochs' if weighted_epochs else 'every epoch')
-  batches = data.training_batches(train_images, train_labels, batch_size=examples_per_step,
-                                  seed=config.seed, sharding=runner.batch_sharding,
-                                  prefetch=config.get('prefetch', -1), start_step=start_step,
-                                  example_weights=example_weights,
-                                  weighted_epochs=weighted_epochs)
   eval_every = config.get('eval_every', 0)
   evaluator = None
   if eval_every:
     evaluator = TrainingEvaluator(config, components.gan, workdir, append=metrics_log.append,
                                   is_writer=is_writer)
+  # Last before the loop's try (which closes it): its prefetch thread starts here.
+  batches = data.training_batches(train_images, train_labels, batch_size=examples_per_step,
+                                  seed=config.seed, sharding=runner.batch_sharding,
+                                  prefetch=config.get('prefetch', -1), start_step=start_step,
+                                  example_weights=example_weights,
+                                  weighted_epochs=weighted_epochs)
 
   def is_eval_step(done: int) -> bool:
     return bool(eval_every) and (done % eval_every == 0 or done == total_steps)
@@ -570,8 +576,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
         step_seconds = (now - interval_start) / steps_timed if steps_timed else float('nan')
         images_per_s = config.batch_size / step_seconds if steps_timed else float('nan')
         interval_start, interval_first_step = now, done
+        # null, not NaN (no JSON), where nothing was timed: a log at a program's first step.
         record = dict(step=done, epoch=round(done / steps_per_epoch, 4),
-                      images_per_s=round(images_per_s, 1), **measured)
+                      images_per_s=round(images_per_s, 1) if steps_timed else None, **measured)
         if is_writer:
           metrics_log.append(record)
         eta = _format_seconds((total_steps - done) * step_seconds) if steps_timed else '?'

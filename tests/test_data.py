@@ -289,6 +289,28 @@ def test_svhn_prepared_from_manual_dir_is_tfds_svhn_cropped_and_loads_as_grey_28
   assert prepare('svhn', data_dir=data_dir).data_dir == builder.data_dir
 
 
+def test_a_split_added_after_preparing_names_the_folder_to_delete(tmp_path):
+  write_manual_dir(tmp_path / 'manual', {'svhn': {'train': 6, 'test': 4}})
+  load_split('svhn', 'test', data_dir=tmp_path / 'tfds', manual_dir=tmp_path / 'manual')
+  folder = tfds.builder('svhn_cropped', data_dir=tmp_path / 'tfds').data_dir
+  assert_one_line_error(
+      lambda: load_split('svhn', 'train+extra[:3]', data_dir=tmp_path / 'tfds'),
+      f'the prepared copy of svhn in {folder} has the splits test, train, not extra: if its '
+      'files were added after it was prepared, delete that folder to prepare it again')
+
+
+def test_a_label_outside_0_to_9_is_one_line_naming_the_file(tmp_path):
+  arrays = write_manual_dir(tmp_path / 'manual', {'mnist': {'train': 5, 'test': 3}})
+  labels = arrays['mnist']['test'][1].copy()
+  labels[1] = 12
+  path = tmp_path / 'manual' / 'mnist' / 't10k-labels-idx1-ubyte.gz'
+  write_idx(path, labels)
+  assert_one_line_error(
+      lambda: load_split('mnist', 'test', data_dir=tmp_path / 'tfds',
+                         manual_dir=tmp_path / 'manual'),
+      f"{path} holds label 12, but the digits' classes are 0-9: use the official file")
+
+
 def test_svhn_extra_split_is_prepared_when_its_file_is_there(tmp_path):
   arrays = write_manual_dir(tmp_path / 'manual', {'svhn': {'train': 6, 'test': 4, 'extra': 5}})
   builder = prepare('svhn', data_dir=tmp_path / 'tfds', manual_dir=tmp_path / 'manual')
@@ -705,6 +727,10 @@ def test_example_weights_make_epochs_of_weighted_draws_with_replacement():
       drawn[:20], np.random.default_rng([7, 0]).choice(20, size=20, p=weights))
   resumed = take(3, images, labels, batch_size=5, seed=7, start_step=5, example_weights=weights)
   for expected, batch in zip(batches[5:], resumed):
+    np.testing.assert_array_equal(batch['image'], expected['image'])
+  # Weights np.isclose takes for probabilities but rng.choice would refuse: renormalised.
+  nearly = take(4, images, labels, batch_size=5, seed=7, example_weights=weights * (1 + 5e-6))
+  for expected, batch in zip(batches, nearly):
     np.testing.assert_array_equal(batch['image'], expected['image'])
 
 

@@ -95,6 +95,32 @@ def test_train_writes_the_run_folder(trained_run):
   assert 'step 16/16' in result.stderr and 'img/s' in result.stderr and 'eta' in result.stderr
 
 
+def test_metrics_lines_are_strict_json_with_null_where_nothing_was_timed(data_dirs, tmp_path):
+  trainer.train_and_evaluate(tiny_config(data_dirs, num_steps=3, log_every=1), str(tmp_path))
+
+  def refuse(constant):
+    raise ValueError(f'{constant} is not JSON')
+
+  with open(tmp_path / 'metrics.jsonl') as f:
+    lines = [json.loads(line, parse_constant=refuse) for line in f]
+  # Step 1 compiles, so its interval times nothing.
+  assert [line['images_per_s'] is None for line in lines] == [True, False, False]
+
+
+def test_progress_gif_orders_epochs_by_number(tmp_path):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  epochs = (14055, 141, 1128, 987)
+  for shade, epoch in enumerate(epochs):
+    Image.fromarray(np.full((4, 4), 50 * shade, np.uint8)).save(tmp_path / f'epoch_{epoch:03d}.png')
+  trainer.write_progress_gif(str(tmp_path))
+  with Image.open(tmp_path / trainer.PROGRESS_GIF) as gif:
+    shades = []
+    for frame in range(gif.n_frames):
+      gif.seek(frame)
+      shades.append(int(np.asarray(gif.convert('L'))[0, 0]))
+  assert shades == [50 * epochs.index(epoch) for epoch in sorted(epochs)]
+
+
 def test_runs_of_many_epochs_write_at_most_max_epoch_grids(data_dirs, tmp_path):
   """Few real digits make many short epochs: grids and epoch-end checkpoints then come every
   k-th epoch, k = ceil(epochs / max_epoch_grids), here every 2nd of 6."""

@@ -117,6 +117,8 @@ def test_progressive_config_grows_at_the_configured_step(tmp_path_factory):
   digits = generate.generate(gan, generator_variables(state), jnp.zeros((2, gan.latent_dim)),
                              step=state.step)
   assert digits.shape == (2, 28, 28) and digits.dtype == np.uint8
-  config.model.grow_step = 5
-  with pytest.raises(ValueError, match='never be fully grown'):
-    trainer.train_and_evaluate(config, str(tmp_path_factory.mktemp('bad')))
+  # Growth past the end, or at its very end (the 28x28 layers sampled, never trained): refused.
+  for grow_step, fade_steps in ((5, 2), (6, 0)):
+    config.model.grow_step, config.model.fade_steps = grow_step, fade_steps
+    with pytest.raises(ValueError, match='never be fully grown and trained'):
+      trainer.train_and_evaluate(config, str(tmp_path_factory.mktemp('bad')))

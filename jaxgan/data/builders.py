@@ -88,6 +88,9 @@ def _file_names(name: str) -> list[str]:
 def _idx_examples(images_path: os.PathLike, labels_path: os.PathLike) -> Iterator[tuple[int, dict]]:
   """Examples keyed by position, in the record format of tfds's MNIST generator."""
   images, labels = read_idx_pair(images_path, labels_path)
+  if labels.size and labels.max() > 9:  # tfds would fail on it with a dump of the image
+    raise DataError(f'{labels_path} holds label {labels.max()}, but the digits\' classes are '
+                    '0-9: use the official file')
   for index, (image, label) in enumerate(zip(images[..., np.newaxis], labels.astype(np.int64))):
     yield index, {'image': image, 'label': label}
 

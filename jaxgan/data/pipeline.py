@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import threading
 import weakref
 
@@ -32,6 +33,14 @@ def read_split(
   split expression ("train", "test[:1000]", ...).
   """
   builder = prepare(name, data_dir=data_dir, manual_dir=manual_dir)
+  # A split whose files were missing when the copy was prepared (SVHN's extra) is not in it.
+  # (tfds.testing.mock_data's builders list no splits: nothing to check there.)
+  prepared = set(builder.info.splits)
+  missing = [s for s in re.findall(r'([A-Za-z_]+)(?:\[[^\]]*\])?', split) if s not in prepared]
+  if prepared and missing:
+    raise DataError(f'the prepared copy of {name} in {builder.data_dir} has the splits '
+                    f'{", ".join(sorted(prepared))}, not {", ".join(missing)}: if its files '
+                    'were added after it was prepared, delete that folder to prepare it again')
   chunks = list(tfds.as_numpy(builder.as_dataset(split=split, batch_size=_READ_BATCH_SIZE)))
   images = np.concatenate([chunk['image'] for chunk in chunks])
   labels = np.concatenate([chunk['label'] for chunk in chunks]).astype(np.int32)
@@ -146,6 +155,10 @@ class BatchIterator:
     self.batch_size = batch_size
     self.seed = seed
     self.sharding = sharding
+    # np.isclose's tolerance is wider than rng.choice's (~1e-8): weights off by more are
+    # renormalised; nearer ones are kept as they are, so that the draws stay the same.
+    if example_weights is not None and abs(np.sum(example_weights) - 1.0) > 1e-9:
+      example_weights = np.asarray(example_weights, np.float64) / np.sum(example_weights)
     self.example_weights = example_weights
     self.weighted_epochs = weighted_epochs
     self.steps_per_epoch = len(images) // batch_size
