@@ -72,6 +72,16 @@ def test_weights_without_a_manifest_or_of_another_model_are_refused(tmp_path):
   with pytest.raises(ValueError, match='does not hold Classifier weights.*--config=X'):
     weights.load(path)
   assert weights.load(path, model=classifier.SmallClassifier())[1]['file'] == 'mnist.msgpack'
+  # Weights of the right shapes but another dtype (bfloat16) are not the model's either.
+  weights.save(jax.tree.map(lambda x: x.astype(jax.numpy.bfloat16), small), path)
+  with pytest.raises(ValueError, match='holds weights of other shapes or dtypes than '
+                     'SmallClassifier'):
+    weights.load(path, model=classifier.SmallClassifier())
+  manifest = json.loads(weights.manifest_path(path).read_text())
+  del manifest['sha256']  # a manifest cut short: refused as a changed file, not a KeyError
+  weights.manifest_path(path).write_text(json.dumps(manifest))
+  with pytest.raises(ValueError, match='the file is damaged or was changed'):
+    weights.load(path, model=classifier.SmallClassifier())
 
 
 def test_an_unshipped_classifier_names_the_command_that_trains_it_until_it_exists(

@@ -109,9 +109,9 @@ def load(path: str | os.PathLike, model=classifier.Classifier()) -> tuple[dict, 
                             f'with {regenerate}')
   data = path.read_bytes()
   actual = sha256(data)
-  if actual != manifest['sha256']:
+  if actual != manifest.get('sha256'):  # a manifest without one is as damaged as a wrong one
     raise ValueError(f'{path} has SHA-256 {actual}, but {manifest_path(path).name} expects '
-                     f'{manifest["sha256"]}: the file is damaged or was changed; restore it '
+                     f'{manifest.get("sha256")}: the file is damaged or was changed; restore it '
                      f'(git checkout {path}) or train it again with {regenerate}')
   target = jax.eval_shape(functools.partial(classifier.init_params, model), jax.random.key(0))
   try:
@@ -122,10 +122,11 @@ def load(path: str | os.PathLike, model=classifier.Classifier()) -> tuple[dict, 
   mismatched = [
       jax.tree_util.keystr(key) for (key, want), got in zip(
           jax.tree_util.tree_leaves_with_path(target), jax.tree.leaves(params))
-      if want.shape != got.shape]
+      if want.shape != got.shape or want.dtype != got.dtype]
   if mismatched:
-    raise ValueError(f'{path} holds weights of other shapes than {type(model).__name__} at '
-                     f'{", ".join(mismatched)}: train them again with {regenerate}')
+    raise ValueError(f'{path} holds weights of other shapes or dtypes than '
+                     f'{type(model).__name__} at {", ".join(mismatched)}: train them again with '
+                     f'{regenerate}')
   return params, manifest
 
 
