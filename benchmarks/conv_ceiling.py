@@ -79,7 +79,7 @@ def kernel_grad_laid_out(x_chunks, dy_chunks, kernel_size, lax):
 def main(argv=None):
   args = parse_args(argv)
   _common.pin_threads(args.threads)
-  quiet = _common.wait_quiet(max_wait=args.max_wait)
+  quiet = _common.wait_quiet(max_wait=args.max_wait) if args.max_wait > 0 else {}
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top

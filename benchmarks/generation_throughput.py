@@ -9,8 +9,8 @@ for the DCGAN. Weights come from a run folder's newest checkpoint with `--workdi
 compressed .npz's size differs).
 
   python benchmarks/generation_throughput.py                      # dcgan, 60,000 digits
-  python benchmarks/generation_throughput.py --models=mlp,dcgan,kannada --num=60000 \
-      --workdir=runs/dcgan_mnist
+  python benchmarks/generation_throughput.py --models=mlp,dcgan,kannada --num=60000
+  python benchmarks/generation_throughput.py --workdir=runs/dcgan_mnist   # that run's model
 """
 from __future__ import annotations
 
@@ -29,9 +29,12 @@ sys.path.insert(0, str(REPO))
 from benchmarks import _common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
+DEFAULT_MODELS = 'dcgan'
+
+
 def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--models', default='dcgan')
+  parser.add_argument('--models', default=DEFAULT_MODELS)
   parser.add_argument('--num', type=int, default=60_000)
   parser.add_argument('--batch-size', type=int, default=500, help='generate.DEFAULT_BATCH')
   parser.add_argument('--repeats', type=int, default=3, help='timed exports after the first')
@@ -76,6 +79,8 @@ def main(argv=None):
 
   print(json.dumps(dict(benchmark='generation_throughput', machine=_common.machine(),
                         **_common.versions())), flush=True)
+  if args.workdir and args.models != DEFAULT_MODELS:
+    raise SystemExit('error: --workdir benchmarks that run\'s own model: drop --models')
   for model in args.models.split(','):
     if args.workdir:
       config = load_run_config(args.workdir)

@@ -37,7 +37,7 @@ def parse_args(argv=None):
   parser.add_argument('--model', default='dcgan', choices=sorted(CONFIGS))
   parser.add_argument('--batch', type=int, default=256)
   parser.add_argument('--steps', type=int, default=20, help='steps traced (and timed)')
-  parser.add_argument('--warmup', type=int, default=5)
+  parser.add_argument('--warmup', type=int, default=5, help='untimed steps first (>= 1)')
   parser.add_argument('--top', type=int, default=20, help='ops listed per timeline')
   parser.add_argument('--cpu-devices', type=int, default=None,
                       help="jax CPU devices (default: the model config's); 0 one per core")
@@ -45,8 +45,8 @@ def parse_args(argv=None):
   parser.add_argument('--threads', type=int, default=0, help='CPUs to use (0: all)')
   parser.add_argument('--trace-dir', help='keep the trace here (default: a temporary folder)')
   args = parser.parse_args(argv)
-  if args.steps < 1 or args.top < 1:
-    parser.error('--steps and --top must be >= 1')
+  if args.steps < 1 or args.top < 1 or args.warmup < 1:
+    parser.error('--steps, --top and --warmup must be >= 1')
   return args
 
 
