@@ -109,27 +109,20 @@ def test_compare_peers_runs_the_torch_peer_unchanged_on_the_torch_device(tmp_pat
       '  "default": torch.seen.get("default"), "real_on": torch.from_numpy(None).device,\n'
       '  "script": sys.argv[0]}))\n')
   env = dict(os.environ, PYTHONPATH=str(tmp_path / 'fake_torch'))
-  result = subprocess.run(
-      [sys.executable, 'benchmarks/compare_peers.py', '--impls=torch_eager', '--batches=4',
-       '--rounds=1', '--max-wait=0', f'--peers-python={sys.executable}',
-       f'--peers-dir={peers}', '--torch-device=cuda'],
-      cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
-  assert result.returncode == 0, result.stderr[-3000:]
-  header, run = (json.loads(line) for line in result.stdout.splitlines()
-                 if line.startswith('{'))
-  assert header['torch_device'] == 'cuda'
-  assert 'torch 0.0+stand-in' in header['peers_versions']
-  assert (run['default'], run['real_on'], run['batch_size']) == ('cuda', 'cuda', 4)
-  assert run['script'] == 'torch_dcgan.py'
   # On the CPU the peer runs with no wrapper at all (set_default_device hooks every torch call).
-  result = subprocess.run(
-      [sys.executable, 'benchmarks/compare_peers.py', '--impls=torch_eager', '--batches=4',
-       '--rounds=1', '--max-wait=0', f'--peers-python={sys.executable}',
-       f'--peers-dir={peers}', '--torch-device=cpu'],
-      cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
-  assert result.returncode == 0, result.stderr[-3000:]
-  run = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{')][1]
-  assert (run['default'], run['real_on']) == (None, 'cpu')
+  for device, default in (('cuda', 'cuda'), ('cpu', None)):
+    result = subprocess.run(
+        [sys.executable, 'benchmarks/compare_peers.py', '--impls=torch_eager', '--batches=4',
+         '--rounds=1', '--max-wait=0', f'--peers-python={sys.executable}',
+         f'--peers-dir={peers}', f'--torch-device={device}'],
+        cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    header, run = (json.loads(line) for line in result.stdout.splitlines()
+                   if line.startswith('{'))
+    assert header['torch_device'] == device
+    assert 'torch 0.0+stand-in' in header['peers_versions']
+    assert (run['default'], run['real_on'], run['batch_size']) == (default, device, 4)
+    assert run['script'] == 'torch_dcgan.py'
 
 
 def _without_tensorflow(tmp_path, code):
