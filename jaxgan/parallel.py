@@ -219,5 +219,12 @@ def pmap_replicate(tree, num_devices: int | None = None):
 
 
 def pmap_unreplicate(tree):
-  """The first device's copy of a pmap-replicated pytree."""
-  return jax.tree.map(lambda x: x[0], tree)
+  """The first device's copy of a pmap-replicated pytree.
+
+  Read from the first device's own buffer: indexing the stacked array (x[0]) dispatches a
+  program over every device per leaf, and with several CPU devices dozens of those queued
+  behind a step's all-reduce filled XLA:CPU's queue and aborted the process (the deadlock of
+  MAX_STEPS_IN_FLIGHT; seen twice in the pmap tests)."""
+  return jax.tree.map(
+      lambda x: x.addressable_data(0).reshape(x.shape[1:]) if isinstance(x, jax.Array) else x[0],
+      tree)
