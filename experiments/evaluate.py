@@ -111,8 +111,7 @@ def main(argv):
       raise ValueError(f'--dataset={_DATASET.value} but the run trained on {config.data.name}: '
                        'drop --dataset')
     names = suite.resolve_metric_names(_METRICS.value,
-                                       has_labels=config.model.get('num_classes', 0) > 0,
-                                       num_samples=_NUM_SAMPLES.value)
+                                       has_labels=config.model.get('num_classes', 0) > 0)
     record = run_scores.evaluate_run(
         _WORKDIR.value, list(names), num_samples=_NUM_SAMPLES.value, seed=_SEED.value,
         checkpoint=_CHECKPOINT.value, truncation=_TRUNCATION.value,
@@ -123,8 +122,7 @@ def main(argv):
     out = _OUT.value or os.path.join(_WORKDIR.value, 'eval.json')
   else:
     images, labels, drawn = load_samples(_SAMPLES.value)
-    names = suite.resolve_metric_names(_METRICS.value, has_labels=labels is not None,
-                                       num_samples=len(images))
+    names = suite.resolve_metric_names(_METRICS.value, has_labels=labels is not None)
     record = dict(samples=_SAMPLES.value, samples_provenance=drawn, **run_scores.score_digits(
         images, labels, _DATASET.value, list(names), manual_dir=_MANUAL_DIR.value,
         data_dir=_DATA_DIR.value,

@@ -203,10 +203,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     problems.append(f"parallel must be 'mesh' or 'pmap', got {config.parallel!r}")
   if config.get('eval_every', 0) < 0:
     problems.append(f'eval_every must be >= 0 (0: no evaluation), got {config.eval_every}')
-  if config.get('eval_every', 0) and (config.get('eval_num_samples', 5000)
-                                      < suite.min_samples(metrics.DEFAULT_METRICS)):
-    problems.append(f'eval_num_samples must be >= {suite.min_samples(metrics.DEFAULT_METRICS)} '
-                    f'(the periodic metrics need that many), got {config.eval_num_samples}')
+  fewest = suite.min_samples(metrics.DEFAULT_METRICS)
+  if config.get('eval_every', 0) and config.get('eval_num_samples', 5000) < fewest:
+    problems.append(f'eval_num_samples must be >= {fewest} (the periodic metrics need that '
+                    f'many), got {config.eval_num_samples}')
   try:
     class_proportions.parse(
         config.get('eval_class_proportions', class_proportions.BALANCED),
