@@ -53,8 +53,10 @@ def _truncation(query: dict) -> float:
 
 
 def _latent_scale(query: dict, default: float) -> float:
-  return _float(query, 'latent_scale', str(default), lambda v: 0.0 < v <= 10.0,
-                'over 0, at most 10 (1: none)')
+  """Up to 10, or up to the run's own scale where that is wider."""
+  high = max(10.0, default)
+  return _float(query, 'latent_scale', str(default), lambda v: 0.0 < v <= high,
+                f'over 0, at most {high:g} (1: none)')
 
 
 class Renderer:
@@ -122,8 +124,8 @@ img {{ display: block; margin-top: 1.5em; image-rendering: pixelated; }}
   <output id="seed_value">0</output></label>
 <label>truncation <input name="truncation" type="range" min="0" max="3" step="0.1" value="0">
   <output id="truncation_value">0</output></label>
-<label>latent scale <input name="latent_scale" type="range" min="0.5" max="2" step="0.05"
-  value="{latent_scale}"> <output id="latent_scale_value">{latent_scale}</output></label>
+<label>latent scale <input name="latent_scale" type="range" min="{latent_scale_min}"
+  max="{latent_scale_max}" step="0.05" value="{latent_scale}"> <output id="latent_scale_value">{latent_scale}</output></label>
 <label>scale <input name="scale" type="number" min="1" max="{max_scale}" value="4"></label>
 </form>
 <div id="error"></div><img id="picture" alt="generated digits">
@@ -149,16 +151,20 @@ update();
 
 
 def page(renderer: Renderer, title: str) -> str:
-  """The control page: a text field (conditional) or a digit count, sliders for seed and
-  truncation; every change fetches a new picture."""
+  """The control page: a text field (conditional) or a digit count, sliders for seed,
+  truncation and latent scale (its range holds the renderer's own); every change fetches a new
+  picture."""
   if renderer.gan.num_classes:
     first = ('<label>digits <input name="text" value="0123456789" '
              f'maxlength="{MAX_DIGITS}" pattern="[0-9]+"></label>')
   else:
     first = (f'<label>count <input name="count" type="number" min="1" max="{MAX_DIGITS}" '
              'value="10"></label>')
+  # A range input clamps its value to [min, max]: the run's own scale must lie inside.
+  scale = renderer.latent_scale
   return _PAGE.format(title=html.escape(title), first_control=first, max_scale=MAX_SCALE,
-                      latent_scale=renderer.latent_scale)
+                      latent_scale=scale, latent_scale_min=min(0.5, scale),
+                      latent_scale_max=max(2, scale))
 
 
 class DigitServer(http.server.ThreadingHTTPServer):

@@ -46,8 +46,23 @@ def test_the_renderers_latent_scale_is_the_default_of_requests_and_of_the_page(
   query = {'text': '90210', 'seed': '3'}
   assert wide.render(query) == conditional_renderer.render({**query, 'latent_scale': '1.5'})
   assert wide.render({**query, 'latent_scale': '1'}) == conditional_renderer.render(query)
-  assert 'value="1.5"> <output id="latent_scale_value">1.5</output>' in interactive.page(wide,
-                                                                                         'x')
+  assert ('min="0.5"\n  max="2" step="0.05" value="1.5"> <output id="latent_scale_value">1.5'
+          '</output>') in interactive.page(wide, 'x')
+
+
+def test_a_run_sampled_wider_than_the_usual_range_serves_at_its_own_scale(conditional_renderer):
+  """A range input clamps its value to its bounds, and requests were refused above 10: a run
+  whose sample_latent_scale lies outside either range serves and shows its own scale."""
+  wide = interactive.Renderer(conditional_renderer.gan, conditional_renderer.variables,
+                              latent_scale=12)
+  assert wide.render({}) == wide.render({'latent_scale': '12'}) != wide.render({'latent_scale':
+                                                                                '10'})
+  assert 'min="0.5"\n  max="12" step="0.05" value="12">' in interactive.page(wide, 'x')
+  narrow = interactive.Renderer(conditional_renderer.gan, conditional_renderer.variables,
+                                latent_scale=0.25)
+  assert 'min="0.25"\n  max="2" step="0.05" value="0.25">' in interactive.page(narrow, 'x')
+  with pytest.raises(ValueError, match=r"^latent_scale='13' must be a number over 0, at most 12 "):
+    wide.render({'latent_scale': '13'})
 
 
 def test_unconditional_models_render_a_row_of_count_digits():
