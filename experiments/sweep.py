@@ -29,7 +29,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxgan import class_proportions, console, parallel, resampling, run_folder, trainer
+from jaxgan import class_proportions, console, parallel, provenance, resampling, run_folder, trainer
 from jaxgan.checkpoint import LATEST
 from jaxgan.evaluation import run_scores, suite
 from jaxgan.run_folder import write_json_atomic
@@ -100,6 +100,19 @@ def resampled_as(stats: dict | None) -> resampling.Resampling | None:
                                resampling.RatioSettings(**stats['settings']))
 
 
+def real_to_reuse(records: dict[int, dict]) -> dict | None:
+  """The real figures of an earlier seed's record scored on this kind of machine, else None.
+  The real reference is the same digits for every seed, so it is scored once per sweep; but a
+  reused eval.json copied from another machine holds figures this one computes differently in
+  the last digits, and a new record states this machine as the one that scored it."""
+  for record in records.values():
+    machine = record.get('machine')
+    if machine is not None and not provenance.differences(machine, provenance.host_record(),
+                                                          fields=provenance.SCORING_FIELDS):
+      return record['real']
+  return None
+
+
 def summarise(records: dict[int, dict]) -> dict:
   """Per scalar figure of the generated digits: each seed's value, their mean, std (ddof 0),
   min and max, and the real digits' value."""
@@ -153,11 +166,9 @@ def run_sweep(config, workdir: str, seeds: list[int], names: list[str] | None, *
     record = reusable(eval_path, int(state.step), names, num_samples, eval_seed, latent_scale,
                       resample, proportions)
     if record is None:
-      # The real reference is the same digits for every seed: scored once per sweep.
-      known_real = next(iter(records.values()))['real'] if records else None
       record = run_scores.evaluate_run(run_dir, list(names), num_samples=num_samples,
                                        seed=eval_seed, latent_scale=latent_scale,
-                                       resample=resample, real_results=known_real,
+                                       resample=resample, real_results=real_to_reuse(records),
                                        proportions=proportions)
       write_json_atomic(record, eval_path)
     else:

@@ -114,6 +114,17 @@ def test_a_record_of_other_class_proportions_is_not_reused(swept, tmp_path):
                         0) is not None
 
 
+def test_real_figures_are_reused_only_from_a_record_scored_on_this_kind_of_machine(swept):
+  workdir, _, _ = swept
+  record = read_json(workdir / 'seed_3' / 'eval.json')
+  assert sweep.real_to_reuse({3: record}) == record['real']
+  copied = dict(record, machine=dict(record['machine'], cpu='another processor'))
+  older = {key: value for key, value in record.items() if key != 'machine'}
+  assert sweep.real_to_reuse({}) is None
+  assert sweep.real_to_reuse({3: copied}) is None and sweep.real_to_reuse({3: older}) is None
+  assert sweep.real_to_reuse({3: copied, 5: record}) == record['real']
+
+
 def test_a_tagged_scoring_is_kept_beside_the_default_one(swept):
   workdir, args, _ = swept
   default = [workdir / f'seed_{seed}' / 'eval.json' for seed in (3, 5)]
