@@ -23,7 +23,6 @@ import copy
 import dataclasses
 import json
 import re
-import sys
 
 import numpy as np
 from absl import app, flags, logging
@@ -188,7 +187,7 @@ def run_sweep(config, workdir: str, seeds: list[int], names: list[str] | None, *
 
 def main(argv):
   del argv  # flags only: console.run refuses other arguments
-  if any(arg.split('=')[0] == '--config.seed' for arg in sys.argv[1:]):
+  if 'seed' in config_flags.get_override_values(flags.FLAGS['config']):
     raise app.UsageError('--seeds sets each run\'s config.seed: drop --config.seed')
   console.setup_logging()
   seeds = parse_seeds(_SEEDS.value)
