@@ -299,6 +299,29 @@ def test_a_split_added_after_preparing_names_the_folder_to_delete(tmp_path):
       'files were added after it was prepared, delete that folder to prepare it again')
 
 
+def test_files_other_than_the_official_ones_prepare_with_a_warning_naming_each(tmp_path, caplog):
+  """Fashion-MNIST's files carry MNIST's names: only their content tells them apart."""
+  write_manual_dir(tmp_path / 'manual', {'mnist': {'train': 5, 'test': 3}})
+  folder = tmp_path / 'manual' / 'mnist'
+  official = folder / 'train-labels-idx1-ubyte.gz'
+  with pytest.MonkeyPatch.context() as patch:  # one file "official": the others are named
+    patch.setitem(builders.ORIGINAL_CONTENT_SHA256['mnist'], official.name,
+                  hashlib.sha256(gzip.decompress(official.read_bytes())).hexdigest())
+    images, _ = load_split('mnist', 'test', data_dir=tmp_path / 'tfds',
+                           manual_dir=tmp_path / 'manual')
+  assert images.shape == (3, 28, 28, 1)  # prepared anyway
+  warned = [record.getMessage() for record in caplog.records
+            if 'is not the original' in record.getMessage()]
+  assert sorted(warned) == sorted(
+      f'{folder / name} is not the original mnist file (its content\'s SHA-256 differs from '
+      f'{builders.ORIGINAL_CONTENT_SHA256["mnist"][name][:16]}...): preparing from it anyway, but '
+      'no figure from this copy compares with figures from the original dataset'
+      for name in ('train-images-idx3-ubyte.gz', 't10k-images-idx3-ubyte.gz',
+                   't10k-labels-idx1-ubyte.gz'))
+  # Datasets without recorded digests are not checked.
+  assert builders.warn_unless_original('emnist_digits', {'x': official}) == []
+
+
 def test_a_label_outside_0_to_9_is_one_line_naming_the_file(tmp_path):
   arrays = write_manual_dir(tmp_path / 'manual', {'mnist': {'train': 5, 'test': 3}})
   labels = arrays['mnist']['test'][1].copy()
@@ -951,6 +974,16 @@ def test_real_datasets_prepare_with_the_published_sizes_and_class_counts():
   assert images.shape == (10000, 28, 28, 1) and images.dtype == np.uint8
   assert (images.min(), images.max()) == (0, 255)
   assert np.bincount(labels).tolist() == mnist_class_counts['test']
+
+
+@pytest.mark.real_data
+@needs_real_data
+def test_the_shared_files_are_the_official_ones_by_their_content_digests():
+  for dataset in builders.ORIGINAL_CONTENT_SHA256:
+    folder = Path(REAL_MANUAL_DIR) / dataset
+    paths = {name: folder / name for name in builders.ORIGINAL_CONTENT_SHA256[dataset]}
+    assert sorted(paths) == sorted(builders._file_names(dataset))
+    assert builders.warn_unless_original(dataset, paths) == []
 
 
 @pytest.mark.real_data

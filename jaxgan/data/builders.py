@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 from tensorflow_datasets.core import utils as tfds_utils
 
 from jaxgan.data import svhn
-from jaxgan.data.idx import DataError, find_files, read_idx_pair
+from jaxgan.data.idx import DataError, content_sha256, find_files, read_idx_pair
 
 # Split -> (images file, labels file), as named in the official releases.
 IDX_FILES: dict[str, dict[str, tuple[str, str]]] = {
@@ -43,6 +44,36 @@ IDX_FILES: dict[str, dict[str, tuple[str, str]]] = {
                   'emnist-digits-train-labels-idx1-ubyte.gz'),
         'test': ('emnist-digits-test-images-idx3-ubyte.gz',
                  'emnist-digits-test-labels-idx1-ubyte.gz'),
+    },
+}
+# The SHA-256 of each official file's IDX content (decompressed): a manual dir's file of another
+# content (a subset, an edited copy, another dataset under the same name, such as Fashion-MNIST's
+# identically named files) still prepares, with a warning. MNIST: LeCun and Cortes's files;
+# Kannada-MNIST: the release at KANNADA_MNIST_URL's commit.
+ORIGINAL_CONTENT_SHA256: dict[str, dict[str, str]] = {
+    'mnist': {
+        'train-images-idx3-ubyte.gz':
+            'ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db',
+        'train-labels-idx1-ubyte.gz':
+            '65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5',
+        't10k-images-idx3-ubyte.gz':
+            '0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7',
+        't10k-labels-idx1-ubyte.gz':
+            'ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2',
+    },
+    'kannada_mnist': {
+        'X_kannada_MNIST_train-idx3-ubyte.gz':
+            '105351b61538741814301e54ee5cfdac7464c0e2554e2a9967c63ef7ceaf7558',
+        'y_kannada_MNIST_train-idx1-ubyte.gz':
+            '42d8a31792fb59dcec85b8e5b62bd03598c1a96f4edffe6f6a3e95daac9319ef',
+        'X_kannada_MNIST_test-idx3-ubyte.gz':
+            'be3a7f7fd24b3eb62f28ab1e3f9e5a380738e87000f99417c14f94ca89616cf4',
+        'y_kannada_MNIST_test-idx1-ubyte.gz':
+            '2a4fb3eec0877aa3d4ab80d8f59374733af9b2b2966e8be0e50efe715f443a4d',
+        'X_dig_MNIST-idx3-ubyte.gz':
+            '80f10e9328072991d61cc2db57a8793ae4ffcf030aa8b73a37dd64787da464ae',
+        'y_dig_MNIST-idx1-ubyte.gz':
+            '270a721d62dee2a1e9459e0192e425c086de49f1f9610fb3d7b9f457e3dd83fe',
     },
 }
 DATASETS: tuple[str, ...] = (*IDX_FILES, 'svhn')
@@ -137,6 +168,21 @@ class KannadaMnist(tfds.core.GeneratorBasedBuilder):
     yield from _idx_examples(images_path, labels_path)
 
 
+def warn_unless_original(dataset: str, paths: dict[str, Path]) -> list[str]:
+  """Warns about each of `paths` (file name -> path) whose content is not the official file's
+  (ORIGINAL_CONTENT_SHA256); returns their names. Figures from such a copy do not compare with
+  figures from the original dataset."""
+  originals = ORIGINAL_CONTENT_SHA256.get(dataset, {})
+  others = [name for name, path in paths.items()
+            if name in originals and content_sha256(path) != originals[name]]
+  for name in others:
+    logging.warning('%s is not the original %s file (its content\'s SHA-256 differs from '
+                    '%s...): preparing from it anyway, but no figure from this copy compares '
+                    'with figures from the original dataset', paths[name], dataset,
+                    originals[name][:16])
+  return others
+
+
 class _FromManualDir:
   """Mixin for a builder: read dataset `dataset`'s official files (IDX, unless the builder says
   otherwise) from a folder instead of downloading them."""
@@ -161,6 +207,7 @@ class _FromManualDir:
     del dl_manager  # Nothing to download.
     file_names = _file_names(self.dataset)
     paths = dict(zip(file_names, find_files(self._folder, file_names)))
+    warn_unless_original(self.dataset, paths)
     return {
         split: _idx_examples(paths[images], paths[labels])
         for split, (images, labels) in IDX_FILES[self.dataset].items()

@@ -9,6 +9,7 @@ with a one-line message naming the file, the problem and the fix.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import struct
 import zlib
@@ -87,6 +88,12 @@ def read_idx_pair(
         'use the images and labels files of the same split'
     )
   return images, labels
+
+
+def content_sha256(path: str | os.PathLike) -> str:
+  """The SHA-256 of the file's IDX content (decompressed if gzip), which does not depend on how
+  it was compressed."""
+  return hashlib.sha256(_read_bytes(Path(path))).hexdigest()
 
 
 def _read_bytes(path: Path) -> bytes:
