@@ -55,6 +55,10 @@ _REAL_FROM = flags.DEFINE_string('real_from', None, "An earlier eval.json of the
                                  "number of digits and metrics: its real digits' figures are "
                                  'reused, not computed again.')
 _MANUAL_DIR, _DATA_DIR = console.define_data_location_flags()
+# Flags that helper modules defined for this script: list them in its --help too.
+flags.adopt_module_key_flags(class_proportions)
+flags.adopt_module_key_flags(console)
+flags.adopt_module_key_flags(resampling)
 
 
 def load_samples(path: str) -> tuple[np.ndarray, np.ndarray | None, dict | None]:

@@ -237,7 +237,7 @@ def define_flags() -> None:
   flags.DEFINE_list('samples', [], '.npz files of digits to score.')
   flags.DEFINE_string('idx_dir', os.environ.get('JAXGAN_MANUAL_DIR', ''),
                       "Folder holding <dataset>/ with its official files (IDX .gz; SVHN's "
-                      '.mat).')
+                      '.mat); default $JAXGAN_MANUAL_DIR.')
   flags.DEFINE_integer('num_real', 10000, 'Real train digits in the anchor sets.', lower_bound=2)
   flags.DEFINE_integer('epochs', 3, 'Training epochs of the Keras classifier.', lower_bound=1)
   flags.DEFINE_integer('seed', 0, 'Seed of the Keras classifier and the anchor rows.')

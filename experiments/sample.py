@@ -53,6 +53,10 @@ _LATENT_SCALE = console.define_latent_scale(
 _RESAMPLE = resampling.define_flags()
 # The real digits of --class_proportions=train and of a ratio model trained for resampling.
 _MANUAL_DIR, _DATA_DIR = console.define_data_location_flags()
+# Flags that helper modules defined for this script: list them in its --help too.
+flags.adopt_module_key_flags(class_proportions)
+flags.adopt_module_key_flags(console)
+flags.adopt_module_key_flags(resampling)
 _CPU_DEVICES = flags.DEFINE_integer(
     'cpu_devices', 0, 'CPU only: jax devices to generate on, each a share of every batch (the '
     'digits do not depend on the count); 0: one per core, -1: jax\'s default.',
@@ -152,7 +156,8 @@ def main(argv):
     arrays = dict(images=digits) if labels is None else dict(images=digits, labels=labels)
     arrays['provenance'] = provenance.export_field(
         workdir=os.path.abspath(_WORKDIR.value), step=step, num=num, seed=_SEED.value,
-        latent_scale=latent_scale, truncation=_TRUNCATION.value, labels=_LABELS.value,
+        latent_scale=latent_scale, truncation=_TRUNCATION.value,
+        labels=None if _LABELS.value is None else classes,
         per_class=_PER_CLASS.value,
         class_proportions=_PROPORTIONS.value if _PROPORTIONS.present else None,
         resampling=None if resample is None else dict(dataclasses.asdict(resample),

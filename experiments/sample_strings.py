@@ -43,6 +43,7 @@ _TRUNCATION = flags.DEFINE_float('truncation', 0.0, 'Truncation trick, as experi
                                  'latents drawn within [-t, t]; 0: none.', lower_bound=0.0)
 _LATENT_SCALE = console.define_latent_scale('Multiplies the latents, as experiments.sample; '
                                             '1: none.')
+flags.adopt_module_key_flags(console)  # the flag above is this script's: list it in --help
 _BATCH = flags.DEFINE_integer('batch_size', generate.DEFAULT_BATCH, 'Digits generated per call.',
                               lower_bound=1)
 _CPU_DEVICES = flags.DEFINE_integer(

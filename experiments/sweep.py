@@ -46,6 +46,10 @@ _RESAMPLE = resampling.define_flags(' of the scored digits')
 _PROPORTIONS = class_proportions.define_flag(' for scoring')
 _TAG = flags.DEFINE_string('tag', '', "Names this scoring's files: seed_S/eval_TAG.json and "
                            'sweep_TAG.json, beside the default eval.json and sweep.json.')
+# Flags that helper modules defined for this script: list them in its --help too.
+flags.adopt_module_key_flags(class_proportions)
+flags.adopt_module_key_flags(console)
+flags.adopt_module_key_flags(resampling)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 SUMMARY_FILE = 'sweep.json'

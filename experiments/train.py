@@ -16,6 +16,7 @@ config_flags.DEFINE_config_file('config', 'experiments/configs/dcgan_mnist.py',
                                 'Training config file.', lock_config=True)
 flags.mark_flags_as_required(['workdir'])
 distributed.define_flags()  # multi-host: --coordinator_address --num_processes --process_id
+flags.adopt_module_key_flags(distributed)  # listed in --help too
 
 
 def main(argv):

@@ -20,8 +20,8 @@ def define_flag(where: str = '') -> flags.FlagHolder:
   return flags.DEFINE_string(
       'class_proportions', BALANCED, f'Conditional models: the classes of the digits drawn'
       f'{where}. {BALANCED}: every class equally often; {TRAIN}: in the real train split\'s '
-      'class frequencies (those of the real reference and the test split; MNIST: 11.2% ones, '
-      '9.0% fives), so that fcd compares like with like; or one weight per class, e.g. '
+      'class frequencies (which the real reference, a random draw of train digits, follows; '
+      'MNIST: 11.2% ones, 9.0% fives), so that fcd compares like with like; or one weight per class, e.g. '
       '2,1,1,1,1,1,1,1,1,1. Counts by largest remainder, classes interleaved.')
 
 

@@ -11,6 +11,7 @@ Running again with the same workdir resumes from the newest checkpoint; a finish
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -403,9 +404,20 @@ def _format_seconds(seconds: float) -> str:
   return f'{hours}h{minutes:02d}m{seconds:02d}s' if hours else f'{minutes}m{seconds:02d}s'
 
 
+def with_absolute_data_folders(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy of `config` whose non-empty data.manual_dir and data.data_dir are absolute paths, so
+  that config.json names the folders whatever directory a later script runs from."""
+  config = copy.deepcopy(config)
+  for field in ('manual_dir', 'data_dir'):
+    if config.data.get(field):
+      config.data[field] = os.path.abspath(os.path.expanduser(config.data[field]))
+  return config
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANState:
   """Train (or resume) the run in `workdir`; returns the final state (host layout)."""
   validate(config)
+  config = with_absolute_data_folders(config)
   if not workdir:
     raise ValueError('--workdir is empty: name the run folder, e.g. --workdir=runs/dcgan_mnist')
   if os.path.exists(workdir) and not os.path.isdir(workdir):

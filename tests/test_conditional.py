@@ -220,6 +220,8 @@ def test_sample_by_class(conditional_run, tmp_path):
   with np.load(out) as data:
     assert data['images'].shape == (12, 28, 28)
     np.testing.assert_array_equal(data['labels'], np.repeat([0, 1, 2], 4))
+    drawn = json.loads(str(data['provenance']))
+    assert (drawn['labels'], drawn['per_class']) == ([0, 1, 2], 4)  # numbers, not flag strings
   with Image.open(grid) as picture:
     assert picture.size == (4 * CELL + 1, 3 * CELL + 1)  # one row per class
   result = cli('sample', f'--workdir={conditional_run}', '--labels=3', '--num=7', f'--out={out}')

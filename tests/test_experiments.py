@@ -95,6 +95,20 @@ def test_train_writes_the_run_folder(trained_run):
   assert 'step 16/16' in result.stderr and 'img/s' in result.stderr and 'eta' in result.stderr
 
 
+def test_config_json_names_the_data_folders_absolutely(data_dirs, tmp_path, monkeypatch):
+  """A relative --config.data.manual_dir (the quick start's ../shared/datasets) would point
+  elsewhere for a script run later from another directory."""
+  manual, data_dir = data_dirs
+  monkeypatch.chdir(manual.parent)
+  config = tiny_config((manual.name, os.path.relpath(data_dir)), num_steps=1)
+  trainer.train_and_evaluate(config, str(tmp_path / 'run'))
+  recorded = json.loads((tmp_path / 'run' / 'config.json').read_text())['data']
+  assert (recorded['manual_dir'], recorded['data_dir']) == (str(manual), str(data_dir))
+  assert config.data.manual_dir == manual.name  # the caller's config is left as it was
+  empty = trainer.with_absolute_data_folders(tiny_config(('', ''))).data
+  assert (empty.manual_dir, empty.data_dir) == ('', '')  # tfds's default data dir stays so
+
+
 def test_metrics_lines_are_strict_json_with_null_where_nothing_was_timed(data_dirs, tmp_path):
   trainer.train_and_evaluate(tiny_config(data_dirs, num_steps=3, log_every=1), str(tmp_path))
 
@@ -276,6 +290,29 @@ def test_unknown_model_is_a_one_line_error(data_dirs, tmp_path):
       "(config field "
       'model.name)')
   assert not (tmp_path / 'run').exists()
+
+
+_HELPER_FLAGS_NOT_IN_HELP = """
+import importlib, sys
+from absl import flags
+script = importlib.import_module(sys.argv[1])
+getattr(script, 'define_flags', lambda: None)()  # independent_check defines its flags in main
+helpers = {flag.name for module, defined in flags.FLAGS.flags_by_module_dict().items()
+           if module.startswith('jaxgan.') for flag in defined}
+listed = {flag.name for flag in flags.FLAGS.get_key_flags_for_module(script.__name__)}
+print(sorted(helpers - listed))
+"""
+
+
+@pytest.mark.parametrize('script', sorted(
+    path.stem for path in (REPO / 'experiments').glob('*.py') if path.stem != '__init__'))
+def test_help_lists_the_flags_that_jaxgan_modules_define_for_a_script(script):
+  """absl's --help lists a script's own flags only; --latent_scale, --manual_dir, ... are
+  defined by helpers in jaxgan (the rest only under --helpfull)."""
+  result = subprocess.run([sys.executable, '-c', _HELPER_FLAGS_NOT_IN_HELP, f'experiments.{script}'],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.strip().splitlines()[-1] == '[]'
 
 
 @pytest.mark.parametrize('module', ['train', 'sweep'])

@@ -117,8 +117,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every = 0
   config.eval_num_samples = 5000
   # Conditional models: the classes of those digits, as experiments.evaluate's
-  # --class_proportions: 'balanced', 'train' (the train split's class frequencies, those of
-  # the test split fcd compares with) or one weight per class ('2,1,1,...').
+  # --class_proportions: 'balanced', 'train' (the train split's class frequencies, which the
+  # real reference fcd compares with follows) or one weight per class ('2,1,1,...').
   config.eval_class_proportions = 'balanced'
   config.checkpoint_every = 1000  # steps; a checkpoint is also written with each epoch grid
   config.keep_checkpoints = 3
