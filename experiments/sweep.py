@@ -28,7 +28,8 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxgan import class_proportions, console, parallel, provenance, resampling, run_folder, trainer
+from jaxgan import (class_proportions, console, parallel, provenance, resampling, run_folder,
+                    trainer)
 from jaxgan.checkpoint import LATEST
 from jaxgan.evaluation import run_scores, suite
 from jaxgan.run_folder import write_json_atomic

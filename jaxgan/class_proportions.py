@@ -21,8 +21,8 @@ def define_flag(where: str = '') -> flags.FlagHolder:
       'class_proportions', BALANCED, f'Conditional models: the classes of the digits drawn'
       f'{where}. {BALANCED}: every class equally often; {TRAIN}: in the real train split\'s '
       'class frequencies (which the real reference, a random draw of train digits, follows; '
-      'MNIST: 11.2% ones, 9.0% fives), so that fcd compares like with like; or one weight per class, e.g. '
-      '2,1,1,1,1,1,1,1,1,1. Counts by largest remainder, classes interleaved.')
+      'MNIST: 11.2% ones, 9.0% fives), so that fcd compares like with like; or one weight per '
+      'class, e.g. 2,1,1,1,1,1,1,1,1,1. Counts by largest remainder, classes interleaved.')
 
 
 def parse(spec: str, num_classes: int, name: str = '--class_proportions') -> str | np.ndarray:

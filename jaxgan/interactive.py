@@ -125,7 +125,8 @@ img {{ display: block; margin-top: 1.5em; image-rendering: pixelated; }}
 <label>truncation <input name="truncation" type="range" min="0" max="3" step="0.1" value="0">
   <output id="truncation_value">0</output></label>
 <label>latent scale <input name="latent_scale" type="range" min="{latent_scale_min}"
-  max="{latent_scale_max}" step="0.05" value="{latent_scale}"> <output id="latent_scale_value">{latent_scale}</output></label>
+  max="{latent_scale_max}" step="0.05" value="{latent_scale}">
+  <output id="latent_scale_value">{latent_scale}</output></label>
 <label>scale <input name="scale" type="number" min="1" max="{max_scale}" value="4"></label>
 </form>
 <div id="error"></div><img id="picture" alt="generated digits">

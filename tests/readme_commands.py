@@ -33,7 +33,8 @@ def commands() -> dict[str, list[str]]:
   """{script: [its arguments, as one string per command]} for every command in the README."""
   text = README.read_text()
   fenced = re.compile(r'```[a-z]*\n(.*?)```', re.S)
-  pieces = [line for block in fenced.findall(text) for line in block.replace('\\\n', ' ').splitlines()]
+  pieces = [line for block in fenced.findall(text)
+            for line in block.replace('\\\n', ' ').splitlines()]
   pieces += [span.replace('\n', ' ') for span in re.findall(r'`([^`]+)`', fenced.sub('', text))]
   found = collections.defaultdict(list)
   for piece in pieces:

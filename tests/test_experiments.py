@@ -309,8 +309,9 @@ print(sorted(helpers - listed))
 def test_help_lists_the_flags_that_jaxgan_modules_define_for_a_script(script):
   """absl's --help lists a script's own flags only; --latent_scale, --manual_dir, ... are
   defined by helpers in jaxgan (the rest only under --helpfull)."""
-  result = subprocess.run([sys.executable, '-c', _HELPER_FLAGS_NOT_IN_HELP, f'experiments.{script}'],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+  result = subprocess.run(
+      [sys.executable, '-c', _HELPER_FLAGS_NOT_IN_HELP, f'experiments.{script}'], cwd=REPO,
+      capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.strip().splitlines()[-1] == '[]'
 

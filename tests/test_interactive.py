@@ -46,7 +46,7 @@ def test_the_renderers_latent_scale_is_the_default_of_requests_and_of_the_page(
   query = {'text': '90210', 'seed': '3'}
   assert wide.render(query) == conditional_renderer.render({**query, 'latent_scale': '1.5'})
   assert wide.render({**query, 'latent_scale': '1'}) == conditional_renderer.render(query)
-  assert ('min="0.5"\n  max="2" step="0.05" value="1.5"> <output id="latent_scale_value">1.5'
+  assert ('min="0.5"\n  max="2" step="0.05" value="1.5">\n  <output id="latent_scale_value">1.5'
           '</output>') in interactive.page(wide, 'x')
 
 

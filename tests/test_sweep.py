@@ -146,7 +146,8 @@ def test_a_tagged_scoring_is_kept_beside_the_default_one(swept):
     (['--seeds=1,1'], 'each once'),
     (['--seeds=-1'], 'must name at least one seed >= 0, each once'),
     (['--seeds=0', '--config.seed=5'], "--seeds sets each run's config.seed: drop --config.seed"),
-    (['--seeds=0', '--config.seed', '5'], "--seeds sets each run's config.seed: drop --config.seed"),
+    (['--seeds=0', '--config.seed', '5'],
+     "--seeds sets each run's config.seed: drop --config.seed"),
 ])
 def test_bad_seeds_are_one_line_errors_before_any_work(tmp_path, extra, message):
   result = cli('sweep', '--config=experiments/configs/tiny.py', f'--workdir={tmp_path / "s"}',
