@@ -3,7 +3,8 @@
 `make_train_step` returns a pure `step(state, batch, key) -> (state, measurements)` for one
 device's share of the batch. With `axis_name` set, gradients, batch statistics and measurements
 are averaged over that device axis, so the same function runs under `jax.shard_map` on a mesh
-or under `jax.pmap` (see `jaxgan.parallel`). All randomness comes from `fold_in(key, step)`.
+(with `check_vma` on, JAX's default, or off, as `jaxgan.parallel.shard_step` runs it) or under
+`jax.pmap`. All randomness comes from `fold_in(key, step)`.
 """
 from __future__ import annotations
 
@@ -145,6 +146,17 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
     real_chunks = chunks(images)
     label_chunks = chunks(batch['label']) if gan.num_classes else [None] * n_critic
 
+    def mean_gradients(grads):
+      # Under shard_map with check_vma=True (JAX's default) the batch is typed as varying over
+      # the axis, and autodiff has already summed the replicated params' gradients over the
+      # devices (the transpose of their implicit broadcast): a pmean would leave that sum, N
+      # times the mean. Under pmap, or shard_map with check_vma=False, nothing is typed so and
+      # each device holds its own gradient.
+      if axis_name is not None and axis_name in jax.typeof(images).manual_axis_type.varying:
+        size = jax.lax.axis_size(axis_name)
+        return jax.tree.map(lambda g: g / size, grads)
+      return mean_over_devices(grads)
+
     def critic_update(carry, real, labels, index):
       d_params, d_state, d_opt_state, g_batch_stats = carry
       z_key, real_key, fake_key, gp_key = jax.random.split(jax.random.fold_in(critic_key, index),
@@ -190,7 +202,7 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
 
       (d_loss, (extra, d_real, d_fake, d_state)), grads = jax.value_and_grad(
           d_loss_fn, has_aux=True)(d_params)
-      grads = mean_over_devices(grads)
+      grads = mean_gradients(grads)
       updates, d_opt_state = d_tx.update(grads, d_opt_state, d_params)
       d_params = optax.apply_updates(d_params, updates)
       if loss.weight_clip:
@@ -233,7 +245,7 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
 
     (g_loss, (g_batch_stats, d_state, g_extra)), grads = jax.value_and_grad(
         g_loss_fn, has_aux=True)(state.g_params)
-    grads = mean_over_devices(grads)
+    grads = mean_gradients(grads)
     updates, g_opt_state = g_tx.update(grads, state.g_opt_state, state.g_params)
     g_params = optax.apply_updates(state.g_params, updates)
     g_ema_params = state.g_ema_params

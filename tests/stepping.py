@@ -4,6 +4,7 @@ from __future__ import annotations
 import jax
 import ml_collections
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 from jaxgan import losses, models, optim, parallel, state as state_lib, train_step
 
@@ -59,15 +60,21 @@ def run_single_device(model, loss, n_critic=1, num_steps=3, seed=0, batch=16,
 
 
 def run_on_mesh(model, loss, devices, n_critic=1, num_steps=3, batch=16, conditioning=None,
-                build_options=None, host_batches=False, **step_options):
+                build_options=None, host_batches=False, jax_shard_map=False, **step_options):
   """`host_batches`: hand the step numpy batches (the trainer's feed on CPU) instead of
-  batches put on the mesh first."""
+  batches put on the mesh first. `jax_shard_map`: run the step under a plain
+  `jit(jax.shard_map(step))` with JAX's default checks (check_vma on), as a user wiring it up
+  would, instead of `parallel.shard_step` (check_vma off)."""
   init, step = components(model, loss, n_critic, axis_name=parallel.DATA_AXIS,
                           conditioning=conditioning, build_options=build_options,
                           **step_options)
   mesh = parallel.make_mesh(devices)
   state = jax.jit(init, out_shardings=parallel.replicated(mesh))(jax.random.key(0))
-  sharded_step = parallel.shard_step(step, mesh)
+  if jax_shard_map:
+    specs = dict(in_specs=(P(), P(parallel.DATA_AXIS), P()), out_specs=(P(), P()))
+    sharded_step = jax.jit(jax.shard_map(step, mesh=mesh, **specs))
+  else:
+    sharded_step = parallel.shard_step(step, mesh)
   for batch_data in fixed_inputs(num_steps, batch * n_critic, bool(conditioning)):
     if not host_batches:
       batch_data = jax.device_put(batch_data, parallel.batch_sharded(mesh))

@@ -45,6 +45,8 @@ def runs(request):
       'mesh1': stepping.run_on_mesh(model, loss, jax.devices()[:1], n_critic, **options),
       'mesh8': stepping.run_on_mesh(model, loss, jax.devices()[:8], n_critic, **options),
       'pmap8': stepping.run_pmap(model, loss, n_critic, **options),
+      'shard_map8': stepping.run_on_mesh(model, loss, jax.devices()[:8], n_critic,
+                                         jax_shard_map=True, **options),
   }
 
 
@@ -64,6 +66,13 @@ def test_eight_devices_match_one_device(runs):
 
 def test_pmap_matches_mesh(runs):
   assert_runs_close(runs['mesh8'], runs['pmap8'], atol=1e-6)
+
+
+def test_the_step_under_jax_shard_map_with_its_default_checks_matches_the_mesh_path(runs):
+  """With check_vma on, autodiff sums the replicated params' gradients over the devices
+  itself; the step must average that sum, not average it again (which left it 8 times the
+  mean). Other reduction order, so the 8-vs-1-device tolerance."""
+  assert_runs_close(runs['mesh8'], runs['shard_map8'], atol=runs['atol'])
 
 
 def test_one_device_mesh_matches_the_plain_jitted_step(runs):
