@@ -116,6 +116,21 @@ def _generate(gan: GAN, g_variables: dict, z: jax.Array, labels: jax.Array | Non
   return jax.numpy.clip(jax.numpy.rint((fake[..., 0] + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
+def _check_labels(labels, num: int, num_classes: int) -> None:
+  """On the host: the generator's embedding lookup would clamp a class out of range (10 drawn
+  as 9), and weights of the wrong width fail deep inside the network."""
+  if labels is None:
+    raise ValueError('a conditional GAN needs one label per latent: pass labels')
+  labels = np.asarray(labels)
+  if np.issubdtype(labels.dtype, np.integer) and labels.shape == (num,):
+    if num and (labels.min() < 0 or labels.max() >= num_classes):
+      raise ValueError(f'labels must be classes in 0..{num_classes - 1}, got '
+                       f'{labels.min()}..{labels.max()}')
+  elif not (np.issubdtype(labels.dtype, np.floating) and labels.shape == (num, num_classes)):
+    raise ValueError(f'labels must be {num} integer classes ({num},) or class weights '
+                     f'({num}, {num_classes}), one per latent; got {labels.dtype} {labels.shape}')
+
+
 def generate(gan: GAN, g_variables: dict, z: jax.Array, labels: np.ndarray | None = None, *,
              batch_size: int = DEFAULT_BATCH, devices: Sequence[jax.Device] | None = None,
              step=None) -> np.ndarray:
@@ -124,8 +139,11 @@ def generate(gan: GAN, g_variables: dict, z: jax.Array, labels: np.ndarray | Non
   partial batch is padded), each batch split over `devices` (default: this process's devices;
   several CPU devices run it data-parallel, see `parallel.configure_cpu_devices`). `step`, the
   state's generator step, sets a progressive generator's growth (None: fully grown)."""
-  if gan.num_classes and labels is None:
-    raise ValueError('a conditional GAN needs one label per latent: pass labels')
+  if gan.num_classes:
+    _check_labels(labels, z.shape[0], gan.num_classes)
+  elif labels is not None:
+    raise ValueError('labels were given for an unconditional GAN, which draws no class: drop '
+                     'them')
   net = {} if step is None else gan.network_kwargs(step)
   devices = jax.local_devices() if devices is None else list(devices)
   num = z.shape[0]

@@ -100,6 +100,16 @@ def scan_steps(step_fn, steps_per_call: int, *, unroll: int | bool = 1):
   return steps
 
 
+def _check_axis(step_fn) -> None:
+  """A step from `train_step.make_train_step` records its axis_name; the wrappers below split
+  the batch over DATA_AXIS, and a step averaging over none would train each device apart."""
+  axis_name = getattr(step_fn, 'axis_name', DATA_AXIS)
+  if axis_name != DATA_AXIS:
+    raise ValueError(f'the step was built with axis_name={axis_name!r}, but runs over the '
+                     f'{DATA_AXIS!r} axis here: build the model and the step with '
+                     f'axis_name=parallel.DATA_AXIS')
+
+
 def shard_step(step_fn, mesh: Mesh, *, donate: bool = True, steps_per_call: int = 1,
                unroll: int | bool = 1):
   """jit(shard_map(step_fn)): state and key replicated, batch split over `DATA_AXIS`.
@@ -110,9 +120,10 @@ def shard_step(step_fn, mesh: Mesh, *, donate: bool = True, steps_per_call: int 
   With `steps_per_call` > 1 the function takes a list of that many batches and runs
   `scan_steps` (measurements stacked, step axis first).
   """
+  _check_axis(step_fn)
   fn = step_fn if steps_per_call == 1 else scan_steps(step_fn, steps_per_call, unroll=unroll)
-  # check_vma=False gives pmap's semantics: with the check on, autodiff already sums the
-  # gradient of replicated params over devices, and the step's own pmean would count it twice.
+  # check_vma=False gives pmap's semantics, under which the step's numbers were pinned (with
+  # the check on, autodiff sums the gradients over the devices and the step divides the sum).
   sharded = jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(DATA_AXIS), P()),
                           out_specs=(P(), P()), check_vma=False)
   # In-shardings let the batch be host arrays, which jit copies to the devices split over
@@ -148,6 +159,7 @@ def pmap_step(step_fn, *, donate: bool = True, steps_per_call: int = 1,
               unroll: int | bool = 1):
   """pmap(step_fn) over local devices: state and batch carry a leading device axis. With
   `steps_per_call` > 1, as `shard_step` (measurements: step axis first, then devices)."""
+  _check_axis(step_fn)
   fn = step_fn if steps_per_call == 1 else scan_steps(step_fn, steps_per_call, unroll=unroll)
   return jax.pmap(fn, axis_name=DATA_AXIS, in_axes=(0, 0, None),
                   out_axes=(0, 0 if steps_per_call == 1 else 1),

@@ -52,6 +52,10 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
   generator update then gives fake rows 2k and 2k + 1 the label of real row 2k, so each pair
   differs only in its latent.
 
+  `g_schedule` / `d_schedule`: the learning-rate schedules inside `g_tx` / `d_tx`, for the
+  measurements only (`g_lr`, `d_lr`; D's counted in its own updates): the rates the updates use
+  are the optimizers' own.
+
   `compute_dtype` (float32 | bfloat16): the dtype the networks compute in. Parameters,
   optimizer state, batch statistics, gradients and losses stay float32; with bfloat16 the
   parameters and inputs are cast on the way into each network and its outputs cast back
@@ -78,6 +82,11 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
     raise ValueError(f'before_growth needs a progressive model, got {gan.name!r}')
   if mode_seeking < 0:
     raise ValueError(f'loss.mode_seeking must be >= 0 (0 = off), got {mode_seeking}')
+  if gan.axis_name != axis_name:
+    # Otherwise batch norm would average over other devices than the gradients are.
+    raise ValueError(f'the model was built with axis_name={gan.axis_name!r} but the step with '
+                     f'axis_name={axis_name!r}: build both with the same one '
+                     '(parallel.DATA_AXIS to run under parallel.shard_step or pmap_step)')
   compute_dtype = jnp.dtype(compute_dtype)
   if compute_dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
     raise ValueError(f'compute_dtype must be float32 or bfloat16, got {compute_dtype}')
@@ -130,12 +139,33 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
   def report(outputs):
     return jax.nn.sigmoid(outputs).mean() if loss.outputs_are_logits else outputs.mean()
 
+  def check_inputs(state: GANState, batch: dict) -> None:
+    """Shape and structure errors, named at trace time rather than deep inside the step."""
+    rows = batch['image'].shape[0]
+    if rows % n_critic:
+      raise ValueError(f'the per-device batch of {rows} images does not split into n_critic='
+                       f'{n_critic} chunks: make the batch a multiple of n_critic x the devices')
+    if mode_seeking and (rows // n_critic) % 2:
+      raise ValueError('the mode-seeking term pairs rows, so the per-device batch must be even, '
+                       f'got {rows // n_critic}: change batch_size or the device count')
+    if ema_decay and not state.g_ema_params:
+      raise ValueError('ema_decay > 0 updates state.g_ema_params, which this state lacks: make '
+                       'it with state.init_state(..., ema=True)')
+    if gan.num_classes:
+      labels = batch.get('label')
+      if labels is None or labels.shape != (rows,) or not jnp.issubdtype(labels.dtype,
+                                                                           jnp.integer):
+        found = 'none' if labels is None else f'{labels.dtype} {labels.shape}'
+        raise ValueError(f"a conditional model's step needs batch['label'], integer class ids "
+                         f'of shape ({rows},) like the images\' rows; got {found}')
+
   def step(state: GANState, batch: dict, key: jax.Array):
     step_key = jax.random.fold_in(key, state.step)
     # Progressive growing's alpha (and which layers run); {} for other models.
     net = gan.network_kwargs(state.step, before_growth=before_growth)
     critic_key, generator_key = jax.random.split(step_key)
     images = batch['image']
+    check_inputs(state, batch)
     if images.dtype == jnp.uint8:  # BatchIterator's pixels
       images = images_lib.from_pixels(images)
     local_batch = images.shape[0] // n_critic
@@ -272,4 +302,5 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
                          d_state=d_state, g_ema_params=g_ema_params)
     return new_state, measurements
 
+  step.axis_name = axis_name  # checked by jaxgan.parallel's wrappers
   return step

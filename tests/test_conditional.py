@@ -181,6 +181,28 @@ def test_generating_no_digits_gives_an_empty_array():
   assert digits.shape == (0, 28, 28) and digits.dtype == np.uint8
 
 
+@pytest.mark.parametrize('labels, message', [
+    (np.array([0, 10, 3]), r'^labels must be classes in 0\.\.9, got 0\.\.10$'),  # 1-based ids
+    (np.array([-1, 2, 3]), r'^labels must be classes in 0\.\.9, got -1\.\.3$'),
+    (np.array([[1], [2], [3]]), r'^labels must be 3 integer classes \(3,\) or class weights '
+                                r'\(3, 10\), one per latent; got int64 \(3, 1\)$'),
+    (np.zeros(3, np.float32), r'got float32 \(3,\)$'),
+    (np.zeros(4, np.int32), r'got int32 \(4,\)$'),
+    (None, r'^a conditional GAN needs one label per latent: pass labels$'),
+])
+def test_labels_a_generator_would_misread_are_refused(labels, message):
+  """Its embedding lookup clamps: class 10 came out as class 9's digits."""
+  gan = models.build('mlp', num_classes=10, conditioning='projection')
+  z = jnp.zeros((3, gan.latent_dim))
+  variables = gan.generator.init(jax.random.key(0), z, jnp.zeros(3, jnp.int32), train=False)
+  with pytest.raises(ValueError, match=message):
+    generate.generate(gan, variables, z, labels)
+  unconditional = models.build('mlp')
+  with pytest.raises(ValueError, match=r'^labels were given for an unconditional GAN'):
+    generate.generate(unconditional, unconditional.generator.init(
+        jax.random.key(0), z, train=False), z, np.zeros(3, np.int32))
+
+
 @pytest.fixture(scope='module')
 def conditional_run(data_dirs, tmp_path_factory):  # noqa: F811
   """A tiny auxiliary-classifier run trained through the CLI (2 epochs of 8 steps)."""

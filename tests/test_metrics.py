@@ -351,3 +351,9 @@ def test_score_images_refuses_bad_labels_and_empty_sets():
       metrics.score_images(None, images, np.array(labels))  # refused before any classifying
   with pytest.raises(ValueError, match='no images to score'):
     metrics.score_images(None, images[:0])
+
+
+def test_evaluating_without_a_real_reference_or_its_results_is_refused_first():
+  with pytest.raises(ValueError, match=r'^the real reference is needed unless its results are '
+                                       r'given: pass real_reference\(...\) or reference_results=$'):
+    suite.evaluate(['fcd'], samples=None, real=None, reference=None)

@@ -111,3 +111,58 @@ def test_pixels_train_exactly_as_their_floats():
                         jax.random.key(1))
   for a, b in zip(jax.tree.leaves(from_pixels), jax.tree.leaves(from_floats)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _misuse(model='mlp', step_axis=None, model_axis=None, conditioning=None, ema=False,
+            **step_options):
+  """(step, state) for a misuse: the model and the step may get different axes."""
+  from jaxgan import losses, models, optim, state as state_lib, train_step
+  cond = dict(num_classes=10, conditioning=conditioning) if conditioning else {}
+  gan = models.build(model, axis_name=model_axis, **cond)
+  tx, _ = optim.make_optimizer('adam', stepping.adam_config(), stepping.CONSTANT, 100)
+  step = train_step.make_train_step(gan, losses.get('bce'), tx, tx, axis_name=step_axis,
+                                    **step_options)
+  state = jax.eval_shape(lambda key: state_lib.init_state(gan, tx, tx, key, ema=ema),
+                         jax.random.key(0))
+  return step, state
+
+
+IMAGES = np.zeros((6, 28, 28, 1), np.float32)
+
+
+@pytest.mark.parametrize('options, batch, message', [
+    (dict(n_critic=4), {'image': IMAGES},
+     r'^the per-device batch of 6 images does not split into n_critic=4 chunks: make the batch '
+     r'a multiple of n_critic x the devices$'),
+    (dict(conditioning='projection', mode_seeking=0.2, n_critic=2),
+     {'image': IMAGES, 'label': np.zeros(6, np.int32)},
+     r'^the mode-seeking term pairs rows, so the per-device batch must be even, got 3: change '),
+    (dict(ema_decay=0.999), {'image': IMAGES},
+     r'^ema_decay > 0 updates state.g_ema_params, which this state lacks: make it with '
+     r'state.init_state\(..., ema=True\)$'),
+    (dict(conditioning='projection'), {'image': IMAGES},
+     r"^a conditional model's step needs batch\['label'\], integer class ids of shape \(6,\) "
+     r"like the images' rows; got none$"),
+    (dict(conditioning='auxiliary'), {'image': IMAGES, 'label': np.zeros((6, 1), np.int32)},
+     r'got int32 \(6, 1\)$'),
+    (dict(conditioning='auxiliary'), {'image': IMAGES, 'label': np.zeros(6, np.float32)},
+     r'got float32 \(6,\)$'),
+])
+def test_misuse_of_the_step_is_named_when_it_is_traced(options, batch, message):
+  step, state = _misuse(**options)
+  with pytest.raises(ValueError, match='(?m)' + message):  # jax appends a line of its own
+    jax.eval_shape(step, state, batch, jax.random.key(1))
+
+
+def test_a_model_and_step_on_different_device_axes_are_refused():
+  """Batch norm would average over other devices than the gradients (or none)."""
+  from jaxgan import parallel
+  with pytest.raises(ValueError, match=r"^the model was built with axis_name=None but the step "
+                                       r"with axis_name='data': build both with the same one "):
+    _misuse(step_axis=parallel.DATA_AXIS)
+  step, _ = _misuse(step_axis='batch', model_axis='batch')
+  for wrap in (lambda: parallel.shard_step(step, parallel.make_mesh()),
+               lambda: parallel.pmap_step(step)):
+    with pytest.raises(ValueError, match=r"^the step was built with axis_name='batch', but runs "
+                                         r"over the 'data' axis here: build the model and the "):
+      wrap()

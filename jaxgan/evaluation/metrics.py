@@ -349,7 +349,8 @@ def _suffixed(name: str, test_set: str) -> str:
 def _require_labels(samples: ScoredImages, metric: str) -> np.ndarray:
   if samples.labels is None:
     raise ValueError(f'{metric} needs labelled samples: evaluate a conditional model or an '
-                     '.npz with a labels array, or leave it out of --metrics')
+                     '.npz with a labels array (score_images(..., labels)), or leave it out of '
+                     'the metrics (--metrics)')
   return samples.labels
 
 

@@ -91,6 +91,9 @@ def evaluate(names, samples: ScoredImages, real: RealData, reference: ScoredImag
   """{'model': results, 'real': results for the real reference}, metric by metric.
   `reference_results`: the reference's results from an earlier call with the same names,
   settings and reference size, returned as they are instead of computed again."""
+  if reference is None and reference_results is None:
+    raise ValueError('the real reference is needed unless its results are given: pass '
+                     'real_reference(...) or reference_results=')
   results = {'model': {}, 'real': {} if reference_results is None else reference_results}
   for name in names:
     logging.info('computing %s', name)

@@ -37,6 +37,7 @@ class GAN:
   fade_steps: int = 0
   num_classes: int = 0  # 0: unconditional
   conditioning: str = ''  # with num_classes > 0: one of CONDITIONINGS
+  axis_name: str | None = None  # the device axis its batch statistics are averaged over
 
   def network_kwargs(self, step, *, before_growth: bool = False) -> dict:
     """Extra keyword arguments of both networks at generator step `step` (traced or not).
@@ -132,7 +133,7 @@ def build(name: str, *, axis_name: str | None = None, spectral_norm: bool = Fals
                       discriminator=module.Discriminator(axis_name=axis_name, **options_d),
                       latent_dim=module.LATENT_DIM,
                       grow_step=grow_step if name == 'progressive' else None,
-                      fade_steps=fade_steps)
+                      fade_steps=fade_steps, axis_name=axis_name)
   if not num_classes:
     return unconditional
   if num_classes < 2:
