@@ -141,7 +141,11 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
 
   def check_inputs(state: GANState, batch: dict) -> None:
     """Shape and structure errors, named at trace time rather than deep inside the step."""
-    rows = batch['image'].shape[0]
+    shape = batch['image'].shape
+    if tuple(shape[1:]) != tuple(gan.image_shape):
+      raise ValueError(f"batch['image'] must hold images of shape {tuple(gan.image_shape)} "
+                       f'(rows, height, width, channels), got {tuple(shape)}')
+    rows = shape[0]
     if rows % n_critic:
       raise ValueError(f'the per-device batch of {rows} images does not split into n_critic='
                        f'{n_critic} chunks: make the batch a multiple of n_critic x the devices')

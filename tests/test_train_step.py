@@ -131,6 +131,9 @@ IMAGES = np.zeros((6, 28, 28, 1), np.float32)
 
 
 @pytest.mark.parametrize('options, batch, message', [
+    (dict(), {'image': IMAGES[..., 0]},
+     r"^batch\['image'\] must hold images of shape \(28, 28, 1\) \(rows, height, width, "
+     r'channels\), got \(6, 28, 28\)$'),
     (dict(n_critic=4), {'image': IMAGES},
      r'^the per-device batch of 6 images does not split into n_critic=4 chunks: make the batch '
      r'a multiple of n_critic x the devices$'),
