@@ -82,4 +82,5 @@ def make(policy: str, axis_name: str | None = None) -> Augment | None:
       images = _FUNCTIONS[name](images, jax.random.fold_in(key, index), axis_name)
     return images
 
+  augment.axis_name = axis_name  # checked against the step's by train_step.make_train_step
   return augment

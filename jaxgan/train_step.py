@@ -82,11 +82,14 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
     raise ValueError(f'before_growth needs a progressive model, got {gan.name!r}')
   if mode_seeking < 0:
     raise ValueError(f'loss.mode_seeking must be >= 0 (0 = off), got {mode_seeking}')
-  if gan.axis_name != axis_name:
-    # Otherwise batch norm would average over other devices than the gradients are.
-    raise ValueError(f'the model was built with axis_name={gan.axis_name!r} but the step with '
-                     f'axis_name={axis_name!r}: build both with the same one '
-                     '(parallel.DATA_AXIS to run under parallel.shard_step or pmap_step)')
+  # Otherwise batch norm would average over other devices than the gradients are, and an
+  # augmentation would draw per device rather than by global example.
+  for part, part_axis in (('model', gan.axis_name),
+                          ('augmentation', getattr(augment, 'axis_name', axis_name))):
+    if part_axis != axis_name:
+      raise ValueError(f'the {part} was built with axis_name={part_axis!r} but the step with '
+                       f'axis_name={axis_name!r}: build both with the same one '
+                       '(parallel.DATA_AXIS to run under parallel.shard_step or pmap_step)')
   compute_dtype = jnp.dtype(compute_dtype)
   if compute_dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
     raise ValueError(f'compute_dtype must be float32 or bfloat16, got {compute_dtype}')

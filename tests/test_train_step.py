@@ -163,6 +163,11 @@ def test_a_model_and_step_on_different_device_axes_are_refused():
   with pytest.raises(ValueError, match=r"^the model was built with axis_name=None but the step "
                                        r"with axis_name='data': build both with the same one "):
     _misuse(step_axis=parallel.DATA_AXIS)
+  from jaxgan import augment
+  with pytest.raises(ValueError, match=r"^the augmentation was built with axis_name=None but "
+                                       r"the step with axis_name='data': build both "):
+    _misuse(step_axis=parallel.DATA_AXIS, model_axis=parallel.DATA_AXIS,
+            augment=augment.make('translation'))
   step, _ = _misuse(step_axis='batch', model_axis='batch')
   for wrap in (lambda: parallel.shard_step(step, parallel.make_mesh()),
                lambda: parallel.pmap_step(step)):
