@@ -28,8 +28,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxgan import (class_proportions, console, parallel, provenance, resampling, run_folder,
-                    trainer)
+from jaxgan import class_proportions, console, parallel, resampling, run_folder, trainer
 from jaxgan.checkpoint import LATEST
 from jaxgan.evaluation import run_scores, suite
 from jaxgan.run_folder import write_json_atomic
@@ -110,9 +109,7 @@ def real_to_reuse(records: dict[int, dict]) -> dict | None:
   reused eval.json copied from another machine holds figures this one computes differently in
   the last digits, and a new record states this machine as the one that scored it."""
   for record in records.values():
-    machine = record.get('machine')
-    if machine is not None and not provenance.differences(machine, provenance.host_record(),
-                                                          fields=provenance.SCORING_FIELDS):
+    if not run_scores.machine_differences(record):
       return record['real']
   return None
 

@@ -74,6 +74,13 @@ def consistency_penalty(critic: Callable[[jax.Array], jax.Array], images, scores
   return weight * jnp.mean(jnp.square(critic(images).reshape(scores.shape) - scores))
 
 
+def check_pairs(rows: int) -> None:
+  """The mode-seeking term's batch: rows it can pair."""
+  if rows % 2:
+    raise ValueError(f'the mode-seeking term pairs rows, so the per-device batch must be even, '
+                     f'got {rows}: change batch_size or the device count')
+
+
 def mode_seeking_penalty(images, z, eps: float = 1e-5):
   """Mode-seeking term of MSGAN (Mao et al. 2019), pairing rows (0, 1), (2, 3), ...
 
@@ -83,9 +90,7 @@ def mode_seeking_penalty(images, z, eps: float = 1e-5):
   class whatever the latent. Per pair rather than per batch, so its mean over devices is the
   mean over the global batch.
   """
-  if images.shape[0] % 2:
-    raise ValueError(f'the mode-seeking term pairs rows, so the per-device batch must be even, '
-                     f'got {images.shape[0]}: change batch_size or the device count')
+  check_pairs(images.shape[0])
   images = images.reshape((images.shape[0] // 2, 2, -1))
   z = z.reshape((z.shape[0] // 2, 2, -1))
   image_gap = jnp.abs(images[:, 0] - images[:, 1]).mean(axis=-1)

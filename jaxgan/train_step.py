@@ -152,9 +152,8 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
     if rows % n_critic:
       raise ValueError(f'the per-device batch of {rows} images does not split into n_critic='
                        f'{n_critic} chunks: make the batch a multiple of n_critic x the devices')
-    if mode_seeking and (rows // n_critic) % 2:
-      raise ValueError('the mode-seeking term pairs rows, so the per-device batch must be even, '
-                       f'got {rows // n_critic}: change batch_size or the device count')
+    if mode_seeking:  # before the conditional label pairing, which fails less clearly
+      losses.check_pairs(rows // n_critic)
     if ema_decay and not state.g_ema_params:
       raise ValueError('ema_decay > 0 updates state.g_ema_params, which this state lacks: make '
                        'it with state.init_state(..., ema=True)')

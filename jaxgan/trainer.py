@@ -441,9 +441,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
   # a few real digits make epochs of one step (100 digits: 14,055 epochs).
   epochs_per_grid = -(-total_steps // (steps_per_epoch * config.get('max_epoch_grids', 100)))
   grid_steps = steps_per_epoch * epochs_per_grid
+  # A fade of 0 steps still needs one step of the grown model.
   if config.model.name == 'progressive' and (
-      config.model.grow_step + config.model.fade_steps > total_steps
-      or config.model.grow_step >= total_steps):
+      config.model.grow_step + max(config.model.fade_steps, 1) > total_steps):
     raise ValueError(f'model.grow_step + model.fade_steps = {config.model.grow_step} + '
                      f'{config.model.fade_steps} is past the {total_steps} training steps (or '
                      'growth starts at the end): the model would never be fully grown and '

@@ -96,6 +96,16 @@ def recorded_settings() -> dict:
   return json.loads(json.dumps(dataclasses.asdict(metrics.Settings())))
 
 
+def machine_differences(record: dict) -> list[str]:
+  """How the machine that scored an evaluation record differs from this one, in what decides
+  its floats (empty: the same kind). On another processor the figures are close, not bitwise
+  the ones this one would compute."""
+  if 'machine' not in record:
+    return ['the record names none']
+  return provenance.differences(record['machine'], provenance.host_record(),
+                                fields=provenance.SCORING_FIELDS)
+
+
 def real_results_from(path: str, dataset: str, num_samples: int, names) -> dict:
   """The real reference's figures of the evaluation record at `path` (an eval.json), checked
   to be those `score_digits` would compute for `num_samples` digits of `dataset` scored by
@@ -127,12 +137,7 @@ def real_results_from(path: str, dataset: str, num_samples: int, names) -> dict:
     if not matches:
       raise ValueError(f'{path} {problem}: pass a record of the same dataset, number of digits '
                        'and metrics, or drop --real_from to score the real digits again')
-  # On another processor the figures are close, not bitwise the ones this one would compute.
-  if 'machine' not in record:
-    changed = 'the record names none'
-  else:
-    changed = '; '.join(provenance.differences(record['machine'], provenance.host_record(),
-                                               fields=provenance.SCORING_FIELDS))
+  changed = '; '.join(machine_differences(record))
   if changed:
     logging.warning('%s may have been scored on another kind of machine (%s): its real figures '
                     'may differ in the last digits from this machine\'s; drop --real_from to '
