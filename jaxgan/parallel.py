@@ -128,9 +128,21 @@ def shard_step(step_fn, mesh: Mesh, *, donate: bool = True, steps_per_call: int 
                           out_specs=(P(), P()), check_vma=False)
   # In-shardings let the batch be host arrays, which jit copies to the devices split over
   # DATA_AXIS itself, far cheaper per call than jax.device_put (data.training_batches).
-  return jax.jit(sharded, in_shardings=(replicated(mesh), batch_sharded(mesh), replicated(mesh)),
-                 donate_argnums=(0,) if donate else (),
-                 compiler_options=step_compiler_options(mesh))
+  jitted = jax.jit(sharded,
+                   in_shardings=(replicated(mesh), batch_sharded(mesh), replicated(mesh)),
+                   donate_argnums=(0,) if donate else (),
+                   compiler_options=step_compiler_options(mesh))
+
+  def misfit(state, batch, key):
+    del state, key
+    for path, leaf in jax.tree_util.tree_leaves_with_path(batch):
+      if np.ndim(leaf) == 0 or np.shape(leaf)[0] % mesh.size:
+        return (f'batch{jax.tree_util.keystr(path)} has shape {np.shape(leaf)}, whose first '
+                f'axis the {mesh.size} devices of the mesh cannot split: make the batch size '
+                f'a multiple of {mesh.size}')
+    return None
+
+  return _ExplainedStep(jitted, misfit)
 
 
 def step_compiler_options(mesh: Mesh) -> dict[str, str] | None:
@@ -161,9 +173,46 @@ def pmap_step(step_fn, *, donate: bool = True, steps_per_call: int = 1,
   `steps_per_call` > 1, as `shard_step` (measurements: step axis first, then devices)."""
   _check_axis(step_fn)
   fn = step_fn if steps_per_call == 1 else scan_steps(step_fn, steps_per_call, unroll=unroll)
-  return jax.pmap(fn, axis_name=DATA_AXIS, in_axes=(0, 0, None),
-                  out_axes=(0, 0 if steps_per_call == 1 else 1),
-                  donate_argnums=(0,) if donate else ())
+  pmapped = jax.pmap(fn, axis_name=DATA_AXIS, in_axes=(0, 0, None),
+                     out_axes=(0, 0 if steps_per_call == 1 else 1),
+                     donate_argnums=(0,) if donate else ())
+
+  def misfit(state, batch, key):
+    del key
+    count = jax.local_device_count()
+    for name, tree, fix in (
+        ('state', state, 'pass parallel.pmap_replicate(state)'),
+        ('batch', batch, f'reshape each array to ({count}, per-device batch, ...)')):
+      for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        if np.ndim(leaf) == 0 or np.shape(leaf)[0] != count:
+          return (f'{name}{jax.tree_util.keystr(path)} has shape {np.shape(leaf)}, but pmap '
+                  f'needs a leading axis of the {count} local devices: {fix}')
+    return None
+
+  return _ExplainedStep(pmapped, misfit)
+
+
+class _ExplainedStep:
+  """A compiled step that, when jax refuses its arguments, names the argument at fault and the
+  fix (jax's own error, an IndexError for a state not replicated for pmap, names neither).
+  Checked only after a failure, so a working call costs nothing more; other attributes are the
+  compiled function's."""
+
+  def __init__(self, compiled, misfit):
+    self._compiled = compiled
+    self._misfit = misfit
+
+  def __call__(self, state, batch, key):
+    try:
+      return self._compiled(state, batch, key)
+    except (ValueError, IndexError) as error:
+      problem = self._misfit(state, batch, key)
+      if problem is None:
+        raise
+      raise ValueError(problem) from error
+
+  def __getattr__(self, name):
+    return getattr(self._compiled, name)
 
 
 class StepPacer:

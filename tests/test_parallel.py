@@ -110,3 +110,27 @@ def test_cpu_step_schedule_changes_speed_not_results(monkeypatch):
   for x, y in zip(jax.tree.leaves((scheduled[0], scheduled[1])),
                   jax.tree.leaves((default[0], default[1]))):
     np.testing.assert_array_equal(x, y)
+
+
+def test_arguments_the_devices_cannot_take_are_named_with_the_fix():
+  """jax's own errors name neither the argument nor the fix (pmap: an IndexError for a state
+  not replicated over the devices)."""
+  init, step = stepping.components('mlp', 'bce', axis_name=parallel.DATA_AXIS)
+  state = jax.jit(init)(jax.random.key(0))
+  images = stepping.fixed_batches(1, 12)[0]
+  sharded = parallel.shard_step(step, parallel.make_mesh(jax.devices()[:8]), donate=False)
+  with pytest.raises(ValueError, match=r"^batch\['image'\] has shape \(12, 28, 28, 1\), whose "
+                                       r"first axis the 8 devices of the mesh cannot split: "
+                                       r"make the batch size a multiple of 8$"):
+    sharded(state, {'image': images}, jax.random.key(1))
+  count = jax.local_device_count()
+  pmapped = parallel.pmap_step(step, donate=False)
+  per_device = {'image': np.zeros((count, 2, 28, 28, 1), np.float32)}
+  with pytest.raises(ValueError, match=rf"^state.step has shape \(\), but pmap needs a leading "
+                                       rf"axis of the {count} local devices: pass "
+                                       rf"parallel.pmap_replicate\(state\)$"):
+    pmapped(state, per_device, jax.random.key(1))
+  with pytest.raises(ValueError, match=rf"^batch\['image'\] has shape \(12, 28, 28, 1\), but "
+                                       rf"pmap needs a leading axis of the {count} local "
+                                       rf"devices: reshape each array to \({count}, "):
+    pmapped(parallel.pmap_replicate(state), {'image': images}, jax.random.key(1))
