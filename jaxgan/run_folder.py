@@ -15,12 +15,22 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     raise FileNotFoundError(f'{path} not found: --workdir must be a run folder written by '
                             'experiments.train')
+  return ml_collections.ConfigDict(read_config_json(path))
+
+
+def read_config_json(path: str) -> dict:
+  """A run's config.json as written by experiments.train (refused, naming the file, if not)."""
   with open(path) as f:
     try:
-      return ml_collections.ConfigDict(json.load(f))
+      config = json.load(f)
     except ValueError as error:
-      raise ValueError(f'{path} is not the JSON experiments.train writes ({error}): restore it '
-                       'from a copy of the run folder') from None
+      problem = f'not JSON: {error}'
+    else:
+      if isinstance(config, dict) and {'model', 'data', 'loss'} <= config.keys():
+        return config
+      problem = 'JSON without its model, data and loss sections'
+  raise ValueError(f'{path} is not the config experiments.train writes ({problem}): restore it '
+                   'from a copy of the run folder')
 
 
 def latent_scale(config: ml_collections.ConfigDict, override: float | None = None) -> float:

@@ -287,8 +287,8 @@ def record_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   path = os.path.join(workdir, 'config.json')
   resolved = json.loads(config.to_json())
   if os.path.exists(path):
-    with open(path) as f:
-      before, now = {**_ADDED_FIELDS, **_flatten(json.load(f))}, _flatten(resolved)
+    before = {**_ADDED_FIELDS, **_flatten(run_folder.read_config_json(path))}
+    now = _flatten(resolved)
     changed = sorted(k for k in before.keys() | now.keys()
                      if k not in RESUMABLE_FIELDS and before.get(k) != now.get(k))
     if changed:
@@ -350,6 +350,18 @@ class _MeshRunner:
   def prepare_batch(self, batch):
     return batch
 
+  def abstract_state(self, components: Components) -> GANState:
+    return abstract_state(components, self.state_sharding)
+
+  def trace_step(self, components: Components, batch: dict) -> None:
+    """Trace (not compile) the step for `batch`'s shapes, raising what tracing raises."""
+    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                          self.prepare_batch(batch))
+    self._trace(self.abstract_state(components), shapes, jax.random.key(0))
+
+  def _trace(self, *args) -> None:
+    self.step.trace(*args)
+
 
 class _PmapRunner(_MeshRunner):
   """pmap(step) over this process's devices; state arrays carry a leading device axis."""
@@ -366,6 +378,14 @@ class _PmapRunner(_MeshRunner):
 
   def init(self, key):
     return self.from_checkpoint(self._init(key))
+
+  def _trace(self, *args) -> None:
+    self.step.lower(*args)  # pmap has no trace()
+
+  def abstract_state(self, components: Components) -> GANState:
+    count = jax.local_device_count()
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct((count,) + x.shape, x.dtype),
+                        abstract_state(components))
 
   def from_checkpoint(self, state):
     return parallel.pmap_replicate(jax.device_get(state), jax.local_device_count())
@@ -460,9 +480,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
                      f'{total_steps} this config asks for: ask for at least {trained} steps '
                      '(num_epochs or num_steps), or use a new --workdir')
   is_writer = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
-  if is_writer:
-    record_config(config, workdir)
+  if is_writer and trained is not None and not os.path.exists(
+      os.path.join(workdir, 'config.json')):
+    raise ValueError(f'{workdir} holds checkpoints but no config.json, which this config would '
+                     "replace unchecked: put the run's config.json back, or use a new --workdir")
   components = build_components(config, total_steps)
   step_gan = models.from_config(config.model, axis_name=parallel.DATA_AXIS)
 
@@ -481,6 +502,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
         components, step_fn, mesh, config.get('donate', True), config.get('steps_per_call', 1))
 
   runner = make_runner()
+  # The step names some settings' errors only when traced (mode seeking's pairs, minibatch-std
+  # groups): trace it now, on abstract inputs, so that they come before anything is written.
+  runner.trace_step(components, {'image': np.zeros((examples_per_step,) + train_images.shape[1:],
+                                                   np.uint8),
+                                 'label': np.zeros(examples_per_step, np.int32)})
+  os.makedirs(workdir, exist_ok=True)
+  if is_writer:
+    record_config(config, workdir)
 
   init_key, step_key, _ = seed_keys(config.seed)
   store = CheckpointStore(workdir, keep=config.keep_checkpoints)

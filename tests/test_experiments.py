@@ -273,12 +273,14 @@ def test_a_damaged_run_folder_is_a_one_line_error_naming_the_file(trained_run, t
       f'error: the checkpoint at step {step} in {folder} cannot be read (JSONDecodeError: '
       f'Expecting value: line 1 column 1 (char 0)): it is damaged; move {folder / str(step)} '
       'away to use the checkpoint before it')
-  (damaged / 'config.json').write_text('{not json')
-  result = cli('sample', f'--workdir={damaged}', f'--out={tmp_path / "x.npz"}')
-  assert result.stderr.strip().splitlines()[-1] == (
-      f'error: {damaged / "config.json"} is not the JSON experiments.train writes (Expecting '
-      'property name enclosed in double quotes: line 1 column 2 (char 1)): restore it from a '
-      'copy of the run folder')
+  for text, problem in (('{not json', 'not JSON: Expecting property name enclosed in double '
+                                      'quotes: line 1 column 2 (char 1)'),
+                        ('[]', 'JSON without its model, data and loss sections')):
+    (damaged / 'config.json').write_text(text)
+    result = cli('sample', f'--workdir={damaged}', f'--out={tmp_path / "x.npz"}')
+    assert result.stderr.strip().splitlines()[-1] == (
+        f'error: {damaged / "config.json"} is not the config experiments.train writes '
+        f'({problem}): restore it from a copy of the run folder')
   assert not (tmp_path / 'x.npz').exists()
 
 
@@ -411,6 +413,41 @@ def test_a_workdir_of_another_experiment_is_refused_and_left_alone(trained_run, 
                          '7 now)'), last
   assert {p: p.read_bytes() for p in before} == before
   assert checkpoint_steps(workdir) == [12, 16]
+
+
+@pytest.mark.parametrize('overrides, message', [
+    (['--config.schedule.name=cosin'], "error: unknown schedule 'cosin': choose one of "),
+    # Named by the step when traced: 40 rows over the tests' 8 devices are 5 per device.
+    (['--config.loss.mode_seeking=0.2', '--config.batch_size=40'],
+     'error: the mode-seeking term pairs rows, so the per-device batch must be even, got 5'),
+])
+def test_a_config_refused_at_setup_leaves_no_workdir(data_dirs, tmp_path, overrides, message):
+  """Otherwise its config.json would make the folder refuse the corrected command."""
+  result = cli('train', *train_args(data_dirs, tmp_path / 'run', *overrides))
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr[-2000:]
+  assert not (tmp_path / 'run').exists()
+
+
+def test_a_run_folder_without_or_with_a_damaged_config_is_refused_and_left_alone(
+    trained_run, data_dirs, tmp_path):
+  workdir = tmp_path / 'run'
+  shutil.copytree(trained_run[0], workdir)
+  (workdir / 'config.json').unlink()
+  before = {p: p.read_bytes() for p in workdir.rglob('*') if p.is_file()}
+  result = cli('train', *train_args(data_dirs, workdir))
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'error: {workdir} holds checkpoints but no config.json, which this config would replace '
+      "unchecked: put the run's config.json back, or use a new --workdir")
+  (workdir / 'config.json').write_text('{"model": ')
+  before[workdir / 'config.json'] = b'{"model": '
+  result = cli('train', *train_args(data_dirs, workdir))
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'error: {workdir / "config.json"} is not the config experiments.train writes (not JSON: '
+      'Expecting value: line 1 column 11 (char 10)): restore it from a copy of the run folder')
+  assert {p: p.read_bytes() for p in workdir.rglob('*') if p.is_file()} == before
 
 
 def test_a_workdir_that_is_a_file_is_a_one_line_error_and_left_alone(data_dirs, tmp_path):
