@@ -84,7 +84,13 @@ def reusable(path: str, step: int, names: tuple[str, ...], num_samples: int,
   if not os.path.exists(path):
     return None
   with open(path) as f:
-    record = json.load(f)
+    try:
+      record = json.load(f)
+    except ValueError:
+      record = None
+  if not isinstance(record, dict):  # derived from the run: scored again, and rewritten
+    logging.warning('%s is not an evaluation record: scoring the run again', path)
+    return None
   same = (record.get('step') == step and tuple(record.get('metrics', ())) == names
           and record.get('num_samples') == num_samples and record.get('seed') == eval_seed
           and record.get('checkpoint') == LATEST and not record.get('truncation')

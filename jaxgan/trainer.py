@@ -29,7 +29,7 @@ from PIL import Image
 from jaxgan import atomic, augment, data, generate, images, losses, models, optim, parallel
 from jaxgan import class_proportions, provenance, rarity, run_folder
 from jaxgan.checkpoint import LATEST, CheckpointStore
-from jaxgan.evaluation import metrics, suite, weights
+from jaxgan.evaluation import during_training, metrics, suite, weights
 from jaxgan.evaluation.during_training import TrainingEvaluator
 from jaxgan.run_folder import write_json_atomic
 from jaxgan.state import GANState, generator_variables, init_state
@@ -310,7 +310,20 @@ class MetricsLog:
     if not os.path.exists(self.path):
       return
     with open(self.path) as f:
-      kept = [line for line in f if line.strip() and json.loads(line)['step'] <= step]
+      lines = f.read().splitlines(keepends=True)
+    kept = []
+    for number, line in enumerate(lines, 1):
+      try:
+        record = json.loads(line) if line.strip() else None
+      except json.JSONDecodeError as error:
+        if number == len(lines) and not line.endswith('\n'):
+          # Half a line: the session was killed while appending it.
+          logging.warning('%s: dropping the half-written last line', self.path)
+          continue
+        raise ValueError(f'{self.path} line {number} is not JSON ({error}): restore the file '
+                         'from a copy of the run folder, or delete that line') from None
+      if record is not None and record['step'] <= step:
+        kept.append(line)
     with atomic.replacing(self.path) as tmp, open(tmp, 'w') as f:
       f.writelines(kept)
 
@@ -484,6 +497,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
       os.path.join(workdir, 'config.json')):
     raise ValueError(f'{workdir} holds checkpoints but no config.json, which this config would '
                      "replace unchecked: put the run's config.json back, or use a new --workdir")
+  if config.get('eval_every', 0):
+    during_training.read_best(workdir)  # raises on a damaged best.json, before any write
   components = build_components(config, total_steps)
   step_gan = models.from_config(config.model, axis_name=parallel.DATA_AXIS)
 

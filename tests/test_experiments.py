@@ -518,10 +518,13 @@ def test_a_diverging_run_stops_before_writing_anything_from_the_bad_state(data_d
 
 def test_an_interrupted_run_resumes_to_the_same_result(data_dirs, tmp_path):
   """1 epoch, then resumed to 3, equals 3 epochs straight: bit for bit (same data order,
-  same per-step keys), and metrics.jsonl reads as one run; machine.jsonl holds a line per
-  training session (none for a finished run run again)."""
+  same per-step keys), and metrics.jsonl reads as one run (the half line a session killed while
+  appending leaves is dropped); machine.jsonl holds a line per training session (none for a
+  finished run run again)."""
   straight = trainer.train_and_evaluate(tiny_config(data_dirs, num_epochs=3), str(tmp_path / 'a'))
   first = trainer.train_and_evaluate(tiny_config(data_dirs, num_epochs=1), str(tmp_path / 'b'))
+  with open(tmp_path / 'b' / 'metrics.jsonl', 'a') as f:
+    f.write('{"step": 10, "d_lo')
   resumed = trainer.train_and_evaluate(tiny_config(data_dirs, num_epochs=3), str(tmp_path / 'b'))
   jax.tree.map(np.testing.assert_array_equal, straight, resumed)
   drop_timing = lambda rows: [{k: v for k, v in r.items() if k != 'images_per_s'} for r in rows]
@@ -533,6 +536,14 @@ def test_an_interrupted_run_resumes_to_the_same_result(data_dirs, tmp_path):
   assert sessions[0]['devices'] == jax.device_count()
   trainer.train_and_evaluate(tiny_config(data_dirs, num_epochs=3), str(tmp_path / 'b'))
   assert (tmp_path / 'b' / 'machine.jsonl').read_text() == machine_log  # finished: no session
+
+
+def test_a_damaged_metrics_line_before_the_last_is_named(tmp_path):
+  (tmp_path / 'metrics.jsonl').write_text('{"step": 2}\n{"step": 4, "d_l\n{"step": 6}\n')
+  with pytest.raises(ValueError, match=rf'^{re.escape(str(tmp_path / "metrics.jsonl"))} line 2 '
+                                       r'is not JSON \(.*\): restore the file from a copy of the '
+                                       r'run folder, or delete that line$'):
+    trainer.MetricsLog(str(tmp_path)).drop_after(4)
 
 
 def test_pmap_path_trains_like_the_mesh_path(data_dirs, tmp_path):

@@ -82,6 +82,13 @@ def test_a_record_of_another_latent_scale_is_not_reused(swept):
   assert sweep.reusable(str(older), 16, names, NUM_SAMPLES, 0) == record
 
 
+def test_a_damaged_record_is_scored_again_not_an_error(tmp_path):
+  """An eval.json is derived from its run: the sweep scores the run again and rewrites it."""
+  for text in ('{"step": 1', '[1, 2]'):
+    (tmp_path / 'eval.json').write_text(text)
+    assert sweep.reusable(str(tmp_path / 'eval.json'), 16, ('fcd',), NUM_SAMPLES, 0) is None
+
+
 def test_a_record_resampled_otherwise_is_not_reused(swept, tmp_path):
   workdir, _, _ = swept
   record = read_json(workdir / 'seed_3' / 'eval.json')

@@ -85,6 +85,23 @@ def test_best_checkpoint_holds_the_lowest_fcd_state(evaluated_run):
   assert rescored['fcd'] == best['fcd']
 
 
+def test_a_damaged_best_json_is_named_and_the_run_left_alone(evaluated_run, config_factory,
+                                                             tmp_path):
+  _, workdir = evaluated_run
+  config = config_factory(num_epochs=3)
+  copy = tmp_path / 'run'
+  shutil.copytree(workdir, copy)
+  (copy / 'best.json').write_text('{"step": ')
+  before = {p: p.read_bytes() for p in copy.rglob('*') if p.is_file()}
+  with pytest.raises(ValueError, match=rf'^{re.escape(str(copy / "best.json"))} is damaged '
+                                       r'\(not JSON: .*\): restore it from a copy of the run '
+                                       rf'folder, or move it and {re.escape(str(copy / BEST))} '
+                                       'away to track the best state anew from the next '
+                                       'evaluation$'):
+    trainer.train_and_evaluate(config, str(copy))
+  assert {p: p.read_bytes() for p in copy.rglob('*') if p.is_file()} == before
+
+
 def test_resumed_run_evaluates_as_the_straight_run(evaluated_run, config_factory, tmp_path):
   _, straight = evaluated_run
   trainer.train_and_evaluate(config_factory(num_epochs=1), str(tmp_path))

@@ -30,7 +30,16 @@ def read_best(workdir: str) -> dict | None:
   if not os.path.exists(path):
     return None
   with open(path) as f:
-    return json.load(f)
+    try:
+      best = json.load(f)
+    except ValueError as error:
+      best = error
+  if not isinstance(best, dict) or not isinstance(best.get('step'), int):
+    problem = f'not JSON: {best}' if isinstance(best, ValueError) else 'no step'
+    raise ValueError(f'{path} is damaged ({problem}): restore it from a copy of the run folder, '
+                     f'or move it and {os.path.join(workdir, BEST)} away to track the best state '
+                     'anew from the next evaluation')
+  return best
 
 
 class TrainingEvaluator:
