@@ -20,6 +20,7 @@ The real reference is a real train subset of the same size, scored against the s
 import json
 import os
 import zipfile
+import zlib
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import numpy as np
@@ -70,20 +71,25 @@ def load_samples(path: str) -> tuple[np.ndarray, np.ndarray | None, dict | None]
   if not zipfile.is_zipfile(path):  # np.load would try it as a pickle and say so
     raise ValueError(f'{path} is not an .npz file: pass one written by experiments.sample or '
                      'np.savez(images=uint8 (N, 28, 28), labels=...)')
-  with np.load(path) as npz:
-    if 'images' not in npz:
-      raise ValueError(f'{path} holds {", ".join(npz.files) or "nothing"}, no images array: '
-                       'save the digits as images=uint8 (N, 28, 28)')
-    try:
-      drawn = json.loads(str(npz['provenance'])) if 'provenance' in npz else None
-    except json.JSONDecodeError:
-      raise ValueError(f'{path} holds a provenance array that is not the JSON experiments.sample '
-                       'writes: drop it from the file (or write the file again)') from None
-    try:
-      return npz['images'], npz['labels'] if 'labels' in npz else None, drawn
-    except ValueError:  # numpy refuses object arrays (pickles) without allow_pickle
-      raise ValueError(f'{path} holds Python objects, not arrays of numbers: save the digits '
-                       'as images=uint8 (N, 28, 28) and labels as integers') from None
+  try:
+    with np.load(path) as npz:
+      if 'images' not in npz:
+        raise ValueError(f'{path} holds {", ".join(npz.files) or "nothing"}, no images array: '
+                         'save the digits as images=uint8 (N, 28, 28)')
+      try:
+        drawn = json.loads(str(npz['provenance'])) if 'provenance' in npz else None
+      except json.JSONDecodeError:
+        raise ValueError(f'{path} holds a provenance array that is not the JSON '
+                         'experiments.sample writes: drop it from the file (or write the file '
+                         'again)') from None
+      try:
+        return npz['images'], npz['labels'] if 'labels' in npz else None, drawn
+      except ValueError:  # numpy refuses object arrays (pickles) without allow_pickle
+        raise ValueError(f'{path} holds Python objects, not arrays of numbers: save the digits '
+                         'as images=uint8 (N, 28, 28) and labels as integers') from None
+  except (zipfile.BadZipFile, zlib.error, EOFError) as error:  # damaged inside the zip
+    raise ValueError(f'{path} is damaged ({type(error).__name__}: {error}): write it again, '
+                     'e.g. with experiments.sample') from None
 
 
 def known_real(dataset: str, num_samples: int, names) -> dict | None:

@@ -26,6 +26,7 @@ import json
 import os
 import time
 import zipfile
+import zlib
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('KERAS_BACKEND', 'tensorflow')
@@ -185,12 +186,19 @@ def load_npz(path: str) -> tuple[np.ndarray, np.ndarray | None]:
     raise FileNotFoundError(f'{path} not found: pass .npz files written by experiments.sample')
   if not zipfile.is_zipfile(path):  # np.load would try it as a pickle and say so
     raise ValueError(f'{path} is not an .npz file: pass .npz files written by experiments.sample')
-  with np.load(path) as npz:
-    if 'images' not in npz:
-      raise ValueError(f'{path} holds no images array: save the digits as images=uint8 '
-                       '(N, 28, 28)')
-    images = npz['images']
-    labels = npz['labels'] if 'labels' in npz else None
+  try:
+    with np.load(path) as npz:
+      if 'images' not in npz:
+        raise ValueError(f'{path} holds no images array: save the digits as images=uint8 '
+                         '(N, 28, 28)')
+      images = npz['images']
+      labels = npz['labels'] if 'labels' in npz else None
+  except (zipfile.BadZipFile, zlib.error, EOFError) as error:  # damaged inside the zip
+    raise ValueError(f'{path} is damaged ({type(error).__name__}: {error}): write it again '
+                     'with experiments.sample') from None
+  if images.ndim < 1 or len(images) < 2:  # before minutes of training, not after
+    raise ValueError(f'{path} holds {len(images) if images.ndim else 0} digits: a covariance '
+                     '(FID) needs at least 2; pass more digits')
   if images.shape[1:] not in ((28, 28), (28, 28, 1)):
     raise ValueError(f'{path} holds images of shape {images.shape}, not 28x28 digits (N, 28, 28): '
                      'pass digits written by experiments.sample, not strings')

@@ -15,6 +15,7 @@ from jaxgan.data import svhn
 from jaxgan.data.idx import read_idx_pair
 from jaxgan.evaluation import weights
 from tests.idx_files import write_manual_dir
+from tests.npz_files import write_damaged_npz
 
 
 def test_reader_matches_jaxgans_reader(tmp_path):
@@ -185,13 +186,22 @@ def test_a_missing_official_file_is_named_with_the_flag_to_fix(tmp_path):
     independent_check.read_split(str(tmp_path), 'mnist', 'train')
 
 
-def test_sample_files_that_are_missing_or_not_npz_are_named(tmp_path):
+def test_sample_files_that_are_missing_damaged_or_not_npz_are_named(tmp_path):
   for missing in (tmp_path / 'none.npz', tmp_path):  # no file; a folder
     with pytest.raises(FileNotFoundError, match=f'{missing} not found: pass .npz files'):
       independent_check.load_npz(str(missing))
   not_npz = tmp_path / 'digits.npz'
   not_npz.write_text('not a zip archive')
   with pytest.raises(ValueError, match=f'{not_npz} is not an .npz file'):
+    independent_check.load_npz(str(not_npz))
+  for compressed in (False, True):
+    write_damaged_npz(not_npz, compressed)
+    with pytest.raises(ValueError, match=f'^{not_npz} is damaged \\((BadZipFile|error): .*\\): '
+                                         'write it again with experiments.sample$'):
+      independent_check.load_npz(str(not_npz))
+  np.savez(not_npz, images=np.zeros((1, 28, 28), np.uint8))
+  with pytest.raises(ValueError, match=f'^{not_npz} holds 1 digits: a covariance \\(FID\\) '
+                                       'needs at least 2; pass more digits$'):
     independent_check.load_npz(str(not_npz))
   digits = np.zeros((3, 28, 28), np.uint8)
   np.savez(tmp_path / 'ok.npz', images=digits, labels=np.arange(3))

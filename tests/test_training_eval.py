@@ -22,6 +22,7 @@ from jaxgan.evaluation import metrics, run_scores, suite, weights
 from jaxgan.evaluation.during_training import read_best
 from jaxgan.state import generator_variables, init_state
 from tests.idx_files import tiny_digits, write_manual_dir
+from tests.npz_files import write_damaged_npz
 
 REPO = Path(__file__).resolve().parent.parent
 EVAL_EVERY, EVAL_SAMPLES = 4, 64
@@ -317,6 +318,8 @@ def _write_objects(path):
 
 
 @pytest.mark.parametrize('write,problem', [
+    (write_damaged_npz, "is damaged (BadZipFile: Bad CRC-32 for file 'images.npy'): write it "
+     'again, e.g. with experiments.sample'),
     (_write_objects, 'holds Python objects, not arrays of numbers: save the digits as '
      'images=uint8 (N, 28, 28) and labels as integers'),
     (_write_text, 'is not an .npz file: pass one written by experiments.sample or '
