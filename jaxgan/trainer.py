@@ -418,15 +418,22 @@ PROGRESS_GIF = 'progress.gif'
 
 
 def write_progress_gif(samples_dir: str, duration_ms: int = 400) -> None:
-  """samples/progress.gif: the epoch grids in order, one frame each (nothing if none)."""
+  """samples/progress.gif: the epoch grids in order, one frame each (nothing if none). A grid
+  that cannot be read (damaged on disk) is left out with a warning: the GIF is a summary of
+  the run, not worth failing it for."""
   names = sorted((n for n in os.listdir(samples_dir) if re.fullmatch(r'epoch_\d+\.png', n)),
                  key=lambda n: int(n[len('epoch_'):-len('.png')])  # epoch_1128 after epoch_141
                  ) if os.path.isdir(samples_dir) else []
-  if names:
-    frames = []
-    for name in names:
-      with Image.open(os.path.join(samples_dir, name)) as picture:
+  frames = []
+  for name in names:
+    path = os.path.join(samples_dir, name)
+    try:
+      with Image.open(path) as picture:
+        picture.load()
         frames.append(picture.copy())
+    except (OSError, SyntaxError) as error:  # what PIL raises for damaged images
+      logging.warning('%s left out of %s: it cannot be read (%s)', path, PROGRESS_GIF, error)
+  if frames:
     images.save_gif_atomic(frames, os.path.join(samples_dir, PROGRESS_GIF),
                            duration_ms=duration_ms)
 

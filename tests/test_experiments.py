@@ -6,6 +6,7 @@ The tiny config trains the MLP GAN on 256 examples (8 steps per epoch) in second
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -121,12 +122,16 @@ def test_metrics_lines_are_strict_json_with_null_where_nothing_was_timed(data_di
   assert [line['images_per_s'] is None for line in lines] == [True, False, False]
 
 
-def test_progress_gif_orders_epochs_by_number(tmp_path):
+def test_progress_gif_orders_epochs_by_number_and_leaves_out_damaged_grids(tmp_path, caplog):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   epochs = (14055, 141, 1128, 987)
   for shade, epoch in enumerate(epochs):
     Image.fromarray(np.full((4, 4), 50 * shade, np.uint8)).save(tmp_path / f'epoch_{epoch:03d}.png')
-  trainer.write_progress_gif(str(tmp_path))
+  damaged = tmp_path / 'epoch_500.png'
+  damaged.write_bytes((tmp_path / 'epoch_141.png').read_bytes()[:50])
+  with caplog.at_level(logging.WARNING):
+    trainer.write_progress_gif(str(tmp_path))
+  assert f'{damaged} left out of progress.gif: it cannot be read' in caplog.text
   with Image.open(tmp_path / trainer.PROGRESS_GIF) as gif:
     shades = []
     for frame in range(gif.n_frames):
