@@ -49,6 +49,9 @@ _CHECKPOINT = flags.DEFINE_enum('checkpoint', LATEST, [LATEST, BEST],
                                 'Which state of the run: its newest checkpoint, or the best one '
                                 'kept by evaluation during training (config.eval_every).')
 _METRICS = flags.DEFINE_list('metrics', None, 'Metrics to compute; default: all applicable.')
+flags.register_validator('metrics', lambda names: names is None or bool(names),
+                         '--metrics is empty: name the metrics to compute, or leave the flag '
+                         'out for all that apply')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the latent vectors (--workdir only).')
 _OUT = flags.DEFINE_string('out', None, 'Where to write the results; default: RUN/eval.json '
                            'or FILE.eval.json beside --samples.')
@@ -104,11 +107,13 @@ def main(argv):
   if (_WORKDIR.value is None) == (_SAMPLES.value is None):
     raise app.UsageError('give exactly one of --workdir=RUN and --samples=FILE.npz')
   resample = _RESAMPLE.resampling()
-  if _SAMPLES.value and (_TRUNCATION.value or _LATENT_SCALE.value is not None
-                        or resample is not None or _PROPORTIONS.present):
-    raise app.UsageError('--truncation, --latent_scale, --resample_percentile and '
-                         '--class_proportions draw a run\'s digits: they need --workdir=RUN, '
-                         'not --samples')
+  if _SAMPLES.value and (resample is not None or any(
+      flag.present for flag in (_NUM_SAMPLES, _SEED, _CHECKPOINT, _TRUNCATION, _LATENT_SCALE,
+                                _PROPORTIONS))):
+    raise app.UsageError('--num_samples, --seed, --checkpoint, --truncation, --latent_scale, '
+                         '--resample_percentile and --class_proportions draw a run\'s digits: '
+                         'they need --workdir=RUN, not --samples (whose digits are scored as '
+                         'they are)')
   if _SAMPLES.value and not _DATASET.value:
     raise app.UsageError(f'--samples needs --dataset={"|".join(weights.TRAIN_COMMANDS)}: the '
                          'real data to compare with')

@@ -288,21 +288,29 @@ def test_evaluate_refuses_an_out_file_it_would_destroy_before_any_work(tmp_path)
   console.check_record_out(str(tmp_path / 'new' / 'eval.json'), 'metrics')
 
 
-def test_latent_options_of_evaluate_need_a_run_and_a_positive_scale(tmp_path):
+def test_drawing_options_of_evaluate_need_a_run_and_metrics_are_named(tmp_path):
   result = subprocess.run(
       [sys.executable, '-m', 'experiments.evaluate', f'--workdir={tmp_path}', '--latent_scale=0'],
       cwd=REPO, capture_output=True, text=True, timeout=300)
   assert result.returncode != 0
   assert ('flag --latent_scale=0.0: --latent_scale must be finite and > 0 (1: the training '
           'distribution)' in result.stderr)
+  for drawing in ('--latent_scale=1.2', '--num_samples=50', '--seed=3', '--checkpoint=best'):
+    result = subprocess.run(
+        [sys.executable, '-m', 'experiments.evaluate', f'--samples={tmp_path / "x.npz"}',
+         '--dataset=mnist', drawing],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: --num_samples, --seed, --checkpoint, --truncation, --latent_scale, "
+        "--resample_percentile and --class_proportions draw a run's digits: they need "
+        "--workdir=RUN, not --samples (whose digits are scored as they are)"), drawing
   result = subprocess.run(
-      [sys.executable, '-m', 'experiments.evaluate', f'--samples={tmp_path / "x.npz"}',
-       '--dataset=mnist', '--latent_scale=1.2'],
+      [sys.executable, '-m', 'experiments.evaluate', f'--workdir={tmp_path}', '--metrics='],
       cwd=REPO, capture_output=True, text=True, timeout=300)
   assert result.returncode != 0
-  assert result.stderr.strip().splitlines()[-1] == (
-      "error: --truncation, --latent_scale, --resample_percentile and --class_proportions draw a "
-      "run's digits: they need --workdir=RUN, not --samples")
+  assert ('flag --metrics=[]: --metrics is empty: name the metrics to compute, or leave the flag '
+          'out for all that apply') in result.stderr
 
 
 def _write_text(path):
