@@ -53,11 +53,13 @@ def class_labels(num_classes: int) -> tuple[int, int] | None:
 
 def main(argv):
   del argv  # flags only: console.run refuses other arguments
-  if _OUT.value is not None:
-    if not os.path.basename(_OUT.value) or os.path.splitext(_OUT.value)[1] in ('.png', '.gif'):
-      raise app.UsageError(f'--out={_OUT.value} must be a file name without extension (.png and '
-                           '.gif are added), e.g. --out=runs/walk')
-    console.check_file_to_write('out', _OUT.value)
+  if _OUT.value is not None and (not os.path.basename(_OUT.value)
+                                 or os.path.splitext(_OUT.value)[1] in ('.png', '.gif')):
+    raise app.UsageError(f'--out={_OUT.value} must be a file name without extension (.png and '
+                         '.gif are added), e.g. --out=runs/walk')
+  out = _OUT.value or os.path.join(_WORKDIR.value, 'interpolation')
+  for extension in ('.png', '.gif'):  # both, before writing either
+    console.check_file_to_write('out', out + extension)
   console.setup_logging()
   config = load_run_config(_WORKDIR.value)
   # Flags are checked against the config before the (slower) restore.
@@ -76,7 +78,6 @@ def main(argv):
     labels = np.tile(generate.lerp(one_hot[classes[0]], one_hot[classes[1]], t), (rows, 1))
   digits = generate.generate(gan, generator_variables(state), z.astype(np.float32), labels)
 
-  out = _OUT.value or os.path.join(_WORKDIR.value, 'interpolation')
   scale = config.sample_grid_scale
   images.save_atomic(images.grid(digits, rows, steps, scale=scale), out + '.png')
   walks = digits.reshape((rows, steps) + digits.shape[1:])

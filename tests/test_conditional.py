@@ -596,6 +596,11 @@ def test_interpolate_writes_a_strip_and_a_gif(conditional_run, tmp_path):
     assert result.stderr.strip() == (
         f'error: --out={bad} must be a file name without extension (.png and .gif are added), '
         'e.g. --out=runs/walk')
+  (tmp_path / 'gif_a_folder.gif').mkdir()  # the .png would be written, then the .gif fail
+  result = cli('interpolate', f'--workdir={conditional_run}', f'--out={tmp_path / "gif_a_folder"}')
+  assert result.stderr.strip() == (
+      f'error: --out={tmp_path / "gif_a_folder.gif"} is a folder: name a file to write')
+  assert not (tmp_path / 'gif_a_folder.png').exists()
 
 
 @pytest.mark.parametrize('conditioning', ['auxiliary', 'projection_auxiliary'])
