@@ -5,6 +5,8 @@ import json
 import logging as std_logging
 import math
 import os
+import signal
+import sys
 import traceback
 
 from absl import flags, logging
@@ -32,10 +34,14 @@ def run(main) -> None:
   not go together) reported as one line on stderr and exit status 1 instead of a traceback; so
   are flag errors (absl's message), a `--config=FILE.py` whose code fails to load and an
   override of a field the config lacks.
-  The scripts take flags only: a stray argument is a usage error before `main` runs."""
+  The scripts take flags only: a stray argument is a usage error before `main` runs.
+  SIGINT (Ctrl-C) and SIGTERM stop a script with one line and exit status 130 / 143, after
+  Python's clean-up has run (a file being written is removed, never left half-written), where
+  SIGTERM would otherwise end the process at once."""
   from absl import app  # pylint: disable=g-import-not-at-top
 
   def guarded(argv):
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
       if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
@@ -43,6 +49,11 @@ def run(main) -> None:
     except (ValueError, OSError, app.UsageError) as error:
       # absl would print a UsageError after the module's docstring and every flag's help.
       raise SystemExit(f'error: {error}') from None
+    except (KeyboardInterrupt, _Terminated) as stop:
+      name, status = ('SIGTERM', 143) if isinstance(stop, _Terminated) else ('SIGINT', 130)
+      print(f'stopped by {name}: files already written are whole; a training run resumes from '
+            'its last checkpoint', file=sys.stderr, flush=True)
+      raise SystemExit(status) from None
 
   def parse_flags(argv):
     try:
@@ -61,6 +72,15 @@ def run(main) -> None:
     raise SystemExit(f'error: {problem}') from None
 
   app.run(guarded, flags_parser=parse_flags)
+
+
+class _Terminated(BaseException):
+  """SIGTERM, raised in the main thread like KeyboardInterrupt is for SIGINT."""
+
+
+def _raise_terminated(signum, frame):
+  del signum, frame
+  raise _Terminated()
 
 
 def _override_problem(error: BaseException, argv: list[str]) -> str | None:

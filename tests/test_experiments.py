@@ -606,3 +606,30 @@ def test_dcgan_smoke_run_on_real_mnist(tmp_path):
   # The discriminator learns to tell real from fake within 50 steps.
   assert metrics[-1]['d_real'] > metrics[-1]['d_fake']
   assert (tmp_path / 'run' / 'samples' / 'final.png').exists()
+
+
+@pytest.mark.parametrize('signal_name, status', [('SIGTERM', 143), ('SIGINT', 130)])
+def test_a_stopped_script_says_so_in_one_line_and_leaves_no_half_file(tmp_path, signal_name,
+                                                                      status):
+  """The scripts' main runs under console.run: a signal that arrives while a file is being
+  written (here: the script signals itself there) leaves neither the file nor its temporary."""
+  script = tmp_path / 'script.py'
+  script.write_text(f'''
+import os, signal
+from jaxgan import atomic, console
+
+def main(argv):
+  with atomic.replacing({str(tmp_path / "out.npz")!r}) as tmp, open(tmp, 'w') as f:
+    f.write('half')
+    os.kill(os.getpid(), signal.{signal_name})
+    f.write(' and the rest')
+
+console.run(main)
+''')
+  result = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, 'PYTHONPATH': str(REPO)})
+  assert result.returncode == status
+  assert result.stderr.strip().splitlines() == [
+      f'stopped by {signal_name}: files already written are whole; a training run resumes from '
+      'its last checkpoint']
+  assert os.listdir(tmp_path) == ['script.py']
