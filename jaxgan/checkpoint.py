@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 
 import jax
 import orbax.checkpoint as ocp
@@ -69,12 +70,14 @@ class CheckpointStore:
     try:
       restored = self._manager.restore(step, args=ocp.args.StandardRestore(target))
     except Exception as error:  # pylint: disable=broad-except
+      _silence_closed_event_loop_callbacks()
       raise self._unreadable(step, error) from None
     return type(abstract_state)(**restored, **missing)
 
   def _unreadable(self, step: int, error: Exception) -> ValueError:
     """One line for a checkpoint whose files are damaged (a disk filled up, a copy cut short)."""
-    cause = (str(error).strip().splitlines() or [''])[0][:200]
+    cause = (str(error).strip().splitlines() or [''])[0]
+    cause = cause.split(' See full TensorStore details')[0][:200]  # then a pybind repr
     return ValueError(f'the checkpoint at step {step} in {self.directory} cannot be read '
                       f'({type(error).__name__}: {cause}): it is damaged; move '
                       f'{os.path.join(self.directory, str(step))} away to use the checkpoint '
@@ -86,3 +89,18 @@ class CheckpointStore:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _silence_closed_event_loop_callbacks() -> None:
+  """After a failed restore orbax closes its event loop while TensorStore still completes the
+  other reads; each of their callbacks then finds the loop closed, and Python printed every
+  one as an unraisable RuntimeError (dozens of lines after the one-line error). Those alone
+  are dropped from then on; any other unraisable exception is reported as before."""
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    if not (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == 'Event loop is closed'):
+      previous(unraisable)
+
+  sys.unraisablehook = hook

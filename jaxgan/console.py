@@ -48,12 +48,11 @@ def run(main) -> None:
       main(argv)
     except (ValueError, OSError, app.UsageError) as error:
       # absl would print a UsageError after the module's docstring and every flag's help.
-      raise SystemExit(f'error: {error}') from None
+      _exit_now(1, f'error: {error}')
     except (KeyboardInterrupt, _Terminated) as stop:
       name, status = ('SIGTERM', 143) if isinstance(stop, _Terminated) else ('SIGINT', 130)
-      print(f'stopped by {name}: files already written are whole; a training run resumes from '
-            'its last checkpoint', file=sys.stderr, flush=True)
-      raise SystemExit(status) from None
+      _exit_now(status, f'stopped by {name}: files already written are whole; a training run '
+                'resumes from its last checkpoint')
 
   def parse_flags(argv):
     try:
@@ -72,6 +71,16 @@ def run(main) -> None:
     raise SystemExit(f'error: {problem}') from None
 
   app.run(guarded, flags_parser=parse_flags)
+
+
+def _exit_now(status: int, line: str) -> None:
+  """Print `line` and end the process at once. The failed work has unwound (files closed,
+  temporaries removed, checkpoints waited for); what an ordinary exit would still run is the
+  interpreter's shutdown, during which library threads left running by the failure (orbax's
+  restore tasks after a damaged checkpoint) printed tracebacks after and into the line."""
+  sys.stdout.flush()
+  print(line, file=sys.stderr, flush=True)
+  os._exit(status)  # pylint: disable=protected-access
 
 
 class _Terminated(BaseException):

@@ -278,6 +278,19 @@ def test_a_damaged_run_folder_is_a_one_line_error_naming_the_file(trained_run, t
       f'error: the checkpoint at step {step} in {folder} cannot be read (JSONDecodeError: '
       f'Expecting value: line 1 column 1 (char 0)): it is damaged; move {folder / str(step)} '
       'away to use the checkpoint before it')
+  # Arrays cut short: orbax's other reads still run after the failure; the error stays the
+  # last line (their callbacks printed tracebacks after it, and into it).
+  shutil.rmtree(damaged / 'checkpoints' / str(step))
+  step = max(checkpoint_steps(damaged))
+  for data_file in (folder / str(step) / 'default').glob('ocdbt.process_0/d/*'):
+    data_file.write_bytes(data_file.read_bytes()[:100])
+  result = cli('sample', f'--workdir={damaged}', f'--out={tmp_path / "x.npz"}')
+  assert result.returncode == 1
+  lines = result.stderr.strip().splitlines()
+  assert re.fullmatch(rf'error: the checkpoint at step {step} in {re.escape(str(folder))} cannot '
+                      r'be read \(.+\): it is damaged; move .+ away to use the checkpoint '
+                      'before it', lines[-1]), result.stderr[-3000:]
+  assert not any(line.startswith('error:') for line in lines[:-1])
   for text, problem in (('{not json', 'not JSON: Expecting property name enclosed in double '
                                       'quotes: line 1 column 2 (char 1)'),
                         ('[]', 'JSON without its model, data and loss sections')):
