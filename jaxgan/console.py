@@ -174,6 +174,10 @@ def config_from_flag(kind: tuple[tuple[str, ...], str, str], name: str = 'config
   if missing:
     raise ValueError(f'--{name}={path} is not {what} (it has no {", ".join(missing)}): pass '
                      f'{what} such as {example}')
+  if 'num_epochs' in config_flags.get_override_values(flags.FLAGS[name]) and config.get(
+      'num_steps', 0) > 0:
+    raise ValueError(f'--{name}.num_epochs has no effect: num_steps={config.num_steps} counts '
+                     f'instead; add --{name}.num_steps=0 to train by epochs')
   return config
 
 

@@ -411,6 +411,18 @@ def test_an_override_of_a_field_the_config_lacks_is_a_one_line_error(override, p
   assert not (tmp_path / 'run').exists()
 
 
+def test_an_epoch_count_a_step_count_overrides_is_refused(tmp_path):
+  """progressive_mnist.py counts steps (its growth is set in steps): --config.num_epochs alone
+  would be ignored."""
+  result = cli('train', '--config=experiments/configs/progressive_mnist.py',
+               f'--workdir={tmp_path / "run"}', '--config.num_epochs=1')
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == (
+      'error: --config.num_epochs has no effect: num_steps=2340 counts instead; add '
+      '--config.num_steps=0 to train by epochs')
+  assert not (tmp_path / 'run').exists()
+
+
 def test_a_bad_flag_value_is_a_one_line_error(tmp_path):
   result = cli('train', '--config=experiments/configs/tiny.py', f'--workdir={tmp_path / "run"}',
                '--config.num_epochs=three')
