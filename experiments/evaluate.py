@@ -26,7 +26,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import numpy as np
 from absl import app, flags, logging
 
-from jaxgan import class_proportions, console, resampling
+from jaxgan import class_proportions, console, resampling, rng
 from jaxgan.checkpoint import BEST, LATEST
 from jaxgan.evaluation import run_scores, suite, weights
 from jaxgan.run_folder import load_run_config, write_json_atomic
@@ -52,7 +52,8 @@ _METRICS = flags.DEFINE_list('metrics', None, 'Metrics to compute; default: all 
 flags.register_validator('metrics', lambda names: names is None or bool(names),
                          '--metrics is empty: name the metrics to compute, or leave the flag '
                          'out for all that apply')
-_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the latent vectors (--workdir only).')
+_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the latent vectors (--workdir only).',
+                            lower_bound=0, upper_bound=rng.MAX_SEED)
 _OUT = flags.DEFINE_string('out', None, 'Where to write the results; default: RUN/eval.json '
                            'or FILE.eval.json beside --samples.')
 _REAL_FROM = flags.DEFINE_string('real_from', None, "An earlier eval.json of the same dataset, "

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from jaxgan import console, generate, images, trainer
+from jaxgan import console, generate, images, rng, trainer
 from jaxgan.run_folder import load_run_config
 from jaxgan.state import generator_variables
 
@@ -27,7 +27,8 @@ _METHOD = flags.DEFINE_enum('method', 'slerp', ['slerp', 'lerp'],
                             'Spherical or linear interpolation of the latents.')
 _FROM = flags.DEFINE_integer('from_label', None, 'Conditional models: class at the start.')
 _TO = flags.DEFINE_integer('to_label', None, 'Conditional models: class at the end.')
-_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the end-point latents.')
+_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the end-point latents.',
+                            lower_bound=0, upper_bound=rng.MAX_SEED)
 _OUT = flags.DEFINE_string('out', None, 'Output path without extension; default: '
                            'RUN/interpolation (writes .png and .gif).')
 _FRAME_MS = flags.DEFINE_integer('frame_ms', 200, 'GIF frame duration.', lower_bound=1)

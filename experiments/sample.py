@@ -28,7 +28,7 @@ import numpy as np
 from absl import flags, logging
 
 from jaxgan import (class_proportions, console, generate, images, parallel, provenance,
-                    resampling, run_folder, trainer)
+                    resampling, rng, run_folder, trainer)
 from jaxgan.run_folder import load_run_config
 from jaxgan.state import generator_variables
 
@@ -36,7 +36,8 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder written by experimen
 _NUM = flags.DEFINE_integer('num', 1000, 'How many digits to generate.', lower_bound=1)
 _OUT = flags.DEFINE_string('out', None, 'Output .npz path.')
 _GRID = flags.DEFINE_string('grid', None, 'Optional PNG of the first digits as a square grid.')
-_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the latent vectors.')
+_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the latent vectors.',
+                            lower_bound=0, upper_bound=rng.MAX_SEED)
 _BATCH = flags.DEFINE_integer('batch_size', generate.DEFAULT_BATCH, 'Digits generated per call.',
                              lower_bound=1)
 _LABELS = flags.DEFINE_list('labels', None, 'Conditional models: classes to generate, e.g. 3 '

@@ -20,8 +20,8 @@ import jax
 import numpy as np
 from absl import flags, logging
 
-from jaxgan import (console, generate, images, parallel, provenance, run_folder, strings,
-                    trainer)
+from jaxgan import (console, generate, images, parallel, provenance, rng, run_folder,
+                    strings, trainer)
 from jaxgan.run_folder import load_run_config
 from jaxgan.state import generator_variables
 
@@ -33,7 +33,8 @@ _TEXTS = flags.DEFINE_list('texts', None, 'Strings to make instead of random one
                            '90210,1234 (lengths may differ).')
 _OUT = flags.DEFINE_string('out', None, 'Output .npz path.')
 _GRID = flags.DEFINE_string('grid', None, 'Optional PNG of the first 20 strings, one per row.')
-_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the random strings, latents and layout.')
+_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the random strings, latents and layout.',
+                            lower_bound=0, upper_bound=rng.MAX_SEED)
 _MIN_GAP = flags.DEFINE_integer('min_gap', -2, 'Smallest gap between the ink of neighbouring '
                                 'digits, in pixels (negative: they touch or overlap).')
 _MAX_GAP = flags.DEFINE_integer('max_gap', 4, 'Largest gap between neighbouring digits.')

@@ -28,7 +28,8 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxgan import class_proportions, console, parallel, resampling, run_folder, trainer
+from jaxgan import (class_proportions, console, parallel, resampling, rng, run_folder,
+                    trainer)
 from jaxgan.checkpoint import LATEST
 from jaxgan.evaluation import run_scores, suite
 from jaxgan.run_folder import write_json_atomic
@@ -42,7 +43,8 @@ flags.register_validator('metrics', lambda names: names is None or bool(names),
                          'out for all that apply')
 _NUM_SAMPLES = flags.DEFINE_integer('num_samples', 10000, 'Digits generated from each run.',
                                     lower_bound=2)
-_EVAL_SEED = flags.DEFINE_integer('eval_seed', 0, "Seed of the scored digits' latents.")
+_EVAL_SEED = flags.DEFINE_integer('eval_seed', 0, "Seed of the scored digits' latents.",
+                                  lower_bound=0, upper_bound=rng.MAX_SEED)
 _LATENT_SCALE = console.define_latent_scale("Multiplies the scored digits' latents (see "
                                             'experiments.sample); 1: none.')
 _RESAMPLE = resampling.define_flags(' of the scored digits')

@@ -12,6 +12,9 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+# The largest seed jax.random.key takes (an int64); seed flags and config.seed are bounded by it.
+MAX_SEED = 2**63 - 1
+
 
 def global_example_indices(local_batch: int, axis_name: str | None) -> jax.Array:
   """Indices of this device's examples within the global batch (devices hold contiguous rows)."""

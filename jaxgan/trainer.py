@@ -27,7 +27,7 @@ from absl import logging
 from PIL import Image
 
 from jaxgan import atomic, augment, data, generate, images, losses, models, optim, parallel
-from jaxgan import class_proportions, provenance, rarity, run_folder
+from jaxgan import class_proportions, provenance, rarity, rng, run_folder
 from jaxgan.checkpoint import LATEST, CheckpointStore
 from jaxgan.evaluation import during_training, metrics, suite, weights
 from jaxgan.evaluation.during_training import TrainingEvaluator
@@ -182,8 +182,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   problems = []
   if config.batch_size <= 0:
     problems.append(f'batch_size must be > 0, got {config.batch_size}')
-  if config.seed < 0:
-    problems.append(f'seed must be >= 0 (numpy seeds the batch order with it), got {config.seed}')
+  if not 0 <= config.seed <= rng.MAX_SEED:
+    problems.append(f'seed must be in 0..{rng.MAX_SEED} (numpy seeds the batch order with '
+                    f'it, jax the keys), got {config.seed}')
   if config.num_steps < 0:
     problems.append(f'num_steps must be >= 0 (0: num_epochs decides), got {config.num_steps}')
   elif config.num_steps == 0 and config.num_epochs <= 0:

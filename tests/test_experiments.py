@@ -411,6 +411,16 @@ def test_an_override_of_a_field_the_config_lacks_is_a_one_line_error(override, p
   assert not (tmp_path / 'run').exists()
 
 
+@pytest.mark.parametrize('module', ['sample', 'interpolate', 'sample_strings', 'evaluate'])
+def test_seeds_jax_cannot_take_are_refused_by_the_flag(module, tmp_path):
+  """jax.random.key takes an int64: a larger seed was an OverflowError traceback."""
+  result = cli(module, f'--workdir={tmp_path}', '--seed=9223372036854775808')
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == (
+      'error: flag --seed=9223372036854775808: 9223372036854775808 is not an integer in the '
+      'range [0, 9223372036854775807]; see --helpshort')
+
+
 def test_an_epoch_count_a_step_count_overrides_is_refused(tmp_path):
   """progressive_mnist.py counts steps (its growth is set in steps): --config.num_epochs alone
   would be ignored."""
