@@ -202,6 +202,9 @@ def main(argv):
   del argv  # flags only: console.run refuses other arguments
   if 'seed' in config_flags.get_override_values(flags.FLAGS['config']):
     raise app.UsageError('--seeds sets each run\'s config.seed: drop --config.seed')
+  if os.path.exists(_WORKDIR.value) and not os.path.isdir(_WORKDIR.value):
+    raise app.UsageError(f'--workdir={_WORKDIR.value} is a file, not a sweep folder: pass a new '
+                         'folder or a sweep folder to resume')
   console.setup_logging()
   seeds = parse_seeds(_SEEDS.value)
   summary_name = file_names(_TAG.value)[1]

@@ -618,7 +618,10 @@ def test_load_split_num_examples_is_a_deterministic_class_balanced_subset(data_d
       lambda: load_split('mnist', 'train', data_dir=data_dir, num_examples=31),
       'num_examples=31',
       '30 examples',
+      'pass 1..30, or 0 for all',
   )
+  all_images, _ = load_split('mnist', 'train', data_dir=data_dir, num_examples=0)
+  np.testing.assert_array_equal(all_images, images)  # the config field's 0
 
 
 def test_class_balanced_indices_go_round_robin_over_the_classes():

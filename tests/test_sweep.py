@@ -189,3 +189,14 @@ def test_a_tag_that_cannot_name_a_file_is_refused_before_any_work(tmp_path):
   assert result.stderr.strip().splitlines()[-1] == (
       'error: --tag=../x names files: use letters, digits and . _ - only, e.g. --tag=resampled')
   assert not os.path.exists(tmp_path / 's')
+
+
+def test_a_workdir_that_is_a_file_is_refused_before_any_work(tmp_path):
+  (tmp_path / 'notes.txt').write_text('mine')
+  result = cli('sweep', '--config=experiments/configs/tiny.py',
+               f'--workdir={tmp_path / "notes.txt"}')
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'error: --workdir={tmp_path / "notes.txt"} is a file, not a sweep folder: pass a new '
+      'folder or a sweep folder to resume')
+  assert (tmp_path / 'notes.txt').read_text() == 'mine'

@@ -57,16 +57,16 @@ def load_split(
   """A whole split in memory (`read_split`) as 28x28 grey digits, upright: EMNIST's images,
   stored transposed, come back upright like MNIST's; SVHN's 32x32 colour photographs come back
   in that format too (`builders.TO_DIGITS`). With `num_examples`, only that many examples are
-  kept, chosen by `class_balanced_indices` (no seed involved).
+  kept, chosen by `class_balanced_indices` (no seed involved); 0 or None keeps all.
   """
   images, labels = read_split(name, split, data_dir=data_dir, manual_dir=manual_dir)
   if name in TO_DIGITS:
     images = TO_DIGITS[name](images)
-  if num_examples is not None:
+  if num_examples:  # None or 0: all (config.data.num_train_examples' 0)
     if not 1 <= num_examples <= len(labels):
       raise DataError(
           f'num_examples={num_examples} but {name} {split!r} has {len(labels)} examples: '
-          f'pass 1..{len(labels)} or None for all'
+          f'pass 1..{len(labels)}, or 0 for all'
       )
     keep = class_balanced_indices(labels, num_examples)
     images, labels = images[keep], labels[keep]
