@@ -661,8 +661,11 @@ def main(argv):
 
 console.run(main)
 ''')
+  # Started as from a terminal: a background job (CI's shell, some test runners) inherits
+  # SIGINT ignored, which Python then keeps, as it should.
   result = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, env={**os.environ, 'PYTHONPATH': str(REPO)})
+                          text=True, timeout=120, env={**os.environ, 'PYTHONPATH': str(REPO)},
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
   assert result.returncode == status
   assert result.stderr.strip().splitlines() == [
       f'stopped by {signal_name}: files already written are whole; a training run resumes from '
