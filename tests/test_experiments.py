@@ -653,6 +653,10 @@ def test_a_stopped_script_says_so_in_one_line_and_leaves_no_half_file(tmp_path, 
 import os, signal
 from jaxgan import atomic, console
 
+# As started from a terminal: a background job (CI's shell) inherits SIGINT ignored, which
+# Python then keeps, as it should.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 def main(argv):
   with atomic.replacing({str(tmp_path / "out.npz")!r}) as tmp, open(tmp, 'w') as f:
     f.write('half')
@@ -661,11 +665,8 @@ def main(argv):
 
 console.run(main)
 ''')
-  # Started as from a terminal: a background job (CI's shell, some test runners) inherits
-  # SIGINT ignored, which Python then keeps, as it should.
   result = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, env={**os.environ, 'PYTHONPATH': str(REPO)},
-                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                          text=True, timeout=120, env={**os.environ, 'PYTHONPATH': str(REPO)})
   assert result.returncode == status
   assert result.stderr.strip().splitlines() == [
       f'stopped by {signal_name}: files already written are whole; a training run resumes from '
