@@ -49,9 +49,7 @@ _CHECKPOINT = flags.DEFINE_enum('checkpoint', LATEST, [LATEST, BEST],
                                 'Which state of the run: its newest checkpoint, or the best one '
                                 'kept by evaluation during training (config.eval_every).')
 _METRICS = flags.DEFINE_list('metrics', None, 'Metrics to compute; default: all applicable.')
-flags.register_validator('metrics', lambda names: names is None or bool(names),
-                         '--metrics is empty: name the metrics to compute, or leave the flag '
-                         'out for all that apply')
+console.refuse_empty_metrics()
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the latent vectors (--workdir only).',
                             lower_bound=0, upper_bound=rng.MAX_SEED)
 _OUT = flags.DEFINE_string('out', None, 'Where to write the results; default: RUN/eval.json '

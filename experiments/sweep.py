@@ -38,9 +38,7 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Sweep folder: one run folder pe
 config_flags.DEFINE_config_file('config', None, 'Training config file.', lock_config=True)
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Training seeds (config.seed), one run each.')
 _METRICS = flags.DEFINE_list('metrics', None, 'Metrics to compute; default: all applicable.')
-flags.register_validator('metrics', lambda names: names is None or bool(names),
-                         '--metrics is empty: name the metrics to compute, or leave the flag '
-                         'out for all that apply')
+console.refuse_empty_metrics()
 _NUM_SAMPLES = flags.DEFINE_integer('num_samples', 10000, 'Digits generated from each run.',
                                     lower_bound=2)
 _EVAL_SEED = flags.DEFINE_integer('eval_seed', 0, "Seed of the scored digits' latents.",

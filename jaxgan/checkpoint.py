@@ -95,12 +95,16 @@ def _silence_closed_event_loop_callbacks() -> None:
   """After a failed restore orbax closes its event loop while TensorStore still completes the
   other reads; each of their callbacks then finds the loop closed, and Python printed every
   one as an unraisable RuntimeError (dozens of lines after the one-line error). Those alone
-  are dropped from then on; any other unraisable exception is reported as before."""
+  are dropped from then on (the hook is installed once per process); any other unraisable
+  exception is reported as before."""
   previous = sys.unraisablehook
+  if getattr(previous, 'drops_closed_event_loop', False):
+    return
 
   def hook(unraisable):
     if not (isinstance(unraisable.exc_value, RuntimeError)
             and str(unraisable.exc_value) == 'Event loop is closed'):
       previous(unraisable)
 
+  hook.drops_closed_event_loop = True
   sys.unraisablehook = hook

@@ -181,6 +181,14 @@ def config_from_flag(kind: tuple[tuple[str, ...], str, str], name: str = 'config
   return config
 
 
+def refuse_empty_metrics() -> None:
+  """For the calling script's --metrics list flag: empty (`--metrics=`) would mean every metric
+  (cas_cnn's minutes included), not none; absent it still does."""
+  flags.register_validator('metrics', lambda names: names is None or bool(names),
+                           '--metrics is empty: name the metrics to compute, or leave the flag '
+                           'out for all that apply')
+
+
 def check_export_args(out: str | None, grid: str | None) -> None:
   """The exporting scripts' output checks (experiments.sample, sample_strings): something to
   write, an .npz name for --out and a .png name for --grid."""

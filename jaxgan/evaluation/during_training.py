@@ -31,15 +31,14 @@ def read_best(workdir: str) -> dict | None:
     return None
   with open(path) as f:
     try:
-      best = json.load(f)
+      best, problem = json.load(f), 'no step'
     except ValueError as error:
-      best = error
-  if not isinstance(best, dict) or not isinstance(best.get('step'), int):
-    problem = f'not JSON: {best}' if isinstance(best, ValueError) else 'no step'
-    raise ValueError(f'{path} is damaged ({problem}): restore it from a copy of the run folder, '
-                     f'or move it and {os.path.join(workdir, BEST)} away to track the best state '
-                     'anew from the next evaluation')
-  return best
+      best, problem = None, f'not JSON: {error}'
+  if isinstance(best, dict) and isinstance(best.get('step'), int):
+    return best
+  raise ValueError(f'{path} is damaged ({problem}): restore it from a copy of the run folder, or '
+                   f'move it and {os.path.join(workdir, BEST)} away to track the best state anew '
+                   'from the next evaluation')
 
 
 class TrainingEvaluator:
