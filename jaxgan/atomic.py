@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import socket
 from typing import Iterator
+
+from absl import logging
 
 
 @contextlib.contextmanager
@@ -11,9 +15,12 @@ def replacing(path: str | os.PathLike, suffix: str = '') -> Iterator[str]:
   """Yields a temporary path beside `path` to write to (ending in `suffix`, for writers that
   pick the format from the name). When the block ends it is renamed onto `path`, so a reader,
   or a process killed mid-write, never sees half a file; if the block or the rename fails it is
-  removed, and `path` keeps what it held."""
+  removed, and `path` keeps what it held. Temporaries of `path` that a killed writer on this
+  machine left (SIGKILL runs no clean-up) are removed first."""
   path = os.fspath(path)
-  tmp = f'{path}.tmp-{os.getpid()}{suffix}'
+  host = socket.gethostname()
+  _remove_orphans(path, host, suffix)
+  tmp = f'{path}.tmp-{host}-{os.getpid()}{suffix}'
   try:
     yield tmp
     os.replace(tmp, path)
@@ -21,3 +28,28 @@ def replacing(path: str | os.PathLike, suffix: str = '') -> Iterator[str]:
     if os.path.isfile(tmp):
       os.remove(tmp)
     raise
+
+
+def _remove_orphans(path: str, host: str, suffix: str) -> None:
+  """Removes `path`'s temporaries whose writer, a process of this host, has ended. Those of
+  other hosts (a shared folder) are kept: whether their writer lives cannot be told here."""
+  folder, name = os.path.split(path)
+  folder = folder or '.'
+  if not os.path.isdir(folder):
+    return  # the write itself will name the missing folder
+  temporary = re.compile(re.escape(f'{name}.tmp-{host}-') + r'(\d+)' + re.escape(suffix))
+  for entry in os.listdir(folder):
+    match = temporary.fullmatch(entry)
+    if match and not _is_running(int(match.group(1))):
+      os.remove(os.path.join(folder, entry))
+      logging.warning('removed %s, left by a writer of %s that was killed', entry, path)
+
+
+def _is_running(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)  # signal 0: only asks whether the process exists
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # another user's
+    pass
+  return True

@@ -1,8 +1,14 @@
-"""Run-folder files (see jaxgan.trainer for the layout): reading the config, atomic writes."""
+"""Run-folder files (see jaxgan.trainer for the layout): reading the config, atomic writes, the
+lock that keeps a second training out."""
 from __future__ import annotations
 
+import contextlib
+import datetime
+import fcntl
 import json
 import os
+import socket
+from typing import Iterator
 
 import ml_collections
 
@@ -46,3 +52,36 @@ def write_json_atomic(obj, path: str) -> None:
   with atomic.replacing(path) as tmp, open(tmp, 'w') as f:
     json.dump(obj, f, indent=2, sort_keys=True)
     f.write('\n')
+
+
+LOCK_FILE = 'training.lock'
+
+
+@contextlib.contextmanager
+def training_lock(workdir: str) -> Iterator[None]:
+  """Held while a process trains the run in `workdir` (which must exist): a second training there
+  at the same time is refused, naming the first, before it writes anything. The operating system
+  lets go of the lock when its process ends, however it ends (SIGKILL, a lost machine), so a
+  killed training never blocks the next; the file stays, empty while no training holds it."""
+  path = os.path.join(workdir, LOCK_FILE)
+  with open(path, 'a+') as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      f.seek(0)
+      holder = f.read().strip() or 'starting'
+      # An OSError, as flock's own: the scripts report it as a one-line error.
+      raise BlockingIOError(
+          f'{workdir} is being trained by another process ({holder}): two trainings of one '
+          'folder would mix their checkpoints and metrics; wait for it to end or stop it, or '
+          'use a new --workdir') from None
+    f.seek(0)
+    f.truncate()
+    f.write(f'pid {os.getpid()} on {socket.gethostname()} since '
+            f'{datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}\n')
+    f.flush()
+    try:
+      yield
+    finally:
+      f.truncate(0)
+      fcntl.flock(f, fcntl.LOCK_UN)

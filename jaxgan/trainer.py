@@ -7,10 +7,12 @@ A run folder holds everything about one run:
   samples/         epoch_NNN.png grids from one fixed latent batch (conditional models: one row
                    per class), final.png, and progress.gif of the epoch grids
   checkpoints/     orbax checkpoints of the whole GAN state, the newest few
+  training.lock    held by the process training the run (names it); empty otherwise
 Running again with the same workdir resumes from the newest checkpoint; a finished run returns.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -456,7 +458,15 @@ def with_absolute_data_folders(config: ml_collections.ConfigDict) -> ml_collecti
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANState:
-  """Train (or resume) the run in `workdir`; returns the final state (host layout)."""
+  """Train (or resume) the run in `workdir`; returns the final state (host layout). The folder
+  is locked while it trains (`run_folder.training_lock`): a second training of it is refused."""
+  # The lock is taken part way, once the folder may be made; the stack lets it go at return.
+  with contextlib.ExitStack() as held:
+    return _train_and_evaluate(config, workdir, held)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                        held: contextlib.ExitStack) -> GANState:
   validate(config)
   config = with_absolute_data_folders(config)
   if not workdir:
@@ -532,6 +542,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
                                  'label': np.zeros(examples_per_step, np.int32)})
   os.makedirs(workdir, exist_ok=True)
   if is_writer:
+    held.enter_context(run_folder.training_lock(workdir))
     record_config(config, workdir)
 
   init_key, step_key, _ = seed_keys(config.seed)

@@ -1,6 +1,9 @@
 """jaxgan.atomic: files are replaced whole, and a failed write leaves neither half a file nor
 a temporary behind."""
 import os
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -46,3 +49,21 @@ def test_the_writers_leave_nothing_behind_when_the_target_is_a_folder(tmp_path):
       write(str(tmp_path / name))
     assert os.listdir(tmp_path / name) == []
   assert sorted(os.listdir(tmp_path)) == ['digits.npz', 'eval.json', 'grid.png']
+
+
+def test_temporaries_left_by_a_killed_writer_on_this_machine_are_removed(tmp_path, caplog):
+  """SIGKILL runs no clean-up: the next write of the same file removes what such a writer left,
+  and only that (a live writer's temporary, or another host's, is not this write's to remove)."""
+  ended = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
+                         capture_output=True, text=True, check=True)
+  host = socket.gethostname()
+  orphan = f'digits.npz.tmp-{host}-{int(ended.stdout)}.npz'
+  kept = [f'digits.npz.tmp-{host}-{os.getppid()}.npz',  # a live process
+          f'digits.npz.tmp-elsewhere-{int(ended.stdout)}.npz',
+          f'other.npz.tmp-{host}-{int(ended.stdout)}.npz']
+  for name in [orphan, *kept]:
+    (tmp_path / name).write_bytes(b'half')
+  generate.save_npz_atomic(str(tmp_path / 'digits.npz'), images=np.zeros((2, 28, 28), np.uint8))
+  assert sorted(os.listdir(tmp_path)) == sorted(['digits.npz', *kept])
+  assert f'removed {orphan}, left by a writer of {tmp_path / "digits.npz"} that was killed' in (
+      caplog.text)

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import zipfile
 import sys
@@ -22,7 +23,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import tiny
-from jaxgan import provenance, trainer
+from jaxgan import provenance, run_folder, trainer
 from tests.idx_files import write_manual_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -606,6 +607,17 @@ def test_sigkill_mid_training_then_rerun_continues_from_the_last_checkpoint(data
       (workdir / 'checkpoints').exists() and any(s >= 8 for s in checkpoint_steps(workdir))):
     assert process.poll() is None, log_path.read_text()[-3000:]
     time.sleep(0.2)
+  # A second training of the folder meanwhile is refused, naming the first, and writes nothing.
+  metrics_before = (workdir / 'metrics.jsonl').read_bytes()
+  second = cli('train', *train_args(data_dirs, workdir, '--config.num_epochs=100000'))
+  assert second.returncode == 1
+  assert re.fullmatch(
+      rf'error: {re.escape(str(workdir))} is being trained by another process \(pid '
+      rf'{process.pid} on {re.escape(socket.gethostname())} since \S+\): two trainings of one '
+      'folder would mix their checkpoints and metrics; wait for it to end or stop it, or use a '
+      'new --workdir', second.stderr.strip().splitlines()[-1]), second.stderr[-2000:]
+  assert (workdir / 'metrics.jsonl').read_bytes().startswith(metrics_before)
+  assert len((workdir / provenance.FILE).read_text().splitlines()) == 1
   os.killpg(process.pid, signal.SIGKILL)
   process.wait()
   killed_at = checkpoint_steps(workdir)[-1]
@@ -621,6 +633,22 @@ def test_sigkill_mid_training_then_rerun_continues_from_the_last_checkpoint(data
   kept = [m for m in logged if m['step'] <= killed_at]
   assert read_metrics(workdir)[:len(kept)] == kept
   assert checkpoint_steps(workdir)[-1] == stop
+
+
+def test_the_training_lock_names_its_holder_and_is_let_go_on_any_exit(tmp_path):
+  lock = tmp_path / run_folder.LOCK_FILE
+  with pytest.raises(KeyError):
+    with run_folder.training_lock(str(tmp_path)):
+      assert re.fullmatch(rf'pid {os.getpid()} on \S+ since \S+\n', lock.read_text())
+      # Another open of the file is another holder, even in this process.
+      with pytest.raises(BlockingIOError, match=rf'^{re.escape(str(tmp_path))} is being trained by '
+                                             rf'another process \(pid {os.getpid()} on '):
+        with run_folder.training_lock(str(tmp_path)):
+          pass
+      raise KeyError('a failed training')
+  assert lock.read_text() == ''
+  with run_folder.training_lock(str(tmp_path)):
+    pass
 
 
 @pytest.mark.real_data
