@@ -37,7 +37,9 @@ def run(main) -> None:
   The scripts take flags only: a stray argument is a usage error before `main` runs.
   SIGINT (Ctrl-C) and SIGTERM stop a script with one line and exit status 130 / 143, after
   Python's clean-up has run (a file being written is removed, never left half-written), where
-  SIGTERM would otherwise end the process at once."""
+  SIGTERM would otherwise end the process at once. In a multi-process run any other exception
+  ends the process after its traceback and a line naming the process, at once (jax's exit
+  would first wait ~100 s for the other processes, then abort)."""
   from absl import app  # pylint: disable=g-import-not-at-top
 
   def guarded(argv):
@@ -53,6 +55,16 @@ def run(main) -> None:
       name, status = ('SIGTERM', 143) if isinstance(stop, _Terminated) else ('SIGINT', 130)
       _exit_now(status, f'stopped by {name}: files already written are whole; a training run '
                 'resumes from its last checkpoint')
+    except Exception as error:  # pylint: disable=broad-except
+      import jax  # pylint: disable=g-import-not-at-top
+      if not jax.distributed.is_initialized():
+        raise
+      # jax's exit handler would wait at a shutdown barrier for processes that are stopping
+      # because of this one, until its heartbeat timeout (~100 s), then abort the process.
+      traceback.print_exc()
+      _exit_now(1, f'error: {type(error).__name__} in process {jax.process_index()} of '
+                f'{jax.process_count()} (traceback above; if another process failed first, its '
+                'log says why): this one stops now, the others when they miss it')
 
   def parse_flags(argv):
     try:

@@ -26,6 +26,7 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
+from jax.experimental import multihost_utils
 from PIL import Image
 
 from jaxgan import atomic, augment, data, generate, images, losses, models, optim, parallel
@@ -478,6 +479,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     weights.check_available(config.data.name)  # the evaluation classifier, before any work
   mesh = parallel.make_mesh()
   parallel.check_batch_divides(config.batch_size, mesh)
+  if jax.process_count() > 1:
+    # Process 0 prepares the dataset before the others look for it: on a data folder they
+    # share, processes preparing at once race to rename one folder and all but one fail.
+    if jax.process_index() == 0:
+      data.prepare(config.data.name, data_dir=config.data.data_dir or None,
+                   manual_dir=config.data.manual_dir or None)
+    multihost_utils.sync_global_devices('jaxgan: process 0 has prepared the training data')
   train_images, train_labels = data.load_split(
       config.data.name, config.data.split, data_dir=config.data.data_dir or None,
       manual_dir=config.data.manual_dir or None,

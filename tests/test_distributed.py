@@ -38,28 +38,37 @@ def _train(workdir, data, *extra, wait=True):
   return process.communicate(timeout=600) if wait else process
 
 
+def _train_two_processes(workdir, extras=((), ())) -> list[tuple[int, str]]:
+  """Two processes of one run (1 CPU device each, `extras[i]` added to process i's flags) on
+  tiny MNIST in a data folder not prepared yet: [(exit status, output)] by process."""
+  manual = workdir.parent / 'manual'
+  write_manual_dir(manual, {'mnist': {'train': 300, 'test': 50}})
+  port = _free_port()
+  processes = [_train(workdir, (manual, workdir.parent / 'tfds'), '--config.cpu_devices=1',
+                      f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
+                      f'--process_id={i}', *extra, wait=False) for i, extra in enumerate(extras)]
+  outputs = [p.communicate(timeout=600)[0] for p in processes]
+  return [(p.returncode, out) for p, out in zip(processes, outputs)]
+
+
 def _metrics(workdir):
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     return [{k: v for k, v in json.loads(line).items() if k != 'images_per_s'} for line in f]
 
 
 def test_two_processes_train_like_one_process_with_two_devices(tmp_path):
-  manual = tmp_path / 'manual'
-  write_manual_dir(manual, {'mnist': {'train': 300, 'test': 50}})
-  data = (manual, tmp_path / 'tfds')
-  # One process, 2 CPU devices (also prepares the tfds data the two processes then share).
-  output, _ = _train(tmp_path / 'single', data, '--config.cpu_devices=2')
+  # The two processes share a data folder in which the data is not prepared yet: process 0
+  # prepares it, the others wait (together they would race to rename tfds's folder).
+  finished = _train_two_processes(tmp_path / 'multi')
+  for status, out in finished:
+    assert status == 0, out[-3000:]
+    assert 'global batch 32 over 2 devices' in out, out[-3000:]
+  outputs = [out for _, out in finished]
+  # One process, 2 CPU devices.
+  output, _ = _train(tmp_path / 'single', (tmp_path / 'manual', tmp_path / 'tfds'),
+                     '--config.cpu_devices=2')
   single = _metrics(tmp_path / 'single')
   assert [row['step'] for row in single] == [2, 4, 6, 8], output[-3000:]
-
-  port = _free_port()
-  processes = [_train(tmp_path / 'multi', data, '--config.cpu_devices=1',
-                      f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
-                      f'--process_id={i}', wait=False) for i in range(2)]
-  outputs = [p.communicate(timeout=600)[0] for p in processes]
-  for p, out in zip(processes, outputs):
-    assert p.returncode == 0, out[-3000:]
-    assert 'global batch 32 over 2 devices' in out, out[-3000:]
   # Process 0 writes metrics.jsonl; both log every interval's values.
   multi = _metrics(tmp_path / 'multi')
   assert multi == single
@@ -68,6 +77,21 @@ def test_two_processes_train_like_one_process_with_two_devices(tmp_path):
                              (('d_loss', 4), ('g_loss', 4), ('d_real', 3), ('d_fake', 3))))
           for r in single]
   assert logged[0] == logged[1] == want
+
+
+def test_a_process_that_fails_ends_the_run_in_one_line_each(tmp_path):
+  """Process 1 refuses its config at once; process 0, left waiting in the first collective,
+  ends when that times out (30 s), naming itself, instead of waiting for jax's heartbeat
+  timeout (~100 s) and aborting."""
+  finished = _train_two_processes(tmp_path / 'run', extras=((), ('--config.batch_size=33',)))
+  assert [status for status, _ in finished] == [1, 1], finished[0][1][-3000:]
+  outputs = [out for _, out in finished]
+  assert outputs[1].strip().splitlines()[-1] == (
+      'error: batch_size=33 is not divisible by the 2 devices: set --config.batch_size to a '
+      'multiple of 2')
+  assert outputs[0].strip().splitlines()[-1] == (
+      'error: JaxRuntimeError in process 0 of 2 (traceback above; if another process failed '
+      'first, its log says why): this one stops now, the others when they miss it')
 
 
 def test_settings_need_a_coordinator_and_a_valid_process_id():
