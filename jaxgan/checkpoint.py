@@ -22,12 +22,15 @@ class CheckpointStore:
   def __init__(self, workdir: str, *, keep: int = 3, folder: str = LATEST,
                create: bool = True):
     """`create=False` for a store only read from (sampling, evaluating): a run folder without
-    that checkpoint folder is left without it."""
+    that checkpoint folder is left without it. A store that writes (a training, which holds the
+    run folder's lock) removes the temporary folders of saves a killed run left unfinished;
+    one that reads must not: a training may be writing one."""
     if folder not in (LATEST, BEST):
       raise ValueError(f'checkpoint folder must be {LATEST!r} or {BEST!r}, got {folder!r}')
     self.directory = os.path.join(os.path.abspath(workdir), folder)
     self._manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create),
+        self.directory, options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=create, cleanup_tmp_directories=create),
         item_handlers=ocp.StandardCheckpointHandler())  # known before a save: item_metadata
 
   def latest_step(self) -> int | None:

@@ -635,6 +635,23 @@ def test_sigkill_mid_training_then_rerun_continues_from_the_last_checkpoint(data
   assert checkpoint_steps(workdir)[-1] == stop
 
 
+def test_a_save_a_killed_run_left_unfinished_is_removed_by_its_training_only(
+    trained_run, data_dirs, tmp_path):
+  """Orbax saves into `<step>.orbax-checkpoint-tmp` and renames it when complete; a run killed
+  mid-save leaves that folder. Sampling (a reader: a training may be saving) keeps it; the
+  resumed training removes it."""
+  workdir = tmp_path / 'run'
+  shutil.copytree(trained_run[0], workdir)
+  unfinished = workdir / 'checkpoints' / '14.orbax-checkpoint-tmp'
+  shutil.copytree(workdir / 'checkpoints' / '16', unfinished)
+  result = cli('sample', f'--workdir={workdir}', '--num=10', f'--out={tmp_path / "d.npz"}')
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert unfinished.is_dir()
+  result = cli('train', *train_args(data_dirs, workdir, '--config.num_steps=20'))
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['16', '20']
+
+
 def test_the_training_lock_names_its_holder_and_is_let_go_on_any_exit(tmp_path):
   lock = tmp_path / run_folder.LOCK_FILE
   with pytest.raises(KeyError):
