@@ -117,7 +117,7 @@ def main(argv):
     raise app.UsageError(f'--samples needs --dataset={"|".join(weights.TRAIN_COMMANDS)}: the '
                          'real data to compare with')
   if _OUT.value:
-    console.check_record_out(_OUT.value, 'metrics')
+    console.check_record_out(_OUT.value, 'metrics', 'classifier', 'settings')  # not a sweep's
   console.setup_logging()
   if _WORKDIR.value:
     config = load_run_config(_WORKDIR.value)

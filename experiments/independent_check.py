@@ -273,7 +273,7 @@ def main(argv):
                          f'{FLAGS.dataset}/ with its official files')
   sample_names = set_names(FLAGS.samples)
   if FLAGS.out:
-    console.check_record_out(FLAGS.out, 'sets')
+    console.check_record_out(FLAGS.out, 'sets', 'keras_test_accuracy')
   console.setup_logging()
   start = time.perf_counter()
   dataset = FLAGS.dataset

@@ -228,10 +228,11 @@ def check_file_to_write(flag: str, path: str) -> None:
     raise app.UsageError(f'--{flag}={path} lies below {parent}, a file: name a path in a folder')
 
 
-def check_record_out(path: str, record_key: str) -> None:
+def check_record_out(path: str, *record_keys: str) -> None:
   """A JSON record's --out, checked before any work: a .json name, not a folder, and, if the
-  file exists, an earlier record (a JSON object holding `record_key`), never another file that
-  writing it would destroy (a run's config.json, the scored samples)."""
+  file exists, an earlier record (a JSON object holding every one of `record_keys`), never
+  another file that writing it would destroy (a run's config.json, a sweep's summary, the
+  scored samples)."""
   from absl import app  # pylint: disable=g-import-not-at-top
   check_file_to_write('out', path)
   if not path.endswith('.json'):
@@ -242,7 +243,7 @@ def check_record_out(path: str, record_key: str) -> None:
         earlier = json.load(f)
     except (OSError, ValueError):
       earlier = None
-    if not isinstance(earlier, dict) or record_key not in earlier:
+    if not isinstance(earlier, dict) or not set(record_keys) <= earlier.keys():
       raise app.UsageError(f'--out={path} exists and is not a record this script wrote: name '
                            'another file (it is left as it is)')
 

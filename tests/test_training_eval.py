@@ -273,9 +273,13 @@ def test_evaluate_refuses_an_out_file_it_would_destroy_before_any_work(tmp_path)
   samples, config = tmp_path / 'digits.npz', tmp_path / 'config.json'
   np.savez(samples, images=np.zeros((4, 28, 28), np.uint8))
   config.write_text('{"batch_size": 64}')
-  (tmp_path / 'earlier.json').write_text('{"metrics": ["fcd"]}')
+  (tmp_path / 'earlier.json').write_text('{"metrics": ["fcd"], "classifier": {}, "settings": {}}')
+  sweep = tmp_path / 'sweep.json'
+  sweep.write_text('{"metrics": ["fcd"], "seeds": [0, 1]}')
   for out, problem in ((samples, 'must end in .json'),
                        (config, 'exists and is not a record this script wrote: name another '
+                        'file (it is left as it is)'),
+                       (sweep, 'exists and is not a record this script wrote: name another '
                         'file (it is left as it is)'),
                        (tmp_path, 'is a folder: name a file to write')):
     result = subprocess.run(
@@ -284,8 +288,10 @@ def test_evaluate_refuses_an_out_file_it_would_destroy_before_any_work(tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip() == f'error: --out={out} {problem}'
   assert config.read_text() == '{"batch_size": 64}'
-  console.check_record_out(str(tmp_path / 'earlier.json'), 'metrics')  # a record: replaceable
-  console.check_record_out(str(tmp_path / 'new' / 'eval.json'), 'metrics')
+  assert sweep.read_text() == '{"metrics": ["fcd"], "seeds": [0, 1]}'
+  keys = ('metrics', 'classifier', 'settings')
+  console.check_record_out(str(tmp_path / 'earlier.json'), *keys)  # a record: replaceable
+  console.check_record_out(str(tmp_path / 'new' / 'eval.json'), *keys)
 
 
 def test_drawing_options_of_evaluate_need_a_run_and_metrics_are_named(tmp_path):
