@@ -11,6 +11,7 @@ import socket
 from typing import Iterator
 
 import ml_collections
+from absl import logging
 
 from jaxgan import atomic
 
@@ -62,7 +63,8 @@ def training_lock(workdir: str) -> Iterator[None]:
   """Held while a process trains the run in `workdir` (which must exist): a second training there
   at the same time is refused, naming the first, before it writes anything. The operating system
   lets go of the lock when its process ends, however it ends (SIGKILL, a lost machine), so a
-  killed training never blocks the next; the file stays, empty while no training holds it."""
+  killed training never blocks the next; the file stays, emptied by a holder that ends
+  normally. On a file system that takes no locks: a warning, and the training goes unguarded."""
   path = os.path.join(workdir, LOCK_FILE)
   with open(path, 'a+') as f:
     try:
@@ -75,6 +77,13 @@ def training_lock(workdir: str) -> Iterator[None]:
           f'{workdir} is being trained by another process ({holder}): two trainings of one '
           'folder would mix their checkpoints and metrics; wait for it to end or stop it, or '
           'use a new --workdir') from None
+    except OSError as error:
+      # Some mounts take no locks (FUSE ones such as Colab's Google Drive, NFS without its lock
+      # service): better to train unguarded there than not at all.
+      logging.warning('%s cannot be locked on its file system (%s): a second training of %s '
+                      'at the same time would not be refused', path, error, workdir)
+      yield
+      return
     f.seek(0)
     f.truncate()
     f.write(f'pid {os.getpid()} on {socket.gethostname()} since '

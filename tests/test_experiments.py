@@ -5,6 +5,7 @@ The tiny config trains the MLP GAN on 256 examples (8 steps per epoch) in second
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -666,6 +667,19 @@ def test_the_training_lock_names_its_holder_and_is_let_go_on_any_exit(tmp_path):
   assert lock.read_text() == ''
   with run_folder.training_lock(str(tmp_path)):
     pass
+
+
+def test_a_file_system_without_locks_trains_unguarded_with_a_warning(tmp_path, monkeypatch,
+                                                                    caplog):
+  def no_locks(*args):
+    raise OSError(errno.ENOLCK, 'No locks available')
+  monkeypatch.setattr(run_folder.fcntl, 'flock', no_locks)
+  with run_folder.training_lock(str(tmp_path)):
+    trained = True
+  assert trained
+  assert (f'{tmp_path / run_folder.LOCK_FILE} cannot be locked on its file system ([Errno '
+          f'{errno.ENOLCK}] No locks available): a second training of {tmp_path} at the same '
+          'time would not be refused') in caplog.text
 
 
 @pytest.mark.real_data
