@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import socket
@@ -15,7 +16,7 @@ def replacing(path: str | os.PathLike, suffix: str = '') -> Iterator[str]:
   """Yields a temporary path beside `path` to write to (ending in `suffix`, for writers that
   pick the format from the name). When the block ends it is renamed onto `path`, so a reader,
   or a process killed mid-write, never sees half a file; if the block or the rename fails it is
-  removed, and `path` keeps what it held. Temporaries of `path` that a killed writer on this
+  removed, and `path` keeps what it held (a full disk is named so). Temporaries of `path` that a killed writer on this
   machine left (SIGKILL runs no clean-up) are removed first."""
   path = os.fspath(path)
   host = socket.gethostname()
@@ -24,9 +25,12 @@ def replacing(path: str | os.PathLike, suffix: str = '') -> Iterator[str]:
   try:
     yield tmp
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as error:
     if os.path.isfile(tmp):
       os.remove(tmp)
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:  # errno's line names no file
+      raise OSError(f'no space left on the disk to write {path}: free some, then run the '
+                    'command again (the file is as it was)') from None
     raise
 
 

@@ -2,9 +2,11 @@
 renamed, so a run killed mid-save keeps its previous checkpoint) and pruned to the last few."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
+from typing import Iterator
 
 import jax
 import orbax.checkpoint as ocp
@@ -46,7 +48,8 @@ class CheckpointStore:
       # resume from before the newest replaces the newer ones instead of being dropped.
       for newer in sorted(s for s in self._manager.all_steps() if s > step):
         self._manager.delete(newer)
-    self._manager.save(step, args=ocp.args.StandardSave(state))
+    with self._disk_full_named():  # a save also waits for the one before it
+      self._manager.save(step, args=ocp.args.StandardSave(state))
 
   def restore(self, abstract_state: GANState, step: int | None = None) -> GANState:
     """The state at `step` (default: latest), laid out as `abstract_state` (shapes, shardings)."""
@@ -88,7 +91,21 @@ class CheckpointStore:
 
   def wait(self) -> None:
     """Block until background writes are on disk."""
-    self._manager.wait_until_finished()
+    with self._disk_full_named():
+      self._manager.wait_until_finished()
+
+  @contextlib.contextmanager
+  def _disk_full_named(self) -> Iterator[None]:
+    """Orbax reports a full disk as TensorStore's RESOURCE_EXHAUSTED error (a ValueError, its
+    cause at the end of a long line): say it and what to do in one."""
+    try:
+      yield
+    except Exception as error:  # pylint: disable=broad-except  # orbax's and TensorStore's
+      if 'No space left on device' not in str(error):
+        raise
+      raise OSError(f'no space left on the disk holding {self.directory} to save '
+                    'a checkpoint: free some, then run the same command again; the run resumes '
+                    'from its newest complete checkpoint') from None
 
   def close(self) -> None:
     self._manager.close()

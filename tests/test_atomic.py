@@ -1,6 +1,8 @@
 """jaxgan.atomic: files are replaced whole, and a failed write leaves neither half a file nor
 a temporary behind."""
+import errno
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -34,6 +36,20 @@ def test_a_failed_write_keeps_the_old_file_and_removes_the_temporary(tmp_path):
       raise RuntimeError('disk full')
   assert path.read_text() == 'old'
   assert os.listdir(tmp_path) == ['record.json']
+
+
+def test_a_full_disk_is_named_with_the_file_and_the_old_file_is_kept(tmp_path):
+  path = tmp_path / 'digits.npz'
+  path.write_text('old')
+  with pytest.raises(OSError, match=rf'^no space left on the disk to write {re.escape(str(path))}'
+                                    r': free some, then run the command again \(the file is as '
+                                    r'it was\)$'):
+    with atomic.replacing(path) as tmp:
+      with open(tmp, 'w') as f:
+        f.write('half')
+      raise OSError(errno.ENOSPC, 'No space left on device')
+  assert path.read_text() == 'old'
+  assert os.listdir(tmp_path) == ['digits.npz']
 
 
 def test_the_writers_leave_nothing_behind_when_the_target_is_a_folder(tmp_path):

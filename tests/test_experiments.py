@@ -17,6 +17,7 @@ import subprocess
 import zipfile
 import sys
 import time
+import types
 from pathlib import Path
 
 import jax
@@ -25,6 +26,7 @@ import pytest
 
 from experiments.configs import tiny
 from jaxgan import provenance, run_folder, trainer
+from jaxgan.checkpoint import CheckpointStore
 from tests.idx_files import write_manual_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -651,6 +653,29 @@ def test_a_save_a_killed_run_left_unfinished_is_removed_by_its_training_only(
   result = cli('train', *train_args(data_dirs, workdir, '--config.num_steps=20'))
   assert result.returncode == 0, result.stderr[-2000:]
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['16', '20']
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line_saying_what_to_do(trained_run,
+                                                                              monkeypatch):
+  store = CheckpointStore(str(trained_run[0]), create=False)
+  # TensorStore's message, as orbax raised it when a 3 MB tmpfs filled up mid-run.
+  def disk_full(*args, **kwargs):
+    raise ValueError('RESOURCE_EXHAUSTED: Error writing "step/0" in OCDBT database at local '
+                     'file ".../ocdbt.process_0/": Failed to write 1754949 bytes to file 5: No '
+                     "space left on device [os_error_code='28']")
+  monkeypatch.setattr(store._manager, 'save', disk_full)
+  monkeypatch.setattr(store._manager, 'wait_until_finished', disk_full)
+  for write in (lambda: store.save(types.SimpleNamespace(step=99)), store.wait):
+    with pytest.raises(OSError, match=(
+        rf'^no space left on the disk holding {re.escape(store.directory)} to save a checkpoint: '
+        'free some, then run the same command again; the run resumes from its newest complete '
+        'checkpoint$')):
+      write()
+  def other_failure():
+    raise ValueError('another failure')
+  monkeypatch.setattr(store._manager, 'wait_until_finished', other_failure)
+  with pytest.raises(ValueError, match='^another failure$'):  # passed on as it is
+    store.wait()
 
 
 def test_the_training_lock_names_its_holder_and_is_let_go_on_any_exit(tmp_path):
