@@ -1,6 +1,7 @@
 """Console I/O of the experiment scripts: readable progress lines, one-line errors for bad input."""
 from __future__ import annotations
 
+import errno
 import json
 import logging as std_logging
 import math
@@ -49,6 +50,9 @@ def run(main) -> None:
         raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
       main(argv)
     except (ValueError, OSError, app.UsageError) as error:
+      if isinstance(error, OSError) and error.errno == errno.ENOSPC:  # errno's line: no advice
+        _exit_now(1, f'error: {error.strerror.lower()}: free some disk space, then run the same '
+                  'command again (a training resumes from its newest checkpoint)')
       # absl would print a UsageError after the module's docstring and every flag's help.
       _exit_now(1, f'error: {error}')
     except (KeyboardInterrupt, _Terminated) as stop:

@@ -756,3 +756,24 @@ console.run(main)
       f'stopped by {signal_name}: files already written are whole; a training run resumes from '
       'its last checkpoint']
   assert os.listdir(tmp_path) == ['script.py']
+
+
+def test_a_full_disk_anywhere_is_one_line_with_what_to_do(tmp_path):
+  """Where no writer names it (appending a metrics line, a library's write): errno's line
+  alone said what but not what to do."""
+  script = tmp_path / 'script.py'
+  script.write_text('''
+import errno, os
+from jaxgan import console
+
+def main(argv):
+  raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+console.run(main)
+''')
+  result = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, 'PYTHONPATH': str(REPO)})
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines() == [
+      'error: no space left on device: free some disk space, then run the same command again (a '
+      'training resumes from its newest checkpoint)']
