@@ -16,8 +16,8 @@ def replacing(path: str | os.PathLike, suffix: str = '') -> Iterator[str]:
   """Yields a temporary path beside `path` to write to (ending in `suffix`, for writers that
   pick the format from the name). When the block ends it is renamed onto `path`, so a reader,
   or a process killed mid-write, never sees half a file; if the block or the rename fails it is
-  removed, and `path` keeps what it held (a full disk is named so). Temporaries of `path` that a killed writer on this
-  machine left (SIGKILL runs no clean-up) are removed first."""
+  removed, and `path` keeps what it held (a full disk is named so). Temporaries of `path` that
+  a killed writer on this machine left (SIGKILL runs no clean-up) are removed first."""
   path = os.fspath(path)
   host = socket.gethostname()
   _remove_orphans(path, host, suffix)

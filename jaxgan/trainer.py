@@ -7,7 +7,7 @@ A run folder holds everything about one run:
   samples/         epoch_NNN.png grids from one fixed latent batch (conditional models: one row
                    per class), final.png, and progress.gif of the epoch grids
   checkpoints/     orbax checkpoints of the whole GAN state, the newest few
-  training.lock    held by the process training the run (names it); empty otherwise
+  training.lock    held by the process training the run, naming it (see run_folder.training_lock)
 Running again with the same workdir resumes from the newest checkpoint; a finished run returns.
 """
 from __future__ import annotations
