@@ -50,6 +50,8 @@ def _remove_orphans(path: str, host: str, suffix: str) -> None:
 
 
 def _is_running(pid: int) -> bool:
+  if os.name != 'posix':
+    return True  # cannot ask: Windows's os.kill ends the process whatever the signal
   try:
     os.kill(pid, 0)  # signal 0: only asks whether the process exists
   except ProcessLookupError:

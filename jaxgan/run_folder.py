@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import fcntl
 import json
 import os
 import socket
 from typing import Iterator
+
+try:
+  import fcntl
+except ImportError:  # Windows: trainings go unguarded, as on file systems without locks
+  fcntl = None
 
 import ml_collections
 from absl import logging
@@ -64,24 +68,13 @@ def training_lock(workdir: str) -> Iterator[None]:
   at the same time is refused, naming the first, before it writes anything. The operating system
   lets go of the lock when its process ends, however it ends (SIGKILL, a lost machine), so a
   killed training never blocks the next; the file stays, emptied by a holder that ends
-  normally. On a file system that takes no locks: a warning, and the training goes unguarded."""
+  normally. Where there are no locks (Windows, some file systems): a warning, no guard."""
   path = os.path.join(workdir, LOCK_FILE)
   with open(path, 'a+') as f:
-    try:
-      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      f.seek(0)
-      holder = f.read().strip() or 'starting'
-      # An OSError, as flock's own: the scripts report it as a one-line error.
-      raise BlockingIOError(
-          f'{workdir} is being trained by another process ({holder}): two trainings of one '
-          'folder would mix their checkpoints and metrics; wait for it to end or stop it, or '
-          'use a new --workdir') from None
-    except OSError as error:
-      # Some mounts take no locks (FUSE ones such as Colab's Google Drive, NFS without its lock
-      # service): better to train unguarded there than not at all.
-      logging.warning('%s cannot be locked on its file system (%s): a second training of %s '
-                      'at the same time would not be refused', path, error, workdir)
+    unlockable = _lock(f, workdir)
+    if unlockable:
+      logging.warning('%s cannot be locked (%s): a second training of %s at the same time '
+                      'would not be refused', path, unlockable, workdir)
       yield
       return
     f.seek(0)
@@ -94,3 +87,23 @@ def training_lock(workdir: str) -> Iterator[None]:
     finally:
       f.truncate(0)
       fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _lock(f, workdir: str) -> str | None:
+  """Locks the open lock file `f` (None), or says why it cannot be locked here; refuses it when
+  another process holds it."""
+  if fcntl is None:
+    return 'this system has no flock'
+  try:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    f.seek(0)
+    holder = f.read().strip() or 'starting'
+    # An OSError, as flock's own: the scripts report it as a one-line error.
+    raise BlockingIOError(
+        f'{workdir} is being trained by another process ({holder}): two trainings of one '
+        'folder would mix their checkpoints and metrics; wait for it to end or stop it, or use '
+        'a new --workdir') from None
+  except OSError as error:  # mounts without locks: FUSE ones (Colab's Drive), NFS without lockd
+    return str(error)
+  return None

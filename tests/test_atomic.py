@@ -83,3 +83,16 @@ def test_temporaries_left_by_a_killed_writer_on_this_machine_are_removed(tmp_pat
   assert sorted(os.listdir(tmp_path)) == sorted(['digits.npz', *kept])
   assert f'removed {orphan}, left by a writer of {tmp_path / "digits.npz"} that was killed' in (
       caplog.text)
+
+
+def test_on_windows_temporaries_are_kept_as_no_writer_can_be_asked_about(tmp_path, monkeypatch):
+  """os.kill there ends the process it names: whether a writer lives cannot be asked."""
+  ended = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
+                         capture_output=True, text=True, check=True)
+  orphan = tmp_path / f'record.json.tmp-{socket.gethostname()}-{int(ended.stdout)}'
+  orphan.write_text('half')
+  monkeypatch.setattr(atomic.os, 'name', 'nt')
+  monkeypatch.setattr(atomic.os, 'kill', lambda *args: pytest.fail('os.kill called'))
+  with atomic.replacing(tmp_path / 'record.json') as tmp, open(tmp, 'w') as f:
+    f.write('{}')
+  assert orphan.exists()
