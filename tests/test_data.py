@@ -252,6 +252,26 @@ def test_mnist_prepared_from_manual_dir_reads_back_through_plain_tfds(
   assert prepare('mnist', data_dir=data_dir).data_dir == builder.data_dir
 
 
+_PREPARE = """
+import sys
+from jaxgan.data import prepare
+prepare('mnist', data_dir=sys.argv[1], manual_dir=sys.argv[2])
+"""
+
+
+def test_processes_preparing_one_dataset_at_once_wait_for_each_other(tmp_path):
+  """Two scripts started together on a new data folder: tfds alone let both prepare, and the
+  second to finish failed renaming its folder onto the first's (FileExistsError)."""
+  manual = tmp_path / 'manual'
+  write_manual_dir(manual, {'mnist': {'train': 40, 'test': 10}})
+  processes = [subprocess.Popen([sys.executable, '-c', _PREPARE, str(tmp_path / 'tfds'),
+                                 str(manual)], cwd=REPO, stderr=subprocess.PIPE, text=True)
+               for _ in range(3)]
+  errors = [p.communicate(timeout=300)[1] for p in processes]
+  assert [p.returncode for p in processes] == [0, 0, 0], errors
+  assert sorted(os.listdir(tmp_path / 'tfds' / 'mnist')) == ['3.0.1']
+
+
 def test_emnist_digits_prepared_from_manual_dir_is_tfds_emnist_and_loads_upright(
     manual_dir, data_dir, monkeypatch
 ):

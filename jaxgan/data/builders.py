@@ -11,6 +11,7 @@ data_dir=...)` reads in both cases.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import urllib.error
 import urllib.request
@@ -24,6 +25,11 @@ from tensorflow_datasets.core import utils as tfds_utils
 
 from jaxgan.data import svhn
 from jaxgan.data.idx import DataError, content_sha256, find_files, read_idx_pair
+
+try:
+  import fcntl
+except ImportError:  # Windows
+  fcntl = None
 
 # Split -> (images file, labels file), as named in the official releases.
 IDX_FILES: dict[str, dict[str, tuple[str, str]]] = {
@@ -321,6 +327,36 @@ def prepare(
   builder = tfds.builder(TFDS_NAMES[name], data_dir=data_dir)
   if builder.is_prepared():
     return builder
+  with _preparing_alone(builder.data_dir_root, TFDS_NAMES[name]):
+    builder = tfds.builder(TFDS_NAMES[name], data_dir=data_dir)
+    if builder.is_prepared():  # by the process this one waited for
+      return builder
+    return _prepare(name, builder, data_dir, manual_dir)
+
+
+@contextlib.contextmanager
+def _preparing_alone(root: os.PathLike, tfds_name: str) -> Iterator[None]:
+  """Waits for, then holds, a lock beside the prepared copies in `root`: processes of one machine
+  preparing a dataset there at once (two scripts started together on a new data folder) raced
+  to rename tfds's folder, and all but one failed. Remote folders (gs://), systems without
+  flock (Windows) and file systems that take no locks go unguarded."""
+  root = os.fspath(root)
+  if fcntl is None or '://' in root:
+    yield
+    return
+  os.makedirs(root, exist_ok=True)
+  lock_name = f'.{tfds_name.replace("/", "_")}.preparing.lock'  # emnist/digits
+  with open(os.path.join(root, lock_name), 'a') as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX)
+    except OSError as error:
+      logging.warning('%s cannot be locked (%s): preparing %s unguarded', f.name, error,
+                      tfds_name)
+    yield
+
+
+def _prepare(name: str, builder: tfds.core.DatasetBuilder, data_dir: str | None,
+             manual_dir: str | os.PathLike | None) -> tfds.core.DatasetBuilder:
   if manual_dir is None:
     try:
       if _downloads_for_real(builder):
