@@ -15,6 +15,11 @@ from jaxgan.state import GANState
 
 
 LATEST, BEST = 'checkpoints', 'best'  # the run folder's two checkpoint folders
+_PRUNED_TRIES = 3
+
+
+class _UnreadableCheckpoint(ValueError):
+  """A checkpoint whose files cannot be read."""
 
 
 class CheckpointStore:
@@ -53,12 +58,28 @@ class CheckpointStore:
 
   def restore(self, abstract_state: GANState, step: int | None = None) -> GANState:
     """The state at `step` (default: latest), laid out as `abstract_state` (shapes, shardings)."""
-    step = self._manager.latest_step() if step is None else step
-    if step is None:
-      hint = ('train first (python -m experiments.train --workdir=...)'
-              if os.path.basename(self.directory) == LATEST else
-              'train with --config.eval_every=N (> 0) to keep the best checkpoint')
-      raise FileNotFoundError(f'no checkpoint in {self.directory}: {hint}')
+    if step is not None:
+      return self._restore_step(abstract_state, step)
+    for _ in range(_PRUNED_TRIES):
+      step = self._manager.latest_step()
+      if step is None:
+        hint = ('train first (python -m experiments.train --workdir=...)'
+                if os.path.basename(self.directory) == LATEST else
+                'train with --config.eval_every=N (> 0) to keep the best checkpoint')
+        raise FileNotFoundError(f'no checkpoint in {self.directory}: {hint}')
+      try:
+        return self._restore_step(abstract_state, step)
+      except _UnreadableCheckpoint:
+        if os.path.isdir(os.path.join(self.directory, str(step))):
+          raise
+        # A training of the run pruned it (keep_checkpoints) while this process read it: the
+        # newest is a later one now.
+        self._manager.reload()
+    raise OSError(f'the newest checkpoint in {self.directory} was removed {_PRUNED_TRIES} '
+                  'times while being read (a training saving and pruning faster than it can be '
+                  'read): run the command again')
+
+  def _restore_step(self, abstract_state: GANState, step: int) -> GANState:
     # Checkpoints written before a field was added (d_state, g_ema_params) lack it: restore the
     # fields they hold, and take the others, which must have no arrays, from `abstract_state`.
     try:
@@ -84,7 +105,7 @@ class CheckpointStore:
     """One line for a checkpoint whose files are damaged (a disk filled up, a copy cut short)."""
     cause = (str(error).strip().splitlines() or [''])[0]
     cause = cause.split(' See full TensorStore details')[0][:200]  # then a pybind repr
-    return ValueError(f'the checkpoint at step {step} in {self.directory} cannot be read '
+    return _UnreadableCheckpoint(f'the checkpoint at step {step} in {self.directory} cannot be read '
                       f'({type(error).__name__}: {cause}): it is damaged; move '
                       f'{os.path.join(self.directory, str(step))} away to use the checkpoint '
                       'before it')

@@ -678,6 +678,30 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line_saying_what_to_do(tra
     store.wait()
 
 
+def test_a_checkpoint_pruned_while_being_read_gives_way_to_the_newer_one(trained_run, tmp_path):
+  """A script reading a run that trains: the training saves newer checkpoints and deletes the
+  one being read (keep_checkpoints). That is no damage: the newest is read instead."""
+  workdir = tmp_path / 'run'
+  shutil.copytree(trained_run[0], workdir)
+  config = run_folder.load_run_config(str(workdir))
+  components = trainer.build_components(config, total_steps=config.schedule.warmup_steps + 1)
+  store = CheckpointStore(str(workdir), create=False)
+  assert store.latest_step() == 16
+  read_metadata = store._manager.item_metadata
+  def training_saves_and_prunes(step):
+    if step == 16:
+      shutil.copytree(workdir / 'checkpoints' / '16', workdir / 'checkpoints' / '20')
+      shutil.rmtree(workdir / 'checkpoints' / '16')
+    return read_metadata(step)
+  store._manager.item_metadata = training_saves_and_prunes
+  state = store.restore(trainer.abstract_state(components))
+  assert store.latest_step() == 20 and int(state.step) == 16  # 20 is a copy of 16
+  # Damage (the folder still there) is still named as such.
+  (workdir / 'checkpoints' / '20' / 'default' / '_METADATA').write_text('')
+  with pytest.raises(ValueError, match='^the checkpoint at step 20 .* it is damaged; move '):
+    store.restore(trainer.abstract_state(components))
+
+
 def test_the_training_lock_names_its_holder_and_is_let_go_on_any_exit(tmp_path):
   lock = tmp_path / run_folder.LOCK_FILE
   with pytest.raises(KeyError):
