@@ -101,6 +101,13 @@ def known_real(dataset: str, num_samples: int, names) -> dict | None:
   return run_scores.real_results_from(_REAL_FROM.value, dataset, num_samples, names)
 
 
+def default_out() -> str:
+  """Where the record goes without --out: RUN/eval.json, or FILE.eval.json beside the digits."""
+  if _WORKDIR.value:
+    return os.path.join(_WORKDIR.value, 'eval.json')
+  return os.path.splitext(_SAMPLES.value)[0] + '.eval.json'
+
+
 def main(argv):
   del argv  # flags only: console.run refuses other arguments
   if (_WORKDIR.value is None) == (_SAMPLES.value is None):
@@ -118,6 +125,8 @@ def main(argv):
                          'real data to compare with')
   if _OUT.value:
     console.check_record_out(_OUT.value, 'metrics', 'classifier', 'settings')  # not a sweep's
+  else:  # the record's place by default: a read-only run folder says so before the work
+    console.check_file_to_write('out', default_out())
   console.setup_logging()
   if _WORKDIR.value:
     config = load_run_config(_WORKDIR.value)
@@ -133,7 +142,7 @@ def main(argv):
         manual_dir=_MANUAL_DIR.value, data_dir=_DATA_DIR.value,
         real_results=known_real(config.data.name, _NUM_SAMPLES.value, names),
         proportions=_PROPORTIONS.value)
-    out = _OUT.value or os.path.join(_WORKDIR.value, 'eval.json')
+    out = _OUT.value or default_out()
   else:
     images, labels, drawn = load_samples(_SAMPLES.value)
     names = suite.resolve_metric_names(_METRICS.value, has_labels=labels is not None)
@@ -141,7 +150,7 @@ def main(argv):
         images, labels, _DATASET.value, list(names), manual_dir=_MANUAL_DIR.value,
         data_dir=_DATA_DIR.value,
         real_results=known_real(_DATASET.value, len(images), names)))
-    out = _OUT.value or os.path.splitext(_SAMPLES.value)[0] + '.eval.json'
+    out = _OUT.value or default_out()
   write_json_atomic(record, out)
   logging.info('wrote %s (%.0f s)', out, record['seconds'])
 

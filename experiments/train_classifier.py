@@ -22,7 +22,7 @@ import jax
 from absl import flags, logging
 from ml_collections import config_flags
 
-from jaxgan import console, data
+from jaxgan import atomic, console, data
 from jaxgan.data.builders import TEST_SPLITS
 from jaxgan.evaluation import classifier, weights
 
@@ -43,6 +43,10 @@ def main(argv):
   if os.path.exists(_OUT_DIR.value) and not os.path.isdir(_OUT_DIR.value):
     raise ValueError(f'--out_dir={_OUT_DIR.value} is a file, not a folder: name a folder for '
                      f'{path.name}')
+  unwritable = atomic.unwritable_folder(path)
+  if unwritable:  # before the minutes of training, not after
+    raise OSError(f'--out_dir={_OUT_DIR.value}: {unwritable} is not writable here: name a '
+                  'folder you can write')
   if not _REPLACE_SHIPPED.value:
     weights.check_shipped_recipe(path, json.loads(config.to_json()))
   start = time.perf_counter()

@@ -31,7 +31,26 @@ def replacing(path: str | os.PathLike, suffix: str = '') -> Iterator[str]:
     if isinstance(error, OSError) and error.errno == errno.ENOSPC:  # errno's line names no file
       raise OSError(f'no space left on the disk to write {path}: free some, then run the '
                     'command again (the file is as it was)') from None
+    if isinstance(error, OSError) and error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+      raise OSError(f'cannot write {path} ({error.strerror.lower()}): write it to a folder '
+                    'you can write') from None  # errno's line names the temporary
     raise
+
+
+def nearest_existing_parent(path: str | os.PathLike) -> str:
+  """The folder that would hold `path` (a file or folder to make), or its nearest existing
+  ancestor (which may be a file: then `path` cannot be made)."""
+  parent = os.path.dirname(os.path.abspath(path))
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  return parent
+
+
+def unwritable_folder(path: str | os.PathLike) -> str | None:
+  """`nearest_existing_parent(path)` if this process cannot write into it, else None: checked
+  before long work, which would otherwise fail only when it writes."""
+  parent = nearest_existing_parent(path)
+  return None if os.access(parent, os.W_OK | os.X_OK) else parent
 
 
 def _remove_orphans(path: str, host: str, suffix: str) -> None:

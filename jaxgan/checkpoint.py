@@ -105,10 +105,10 @@ class CheckpointStore:
     """One line for a checkpoint whose files are damaged (a disk filled up, a copy cut short)."""
     cause = (str(error).strip().splitlines() or [''])[0]
     cause = cause.split(' See full TensorStore details')[0][:200]  # then a pybind repr
-    return _UnreadableCheckpoint(f'the checkpoint at step {step} in {self.directory} cannot be read '
-                      f'({type(error).__name__}: {cause}): it is damaged; move '
-                      f'{os.path.join(self.directory, str(step))} away to use the checkpoint '
-                      'before it')
+    return _UnreadableCheckpoint(
+        f'the checkpoint at step {step} in {self.directory} cannot be read '
+        f'({type(error).__name__}: {cause}): it is damaged; move '
+        f'{os.path.join(self.directory, str(step))} away to use the checkpoint before it')
 
   def wait(self) -> None:
     """Block until background writes are on disk."""

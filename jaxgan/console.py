@@ -12,6 +12,8 @@ import traceback
 
 from absl import flags, logging
 
+from jaxgan import atomic
+
 # Libraries whose INFO records (per-file checkpoint commits, dataset bookkeeping) would bury
 # the training log; their warnings and errors still show.
 _CHATTY_LIBRARIES = ('/orbax/', '/tensorflow_datasets/', '/etils/')
@@ -221,15 +223,17 @@ def check_export_args(out: str | None, grid: str | None) -> None:
 
 
 def check_file_to_write(flag: str, path: str) -> None:
-  """--`flag`=`path` names a file that can be written: not a folder, nor below a file."""
+  """--`flag`=`path` names a file that can be written: not a folder, nor below a file, in a
+  folder this process may write."""
   from absl import app  # pylint: disable=g-import-not-at-top
   if os.path.isdir(path):
     raise app.UsageError(f'--{flag}={path} is a folder: name a file to write')
-  parent = os.path.dirname(os.path.abspath(path))
-  while not os.path.exists(parent):
-    parent = os.path.dirname(parent)
+  parent = atomic.nearest_existing_parent(path)
   if not os.path.isdir(parent):
     raise app.UsageError(f'--{flag}={path} lies below {parent}, a file: name a path in a folder')
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise app.UsageError(f'--{flag}={path}: {parent} is not writable here: name a file in a '
+                         'folder you can write')
 
 
 def check_record_out(path: str, *record_keys: str) -> None:

@@ -226,8 +226,14 @@ def ratio_model_for_run(workdir: str, config: ml_collections.ConfigDict, gan: GA
                     'so sharp a ratio keeps few candidates and tends to hurt fcd; blunter: '
                     '--resample_ratio_shift=2 or fewer --resample_ratio_epochs (README, '
                     'Density-ratio resampling)', 100 * accuracy)
-  record = weights.save(params, path, **key, heldout_accuracy=accuracy, seconds=seconds)
-  logging.info('wrote %s', path)
+  try:
+    record = weights.save(params, path, **key, heldout_accuracy=accuracy, seconds=seconds)
+  except OSError as error:  # a run folder this process may not write (a shared, read-only one)
+    logging.warning('the ratio model is used but not kept (%s): a later run trains it again',
+                    error)
+    record = weights.manifest(params, path, **key, heldout_accuracy=accuracy, seconds=seconds)
+  else:
+    logging.info('wrote %s', path)
   return RunRatioModel(params, gan.num_classes, settings, record)
 
 

@@ -475,6 +475,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ValueError(f'--workdir {workdir} is a file, not a run folder: pass a new folder or '
                      'a run folder to resume')
+  unwritable = atomic.unwritable_folder(os.path.join(workdir, 'config.json'))
+  if unwritable:  # every process writes checkpoints
+    raise OSError(f'--workdir {workdir}: {unwritable} is not writable here, and training writes '
+                  'the run folder: name a folder you can write (copy a run there to resume it)')
   if config.get('eval_every', 0) or config.data.get('rarity_power', 0.0):
     weights.check_available(config.data.name)  # the evaluation classifier, before any work
   mesh = parallel.make_mesh()

@@ -52,6 +52,28 @@ def test_a_full_disk_is_named_with_the_file_and_the_old_file_is_kept(tmp_path):
   assert os.listdir(tmp_path) == ['digits.npz']
 
 
+def test_a_folder_that_cannot_be_written_is_named_not_the_temporary(tmp_path):
+  path = tmp_path / 'eval.json'
+  with pytest.raises(OSError, match=rf'^cannot write {re.escape(str(path))} \(read-only file '
+                                    r'system\): write it to a folder you can write$'):
+    with atomic.replacing(path):
+      raise OSError(errno.EROFS, 'Read-only file system')
+
+
+def test_an_unwritable_folder_is_found_before_any_work(tmp_path, monkeypatch):
+  """Checked with os.access, which a read-only mount fails even for root (root passes a
+  folder's permission bits, so they are faked here)."""
+  locked = tmp_path / 'shared_runs'
+  locked.mkdir()
+  real_access = os.access
+  monkeypatch.setattr(atomic.os, 'access',
+                      lambda path, mode: path != str(locked) and real_access(path, mode))
+  assert atomic.unwritable_folder(locked / 'run' / 'config.json') == str(locked)
+  assert atomic.unwritable_folder(locked / 'eval.json') == str(locked)
+  assert atomic.unwritable_folder(tmp_path / 'new' / 'deeper' / 'x.npz') is None
+  assert atomic.nearest_existing_parent(tmp_path / 'new' / 'deeper' / 'x.npz') == str(tmp_path)
+
+
 def test_the_writers_leave_nothing_behind_when_the_target_is_a_folder(tmp_path):
   """The rename fails (a folder has the name): an error, the folder untouched, no temporary."""
   for name, write in [

@@ -23,10 +23,12 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from absl import app
 
 from experiments.configs import tiny
-from jaxgan import provenance, run_folder, trainer
+from jaxgan import console, data, provenance, run_folder, trainer
 from jaxgan.checkpoint import CheckpointStore
+from jaxgan.data import DataError
 from tests.idx_files import write_manual_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -700,6 +702,41 @@ def test_a_checkpoint_pruned_while_being_read_gives_way_to_the_newer_one(trained
   (workdir / 'checkpoints' / '20' / 'default' / '_METADATA').write_text('')
   with pytest.raises(ValueError, match='^the checkpoint at step 20 .* it is damaged; move '):
     store.restore(trainer.abstract_state(components))
+
+
+def test_unwritable_places_are_refused_before_any_work(trained_run, data_dirs, tmp_path,
+                                                       monkeypatch):
+  """A shared, read-only run folder (or a new one below a read-only folder): training refuses
+  it before loading data or writing; an output flag is refused before the scoring it follows.
+  (os.access is faked: it is what a read-only mount fails, and root passes permission bits.)"""
+  locked = tmp_path / 'shared'
+  shutil.copytree(trained_run[0], locked / 'run')
+  real_access = os.access
+  monkeypatch.setattr(os, 'access',
+                      lambda path, mode: not str(path).startswith(str(locked)) and real_access(
+                          path, mode))
+  for workdir, unwritable in ((locked / 'run', locked / 'run'), (locked / 'new_run', locked)):
+    with pytest.raises(OSError, match=rf'^--workdir {re.escape(str(workdir))}: '
+                                      rf'{re.escape(str(unwritable))} is not writable here, and '
+                                      'training writes the run folder: name a folder you can '
+                                      r'write \(copy a run there to resume it\)$'):
+      trainer.train_and_evaluate(tiny_config(data_dirs), str(workdir))
+  assert not (locked / 'new_run').exists()
+  out = locked / 'run' / 'eval.json'
+  with pytest.raises(app.UsageError, match=rf'^--out={re.escape(str(out))}: '
+                                           rf'{re.escape(str(out.parent))} is not writable here: '
+                                           'name a file in a folder you can write$'):
+    console.check_file_to_write('out', str(out))
+
+
+def test_a_data_folder_that_cannot_hold_the_prepared_data_names_the_settings(tmp_path):
+  not_a_folder = tmp_path / 'tfds'
+  not_a_folder.write_text('')
+  with pytest.raises(DataError, match=rf'^cannot prepare mnist in {re.escape(str(not_a_folder))} '
+                                      r'\(file exists\): set TFDS_DATA_DIR or '
+                                      r'--config.data.data_dir \(scripts that read a run: '
+                                      r'--data_dir\) to a folder you can write$'):
+    data.prepare('mnist', data_dir=not_a_folder, manual_dir=tmp_path)
 
 
 def test_the_training_lock_names_its_holder_and_is_let_go_on_any_exit(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import jax
 import numpy as np
@@ -167,6 +168,22 @@ def test_the_run_s_ratio_model_is_trained_once_and_kept_in_the_run_folder(
   path.write_bytes(path.read_bytes()[:-10])
   mended = resampling.ratio_model_for_run(*args, latent_scale=1.2, settings=FAST)
   assert jax.tree.all(jax.tree.map(np.array_equal, mended.params, ratio.params))
+
+
+def test_a_ratio_model_that_cannot_be_kept_is_used_with_a_warning(conditional_run, tmp_path,
+                                                                   caplog):  # noqa: F811
+  """A run folder this process may not write (a shared, read-only one): the model trained for
+  minutes is used, not thrown away by the failed write."""
+  workdir = tmp_path / 'run'
+  shutil.copytree(conditional_run, workdir, ignore=shutil.ignore_patterns('resampling'))
+  (workdir / 'resampling').write_text('a file where the folder goes')  # mkdir fails there
+  config = run_folder.load_run_config(str(workdir))
+  components, state = trainer.restore_run_state(str(workdir), config)
+  ratio = resampling.ratio_model_for_run(str(workdir), config, components.gan,
+                                         generator_variables(state), int(state.step),
+                                         settings=FAST)
+  assert ratio.record['step'] == 16 and len(ratio.record['sha256']) == 64
+  assert 'the ratio model is used but not kept ([Errno 17] File exists: ' in caplog.text
 
 
 def test_sample_and_evaluate_resample_through_the_run_s_ratio_model(

@@ -344,9 +344,16 @@ def _preparing_alone(root: os.PathLike, tfds_name: str) -> Iterator[None]:
   if fcntl is None or '://' in root:
     yield
     return
-  os.makedirs(root, exist_ok=True)
-  lock_name = f'.{tfds_name.replace("/", "_")}.preparing.lock'  # emnist/digits
-  with open(os.path.join(root, lock_name), 'a') as f:
+  lock_name = f'.{tfds_name.replace("/", "_")}.preparing.lock'  # emnist/digits: no folder
+  lock_path = os.path.join(root, lock_name)
+  try:
+    os.makedirs(root, exist_ok=True)
+    lock_file = open(lock_path, 'a')  # pylint: disable=consider-using-with
+  except OSError as error:  # not a folder, not writable: errno's line named neither setting
+    raise DataError(f'cannot prepare {tfds_name} in {root} ({error.strerror.lower()}): set '
+                    'TFDS_DATA_DIR or --config.data.data_dir (scripts that read a run: '
+                    '--data_dir) to a folder you can write') from None
+  with lock_file as f:
     try:
       fcntl.flock(f, fcntl.LOCK_EX)
     except OSError as error:

@@ -79,15 +79,20 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def save(params, path: str | os.PathLike, **record) -> dict:
-  """Write `params` to `path` and its manifest (the digest plus `record`); returns the manifest."""
+  """Write `params` to `path` and its manifest (`manifest`); returns the manifest."""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  data = flax.serialization.to_bytes(params)
-  manifest = dict(record, file=path.name, sha256=sha256(data), num_bytes=len(data))
-  _write_atomic(path, data)
+  manifest_record = manifest(params, path, **record)
+  _write_atomic(path, flax.serialization.to_bytes(params))
   _write_atomic(manifest_path(path),
-                (json.dumps(manifest, indent=2, sort_keys=True) + '\n').encode())
-  return manifest
+                (json.dumps(manifest_record, indent=2, sort_keys=True) + '\n').encode())
+  return manifest_record
+
+
+def manifest(params, path: str | os.PathLike, **record) -> dict:
+  """The manifest of `params` saved to `path`: `record` plus the file's name, SHA-256 and size."""
+  data = flax.serialization.to_bytes(params)
+  return dict(record, file=Path(path).name, sha256=sha256(data), num_bytes=len(data))
 
 
 def read_manifest(path: str | os.PathLike) -> dict:
