@@ -153,6 +153,8 @@ def main(argv):
     out = _OUT.value or default_out()
   write_json_atomic(record, out)
   logging.info('wrote %s (%.0f s)', out, record['seconds'])
+  # After the record is written: a reader that stops early (| head) then costs nothing.
+  print(suite.format_table(record), flush=True)
 
 
 if __name__ == '__main__':

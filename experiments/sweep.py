@@ -181,6 +181,7 @@ def run_sweep(config, workdir: str, seeds: list[int], names: list[str] | None, *
                                        resample=resample, real_results=real_to_reuse(records),
                                        proportions=proportions)
       write_json_atomic(record, eval_path)
+      print(suite.format_table(record), flush=True)  # after the record: see evaluate.py
     else:
       logging.info('seed %d: reusing %s (step %d)', seed, eval_path, record['step'])
     records[seed] = record

@@ -248,6 +248,21 @@ def test_evaluate_scores_the_best_checkpoint(evaluated_run, tmp_path):
       k: here[k] for k in ('cpu', 'cpu_family', 'isa', 'jax', 'backend')}
 
 
+def test_evaluate_writes_its_record_before_printing_the_table(evaluated_run, tmp_path):
+  """`evaluate ... | head -1`: a reader that stops early lost the record (the table was printed
+  first, and the write never came)."""
+  _, workdir = evaluated_run
+  out = tmp_path / 'eval.json'
+  process = subprocess.Popen(
+      [sys.executable, '-m', 'experiments.evaluate', f'--workdir={workdir}',
+       '--num_samples=64', '--metrics=fcd', f'--out={out}'],
+      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  process.stdout.close()  # the reader is gone before the first line
+  stderr = process.communicate(timeout=300)[1]
+  assert stderr.strip().splitlines()[-1] == 'error: [Errno 32] Broken pipe'
+  assert json.loads(out.read_text())['metrics'] == ['fcd']
+
+
 def test_evaluate_records_and_applies_the_latent_scale(evaluated_run, tmp_path):
   _, workdir = evaluated_run
   plain, wide = (run_scores.evaluate_run(workdir, ['fcd'], num_samples=EVAL_SAMPLES,

@@ -81,7 +81,6 @@ def score_digits(images: np.ndarray, labels: np.ndarray | None, dataset: str,
                                                              settings)
   results = suite.evaluate(names, samples, real, reference, settings,
                            reference_results=real_results)
-  print(suite.format_table(results), flush=True)
   return dict(dataset=dataset, num_samples=len(samples.images),
               num_real_reference=num_reference, num_real_test=len(real.test.images),
               metrics=list(names), classifier=dict(file=manifest['file'],
