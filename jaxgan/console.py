@@ -83,7 +83,8 @@ def run(main) -> None:
         raise SystemExit(f'error: {str(error).rstrip(".")}; see --helpshort') from None
     except Exception as error:  # pylint: disable=broad-except
       failure = error
-    problem = _override_problem(failure, argv) or _config_load_problem(failure, argv)
+    problem = (_missing_config_file(argv) or _override_problem(failure, argv)
+               or _config_load_problem(failure, argv))
     if problem is None:
       raise failure
     raise SystemExit(f'error: {problem}') from None
@@ -142,6 +143,23 @@ def _config_error_cause(error: BaseException) -> BaseException | None:
   return wrapped.__context__
 
 
+def _missing_config_file(argv: list[str]) -> str | None:
+  """One line for a `--config=FILE.py` that does not exist (ml_collections then fails the
+  first override, in four lines blaming it), or None."""
+  for arg in argv[1:]:
+    name, _, value = arg[2:].partition('=')
+    path = value.partition(':')[0]
+    if arg.startswith('--') and path.endswith('.py') and not os.path.isfile(path):
+      return no_config_file(name, path)
+  return None
+
+
+def no_config_file(flag: str, path: str) -> str:
+  where = '' if os.path.isabs(path) else f' (relative to this folder, {os.getcwd()})'
+  return (f'--{flag}={path}: no such config file{where}; pass one of the files under '
+          'experiments/configs/ (README, Configs)')
+
+
 def _config_load_problem(error: Exception, argv: list[str]) -> str | None:
   """One line for an exception raised while flags were parsed, or None if no config file was
   given. Flag parsers turn bad values into absl flag errors, so what reaches here comes from
@@ -181,8 +199,7 @@ def config_from_flag(kind: tuple[tuple[str, ...], str, str], name: str = 'config
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   path = config_flags.get_config_filename(flags.FLAGS[name])
   if not os.path.isfile(path):
-    raise FileNotFoundError(f'--{name}={path}: no such config file; pass one of the files under '
-                            'experiments/configs/ (README, Configs)')
+    raise FileNotFoundError(no_config_file(name, path))
   config = flags.FLAGS[name].value
   fields, what, example = kind
   if not isinstance(config, ml_collections.ConfigDict):

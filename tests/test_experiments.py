@@ -342,16 +342,19 @@ def test_help_lists_the_flags_that_jaxgan_modules_define_for_a_script(script):
   assert result.stdout.strip().splitlines()[-1] == '[]'
 
 
-@pytest.mark.parametrize('module', ['train', 'sweep'])
-def test_a_missing_config_file_is_a_one_line_error(module, tmp_path):
+@pytest.mark.parametrize('module, override', [('train', ()), ('sweep', ()),
+                                              ('train', ('--config.num_epochs=1',))])
+def test_a_missing_config_file_is_a_one_line_error(module, override, tmp_path):
+  """With an override too: ml_collections then failed the override, in four lines blaming it."""
   extra = ['--seeds=0'] if module == 'sweep' else []
   result = cli(module, '--config=experiments/configs/dcgan.py', f'--workdir={tmp_path / "run"}',
-               *extra)
+               *override, *extra)
   assert result.returncode != 0
   errors = [line for line in result.stderr.splitlines()  # all but absl's log lines
             if line and not re.match(r'[IW]\d{4} ', line)]
-  assert errors == ['error: --config=experiments/configs/dcgan.py: no such config file; pass one '
-                    'of the files under experiments/configs/ (README, Configs)'], errors
+  assert errors == [f'error: --config=experiments/configs/dcgan.py: no such config file '
+                    f'(relative to this folder, {REPO}); pass one of the files under '
+                    'experiments/configs/ (README, Configs)'], errors
   assert not (tmp_path / 'run').exists()
 
 
