@@ -37,7 +37,9 @@ def find_files(folder: str | os.PathLike, file_names: list[str]) -> list[Path]:
   folder = Path(folder)
   expected = ', '.join(file_names)
   if not folder.is_dir():
-    raise DataError(f'folder {folder} not found: create it and put {expected} in it')
+    raise DataError(f'folder {folder} not found: put {expected} in it, or point the scripts at '
+                    'the folder that holds <dataset>/ with them (JAXGAN_MANUAL_DIR, '
+                    '--config.data.manual_dir, --manual_dir)')
   missing = [name for name in file_names if not (folder / name).is_file()]
   if missing:
     raise DataError(
