@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import socket
@@ -21,7 +22,7 @@ def replacing(path: str | os.PathLike, suffix: str = '') -> Iterator[str]:
   path = os.fspath(path)
   host = socket.gethostname()
   _remove_orphans(path, host, suffix)
-  tmp = f'{path}.tmp-{host}-{os.getpid()}{suffix}'
+  tmp = os.path.join(os.path.dirname(path), f'{_temporary_prefix(path, host)}{os.getpid()}{suffix}')
   try:
     yield tmp
     os.replace(tmp, path)
@@ -53,14 +54,22 @@ def unwritable_folder(path: str | os.PathLike) -> str | None:
   return None if os.access(parent, os.W_OK | os.X_OK) else parent
 
 
+def _temporary_prefix(path: str, host: str) -> str:
+  """`NAME.tmp-HOST-`, to which the writer's pid and the suffix are added; for a name too long
+  to take them within the file system's 255 bytes, a digest of it stands in for NAME."""
+  name = os.path.basename(path)
+  if len(os.fsencode(name)) > 150:  # the rest takes up to 5 + 64 (a host name) + 1 + 20 bytes
+    name = hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
+  return f'{name}.tmp-{host}-'
+
+
 def _remove_orphans(path: str, host: str, suffix: str) -> None:
   """Removes `path`'s temporaries whose writer, a process of this host, has ended. Those of
   other hosts (a shared folder) are kept: whether their writer lives cannot be told here."""
-  folder, name = os.path.split(path)
-  folder = folder or '.'
+  folder = os.path.dirname(path) or '.'
   if not os.path.isdir(folder):
     return  # the write itself will name the missing folder
-  temporary = re.compile(re.escape(f'{name}.tmp-{host}-') + r'(\d+)' + re.escape(suffix))
+  temporary = re.compile(re.escape(_temporary_prefix(path, host)) + r'(\d+)' + re.escape(suffix))
   for entry in os.listdir(folder):
     match = temporary.fullmatch(entry)
     if match and not _is_running(int(match.group(1))):

@@ -118,3 +118,11 @@ def test_on_windows_temporaries_are_kept_as_no_writer_can_be_asked_about(tmp_pat
   with atomic.replacing(tmp_path / 'record.json') as tmp, open(tmp, 'w') as f:
     f.write('{}')
   assert orphan.exists()
+
+
+def test_a_name_too_long_for_a_temporary_suffix_is_still_written(tmp_path):
+  """255 bytes is the most a name may have; the temporary added `.tmp-HOST-PID.npz` to it."""
+  path = tmp_path / ('d' * 246 + '.npz')
+  generate.save_npz_atomic(str(path), images=np.zeros((2, 28, 28), np.uint8))
+  assert os.listdir(tmp_path) == [path.name]
+  assert np.load(path)['images'].shape == (2, 28, 28)
