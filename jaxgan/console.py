@@ -248,7 +248,7 @@ def check_file_to_write(flag: str, path: str) -> None:
   parent = atomic.nearest_existing_parent(path)
   if not os.path.isdir(parent):
     raise app.UsageError(f'--{flag}={path} lies below {parent}, a file: name a path in a folder')
-  if not os.access(parent, os.W_OK | os.X_OK):
+  if atomic.unwritable_folder(path):
     raise app.UsageError(f'--{flag}={path}: {parent} is not writable here: name a file in a '
                          'folder you can write')
 

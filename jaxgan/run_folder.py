@@ -9,15 +9,10 @@ import os
 import socket
 from typing import Iterator
 
-try:
-  import fcntl
-except ImportError:  # Windows: trainings go unguarded, as on file systems without locks
-  fcntl = None
-
 import ml_collections
 from absl import logging
 
-from jaxgan import atomic
+from jaxgan import atomic, locks
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -71,7 +66,16 @@ def training_lock(workdir: str) -> Iterator[None]:
   normally. Where there are no locks (Windows, some file systems): a warning, no guard."""
   path = os.path.join(workdir, LOCK_FILE)
   with open(path, 'a+') as f:
-    unlockable = _lock(f, workdir)
+    try:
+      unlockable = locks.lock(f, wait=False)
+    except BlockingIOError:
+      f.seek(0)
+      holder = f.read().strip() or 'starting'
+      # An OSError, as flock's own: the scripts report it as a one-line error.
+      raise BlockingIOError(
+          f'{workdir} is being trained by another process ({holder}): two trainings of one '
+          'folder would mix their checkpoints and metrics; wait for it to end or stop it, or '
+          'use a new --workdir') from None
     if unlockable:
       logging.warning('%s cannot be locked (%s): a second training of %s at the same time '
                       'would not be refused', path, unlockable, workdir)
@@ -85,25 +89,4 @@ def training_lock(workdir: str) -> Iterator[None]:
     try:
       yield
     finally:
-      f.truncate(0)
-      fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _lock(f, workdir: str) -> str | None:
-  """Locks the open lock file `f` (None), or says why it cannot be locked here; refuses it when
-  another process holds it."""
-  if fcntl is None:
-    return 'this system has no flock'
-  try:
-    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-  except BlockingIOError:
-    f.seek(0)
-    holder = f.read().strip() or 'starting'
-    # An OSError, as flock's own: the scripts report it as a one-line error.
-    raise BlockingIOError(
-        f'{workdir} is being trained by another process ({holder}): two trainings of one '
-        'folder would mix their checkpoints and metrics; wait for it to end or stop it, or use '
-        'a new --workdir') from None
-  except OSError as error:  # mounts without locks: FUSE ones (Colab's Drive), NFS without lockd
-    return str(error)
-  return None
+      f.truncate(0)  # closing the file then lets go of the lock

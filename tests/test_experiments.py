@@ -26,7 +26,7 @@ import pytest
 from absl import app
 
 from experiments.configs import tiny
-from jaxgan import console, data, provenance, run_folder, trainer
+from jaxgan import console, data, locks, provenance, run_folder, trainer
 from jaxgan.checkpoint import CheckpointStore
 from jaxgan.data import DataError
 from tests.idx_files import write_manual_dir
@@ -761,13 +761,13 @@ def test_the_training_lock_names_its_holder_and_is_let_go_on_any_exit(tmp_path):
 def test_without_locks_training_goes_unguarded_with_a_warning(tmp_path, monkeypatch, caplog):
   def no_locks(*args):
     raise OSError(errno.ENOLCK, 'No locks available')
-  monkeypatch.setattr(run_folder.fcntl, 'flock', no_locks)
+  monkeypatch.setattr(locks.fcntl, 'flock', no_locks)
   with run_folder.training_lock(str(tmp_path)):
     pass
   assert (f'{tmp_path / run_folder.LOCK_FILE} cannot be locked ([Errno {errno.ENOLCK}] No '
           f'locks available): a second training of {tmp_path} at the same time would not be '
           'refused') in caplog.text
-  monkeypatch.setattr(run_folder, 'fcntl', None)  # as on Windows
+  monkeypatch.setattr(locks, 'fcntl', None)  # as on Windows
   with run_folder.training_lock(str(tmp_path)):
     pass
   assert (f'{tmp_path / run_folder.LOCK_FILE} cannot be locked (this system has no flock)'

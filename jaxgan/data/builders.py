@@ -23,13 +23,9 @@ import tensorflow_datasets as tfds
 from absl import logging
 from tensorflow_datasets.core import utils as tfds_utils
 
+from jaxgan import locks
 from jaxgan.data import svhn
 from jaxgan.data.idx import DataError, content_sha256, find_files, read_idx_pair
-
-try:
-  import fcntl
-except ImportError:  # Windows
-  fcntl = None
 
 # Split -> (images file, labels file), as named in the official releases.
 IDX_FILES: dict[str, dict[str, tuple[str, str]]] = {
@@ -341,7 +337,7 @@ def _preparing_alone(root: os.PathLike, tfds_name: str) -> Iterator[None]:
   to rename tfds's folder, and all but one failed. Remote folders (gs://), systems without
   flock (Windows) and file systems that take no locks go unguarded."""
   root = os.fspath(root)
-  if fcntl is None or '://' in root:
+  if '://' in root:
     yield
     return
   lock_name = f'.{tfds_name.replace("/", "_")}.preparing.lock'  # emnist/digits: no folder
@@ -354,10 +350,9 @@ def _preparing_alone(root: os.PathLike, tfds_name: str) -> Iterator[None]:
                     'TFDS_DATA_DIR or --config.data.data_dir (scripts that read a run: '
                     '--data_dir) to a folder you can write') from None
   with lock_file as f:
-    try:
-      fcntl.flock(f, fcntl.LOCK_EX)
-    except OSError as error:
-      logging.warning('%s cannot be locked (%s): preparing %s unguarded', f.name, error,
+    unlockable = locks.lock(f, wait=True)
+    if unlockable:
+      logging.warning('%s cannot be locked (%s): preparing %s unguarded', f.name, unlockable,
                       tfds_name)
     yield
 
