@@ -6,6 +6,7 @@ import json
 import logging as std_logging
 import math
 import os
+import select
 import signal
 import sys
 import traceback
@@ -40,9 +41,11 @@ def run(main) -> None:
   The scripts take flags only: a stray argument is a usage error before `main` runs.
   SIGINT (Ctrl-C) and SIGTERM stop a script with one line and exit status 130 / 143, after
   Python's clean-up has run (a file being written is removed, never left half-written), where
-  SIGTERM would otherwise end the process at once. In a multi-process run any other exception
-  ends the process after its traceback and a line naming the process, at once (jax's exit
-  would first wait ~100 s for the other processes, then abort)."""
+  SIGTERM would otherwise end the process at once. A reader of stdout that stops early
+  (`| head`) ends a script quietly with status 141, as SIGPIPE ends other tools. In a
+  multi-process run any other exception ends the process after its traceback and a line
+  naming the process, at once (jax's exit would first wait ~100 s for the other processes,
+  then abort)."""
   from absl import app  # pylint: disable=g-import-not-at-top
 
   def guarded(argv):
@@ -52,6 +55,10 @@ def run(main) -> None:
         raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
       main(argv)
     except (ValueError, OSError, app.UsageError) as error:
+      if isinstance(error, BrokenPipeError) and _stdout_reader_gone():
+        # `evaluate ... | head`: the reader has what it wanted and files written are whole; end
+        # quietly with the status of a tool that SIGPIPE ended.
+        os._exit(128 + signal.SIGPIPE)  # pylint: disable=protected-access
       if isinstance(error, OSError) and error.errno == errno.ENOSPC:  # errno's line: no advice
         _exit_now(1, f'error: {error.strerror.lower()}: free some disk space, then run the same '
                   'command again (a training resumes from its newest checkpoint)')
@@ -90,6 +97,17 @@ def run(main) -> None:
     raise SystemExit(f'error: {problem}') from None
 
   app.run(guarded, flags_parser=parse_flags)
+
+
+def _stdout_reader_gone() -> bool:
+  """Whether stdout is a pipe or socket whose reading end is closed (poll reports an error
+  on it): a BrokenPipeError from elsewhere, a subprocess's pipe, is a failure to report."""
+  try:
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), 0)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+  except (AttributeError, OSError, ValueError):  # no poll (Windows), stdout closed or replaced
+    return False
 
 
 def _exit_now(status: int, line: str) -> None:

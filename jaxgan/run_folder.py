@@ -54,6 +54,28 @@ def write_json_atomic(obj, path: str) -> None:
     f.write('\n')
 
 
+# The longest path a training writes below its run folder, in bytes: a checkpoint save's
+# `checkpoints/STEP.orbax-checkpoint-tmp/default.orbax-checkpoint-tmp/ocdbt.process_0/d/HASH`
+# is 116 at step 16 (strace); room for longer steps and `best/`.
+_DEEPEST_WRITE = 160
+
+
+def path_too_long(workdir: str) -> str | None:
+  """Why the file system would refuse the files a training writes below `workdir` (a path
+  near its limit, which the first checkpoint save would pass after an epoch's work), or None."""
+  path = os.path.abspath(workdir)
+  try:
+    limit = os.pathconf(atomic.nearest_existing_parent(path), 'PC_PATH_MAX')
+  except (OSError, ValueError):  # no such limit here (Windows), or the system does not say
+    return None
+  length = len(os.fsencode(path))
+  if length + _DEEPEST_WRITE <= limit:
+    return None
+  return (f'its path is {length} bytes long and checkpoints write up to {_DEEPEST_WRITE} bytes '
+          f'deeper, past the file system\'s limit of {limit} bytes for a path: use a shorter '
+          '--workdir')
+
+
 LOCK_FILE = 'training.lock'
 
 

@@ -844,3 +844,50 @@ console.run(main)
   assert result.stderr.strip().splitlines() == [
       'error: no space left on device: free some disk space, then run the same command again (a '
       'training resumes from its newest checkpoint)']
+
+
+@pytest.mark.parametrize('reader_of_stdout', ['gone', 'reading'])
+def test_a_broken_pipe_is_quiet_only_when_it_is_stdouts(tmp_path, reader_of_stdout):
+  """`script | head`: the reader stopped early, which is no failure; a pipe to a subprocess
+  that died is one, and is reported."""
+  script = tmp_path / 'script.py'
+  script.write_text('''
+import os, sys
+from jaxgan import console
+
+def main(argv):
+  if os.environ['READER'] == 'gone':
+    for _ in range(1000):
+      print('a line of the table', flush=True)
+  read, write = os.pipe()
+  os.close(read)  # the subprocess that would have read it died
+  os.write(write, b'x')
+
+console.run(main)
+''')
+  process = subprocess.Popen(
+      [sys.executable, str(script)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      env={**os.environ, 'PYTHONPATH': str(REPO), 'READER': reader_of_stdout})
+  if reader_of_stdout == 'gone':
+    process.stdout.close()
+    stderr = process.communicate(timeout=120)[1].decode()
+    assert (process.returncode, stderr) == (141, '')
+  else:
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1 and stdout == b''
+    assert stderr.decode().strip().splitlines() == ['error: [Errno 32] Broken pipe']
+
+
+def test_a_workdir_path_too_long_for_its_checkpoints_is_refused_before_any_work(data_dirs,
+                                                                                 tmp_path):
+  """A path within the file system's 4,096 bytes whose checkpoint files are not: the first
+  save failed, after an epoch, in hundreds of orbax lines."""
+  workdir = tmp_path.joinpath(*['d' * 200] * ((4096 - len(str(tmp_path))) // 201))
+  assert 4096 - 160 < len(str(workdir)) <= 4096
+  with pytest.raises(ValueError, match=rf'^--workdir {re.escape(str(workdir)[:48])}\.\.\.'
+                                       rf'{"d" * 48}: its path is {len(str(workdir))} bytes long '
+                                       'and checkpoints write up to 160 bytes deeper, past the '
+                                       "file system's limit of 4096 bytes for a path: use a "
+                                       'shorter --workdir$'):
+    trainer.train_and_evaluate(tiny_config(data_dirs), str(workdir))
+  assert os.listdir(tmp_path) == []
