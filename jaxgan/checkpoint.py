@@ -11,6 +11,7 @@ from typing import Iterator
 import jax
 import orbax.checkpoint as ocp
 
+from jaxgan import run_folder
 from jaxgan.state import GANState
 
 
@@ -34,6 +35,9 @@ class CheckpointStore:
     one that reads must not: a training may be writing one."""
     if folder not in (LATEST, BEST):
       raise ValueError(f'checkpoint folder must be {LATEST!r} or {BEST!r}, got {folder!r}')
+    problem = run_folder.path_problem(workdir, training=False)
+    if problem:
+      raise ValueError(f'run folder {workdir}: {problem}')
     self.directory = os.path.join(os.path.abspath(workdir), folder)
     self._manager = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(

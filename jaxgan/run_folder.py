@@ -7,6 +7,7 @@ import datetime
 import json
 import os
 import socket
+import sys
 from typing import Iterator
 
 import ml_collections
@@ -60,10 +61,20 @@ def write_json_atomic(obj, path: str) -> None:
 _DEEPEST_WRITE = 160
 
 
-def path_too_long(workdir: str) -> str | None:
-  """Why the file system would refuse the files a training writes below `workdir` (a path
-  near its limit, which the first checkpoint save would pass after an epoch's work), or None."""
+def path_problem(workdir: str, *, training: bool) -> str | None:
+  """Why the checkpoint library could not use files below `workdir`, or None: a name that is not
+  UTF-8 text (bytes a non-UTF-8 locale's file-name encoding cannot decode, which TensorStore
+  cannot take), and for a training a path so near the file system's limit that the first
+  checkpoint save, after an epoch's work, would pass it."""
   path = os.path.abspath(workdir)
+  try:
+    path.encode('utf-8')
+  except UnicodeEncodeError:
+    return (f'its name is not text in this locale\'s file-name encoding '
+            f'({sys.getfilesystemencoding()}), and the checkpoint library takes UTF-8 names only: '
+            'run with PYTHONUTF8=1 or in a UTF-8 locale (LC_ALL=C.UTF-8)')
+  if not training:
+    return None
   try:
     limit = os.pathconf(atomic.nearest_existing_parent(path), 'PC_PATH_MAX')
   except (OSError, ValueError):  # no such limit here (Windows), or the system does not say

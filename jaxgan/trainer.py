@@ -479,10 +479,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if unwritable:  # every process writes checkpoints
     raise OSError(f'--workdir {workdir}: {unwritable} is not writable here, and training writes '
                   'the run folder: name a folder you can write (copy a run there to resume it)')
-  too_long = run_folder.path_too_long(workdir)
-  if too_long:
+  problem = run_folder.path_problem(workdir, training=True)
+  if problem:
     shown = workdir if len(workdir) <= 100 else f'{workdir[:48]}...{workdir[-48:]}'
-    raise ValueError(f'--workdir {shown}: {too_long}')
+    raise ValueError(f'--workdir {shown}: {problem}')
   if config.get('eval_every', 0) or config.data.get('rarity_power', 0.0):
     weights.check_available(config.data.name)  # the evaluation classifier, before any work
   mesh = parallel.make_mesh()

@@ -891,3 +891,19 @@ def test_a_workdir_path_too_long_for_its_checkpoints_is_refused_before_any_work(
                                        'shorter --workdir$'):
     trainer.train_and_evaluate(tiny_config(data_dirs), str(workdir))
   assert os.listdir(tmp_path) == []
+
+
+def test_a_run_folder_name_that_is_not_utf8_text_is_one_line_before_any_work(data_dirs,
+                                                                             tmp_path):
+  """`runs/ü` where the file-name encoding is ASCII (a C locale with UTF-8 mode off): Python
+  holds the undecodable bytes as surrogates, which TensorStore cannot take. A training failed
+  at its first checkpoint save (a pybind11 cast error), a reader called the run damaged."""
+  workdir = str(tmp_path / 'ü'.encode().decode('ascii', 'surrogateescape'))
+  problem = ("its name is not text in this locale's file-name encoding "
+             rf"\({re.escape(sys.getfilesystemencoding())}\), and the checkpoint library takes "
+             r'UTF-8 names only: run with PYTHONUTF8=1 or in a UTF-8 locale \(LC_ALL=C.UTF-8\)$')
+  with pytest.raises(ValueError, match=rf'^--workdir {re.escape(workdir)}: {problem}'):
+    trainer.train_and_evaluate(tiny_config(data_dirs), workdir)
+  assert os.listdir(tmp_path) == []
+  with pytest.raises(ValueError, match=rf'^run folder {re.escape(workdir)}: {problem}'):
+    CheckpointStore(workdir, create=False)
