@@ -169,6 +169,20 @@ def test_count_mismatch_names_both_files_and_counts(tmp_path):
   )
 
 
+def test_an_idx_path_that_cannot_be_read_names_the_file_and_the_fix(tmp_path, monkeypatch):
+  folder = tmp_path / 'train-images-idx3-ubyte.gz'
+  folder.mkdir()
+  assert_one_line_error(lambda: read_idx_images(folder), f'{folder}: cannot read it (is a '
+                        'directory): make it a file this user can read, or copy or download the '
+                        'file again to a folder of yours')
+  # Permission bits do not stop root, who runs CI here: the error is raised as open() would.
+  def denied(path):
+    raise PermissionError(13, 'Permission denied', str(path))
+  monkeypatch.setattr(Path, 'read_bytes', denied)
+  assert_one_line_error(lambda: read_idx_images(folder), f'{folder}: cannot read it '
+                        '(permission denied)')
+
+
 def test_corrupt_gzip_is_reported_as_such(tmp_path):
   images, _ = tiny_digits(5, seed=0)
   path = write_idx(tmp_path / 'cut-images.gz', images)

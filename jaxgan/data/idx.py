@@ -104,6 +104,9 @@ def _read_bytes(path: Path) -> bytes:
     data = path.read_bytes()
   except FileNotFoundError:
     raise DataError(f'{path}: file not found: check the path or copy the file there') from None
+  except (PermissionError, IsADirectoryError) as error:
+    raise DataError(f'{path}: cannot read it ({error.strerror.lower()}): make it a file this '
+                    f'user can read, or {_REFETCH} to a folder of yours') from None
   if not data.startswith(_GZIP_SIGNATURE):
     return data
   try:
