@@ -216,13 +216,36 @@ def test_unknown_dataset_name_lists_the_known_ones():
 
 
 def test_missing_manual_folder_is_reported_before_anything_is_written(tmp_path):
+  """Not even the data folder: a run copied from another machine names that machine's
+  folders, which were made here (with the lock and tfds's downloads/) before this error."""
   assert_one_line_error(
       lambda: prepare('kannada_mnist', data_dir=tmp_path / 'tfds', manual_dir=tmp_path / 'nowhere'),
       str(tmp_path / 'nowhere' / 'kannada_mnist'),
       'not found',
       'X_dig_MNIST-idx3-ubyte.gz',
+      '(JAXGAN_MANUAL_DIR, --config.data.manual_dir, --manual_dir) or at a data folder where '
+      'the dataset is prepared (TFDS_DATA_DIR, --config.data.data_dir, --data_dir)',
   )
-  assert not tfds.builder('kannada_mnist', data_dir=tmp_path / 'tfds').is_prepared()
+  write_manual_dir(tmp_path / 'manual', {'svhn': {'train': 2}})
+  assert_one_line_error(
+      lambda: prepare('svhn', data_dir=tmp_path / 'tfds', manual_dir=tmp_path / 'manual'),
+      'missing test_32x32.mat')
+  assert os.listdir(tmp_path) == ['manual']
+
+
+def test_a_split_the_dataset_does_not_have_lists_those_it_has(tmp_path):
+  write_manual_dir(tmp_path / 'manual', {'mnist': {'train': 5, 'test': 3},
+                                         'kannada_mnist': {'train': 2, 'test': 2, 'dig': 2}})
+  for split in ('validation', 'trian[:10]', 'train+tset'):
+    assert_one_line_error(
+        lambda: load_split('mnist', split, data_dir=tmp_path / 'tfds',
+                           manual_dir=tmp_path / 'manual'),
+        f'mnist has no split {split.split("+")[-1].partition("[")[0]}: use one of train, test '
+        '(a tfds split expression such as train[:1000])')
+  assert_one_line_error(
+      lambda: load_split('kannada_mnist', 'validation', data_dir=tmp_path / 'tfds',
+                         manual_dir=tmp_path / 'manual'),
+      'kannada_mnist has no split validation: use one of train, test, dig ')
 
 
 def test_kannada_mnist_is_registered_with_its_declared_info(tmp_path):
@@ -650,7 +673,7 @@ def test_load_split_num_examples_is_a_deterministic_class_balanced_subset(data_d
   np.testing.assert_array_equal(some_labels, labels[keep])
   assert_one_line_error(
       lambda: load_split('mnist', 'train', data_dir=data_dir, num_examples=31),
-      'num_examples=31',
+      "num_examples=31 (a config's data.num_train_examples)",
       '30 examples',
       'pass 1..30, or 0 for all',
   )

@@ -215,7 +215,8 @@ def test_a_run_scored_by_a_classifier_not_trained_yet_stops_before_writing(tmp_p
 
 
 @pytest.mark.parametrize('dataset', ['emnist_digits', 'svhn'])
-def test_a_gan_trains_on_a_dataset_without_a_shipped_classifier(tmp_path, dataset):
+def test_a_gan_trains_on_a_dataset_without_a_shipped_classifier(tmp_path, dataset,
+                                                                monkeypatch):
   write_manual_dir(tmp_path / 'manual', {dataset: {'train': 256, 'test': 10}})
   config = tiny.get_config()
   config.data.name, config.num_epochs = dataset, 1
@@ -223,6 +224,12 @@ def test_a_gan_trains_on_a_dataset_without_a_shipped_classifier(tmp_path, datase
   state = trainer.train_and_evaluate(config, str(tmp_path / 'run'))
   assert int(state.step) == 8  # tiny.py's 256 digits, batch 32
   assert (tmp_path / 'run' / 'samples' / 'final.png').is_file()
+  # Scoring it needs the classifier, which is asked for before any digit is generated.
+  monkeypatch.setattr(weights, 'weights_path',
+                      lambda dataset: tmp_path / 'weights' / f'{dataset}.msgpack')
+  monkeypatch.setattr(run_scores, 'generate_from_run', lambda *args, **kwargs: 1 / 0)
+  with pytest.raises(FileNotFoundError, match=f'^no {dataset} evaluation classifier yet '):
+    run_scores.evaluate_run(str(tmp_path / 'run'), ['fcd'], num_samples=16)
 
 
 def test_no_evaluation_by_default(config_factory, tmp_path):

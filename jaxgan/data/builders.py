@@ -82,6 +82,9 @@ DATASETS: tuple[str, ...] = (*IDX_FILES, 'svhn')
 # jaxgan's dataset name -> the name tfds knows it by.
 TFDS_NAMES = {'mnist': 'mnist', 'kannada_mnist': 'kannada_mnist',
               'emnist_digits': 'emnist/digits', 'svhn': 'svhn_cropped'}
+# Every split of each dataset (a prepared copy of SVHN may lack `extra`, an optional file).
+SPLITS: dict[str, tuple[str, ...]] = {**{name: tuple(files) for name, files in IDX_FILES.items()},
+                                      'svhn': tuple(svhn.MAT_FILES)}
 # The splits held out from training, scored as test sets (SVHN's `extra` is more training data).
 TEST_SPLITS: dict[str, tuple[str, ...]] = {
     **{name: tuple(split for split in files if split != 'train')
@@ -116,6 +119,13 @@ _KANNADA_MNIST_CITATION = """\
 
 def _file_names(name: str) -> list[str]:
   return [file_name for pair in IDX_FILES[name].values() for file_name in pair]
+
+
+def _required_files(name: str) -> list[str]:
+  """The files a manual dir's `<name>/` folder must hold."""
+  if name == 'svhn':
+    return [file for split, file in svhn.MAT_FILES.items() if split not in svhn.OPTIONAL_SPLITS]
+  return _file_names(name)
 
 
 def _idx_examples(images_path: os.PathLike, labels_path: os.PathLike) -> Iterator[tuple[int, dict]]:
@@ -254,9 +264,7 @@ class _SvhnFromManualDir(_FromManualDir, _SvhnCropped, skip_registration=True):
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict:
     del dl_manager  # Nothing to download.
-    required = [file for split, file in svhn.MAT_FILES.items()
-                if split not in svhn.OPTIONAL_SPLITS]
-    find_files(self._folder, required)
+    find_files(self._folder, _required_files(self.dataset))
     return {split: self._mat_examples(split, self._folder / file)
             for split, file in svhn.MAT_FILES.items() if (self._folder / file).is_file()}
 
@@ -323,6 +331,8 @@ def prepare(
   builder = tfds.builder(TFDS_NAMES[name], data_dir=data_dir)
   if builder.is_prepared():
     return builder
+  if manual_dir is not None:  # before the data folder is made: it may name another machine's
+    find_files(Path(manual_dir) / name, _required_files(name))
   with _preparing_alone(builder.data_dir_root, TFDS_NAMES[name]):
     builder = tfds.builder(TFDS_NAMES[name], data_dir=data_dir)
     if builder.is_prepared():  # by the process this one waited for

@@ -39,7 +39,8 @@ def find_files(folder: str | os.PathLike, file_names: list[str]) -> list[Path]:
   if not folder.is_dir():
     raise DataError(f'folder {folder} not found: put {expected} in it, or point the scripts at '
                     'the folder that holds <dataset>/ with them (JAXGAN_MANUAL_DIR, '
-                    '--config.data.manual_dir, --manual_dir)')
+                    '--config.data.manual_dir, --manual_dir) or at a data folder where the '
+                    'dataset is prepared (TFDS_DATA_DIR, --config.data.data_dir, --data_dir)')
   missing = [name for name in file_names if not (folder / name).is_file()]
   if missing:
     raise DataError(

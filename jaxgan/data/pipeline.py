@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxgan.data.builders import TO_DIGITS, prepare
+from jaxgan.data.builders import SPLITS, TO_DIGITS, prepare
 from jaxgan.data.idx import DataError
 
 # Read in batches, not with batch_size=-1: that asks tfds for one batch of its total
@@ -37,6 +37,10 @@ def read_split(
   # (tfds.testing.mock_data's builders list no splits: nothing to check there.)
   prepared = set(builder.info.splits)
   missing = [s for s in re.findall(r'([A-Za-z_]+)(?:\[[^\]]*\])?', split) if s not in prepared]
+  unknown = [s for s in missing if s not in SPLITS[name]]
+  if unknown:  # mock_data's builders included: a typo is a typo
+    raise DataError(f'{name} has no split {", ".join(unknown)}: use one of '
+                    f'{", ".join(SPLITS[name])} (a tfds split expression such as train[:1000])')
   if prepared and missing:
     raise DataError(f'the prepared copy of {name} in {builder.data_dir} has the splits '
                     f'{", ".join(sorted(prepared))}, not {", ".join(missing)}: if its files '
@@ -65,8 +69,8 @@ def load_split(
   if num_examples:  # None or 0: all (config.data.num_train_examples' 0)
     if not 1 <= num_examples <= len(labels):
       raise DataError(
-          f'num_examples={num_examples} but {name} {split!r} has {len(labels)} examples: '
-          f'pass 1..{len(labels)}, or 0 for all'
+          f'num_examples={num_examples} (a config\'s data.num_train_examples) but {name} '
+          f'{split!r} has {len(labels)} examples: pass 1..{len(labels)}, or 0 for all'
       )
     keep = class_balanced_indices(labels, num_examples)
     images, labels = images[keep], labels[keep]

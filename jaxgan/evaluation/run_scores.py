@@ -162,6 +162,7 @@ def evaluate_run(workdir: str, names: list[str] | None = None, *, num_samples: i
   # Unknown or label-only metrics fail here, before any generating.
   num_classes = config.model.get('num_classes', 0)
   names = suite.resolve_metric_names(names, has_labels=num_classes > 0, num_samples=num_samples)
+  weights.check_available(config.data.name)  # the scoring classifier, also before generating
   manual_dir = manual_dir or config.data.manual_dir
   data_dir = data_dir or config.data.data_dir
   # Checked (and read, for TRAIN) before any generating.
