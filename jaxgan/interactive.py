@@ -48,6 +48,22 @@ def _float(query: dict, name: str, default: str, valid, valid_text: str) -> floa
   return value
 
 
+_PARAMETERS = ('seed', 'truncation', 'latent_scale', 'scale')
+
+
+def _check_names(query: dict, conditional: bool) -> None:
+  """A misspelt parameter, or one for the other kind of model, would be ignored and its
+  default drawn, as if it had been taken."""
+  first, other = ('text', 'count') if conditional else ('count', 'text')
+  if other in query:
+    kind = 'a class-conditional' if conditional else 'an unconditional'
+    raise ValueError(f'{other} is not a parameter of {kind} model, which draws {first}')
+  unknown = sorted(set(query) - {first, *_PARAMETERS})
+  if unknown:
+    raise ValueError(f'unknown parameter {", ".join(unknown)}: use '
+                     f'{", ".join((first, *_PARAMETERS))}')
+
+
 def _truncation(query: dict) -> float:
   return _float(query, 'truncation', '0', lambda v: 0.0 <= v <= 10.0, 'in 0..10 (0: none)')
 
@@ -92,6 +108,7 @@ class Renderer:
 
   def render(self, query: dict[str, str]) -> bytes:
     """PNG bytes for `query`; a ValueError names a bad parameter and its valid values."""
+    _check_names(query, self.gan.num_classes > 0)
     seed = _int(query, 'seed', 0, 0, 2**31 - 1)
     scale = _int(query, 'scale', 4, 1, MAX_SCALE)
     truncation, latent_scale = _truncation(query), _latent_scale(query, self.latent_scale)

@@ -73,12 +73,18 @@ def test_unconditional_models_render_a_row_of_count_digits():
   assert pixels(renderer.render({'count': '3', 'scale': '1'})).shape == (30, 3 * 29 + 1)
   with pytest.raises(ValueError, match=r'^count=33 is outside 1..32$'):
     renderer.render({'count': '33'})
+  with pytest.raises(ValueError, match=r'^text is not a parameter of an unconditional model, '
+                                       r'which draws count$'):
+    renderer.render({'text': '12'})
 
 
 @pytest.mark.parametrize('query,message', [
     ({'text': '12a'}, "'12a' is not a string of digits 0-9: pass e.g. 90210"),
     ({'text': '1' * 33}, 'text has 33 digits: give at most 32'),
     ({'seed': 'x'}, "seed='x' is not an integer: give one in 0..2147483647"),
+    ({'txt': '123', 'bogus': ''},
+     'unknown parameter bogus, txt: use text, seed, truncation, latent_scale, scale'),
+    ({'count': '3'}, 'count is not a parameter of a class-conditional model, which draws text'),
     ({'scale': '9'}, 'scale=9 is outside 1..8'),
     ({'truncation': '-1'}, "truncation='-1' must be a number in 0..10 (0: none)"),
     ({'latent_scale': '0'}, "latent_scale='0' must be a number over 0, at most 10 (1: none)"),
