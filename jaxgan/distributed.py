@@ -25,10 +25,14 @@ Two processes on one machine, on CPU (the test in tests/test_distributed.py does
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import signal
+from typing import Iterator
 
 import jax
+from absl import logging
 
 ENV_PREFIX = 'JAXGAN_'
 
@@ -82,6 +86,11 @@ def resolve(coordinator_address: str | None = None, num_processes: int | None = 
     raise ValueError('automatic cluster detection (JAXGAN_DISTRIBUTED=auto) and a coordinator '
                      'address or process settings exclude each other: give one of them')
   if settings.coordinator_address is not None and not settings.auto:
+    host, colon, port = settings.coordinator_address.rpartition(':')
+    if not (host and colon and port.isdigit() and 1 <= int(port) <= 65535):
+      # jax would fail on it with an IndexError, or crash the process (a port not a number).
+      raise ValueError(f'--coordinator_address={settings.coordinator_address}: give HOST:PORT '
+                       'of process 0, a port in 1..65535 (e.g. 10.0.0.2:12345)')
     missing = [name for name in ('num_processes', 'process_id')
                if getattr(settings, name) is None]
     if missing:
@@ -107,14 +116,37 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
                      environ=environ)
   if not settings.requested:
     return 1
-  if settings.auto:
-    jax.distributed.initialize(initialization_timeout=initialization_timeout)
-    return None
-  jax.distributed.initialize(coordinator_address=settings.coordinator_address,
-                             num_processes=settings.num_processes,
-                             process_id=settings.process_id,
-                             initialization_timeout=initialization_timeout)
+  with _signals_end_the_process():
+    if settings.auto:
+      jax.distributed.initialize(initialization_timeout=initialization_timeout)
+      return None
+    logging.info('process %d of %d: waiting up to %d s for all %d processes to connect at %s '
+                 '(process 0 listens there); jax ends the process if they do not',
+                 settings.process_id, settings.num_processes, initialization_timeout,
+                 settings.num_processes, settings.coordinator_address)
+    jax.distributed.initialize(coordinator_address=settings.coordinator_address,
+                               num_processes=settings.num_processes,
+                               process_id=settings.process_id,
+                               initialization_timeout=initialization_timeout)
   return settings.num_processes
+
+
+@contextlib.contextmanager
+def _signals_end_the_process() -> Iterator[None]:
+  """SIGINT and SIGTERM end the process at once while jax waits in C++ for the others to
+  connect (minutes), where Python's handlers (console.run's) would run only after the wait.
+  Nothing is written before it."""
+  signums = [signal.SIGINT, signal.SIGTERM]
+  try:
+    before = [signal.signal(signum, signal.SIG_DFL) for signum in signums]
+  except ValueError:  # not the main thread: signals are not this thread's to take
+    yield
+    return
+  try:
+    yield
+  finally:
+    for signum, handler in zip(signums, before):
+      signal.signal(signum, handler)
 
 
 def define_flags(flag_values=None) -> None:

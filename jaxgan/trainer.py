@@ -488,6 +488,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   mesh = parallel.make_mesh()
   parallel.check_batch_divides(config.batch_size, mesh)
   if jax.process_count() > 1:
+    # Each process names missing data files itself: past the barrier, process 0's failure
+    # would end the others with a C++ abort and no word of why.
+    data.check_preparable(config.data.name, data_dir=config.data.data_dir or None,
+                          manual_dir=config.data.manual_dir or None)
     # Process 0 prepares the dataset before the others look for it: on a data folder they
     # share, processes preparing at once race to rename one folder and all but one fail.
     if jax.process_index() == 0:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -92,6 +93,45 @@ def test_a_process_that_fails_ends_the_run_in_one_line_each(tmp_path):
   assert outputs[0].strip().splitlines()[-1] == (
       'error: JaxRuntimeError in process 0 of 2 (traceback above; if another process failed '
       'first, its log says why): this one stops now, the others when they miss it')
+
+
+def test_missing_data_files_are_named_by_every_process(tmp_path):
+  """Not only by process 0, which prepares the data: the others, waiting for it at a barrier,
+  ended with a C++ abort and a stack dump when it failed."""
+  nowhere = tmp_path / 'nowhere'
+  finished = _train_two_processes(tmp_path / 'run', extras=[
+      (f'--config.data.manual_dir={nowhere}',)] * 2)
+  for status, out in finished:
+    assert status == 1, out[-3000:]
+    assert out.strip().splitlines()[-1].startswith(
+        f'error: folder {nowhere / "mnist"} not found: put train-images-idx3-ubyte.gz'), (
+            out[-3000:])
+  assert not (tmp_path / 'tfds').exists()
+
+
+def test_sigterm_ends_a_process_waiting_for_the_others(tmp_path):
+  """jax waits for the others in C++ for up to 5 minutes, where Python's handlers cannot
+  run: SIGTERM and Ctrl-C did nothing until jax aborted the process."""
+  manual = tmp_path / 'manual'
+  write_manual_dir(manual, {'mnist': {'train': 300, 'test': 50}})
+  process = _train(tmp_path / 'run', (manual, tmp_path / 'tfds'), '--num_processes=2',
+                   f'--coordinator_address=127.0.0.1:{_free_port()}', '--process_id=0',
+                   wait=False)
+  for line in process.stdout:
+    if 'waiting up to 300 s for all 2 processes to connect at 127.0.0.1:' in line:
+      break
+  process.send_signal(signal.SIGTERM)
+  assert process.wait(timeout=30) == -signal.SIGTERM
+  assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.parametrize('address', ['127.0.0.1', '127.0.0.1:abc', ':1234', 'h:0', 'h:65536'])
+def test_a_coordinator_address_that_is_not_host_and_port_is_named(address):
+  """jax failed on these with an IndexError, or a segmentation fault (a port not a number)."""
+  with pytest.raises(ValueError, match=rf'^--coordinator_address={re.escape(address)}: give '
+                                       r'HOST:PORT of process 0, a port in 1..65535 '):
+    distributed.resolve(address, 2, 0, environ={})
+  assert distributed.resolve('[::1]:1234', 2, 0, environ={}).coordinator_address == '[::1]:1234'
 
 
 def test_settings_need_a_coordinator_and_a_valid_process_id():

@@ -3,8 +3,9 @@
 Importing this package registers the `kannada_mnist` tfds builder.
 """
 
-from jaxgan.data.builders import DATASETS, prepare
+from jaxgan.data.builders import DATASETS, check_preparable, prepare
 from jaxgan.data.idx import DataError
 from jaxgan.data.pipeline import BatchIterator, load_split, training_batches
 
-__all__ = ['DATASETS', 'BatchIterator', 'DataError', 'load_split', 'prepare', 'training_batches']
+__all__ = ['DATASETS', 'BatchIterator', 'DataError', 'check_preparable', 'load_split', 'prepare',
+           'training_batches']

@@ -325,19 +325,30 @@ def prepare(
   official files in `<manual_dir>/<name>/` (MANUAL_FILES) when `manual_dir` is given, else
   from the official files downloaded by tfds.
   """
-  if name not in DATASETS:
-    raise DataError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}")
   data_dir = None if data_dir is None else os.fspath(data_dir)
-  builder = tfds.builder(TFDS_NAMES[name], data_dir=data_dir)
+  builder = check_preparable(name, data_dir, manual_dir)
   if builder.is_prepared():
     return builder
-  if manual_dir is not None:  # before the data folder is made: it may name another machine's
-    find_files(Path(manual_dir) / name, _required_files(name))
   with _preparing_alone(builder.data_dir_root, TFDS_NAMES[name]):
     builder = tfds.builder(TFDS_NAMES[name], data_dir=data_dir)
     if builder.is_prepared():  # by the process this one waited for
       return builder
     return _prepare(name, builder, data_dir, manual_dir)
+
+
+def check_preparable(name: str, data_dir: str | os.PathLike | None = None,
+                     manual_dir: str | os.PathLike | None = None) -> tfds.core.DatasetBuilder:
+  """The tfds builder of dataset `name` in `data_dir`, prepared or not; a DataError, before
+  anything is made in `data_dir` (which may be another machine's, named by a copied run), if
+  it is not prepared there and `manual_dir` lacks its files. Each process of a multi-process
+  run asks first: all of them say what is missing, not just the one that prepares."""
+  if name not in DATASETS:
+    raise DataError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}")
+  builder = tfds.builder(TFDS_NAMES[name], data_dir=None if data_dir is None else os.fspath(
+      data_dir))
+  if manual_dir is not None and not builder.is_prepared():
+    find_files(Path(manual_dir) / name, _required_files(name))
+  return builder
 
 
 @contextlib.contextmanager
