@@ -20,10 +20,18 @@ from jaxgan import atomic
 _CHATTY_LIBRARIES = ('/orbax/', '/tensorflow_datasets/', '/etils/')
 
 
+# Warnings that say nothing wrong: (library, text). tfds warns three times of the folder it is
+# about to fill whenever it prepares a dataset.
+_HARMLESS_WARNINGS = (('/tensorflow_datasets/', 'has no dataset_info.json'),)
+
+
 class _HideLibraryInfo(std_logging.Filter):
 
   def filter(self, record: std_logging.LogRecord) -> bool:
-    return record.levelno >= std_logging.WARNING or not any(
+    if record.levelno == std_logging.WARNING:
+      return not any(lib in record.pathname and text in record.getMessage()
+                     for lib, text in _HARMLESS_WARNINGS)
+    return record.levelno > std_logging.WARNING or not any(
         lib in record.pathname for lib in _CHATTY_LIBRARIES)
 
 

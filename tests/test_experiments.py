@@ -907,3 +907,20 @@ def test_a_run_folder_name_that_is_not_utf8_text_is_one_line_before_any_work(dat
   assert os.listdir(tmp_path) == []
   with pytest.raises(ValueError, match=rf'^run folder {re.escape(workdir)}: {problem}'):
     CheckpointStore(workdir, create=False)
+
+
+def test_the_log_hides_library_chatter_and_keeps_what_matters():
+  """Libraries' INFO records and tfds's warning about the folder it is about to fill (three
+  per dataset prepared, before every preparation's own lines) are hidden; the rest shows."""
+  hide = console._HideLibraryInfo()  # pylint: disable=protected-access
+  def shown(level, path, message):
+    return hide.filter(logging.LogRecord('absl', level, path, 1, message, None, None))
+  tfds_utils = '/venv/site-packages/tensorflow_datasets/core/utils/file_utils.py'
+  assert not shown(logging.WARNING, tfds_utils,
+                   'Variant folder /data/mnist/3.0.1 has no dataset_info.json')
+  assert shown(logging.WARNING, tfds_utils, 'another warning')
+  assert not shown(logging.INFO, '/venv/site-packages/orbax/checkpoint/manager.py', 'saved')
+  assert shown(logging.ERROR, '/venv/site-packages/orbax/checkpoint/manager.py', 'failed')
+  assert shown(logging.INFO, '/repo/jaxgan/trainer.py', 'epoch 1.00 step 8/8')
+  assert shown(logging.WARNING, '/repo/jaxgan/data/builders.py',
+               'x has no dataset_info.json')  # jaxgan's own are never hidden
