@@ -23,6 +23,8 @@ def main(argv):
   del argv  # flags only: console.run refuses other arguments
   console.setup_logging()
   config = console.config_from_flag(console.GAN_CONFIG)
+  # Before the processes of a multi-process run wait for one another (see check_inputs).
+  trainer.check_inputs(config, _WORKDIR.value)
   processes = distributed.initialize_from_flags()  # before any other jax call; 1: no-op
   # CPU: config.cpu_devices jax devices (data-parallel step; faster than intra-op threads there).
   parallel.configure_cpu_devices(config.get('cpu_devices', -1),

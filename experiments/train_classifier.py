@@ -67,7 +67,7 @@ def main(argv):
   logging.info('wrote %s (%d bytes, sha256 %s)', path, manifest['num_bytes'], manifest['sha256'])
   print(f'{config.dataset}: ' + ', '.join(f'{split} accuracy {value:.2%}'
                                            for split, value in accuracy.items()) +
-        f'; trained in {train_seconds / 60:.1f} min; sha256 {manifest["sha256"]}')
+        f'; trained in {train_seconds / 60:.1f} min; sha256 {manifest["sha256"]}', flush=True)
 
 
 if __name__ == '__main__':

@@ -16,7 +16,7 @@ from absl import flags, logging
 from jaxgan import atomic
 
 # Libraries whose INFO records (per-file checkpoint commits, dataset bookkeeping) would bury
-# the training log; their warnings and errors still show.
+# the training log; their warnings (but _HARMLESS_WARNINGS) and errors still show.
 _CHATTY_LIBRARIES = ('/orbax/', '/tensorflow_datasets/', '/etils/')
 
 
@@ -25,7 +25,7 @@ _CHATTY_LIBRARIES = ('/orbax/', '/tensorflow_datasets/', '/etils/')
 _HARMLESS_WARNINGS = (('/tensorflow_datasets/', 'has no dataset_info.json'),)
 
 
-class _HideLibraryInfo(std_logging.Filter):
+class _HideLibraryChatter(std_logging.Filter):
 
   def filter(self, record: std_logging.LogRecord) -> bool:
     if record.levelno == std_logging.WARNING:
@@ -37,7 +37,7 @@ class _HideLibraryInfo(std_logging.Filter):
 
 def setup_logging() -> None:
   logging.set_verbosity(logging.INFO)
-  logging.get_absl_handler().addFilter(_HideLibraryInfo())
+  logging.get_absl_handler().addFilter(_HideLibraryChatter())
 
 
 def run(main) -> None:
@@ -113,7 +113,7 @@ def _stdout_reader_gone() -> bool:
   try:
     poller = select.poll()
     poller.register(sys.stdout.fileno(), 0)
-    return any(events & select.POLLERR for _, events in poller.poll(0))
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
   except (AttributeError, OSError, ValueError):  # no poll (Windows), stdout closed or replaced
     return False
 

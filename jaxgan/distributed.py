@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import signal
 from typing import Iterator
 
@@ -35,6 +36,8 @@ import jax
 from absl import logging
 
 ENV_PREFIX = 'JAXGAN_'
+# HOST:PORT, an IPv6 host in brackets (gRPC's form).
+_HOST_PORT = re.compile(r'(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+):([0-9]{1,5})')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,8 +89,8 @@ def resolve(coordinator_address: str | None = None, num_processes: int | None = 
     raise ValueError('automatic cluster detection (JAXGAN_DISTRIBUTED=auto) and a coordinator '
                      'address or process settings exclude each other: give one of them')
   if settings.coordinator_address is not None and not settings.auto:
-    host, colon, port = settings.coordinator_address.rpartition(':')
-    if not (host and colon and port.isdigit() and 1 <= int(port) <= 65535):
+    address = _HOST_PORT.fullmatch(settings.coordinator_address)
+    if not address or not 1 <= int(address.group(2)) <= 65535:
       # jax would fail on it with an IndexError, or crash the process (a port not a number).
       raise ValueError(f'--coordinator_address={settings.coordinator_address}: give HOST:PORT '
                        'of process 0, a port in 1..65535 (e.g. 10.0.0.2:12345)')
@@ -135,17 +138,20 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
 def _signals_end_the_process() -> Iterator[None]:
   """SIGINT and SIGTERM end the process at once while jax waits in C++ for the others to
   connect (minutes), where Python's handlers (console.run's) would run only after the wait.
-  Nothing is written before it."""
-  signums = [signal.SIGINT, signal.SIGTERM]
+  Nothing is written before it. A signal the process ignores (SIGINT in a shell's background
+  job) stays ignored."""
   try:
-    before = [signal.signal(signum, signal.SIG_DFL) for signum in signums]
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum, handler in before.items():
+      if handler != signal.SIG_IGN:
+        signal.signal(signum, signal.SIG_DFL)
   except ValueError:  # not the main thread: signals are not this thread's to take
     yield
     return
   try:
     yield
   finally:
-    for signum, handler in zip(signums, before):
+    for signum, handler in before.items():
       signal.signal(signum, handler)
 
 

@@ -68,19 +68,24 @@ def path_problem(workdir: str, *, training: bool) -> str | None:
   checkpoint save, after an epoch's work, would pass it."""
   path = os.path.abspath(workdir)
   try:
-    path.encode('utf-8')
-  except UnicodeEncodeError:
-    return (f'its name is not text in this locale\'s file-name encoding '
-            f'({sys.getfilesystemencoding()}), and the checkpoint library takes UTF-8 names only: '
-            'run with PYTHONUTF8=1 or in a UTF-8 locale (LC_ALL=C.UTF-8)')
-  if not training:
+    as_utf8 = path.encode('utf-8')
+  except UnicodeEncodeError:  # bytes the file-name encoding could not decode
+    as_utf8 = None
+  if as_utf8 != os.fsencode(path):  # TensorStore would write to another name, or fail
+    encoding = sys.getfilesystemencoding()
+    fix = ('rename it (or name another folder) in UTF-8' if encoding == 'utf-8' else
+           'run with PYTHONUTF8=1 or in a UTF-8 locale (LC_ALL=C.UTF-8)')
+    return (f'its name is not UTF-8 text in this process\'s file-name encoding ({encoding}), '
+            f'and the checkpoint library takes UTF-8 names only: {fix}')
+  pathconf = getattr(os, 'pathconf', None)  # none on Windows
+  if not training or pathconf is None:
     return None
   try:
-    limit = os.pathconf(atomic.nearest_existing_parent(path), 'PC_PATH_MAX')
-  except (OSError, ValueError):  # no such limit here (Windows), or the system does not say
+    limit = pathconf(atomic.nearest_existing_parent(path), 'PC_PATH_MAX')
+  except (OSError, ValueError):  # the system does not say
     return None
   length = len(os.fsencode(path))
-  if length + _DEEPEST_WRITE <= limit:
+  if limit <= 0 or length + _DEEPEST_WRITE <= limit:  # -1: no limit
     return None
   return (f'its path is {length} bytes long and checkpoints write up to {_DEEPEST_WRITE} bytes '
           f'deeper, past the file system\'s limit of {limit} bytes for a path: use a shorter '

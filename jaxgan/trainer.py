@@ -466,8 +466,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
     return _train_and_evaluate(config, workdir, held)
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                        held: contextlib.ExitStack) -> GANState:
+def check_inputs(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
+  """Refuses, in one line, what can be refused before any jax work: the config's fields, a run
+  folder that cannot be one (empty, a file, unwritable, a path its checkpoints cannot take), a
+  missing evaluation classifier or data files. Returns the config with absolute data folders.
+  experiments.train asks before the processes of a multi-process run join one another: each
+  then names such a problem itself (once joined, the first to exit aborts the others)."""
   validate(config)
   config = with_absolute_data_folders(config)
   if not workdir:
@@ -485,13 +489,17 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     raise ValueError(f'--workdir {shown}: {problem}')
   if config.get('eval_every', 0) or config.data.get('rarity_power', 0.0):
     weights.check_available(config.data.name)  # the evaluation classifier, before any work
+  data.check_preparable(config.data.name, data_dir=config.data.data_dir or None,
+                        manual_dir=config.data.manual_dir or None)
+  return config
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                        held: contextlib.ExitStack) -> GANState:
+  config = check_inputs(config, workdir)
   mesh = parallel.make_mesh()
   parallel.check_batch_divides(config.batch_size, mesh)
   if jax.process_count() > 1:
-    # Each process names missing data files itself: past the barrier, process 0's failure
-    # would end the others with a C++ abort and no word of why.
-    data.check_preparable(config.data.name, data_dir=config.data.data_dir or None,
-                          manual_dir=config.data.manual_dir or None)
     # Process 0 prepares the dataset before the others look for it: on a data folder they
     # share, processes preparing at once race to rename one folder and all but one fail.
     if jax.process_index() == 0:

@@ -242,6 +242,10 @@ def test_a_split_the_dataset_does_not_have_lists_those_it_has(tmp_path):
                            manual_dir=tmp_path / 'manual'),
         f'mnist has no split {split.split("+")[-1].partition("[")[0]}: use one of train, test '
         '(a tfds split expression such as train[:1000])')
+  assert not (tmp_path / 'tfds').exists()  # said before minutes of preparing, not after
+  images, _ = load_split('mnist', 'all', data_dir=tmp_path / 'tfds',
+                         manual_dir=tmp_path / 'manual')
+  assert len(images) == 8  # tfds's name for every split
   assert_one_line_error(
       lambda: load_split('kannada_mnist', 'validation', data_dir=tmp_path / 'tfds',
                          manual_dir=tmp_path / 'manual'),
@@ -673,9 +677,9 @@ def test_load_split_num_examples_is_a_deterministic_class_balanced_subset(data_d
   np.testing.assert_array_equal(some_labels, labels[keep])
   assert_one_line_error(
       lambda: load_split('mnist', 'train', data_dir=data_dir, num_examples=31),
-      "num_examples=31 (a config's data.num_train_examples)",
+      'num_examples=31',
       '30 examples',
-      'pass 1..30, or 0 for all',
+      'pass 1..30, or 0 for all (a config: --config.data.num_train_examples)',
   )
   all_images, _ = load_split('mnist', 'train', data_dir=data_dir, num_examples=0)
   np.testing.assert_array_equal(all_images, images)  # the config field's 0

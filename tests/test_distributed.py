@@ -125,13 +125,28 @@ def test_sigterm_ends_a_process_waiting_for_the_others(tmp_path):
   assert not (tmp_path / 'run').exists()
 
 
-@pytest.mark.parametrize('address', ['127.0.0.1', '127.0.0.1:abc', ':1234', 'h:0', 'h:65536'])
+@pytest.mark.parametrize('address', ['127.0.0.1', '127.0.0.1:abc', ':1234', 'h:0', 'h:65536',
+                                     '::1', 'fe80::1:8476', 'h:\u00b2'])
 def test_a_coordinator_address_that_is_not_host_and_port_is_named(address):
-  """jax failed on these with an IndexError, or a segmentation fault (a port not a number)."""
+  """jax failed on these with an IndexError, or a segmentation fault (a port not a number);
+  an IPv6 host needs brackets."""
   with pytest.raises(ValueError, match=rf'^--coordinator_address={re.escape(address)}: give '
                                        r'HOST:PORT of process 0, a port in 1..65535 '):
     distributed.resolve(address, 2, 0, environ={})
-  assert distributed.resolve('[::1]:1234', 2, 0, environ={}).coordinator_address == '[::1]:1234'
+  for good in ('[::1]:1234', '10.0.0.2:65535', 'node-3.cluster:1'):
+    assert distributed.resolve(good, 2, 0, environ={}).coordinator_address == good
+
+
+def test_signals_end_a_waiting_process_unless_it_ignores_them():
+  """A shell's background job (`cmd &`, as in the README's loop) starts with SIGINT ignored."""
+  before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+  try:
+    with distributed._signals_end_the_process():  # pylint: disable=protected-access
+      assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+      assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+  finally:
+    signal.signal(signal.SIGINT, before)
 
 
 def test_settings_need_a_coordinator_and_a_valid_process_id():

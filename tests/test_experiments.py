@@ -880,39 +880,61 @@ console.run(main)
 
 def test_a_workdir_path_too_long_for_its_checkpoints_is_refused_before_any_work(data_dirs,
                                                                                  tmp_path):
-  """A path within the file system's 4,096 bytes whose checkpoint files are not: the first
-  save failed, after an epoch, in hundreds of orbax lines."""
-  workdir = tmp_path.joinpath(*['d' * 200] * ((4096 - len(str(tmp_path))) // 201))
-  assert 4096 - 160 < len(str(workdir)) <= 4096
-  with pytest.raises(ValueError, match=rf'^--workdir {re.escape(str(workdir)[:48])}\.\.\.'
-                                       rf'{"d" * 48}: its path is {len(str(workdir))} bytes long '
-                                       'and checkpoints write up to 160 bytes deeper, past the '
-                                       "file system's limit of 4096 bytes for a path: use a "
-                                       'shorter --workdir$'):
-    trainer.train_and_evaluate(tiny_config(data_dirs), str(workdir))
+  """A path within the file system's limit (4,096 bytes on Linux) whose checkpoint files are
+  not: the first save failed, after an epoch, in hundreds of orbax lines."""
+  limit = os.pathconf(tmp_path, 'PC_PATH_MAX')
+  length = limit - 100  # within the limit, not within 160 bytes of it
+  workdir = str(tmp_path)
+  while len(workdir) < length - 201:  # components within a name's 255 bytes
+    workdir += '/' + 'd' * 200
+  workdir += '/' + 'e' * (length - len(workdir) - 1)
+  assert len(workdir) == length
+  with pytest.raises(ValueError, match=rf'^--workdir {re.escape(workdir[:48])}\.\.\.'
+                                       rf'{re.escape(workdir[-48:])}: its path is {length} '
+                                       'bytes long and checkpoints write up to 160 bytes deeper, '
+                                       f"past the file system's limit of {limit} bytes for a "
+                                       'path: use a shorter --workdir$'):
+    trainer.train_and_evaluate(tiny_config(data_dirs), workdir)
   assert os.listdir(tmp_path) == []
+
+
+def _not_utf8_problem(encoding: str) -> str:
+  fix = ('rename it (or name another folder) in UTF-8' if encoding == 'utf-8' else
+         'run with PYTHONUTF8=1 or in a UTF-8 locale (LC_ALL=C.UTF-8)')
+  return (f"its name is not UTF-8 text in this process's file-name encoding ({encoding}), and "
+          f'the checkpoint library takes UTF-8 names only: {fix}')
 
 
 def test_a_run_folder_name_that_is_not_utf8_text_is_one_line_before_any_work(data_dirs,
                                                                              tmp_path):
-  """`runs/ü` where the file-name encoding is ASCII (a C locale with UTF-8 mode off): Python
-  holds the undecodable bytes as surrogates, which TensorStore cannot take. A training failed
-  at its first checkpoint save (a pybind11 cast error), a reader called the run damaged."""
-  workdir = str(tmp_path / 'ü'.encode().decode('ascii', 'surrogateescape'))
-  problem = ("its name is not text in this locale's file-name encoding "
-             rf"\({re.escape(sys.getfilesystemencoding())}\), and the checkpoint library takes "
-             r'UTF-8 names only: run with PYTHONUTF8=1 or in a UTF-8 locale \(LC_ALL=C.UTF-8\)$')
-  with pytest.raises(ValueError, match=rf'^--workdir {re.escape(workdir)}: {problem}'):
+  """A name whose bytes are not UTF-8 (`ü` in Latin-1, copied from an older system): Python
+  holds them as surrogates, which TensorStore cannot take. A training failed at its first
+  checkpoint save (a pybind11 cast error), a reader called the run damaged."""
+  workdir = str(tmp_path / os.fsdecode(b'\xfc'))
+  problem = re.escape(_not_utf8_problem(sys.getfilesystemencoding()))
+  with pytest.raises(ValueError, match=rf'^--workdir {re.escape(workdir)}: {problem}$'):
     trainer.train_and_evaluate(tiny_config(data_dirs), workdir)
   assert os.listdir(tmp_path) == []
-  with pytest.raises(ValueError, match=rf'^run folder {re.escape(workdir)}: {problem}'):
+  with pytest.raises(ValueError, match=rf'^run folder {re.escape(workdir)}: {problem}$'):
     CheckpointStore(workdir, create=False)
+
+
+def test_a_utf8_run_folder_name_in_an_ascii_locale_names_the_locale_fix(tmp_path):
+  """`runs/ü` in a C locale with UTF-8 mode off: there the UTF-8 name is what cannot be read."""
+  workdir = tmp_path / 'ü'
+  result = subprocess.run(
+      [sys.executable, '-c', 'import sys; from jaxgan import run_folder; '
+       'print(run_folder.path_problem(sys.argv[1], training=False))', str(workdir)],
+      cwd=REPO, capture_output=True, text=True, timeout=120,
+      env={**os.environ, 'LC_ALL': 'C', 'PYTHONUTF8': '0', 'PYTHONCOERCECLOCALE': '0',
+           'PYTHONPATH': str(REPO), 'PYTHONIOENCODING': 'utf-8'})
+  assert result.stdout.strip() == _not_utf8_problem('ascii'), result.stderr[-2000:]
 
 
 def test_the_log_hides_library_chatter_and_keeps_what_matters():
   """Libraries' INFO records and tfds's warning about the folder it is about to fill (three
   per dataset prepared, before every preparation's own lines) are hidden; the rest shows."""
-  hide = console._HideLibraryInfo()  # pylint: disable=protected-access
+  hide = console._HideLibraryChatter()  # pylint: disable=protected-access
   def shown(level, path, message):
     return hide.filter(logging.LogRecord('absl', level, path, 1, message, None, None))
   tfds_utils = '/venv/site-packages/tensorflow_datasets/core/utils/file_utils.py'

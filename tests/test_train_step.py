@@ -48,7 +48,8 @@ def run(name):
 def summary(state, history):
   """Losses per step and a fingerprint of every parameter tensor after the last step."""
   leaves = jax.tree_util.tree_leaves_with_path(
-      {'g': state.g_params, 'd': state.d_params, 'g_batch_stats': state.g_batch_stats})
+      {'g': state.g_params, 'd': state.d_params, 'g_batch_stats': state.g_batch_stats,
+       'd_state': state.d_state})  # spectral norm's power-iteration vectors and estimates
   return {
       'losses': [{k: m[k] for k in ('d_loss', 'g_loss')} for m in history],
       'param_abs_sums': {jax.tree_util.keystr(path): float(np.abs(leaf).sum())

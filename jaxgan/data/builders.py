@@ -344,9 +344,8 @@ def check_preparable(name: str, data_dir: str | os.PathLike | None = None,
   run asks first: all of them say what is missing, not just the one that prepares."""
   if name not in DATASETS:
     raise DataError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}")
-  builder = tfds.builder(TFDS_NAMES[name], data_dir=None if data_dir is None else os.fspath(
-      data_dir))
-  if manual_dir is not None and not builder.is_prepared():
+  builder = tfds.builder(TFDS_NAMES[name], data_dir=data_dir)
+  if manual_dir is not None and _downloads_for_real(builder) and not builder.is_prepared():
     find_files(Path(manual_dir) / name, _required_files(name))
   return builder
 

@@ -32,15 +32,18 @@ def read_split(
   The dataset is prepared first if needed (see `prepare`). `split` is any tfds
   split expression ("train", "test[:1000]", ...).
   """
+  # The split names of the expression ('all' is tfds's for every split), checked before a
+  # preparation that may take minutes.
+  names = [s for s in re.findall(r'([A-Za-z_]+)(?:\[[^\]]*\])?', split) if s != 'all']
+  unknown = [s for s in names if s not in SPLITS.get(name, names)]
+  if unknown:
+    raise DataError(f'{name} has no split {", ".join(unknown)}: use one of '
+                    f'{", ".join(SPLITS[name])} (a tfds split expression such as train[:1000])')
   builder = prepare(name, data_dir=data_dir, manual_dir=manual_dir)
   # A split whose files were missing when the copy was prepared (SVHN's extra) is not in it.
   # (tfds.testing.mock_data's builders list no splits: nothing to check there.)
   prepared = set(builder.info.splits)
-  missing = [s for s in re.findall(r'([A-Za-z_]+)(?:\[[^\]]*\])?', split) if s not in prepared]
-  unknown = [s for s in missing if s not in SPLITS[name]]
-  if unknown:  # mock_data's builders included: a typo is a typo
-    raise DataError(f'{name} has no split {", ".join(unknown)}: use one of '
-                    f'{", ".join(SPLITS[name])} (a tfds split expression such as train[:1000])')
+  missing = [s for s in names if s not in prepared]
   if prepared and missing:
     raise DataError(f'the prepared copy of {name} in {builder.data_dir} has the splits '
                     f'{", ".join(sorted(prepared))}, not {", ".join(missing)}: if its files '
@@ -69,8 +72,8 @@ def load_split(
   if num_examples:  # None or 0: all (config.data.num_train_examples' 0)
     if not 1 <= num_examples <= len(labels):
       raise DataError(
-          f'num_examples={num_examples} (a config\'s data.num_train_examples) but {name} '
-          f'{split!r} has {len(labels)} examples: pass 1..{len(labels)}, or 0 for all'
+          f'num_examples={num_examples} but {name} {split!r} has {len(labels)} examples: pass '
+          f'1..{len(labels)}, or 0 for all (a config: --config.data.num_train_examples)'
       )
     keep = class_balanced_indices(labels, num_examples)
     images, labels = images[keep], labels[keep]
