@@ -735,11 +735,12 @@ def test_unwritable_places_are_refused_before_any_work(trained_run, data_dirs, t
 def test_a_data_folder_that_cannot_hold_the_prepared_data_names_the_settings(tmp_path):
   not_a_folder = tmp_path / 'tfds'
   not_a_folder.write_text('')
+  write_manual_dir(tmp_path / 'manual', {'mnist': {'train': 3, 'test': 2}})
   with pytest.raises(DataError, match=rf'^cannot prepare mnist in {re.escape(str(not_a_folder))} '
                                       r'\(file exists\): set TFDS_DATA_DIR or '
                                       r'--config.data.data_dir \(scripts that read a run: '
                                       r'--data_dir\) to a folder you can write$'):
-    data.prepare('mnist', data_dir=not_a_folder, manual_dir=tmp_path)
+    data.prepare('mnist', data_dir=not_a_folder, manual_dir=tmp_path / 'manual')
 
 
 def test_the_training_lock_names_its_holder_and_is_let_go_on_any_exit(tmp_path):
