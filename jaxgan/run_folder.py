@@ -95,6 +95,32 @@ def path_problem(workdir: str, *, training: bool) -> str | None:
 LOCK_FILE = 'training.lock'
 
 
+def check_not_training(workdir: str) -> None:
+  """Raises `training_lock`'s BlockingIOError if another process trains `workdir` now, without
+  taking the lock. Each process of a multi-process run asks before they join one another (only
+  process 0 takes the lock, after), so that every one refuses a folder in training; a shared
+  lock, so that the run's processes asking at once do not refuse one another."""
+  try:
+    f = open(os.path.join(workdir, LOCK_FILE), encoding='utf-8')
+  except (FileNotFoundError, NotADirectoryError):  # a new run folder
+    return
+  with f:
+    try:
+      locks.lock(f, wait=False, shared=True)
+    except BlockingIOError:
+      raise _being_trained(workdir, f) from None
+
+
+def _being_trained(workdir: str, lock_file) -> BlockingIOError:
+  """The refusal of a run folder that another process trains; `lock_file` names it. An OSError,
+  as flock's own: the scripts report it as a one-line error."""
+  holder = lock_file.read().strip() or 'starting'
+  return BlockingIOError(
+      f'{workdir} is being trained by another process ({holder}): two trainings of one folder '
+      'would mix their checkpoints and metrics; wait for it to end or stop it, or use a new '
+      '--workdir')
+
+
 @contextlib.contextmanager
 def training_lock(workdir: str) -> Iterator[None]:
   """Held while a process trains the run in `workdir` (which must exist): a second training there
@@ -108,12 +134,7 @@ def training_lock(workdir: str) -> Iterator[None]:
       unlockable = locks.lock(f, wait=False)
     except BlockingIOError:
       f.seek(0)
-      holder = f.read().strip() or 'starting'
-      # An OSError, as flock's own: the scripts report it as a one-line error.
-      raise BlockingIOError(
-          f'{workdir} is being trained by another process ({holder}): two trainings of one '
-          'folder would mix their checkpoints and metrics; wait for it to end or stop it, or '
-          'use a new --workdir') from None
+      raise _being_trained(workdir, f) from None
     if unlockable:
       logging.warning('%s cannot be locked (%s): a second training of %s at the same time '
                       'would not be refused', path, unlockable, workdir)

@@ -468,8 +468,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
 
 def check_inputs(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
   """Refuses, in one line, what can be refused before any jax work: the config's fields, a run
-  folder that cannot be one (empty, a file, unwritable, a path its checkpoints cannot take), a
-  missing evaluation classifier or data files. Returns the config with absolute data folders.
+  folder that cannot be one (empty, a file, unwritable, a path its checkpoints cannot take) or
+  that another process trains, a missing evaluation classifier or data files. Returns the config with absolute data folders.
   experiments.train asks before the processes of a multi-process run join one another: each
   then names such a problem itself (once joined, the first to exit aborts the others)."""
   validate(config)
@@ -487,6 +487,7 @@ def check_inputs(config: ml_collections.ConfigDict, workdir: str) -> ml_collecti
   if problem:
     shown = workdir if len(workdir) <= 100 else f'{workdir[:48]}...{workdir[-48:]}'
     raise ValueError(f'--workdir {shown}: {problem}')
+  run_folder.check_not_training(workdir)
   if config.get('eval_every', 0) or config.data.get('rarity_power', 0.0):
     weights.check_available(config.data.name)  # the evaluation classifier, before any work
   data.check_preparable(config.data.name, data_dir=config.data.data_dir or None,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from jaxgan import distributed
+from jaxgan import distributed, run_folder
 from tests.idx_files import write_manual_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -107,6 +107,21 @@ def test_missing_data_files_are_named_by_every_process(tmp_path):
         f'error: folder {nowhere / "mnist"} not found: put train-images-idx3-ubyte.gz'), (
             out[-3000:])
   assert not (tmp_path / 'tfds').exists()
+
+
+def test_a_folder_in_training_is_refused_by_every_process(tmp_path):
+  """Only process 0 takes the training lock, after the processes have joined: its refusal ended
+  the others with a C++ abort. Each now asks before joining."""
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  with run_folder.training_lock(str(workdir)):  # another training of the folder
+    finished = _train_two_processes(workdir)
+  for status, out in finished:
+    assert status == 1, out[-3000:]
+    assert out.strip().splitlines()[-1].startswith(
+        f'error: {workdir} is being trained by another process (pid {os.getpid()} on '), (
+            out[-3000:])
+  assert os.listdir(workdir) == [run_folder.LOCK_FILE]
 
 
 def test_sigterm_ends_a_process_waiting_for_the_others(tmp_path):
