@@ -469,9 +469,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
 def check_inputs(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
   """Refuses, in one line, what can be refused before any jax work: the config's fields, a run
   folder that cannot be one (empty, a file, unwritable, a path its checkpoints cannot take) or
-  that another process trains, a missing evaluation classifier or data files. Returns the config with absolute data folders.
-  experiments.train asks before the processes of a multi-process run join one another: each
-  then names such a problem itself (once joined, the first to exit aborts the others)."""
+  that another process trains, a missing evaluation classifier or data files. Returns the
+  config with absolute data folders. experiments.train asks before the processes of a
+  multi-process run join one another: each then names such a problem itself (once joined, the
+  first to exit aborts the others)."""
   validate(config)
   config = with_absolute_data_folders(config)
   if not workdir:
