@@ -13,17 +13,6 @@ os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 
-def pytest_collection_modifyitems(config, items):
-  """Groups for pytest-xdist's `--dist loadgroup` (pyproject.toml runs the suite on 2 workers):
-  each module's tests stay on one worker, so its module-scoped fixtures (compiled steps,
-  trained runs) are built once, and the real-data tests share one group because they share
-  one prepared copy in TFDS_DATA_DIR, which two workers must not prepare at once."""
-  del config
-  for item in items:
-    group = 'real_data' if item.get_closest_marker('real_data') else item.module.__name__
-    item.add_marker(pytest.mark.xdist_group(group))
-
-
 @pytest.fixture(scope='session', autouse=True)
 def _temporary_files_in_pytest_basetemp(tmp_path_factory):
   """Points Python's and subprocesses' temporary files into pytest's own folder, which pytest
