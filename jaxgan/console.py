@@ -46,7 +46,8 @@ def run(main) -> None:
   not go together) reported as one line on stderr and exit status 1 instead of a traceback; so
   are flag errors (absl's message), a `--config=FILE.py` whose code fails to load and an
   override of a field the config lacks.
-  The scripts take flags only: a stray argument is a usage error before `main` runs.
+  The scripts take flags only: a stray argument is a usage error before `main` runs. Asking
+  for help (--help, --helpfull) prints it and exits 0 (absl: 1).
   SIGINT (Ctrl-C) and SIGTERM stop a script with one line and exit status 130 / 143, after
   Python's clean-up has run (a file being written is removed, never left half-written), where
   SIGTERM would otherwise end the process at once. A reader of stdout that stops early
@@ -90,6 +91,10 @@ def run(main) -> None:
   def parse_flags(argv):
     try:
       return flags.FLAGS(argv)
+    except SystemExit as stop:
+      # Only absl's help flags exit while parsing: after printing the help, with status 1.
+      # Asking for help is not a failure; exit 0, as argparse and other tools do.
+      raise SystemExit(0 if stop.code == 1 else stop.code) from None
     except flags.Error as error:
       # ml_collections re-raises a config's own ValueError or TypeError as a multi-line flag
       # error: report the original. Other flag errors are absl's own one-line messages.

@@ -395,6 +395,20 @@ def test_a_label_outside_0_to_9_is_one_line_naming_the_file(tmp_path):
       f"{path} holds label 12, but the digits' classes are 0-9: use the official file")
 
 
+def test_a_failed_preparation_leaves_no_dataset_folder_and_the_next_one_succeeds(tmp_path):
+  """A damaged file: the error names it, and the empty mnist/ that tfds had made is gone."""
+  write_manual_dir(tmp_path / 'manual', {'mnist': {'train': 5, 'test': 3}})
+  path = tmp_path / 'manual' / 'mnist' / 't10k-images-idx3-ubyte.gz'
+  whole = path.read_bytes()
+  path.write_bytes(whole[:len(whole) // 2])
+  assert_one_line_error(
+      lambda: prepare('mnist', data_dir=tmp_path / 'tfds', manual_dir=tmp_path / 'manual'),
+      str(path), 'corrupt gzip')
+  assert not (tmp_path / 'tfds' / 'mnist').exists()
+  path.write_bytes(whole)
+  assert prepare('mnist', data_dir=tmp_path / 'tfds', manual_dir=tmp_path / 'manual').is_prepared()
+
+
 def test_svhn_extra_split_is_prepared_when_its_file_is_there(tmp_path):
   arrays = write_manual_dir(tmp_path / 'manual', {'svhn': {'train': 6, 'test': 4, 'extra': 5}})
   builder = prepare('svhn', data_dir=tmp_path / 'tfds', manual_dir=tmp_path / 'manual')

@@ -342,6 +342,15 @@ def test_help_lists_the_flags_that_jaxgan_modules_define_for_a_script(script):
   assert result.stdout.strip().splitlines()[-1] == '[]'
 
 
+@pytest.mark.parametrize('flag', ['--help', '--helpfull'])
+def test_asking_for_help_prints_it_and_succeeds(flag):
+  """absl ends --help and --helpfull with status 1, which reads as a failure in scripts."""
+  result = cli('train', flag)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.startswith('Train a GAN: python -m experiments.train')
+  assert '--workdir: Run folder' in result.stdout
+
+
 @pytest.mark.parametrize('module, override', [('train', ()), ('sweep', ()),
                                               ('train', ('--config.num_epochs=1',))])
 def test_a_missing_config_file_is_a_one_line_error(module, override, tmp_path):

@@ -333,7 +333,24 @@ def prepare(
     builder = tfds.builder(TFDS_NAMES[name], data_dir=data_dir)
     if builder.is_prepared():  # by the process this one waited for
       return builder
-    return _prepare(name, builder, data_dir, manual_dir)
+    # tfds removes its temporary folders when preparing fails, not the dataset's own folder.
+    folder = os.path.join(builder.data_dir_root, TFDS_NAMES[name].split('/')[0])
+    made_here = not os.path.exists(folder)
+    try:
+      return _prepare(name, builder, data_dir, manual_dir)
+    except BaseException:
+      if made_here:
+        _remove_empty_folders(folder)
+      raise
+
+
+def _remove_empty_folders(top: str) -> None:
+  """Removes `top` and the folders below it that hold no files, deepest first."""
+  for folder, _, _ in os.walk(top, topdown=False):
+    try:
+      os.rmdir(folder)
+    except OSError:  # holds a file, or is not ours to remove
+      pass
 
 
 def check_preparable(name: str, data_dir: str | os.PathLike | None = None,
