@@ -67,8 +67,9 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
   penalty, add the balanced consistency penalty (real and fake images against their random
   translations, `augment.translate`) and clip the critic's parameters after each of its
   updates. The discriminator's non-parameter variables (`state.d_state`: spectral-norm
-  vectors) advance on each training-mode pass over real and fake images; penalty passes read
-  them without advancing them.
+  vectors) advance on each training-mode pass over real and fake images; penalty passes start
+  from them (one more power iteration inside the pass, as in every training-mode pass) and do
+  not keep what they advance.
 
   `before_growth` (progressive growing): the step skips the networks' 28x28 layers and is only
   correct for states before `gan.grow_step`, where those layers are faded out; the trainer
