@@ -39,7 +39,7 @@ _MIN_GAP = flags.DEFINE_integer('min_gap', -2, 'Smallest gap between the ink of 
                                 'digits, in pixels (negative: they touch or overlap).')
 _MAX_GAP = flags.DEFINE_integer('max_gap', 4, 'Largest gap between neighbouring digits.')
 _JITTER = flags.DEFINE_integer('jitter', 2, 'Each digit moves up or down by up to this many '
-                               'rows.', lower_bound=0)
+                               'rows, as far as its blank rows allow.', lower_bound=0)
 _TRUNCATION = flags.DEFINE_float('truncation', 0.0, 'Truncation trick, as experiments.sample: '
                                  'latents drawn within [-t, t]; 0: none.', lower_bound=0.0)
 _LATENT_SCALE = console.define_latent_scale('Multiplies the latents, as experiments.sample; '

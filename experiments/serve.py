@@ -13,7 +13,7 @@ import socket
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from absl import flags, logging
+from absl import app, flags, logging
 
 from jaxgan import console, interactive, run_folder, trainer
 from jaxgan.run_folder import load_run_config
@@ -28,6 +28,9 @@ flags.mark_flags_as_required(['workdir'])
 
 def main(argv):
   del argv  # flags only: console.run refuses other arguments
+  if not _HOST.value.strip():  # an unset shell variable: Python would listen on every interface
+    raise app.UsageError('--host is empty, which listens on every interface: pass 127.0.0.1 '
+                         '(this machine only), or 0.0.0.0 to mean every interface')
   console.setup_logging()
   try:  # bind first: a taken port should not wait for the restore and the compile
     server = interactive.DigitServer(_HOST.value, _PORT.value)

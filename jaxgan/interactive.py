@@ -202,6 +202,16 @@ class DigitServer(http.server.ThreadingHTTPServer):
     self.serve_forever()
 
 
+def _query(text: str) -> dict:
+  """The parameters of a query string; one given twice would have its last value drawn."""
+  pairs = urllib.parse.parse_qsl(text, keep_blank_values=True)
+  names = [name for name, _ in pairs]
+  repeated = sorted({name for name in names if names.count(name) > 1})
+  if repeated:
+    raise ValueError(f'{", ".join(repeated)} given more than once: give each parameter once')
+  return dict(pairs)
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
   server: DigitServer
 
@@ -210,10 +220,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     if url.path == '/':
       self._send(200, 'text/html; charset=utf-8', self.server.body_of_page)
     elif url.path == '/image.png':
-      query = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
       start = time.perf_counter()
       try:
-        png = self.server.renderer.render(query)
+        png = self.server.renderer.render(_query(url.query))
       except ValueError as error:
         self._send(400, 'text/plain; charset=utf-8', str(error).encode())
         return

@@ -29,6 +29,14 @@ def _ink_columns(digit: np.ndarray) -> tuple[int, int]:
   return int(columns[0]), int(columns[-1]) + 1
 
 
+def _room_above_and_below(digit: np.ndarray) -> tuple[int, int]:
+  """Rows `digit` can move up and down without its ink leaving the image."""
+  rows = np.flatnonzero((digit >= INK_THRESHOLD).any(axis=1))
+  if rows.size == 0:
+    return digit.shape[0], digit.shape[0]
+  return int(rows[0]), digit.shape[0] - 1 - int(rows[-1])
+
+
 def _shifted_rows(digit: np.ndarray, shift: int) -> np.ndarray:
   """`digit` moved down by `shift` rows (up when negative), blank rows coming in."""
   out = np.zeros_like(digit)
@@ -58,7 +66,9 @@ def compose(digits: np.ndarray, lengths: np.ndarray, rng: np.random.Generator, *
 
   `digits`: uint8 (N, L, H, W), string n's digits in order; only its first `lengths[n]` are
   used (the rest is padding). `min_gap`..`max_gap`: pixels between the ink of neighbouring
-  digits, drawn uniformly per pair. `jitter`: each digit moves up or down by up to this many rows.
+  digits, drawn uniformly per pair. `jitter`: each digit moves up or down by up to this many rows,
+  as far as its blank rows allow (a larger draw stops where its ink reaches the edge: a digit
+  of a string for OCR never loses ink it is labelled by).
   Returns images uint8 (N, H, canvas_width(L, W, max gap)) and boxes int32 (N, L, 2), each
   digit's [start, stop) ink columns in its image ((-1, -1) for padding).
   """
@@ -84,8 +94,9 @@ def compose(digits: np.ndarray, lengths: np.ndarray, rng: np.random.Generator, *
     used = int((starts + widths).max())
     starts += rng.integers(0, canvas - used, endpoint=True)
     for i, (start, crop, shift) in enumerate(zip(starts, crops, shifts)):
+      above, below = _room_above_and_below(crop)
       region = images[n, :, start:start + widths[i]]
-      np.maximum(region, _shifted_rows(crop, shift), out=region)
+      np.maximum(region, _shifted_rows(crop, int(np.clip(shift, -above, below))), out=region)
       boxes[n, i] = start, start + widths[i]
   return images, boxes
 

@@ -349,6 +349,11 @@ def test_serve_answers_picture_requests_from_the_run_and_names_a_taken_port(cond
   assert result.stderr.strip().splitlines()[-1] == (
       f'error: cannot listen on 192.0.2.1:{port} (Cannot assign requested address): pass a '
       '--host of this machine, e.g. 127.0.0.1')
+  result = cli('serve', f'--workdir={tmp_path}', '--host=', f'--port={port}')  # $HOST unset
+  assert result.returncode == 1
+  assert result.stderr.strip() == (
+      'error: --host is empty, which listens on every interface: pass 127.0.0.1 (this machine '
+      'only), or 0.0.0.0 to mean every interface')
   with socket.socket() as probe:  # a port free a moment ago
     probe.bind(('127.0.0.1', 0))
     port = probe.getsockname()[1]

@@ -116,6 +116,10 @@ def test_the_server_serves_the_page_pictures_and_reasons(conditional_renderer):
     assert error.value.code == 400
     assert error.value.read().decode() == "'4x2' is not a string of digits 0-9: pass e.g. 90210"
     with pytest.raises(urllib.error.HTTPError) as error:
+      urllib.request.urlopen(f'{base}/image.png?text=1&seed=2&text=3')
+    assert error.value.code == 400
+    assert error.value.read().decode() == 'text given more than once: give each parameter once'
+    with pytest.raises(urllib.error.HTTPError) as error:
       urllib.request.urlopen(f'{base}/other')
     assert error.value.code == 404
   finally:

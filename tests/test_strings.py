@@ -64,6 +64,20 @@ def test_jitter_moves_each_digit_by_at_most_its_rows_and_layouts_repeat_per_seed
   assert (other != composed).any()
 
 
+def test_a_jitter_beyond_a_digits_blank_rows_moves_it_only_to_the_edge():
+  """Bars fill rows 4..23: a jitter of 20 moves them at most 4 rows, and no ink is lost."""
+  digits = np.stack([bar_digits([6, 6, 6, 6, 6])] * 50)
+  composed, boxes = strings.compose(digits, np.full(50, 5), np.random.default_rng(0), min_gap=2,
+                                    max_gap=2, jitter=20)
+  tops = set()
+  for n in range(50):
+    for start, stop in boxes[n]:
+      rows = np.flatnonzero(composed[n, :, start:stop].any(axis=1))
+      assert len(rows) == 20  # the whole bar
+      tops.add(int(rows[0]))
+  assert tops == set(range(9))  # moved 4 up (top row 0) .. 4 down (top row 8)
+
+
 def test_shorter_strings_pad_their_boxes_and_blank_digits_keep_a_place():
   digits = np.zeros((2, 3, 28, 28), np.uint8)
   digits[0] = bar_digits([4, 4, 4])
