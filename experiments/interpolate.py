@@ -17,6 +17,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from jaxgan import console, generate, images, rng, trainer
+from jaxgan.models import IMAGE_SHAPE
 from jaxgan.run_folder import load_run_config
 from jaxgan.state import generator_variables
 
@@ -31,7 +32,9 @@ _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the end-point latents.',
                             lower_bound=0, upper_bound=rng.MAX_SEED)
 _OUT = flags.DEFINE_string('out', None, 'Output path without extension; default: '
                            'RUN/interpolation (writes .png and .gif).')
-_FRAME_MS = flags.DEFINE_integer('frame_ms', 200, 'GIF frame duration.', lower_bound=1)
+_FRAME_MS = flags.DEFINE_integer('frame_ms', 200, 'GIF frame duration (GIF counts it in tens of '
+                                 'milliseconds).', lower_bound=10,
+                                 upper_bound=images.GIF_MAX_FRAME_MS)
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -52,12 +55,28 @@ def class_labels(num_classes: int) -> tuple[int, int] | None:
   return start, end
 
 
+def check_picture_sizes(scale: int) -> None:
+  """The strip and the GIF's frames within the sides a GIF can hold (image viewers open no
+  wider PNG either), before the work."""
+  cell = IMAGE_SHAPE[:2]
+  strip = images.grid_size(_ROWS.value, _STEPS.value, cell, scale=scale)
+  frame = images.grid_size(1, _ROWS.value, cell, scale=scale)
+  if max(*strip, *frame) > images.GIF_MAX_SIDE:
+    raise app.UsageError(
+        f'--rows={_ROWS.value} and --steps={_STEPS.value} make pictures of up to '
+        f'{max(*strip, *frame):,} pixels a side at the run\'s scale of {scale}, more than the '
+        f'{images.GIF_MAX_SIDE:,} a GIF holds: lower them')
+
+
 def main(argv):
   del argv  # flags only: console.run refuses other arguments
   if _OUT.value is not None and (not os.path.basename(_OUT.value)
                                  or os.path.splitext(_OUT.value)[1] in ('.png', '.gif')):
     raise app.UsageError(f'--out={_OUT.value} must be a file name without extension (.png and '
                          '.gif are added), e.g. --out=runs/walk')
+  if _OUT.value is not None and os.path.isdir(_OUT.value):
+    raise app.UsageError(f'--out={_OUT.value} is a folder: name the files to write in it, e.g. '
+                         f'--out={os.path.join(_OUT.value, "walk")}')
   out = _OUT.value or os.path.join(_WORKDIR.value, 'interpolation')
   for extension in ('.png', '.gif'):  # both, before writing either
     console.check_file_to_write('out', out + extension)
@@ -65,6 +84,7 @@ def main(argv):
   config = load_run_config(_WORKDIR.value)
   # Flags are checked against the config before the (slower) restore.
   classes = class_labels(config.model.get('num_classes', 0))
+  check_picture_sizes(config.sample_grid_scale)
   components, state = trainer.restore_run_state(_WORKDIR.value, config)
   gan = components.gan
 

@@ -26,13 +26,26 @@ def from_pixels(pixels):
   return jnp.asarray(_PIXEL_FLOATS)[pixels]
 
 
+# GIF stores each side, and each frame's duration in hundredths of a second, in 16 bits.
+GIF_MAX_SIDE = 65535
+GIF_MAX_FRAME_MS = 655350
+
+
+def grid_size(rows: int, cols: int, cell: tuple[int, int], *, scale: int = 1,
+              pad: int = 1) -> tuple[int, int]:
+  """(width, height) in pixels of `grid`'s picture of rows x cols cells of `cell` (H, W)."""
+  height, width = cell
+  return (cols * (width + pad) + pad) * scale, (rows * (height + pad) + pad) * scale
+
+
 def grid(images: np.ndarray, rows: int, cols: int | None = None, *, scale: int = 1,
          pad: int = 1) -> Image.Image:
   """Tile uint8 images (N, H, W) row-major into a grayscale picture, white gaps between cells."""
   cols = rows if cols is None else cols
   images = np.asarray(images)[: rows * cols]
   height, width = images.shape[1:3]
-  canvas = np.full((rows * (height + pad) + pad, cols * (width + pad) + pad), 255, np.uint8)
+  canvas_width, canvas_height = grid_size(rows, cols, (height, width), pad=pad)
+  canvas = np.full((canvas_height, canvas_width), 255, np.uint8)
   for index, image in enumerate(images):
     r, c = divmod(index, cols)
     top, left = pad + r * (height + pad), pad + c * (width + pad)

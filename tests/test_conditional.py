@@ -606,6 +606,21 @@ def test_interpolate_writes_a_strip_and_a_gif(conditional_run, tmp_path):
   assert result.stderr.strip() == (
       f'error: --out={tmp_path / "gif_a_folder.gif"} is a folder: name a file to write')
   assert not (tmp_path / 'gif_a_folder.png').exists()
+  # Nothing is written for a folder as --out (the files went beside it) or for pictures a GIF
+  # cannot hold (the .png was written, then Pillow's OverflowError).
+  result = cli('interpolate', f'--workdir={conditional_run}', f'--out={tmp_path}')
+  assert result.stderr.strip() == (
+      f'error: --out={tmp_path} is a folder: name the files to write in it, e.g. '
+      f'--out={tmp_path / "walk"}')
+  result = cli('interpolate', f'--workdir={conditional_run}', '--rows=2300', f'--out={out}_big')
+  assert result.stderr.strip().splitlines()[-1] == (
+      "error: --rows=2300 and --steps=10 make pictures of up to 66,701 pixels a side at the "
+      "run's scale of 1, more than the 65,535 a GIF holds: lower them")
+  result = cli('interpolate', f'--workdir={conditional_run}', '--frame_ms=700000',
+               f'--out={out}_big')
+  assert result.returncode == 1 and 'frame_ms' in result.stderr.strip().splitlines()[-1]
+  assert not list(tmp_path.glob('walk_big*'))
+  assert not (tmp_path.parent / f'{tmp_path.name}.png').exists()
 
 
 @pytest.mark.parametrize('conditioning', ['auxiliary', 'projection_auxiliary'])
