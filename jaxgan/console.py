@@ -50,7 +50,8 @@ def run(main) -> None:
   for help (--help, --helpfull) prints it and exits 0 (absl: 1).
   SIGINT (Ctrl-C) and SIGTERM stop a script with one line and exit status 130 / 143, after
   Python's clean-up has run (a file being written is removed, never left half-written), where
-  SIGTERM would otherwise end the process at once. A reader of stdout that stops early
+  SIGTERM would otherwise end the process at once. Running out of memory (numpy's MemoryError,
+  jax's RESOURCE_EXHAUSTED) is one line that says to ask for less at once. A reader of stdout that stops early
   (`| head`) ends a script quietly with status 141, as SIGPIPE ends other tools. In a
   multi-process run any other exception ends the process after its traceback and a line
   naming the process, at once (jax's exit would first wait ~100 s for the other processes,
@@ -73,12 +74,16 @@ def run(main) -> None:
                   'command again (a training resumes from its newest checkpoint)')
       # absl would print a UsageError after the module's docstring and every flag's help.
       _exit_now(1, f'error: {error}')
+    except MemoryError as error:  # numpy's names the size and shape it could not allocate
+      _exit_now(1, _out_of_memory(str(error)))
     except (KeyboardInterrupt, _Terminated) as stop:
       name, status = ('SIGTERM', 143) if isinstance(stop, _Terminated) else ('SIGINT', 130)
       _exit_now(status, f'stopped by {name}: files already written are whole; a training run '
                 'resumes from its last checkpoint')
     except Exception as error:  # pylint: disable=broad-except
       import jax  # pylint: disable=g-import-not-at-top
+      if isinstance(error, jax.errors.JaxRuntimeError) and 'RESOURCE_EXHAUSTED' in str(error):
+        _exit_now(1, _out_of_memory(str(error).splitlines()[0]))
       if not jax.distributed.is_initialized():
         raise
       # jax's exit handler would wait at a shutdown barrier for processes that are stopping
@@ -110,6 +115,11 @@ def run(main) -> None:
     raise SystemExit(f'error: {problem}') from None
 
   app.run(guarded, flags_parser=parse_flags)
+
+
+def _out_of_memory(reason: str) -> str:
+  return (f'error: out of memory ({reason}): ask for less at once: fewer digits (--num, '
+          '--num_samples, --per_class, --steps) or a smaller batch (--config.batch_size)')
 
 
 def _stdout_reader_gone() -> bool:

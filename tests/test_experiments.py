@@ -856,6 +856,34 @@ console.run(main)
       'training resumes from its newest checkpoint)']
 
 
+@pytest.mark.parametrize('allocate, reason', [
+    ('np.zeros((2**40, 2**20), np.float32)',
+     'Unable to allocate 4.00 EiB for an array with shape (1099511627776, 1048576) and data type '
+     'float32'),
+    ('jnp.zeros((2**40, 2**20), jnp.float32).block_until_ready()', 'RESOURCE_EXHAUSTED: ')])
+def test_running_out_of_memory_is_one_line_that_says_to_ask_for_less(tmp_path, allocate, reason):
+  """`sample --num=10000000000` and the like ended in numpy's or jax's traceback."""
+  script = tmp_path / 'script.py'
+  script.write_text(f'''
+import numpy as np
+import jax.numpy as jnp
+from jaxgan import console
+
+def main(argv):
+  {allocate}
+
+console.run(main)
+''')
+  result = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, 'PYTHONPATH': str(REPO)})
+  assert result.returncode == 1
+  [line] = [line for line in result.stderr.strip().splitlines()  # all but absl's log lines
+            if not re.match(r'[IW]\d{4} ', line)]
+  assert line.startswith(f'error: out of memory ({reason}')
+  assert line.endswith('): ask for less at once: fewer digits (--num, --num_samples, '
+                       '--per_class, --steps) or a smaller batch (--config.batch_size)')
+
+
 @pytest.mark.parametrize('reader_of_stdout', ['gone', 'reading'])
 def test_a_broken_pipe_is_quiet_only_when_it_is_stdouts(tmp_path, reader_of_stdout):
   """`script | head`: the reader stopped early, which is no failure; a pipe to a subprocess
