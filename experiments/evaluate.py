@@ -38,9 +38,8 @@ _DATASET = flags.DEFINE_enum('dataset', None, list(weights.TRAIN_COMMANDS),
 _NUM_SAMPLES = flags.DEFINE_integer('num_samples', 10000,
                                     'Digits generated from the run (--workdir only).',
                                     lower_bound=2)
-_TRUNCATION = flags.DEFINE_float('truncation', 0.0, 'Truncation trick for the generated latents '
-                                 '(--workdir only; see experiments.sample); 0: none.',
-                                 lower_bound=0.0)
+_TRUNCATION = console.define_truncation('Truncation trick for the generated latents '
+                                         '(--workdir only; see experiments.sample).')
 _LATENT_SCALE = console.define_latent_scale('Multiplies the generated latents (--workdir only; '
                                             'see experiments.sample); 1: none.')
 _RESAMPLE = resampling.define_flags(' (--workdir only)')
@@ -68,8 +67,9 @@ def load_samples(path: str) -> tuple[np.ndarray, np.ndarray | None, dict | None]
   """(images, labels or None, provenance or None: what experiments.sample records of how it
   drew them)."""
   if not os.path.isfile(path):
-    raise FileNotFoundError(f'{path} not found: pass an .npz written by experiments.sample or '
-                            'one holding images uint8 (N, 28, 28) and optional labels')
+    what = 'is a folder' if os.path.isdir(path) else 'not found'
+    raise FileNotFoundError(f'--samples={path} {what}: pass an .npz written by experiments.sample '
+                            'or one holding images uint8 (N, 28, 28) and optional labels')
   if not zipfile.is_zipfile(path):  # np.load would try it as a pickle and say so
     raise ValueError(f'{path} is not an .npz file: pass one written by experiments.sample or '
                      'np.savez(images=uint8 (N, 28, 28), labels=...)')

@@ -45,9 +45,8 @@ _LABELS = flags.DEFINE_list('labels', None, 'Conditional models: classes to gene
 _PER_CLASS = flags.DEFINE_integer('per_class', None, 'Conditional models: digits of each class '
                                   '(instead of --num).', lower_bound=1)
 _PROPORTIONS = class_proportions.define_flag(' (with --num; not with --labels or --per_class)')
-_TRUNCATION = flags.DEFINE_float('truncation', 0.0, 'Truncation trick: latents drawn from the '
-                                 'normal truncated to [-t, t] (e.g. 1.0); 0: none.',
-                                 lower_bound=0.0)
+_TRUNCATION = console.define_truncation('Truncation trick: latents drawn from the normal '
+                                         'truncated to [-t, t] (e.g. 1.0).')
 _LATENT_SCALE = console.define_latent_scale(
     'Multiplies the latents (after any truncation): above 1, e.g. 1.2, wider than training, '
     'for more varied digits (README, Wider latents); 1: none.')

@@ -40,8 +40,8 @@ _MIN_GAP = flags.DEFINE_integer('min_gap', -2, 'Smallest gap between the ink of 
 _MAX_GAP = flags.DEFINE_integer('max_gap', 4, 'Largest gap between neighbouring digits.')
 _JITTER = flags.DEFINE_integer('jitter', 2, 'Each digit moves up or down by up to this many '
                                'rows, as far as its blank rows allow.', lower_bound=0)
-_TRUNCATION = flags.DEFINE_float('truncation', 0.0, 'Truncation trick, as experiments.sample: '
-                                 'latents drawn within [-t, t]; 0: none.', lower_bound=0.0)
+_TRUNCATION = console.define_truncation('Truncation trick, as experiments.sample: latents '
+                                         'drawn within [-t, t].')
 _LATENT_SCALE = console.define_latent_scale('Multiplies the latents, as experiments.sample; '
                                             '1: none.')
 flags.adopt_module_key_flags(console)  # the flag above is this script's: list it in --help

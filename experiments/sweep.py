@@ -204,6 +204,10 @@ def main(argv):
   if os.path.exists(_WORKDIR.value) and not os.path.isdir(_WORKDIR.value):
     raise app.UsageError(f'--workdir={_WORKDIR.value} is a file, not a sweep folder: pass a new '
                          'folder or a sweep folder to resume')
+  if os.path.isfile(os.path.join(_WORKDIR.value, 'config.json')):  # its runs would nest in it
+    raise app.UsageError(f'--workdir={_WORKDIR.value} is a training run folder, not a sweep '
+                         'folder: pass a new folder (the sweep trains DIR/seed_S), or copy the '
+                         'run in as DIR/seed_S to have it reused')
   console.setup_logging()
   seeds = parse_seeds(_SEEDS.value)
   summary_name = file_names(_TAG.value)[1]

@@ -326,6 +326,15 @@ def define_data_location_flags() -> tuple[flags.FlagHolder, flags.FlagHolder]:
   return manual_dir, data_dir
 
 
+def define_truncation(help_text: str) -> flags.FlagHolder:
+  """The --truncation flag of the sampling scripts (see `generate.latents`), refused at parsing
+  unless finite and >= 0 (absl's bounds let NaN through)."""
+  holder = flags.DEFINE_float('truncation', 0.0, help_text + ' 0: none.')
+  flags.register_validator('truncation', lambda value: 0 <= value < math.inf,
+                           '--truncation must be finite and >= 0 (0: none)')
+  return holder
+
+
 def define_latent_scale(help_text: str) -> flags.FlagHolder:
   """The --latent_scale flag of the sampling and scoring scripts (see `generate.latents`),
   refused at parsing unless finite and > 0; None (not given): the run's sample_latent_scale

@@ -200,3 +200,16 @@ def test_a_workdir_that_is_a_file_is_refused_before_any_work(tmp_path):
       f'error: --workdir={tmp_path / "notes.txt"} is a file, not a sweep folder: pass a new '
       'folder or a sweep folder to resume')
   assert (tmp_path / 'notes.txt').read_text() == 'mine'
+
+
+def test_a_training_run_folder_as_workdir_is_refused_before_any_work(tmp_path):
+  """It trained new runs inside the run: hours of unwanted training with a real config."""
+  (tmp_path / 'run').mkdir()
+  (tmp_path / 'run' / 'config.json').write_text('{}')
+  result = cli('sweep', '--config=experiments/configs/tiny.py', f'--workdir={tmp_path / "run"}')
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'error: --workdir={tmp_path / "run"} is a training run folder, not a sweep folder: pass a '
+      'new folder (the sweep trains DIR/seed_S), or copy the run in as DIR/seed_S to have it '
+      'reused')
+  assert os.listdir(tmp_path / 'run') == ['config.json']

@@ -324,6 +324,12 @@ def test_drawing_options_of_evaluate_need_a_run_and_metrics_are_named(tmp_path):
   assert result.returncode != 0
   assert ('flag --latent_scale=0.0: --latent_scale must be finite and > 0 (1: the training '
           'distribution)' in result.stderr)
+  result = subprocess.run(  # NaN passes absl's bounds
+      [sys.executable, '-m', 'experiments.evaluate', f'--workdir={tmp_path}', '--truncation=nan'],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.stderr.strip().splitlines()[-1] == (
+      'error: flag --truncation=nan: --truncation must be finite and >= 0 (0: none); see '
+      '--helpshort')
   for drawing in ('--latent_scale=1.2', '--num_samples=50', '--seed=3', '--checkpoint=best'):
     result = subprocess.run(
         [sys.executable, '-m', 'experiments.evaluate', f'--samples={tmp_path / "x.npz"}',
@@ -371,6 +377,17 @@ def test_evaluate_says_what_is_wrong_with_the_samples_file(tmp_path, write, prob
       cwd=REPO, capture_output=True, text=True, timeout=300)
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1] == f'error: {path} {problem}'
+
+
+def test_evaluate_names_a_samples_path_that_is_missing_or_a_folder(tmp_path):
+  for path, what in ((tmp_path / 'none.npz', 'not found'), (tmp_path, 'is a folder')):
+    result = subprocess.run(
+        [sys.executable, '-m', 'experiments.evaluate', f'--samples={path}', '--dataset=mnist'],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f'error: --samples={path} {what}: pass an .npz written by experiments.sample or one '
+        'holding images uint8 (N, 28, 28) and optional labels')
 
 
 def test_evaluate_reuses_the_real_figures_of_an_earlier_record(evaluated_run, tmp_path, caplog):

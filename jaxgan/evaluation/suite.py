@@ -72,8 +72,9 @@ def resolve_metric_names(requested: list[str] | None, has_labels: bool,
     names = metrics.check_names(dict.fromkeys(aliases.get(name, name) for name in requested))
   label_only = [name for name in names if name in metrics.LABEL_METRICS]
   if label_only and not has_labels:
-    raise ValueError(f'{", ".join(label_only)} can only score labelled samples: pass '
-                     '--samples with an npz holding a labels array, or drop them from --metrics')
+    raise ValueError(f'{", ".join(label_only)} can only score labelled samples: score a '
+                     'conditional run (cgan_*, acgan_* configs) or, with experiments.evaluate, '
+                     '--samples holding a labels array; or drop them from --metrics')
   if num_samples is not None and num_samples < min_samples(names):
     raise ValueError(f'{num_samples} digits are too few for {", ".join(names)}: score at least '
                      f'{min_samples(names)}')
