@@ -145,6 +145,10 @@ def main(argv):
     out = _OUT.value or default_out()
   else:
     images, labels, drawn = load_samples(_SAMPLES.value)
+    trained_on = (drawn or {}).get('dataset')  # files exported before it was recorded: unknown
+    if trained_on and trained_on != _DATASET.value:
+      raise ValueError(f'--dataset={_DATASET.value} but {_SAMPLES.value} holds digits of a run '
+                       f'trained on {trained_on} (its provenance): pass --dataset={trained_on}')
     names = suite.resolve_metric_names(_METRICS.value, has_labels=labels is not None)
     record = dict(samples=_SAMPLES.value, samples_provenance=drawn, **run_scores.score_digits(
         images, labels, _DATASET.value, list(names), manual_dir=_MANUAL_DIR.value,

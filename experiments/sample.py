@@ -14,7 +14,7 @@ digits (jaxgan.resampling; README, Density-ratio resampling): trained the first 
 run's step, latent scale and truncation (minutes on a CPU) and kept in RUN/resampling/.
 
 The .npz also holds `provenance`, a JSON string (`json.loads(str(npz['provenance']))`): the run
-folder, its step, the settings that drew the digits (seed, latent scale, truncation, classes,
+folder, its dataset and step, the settings that drew the digits (seed, latent scale, truncation, classes,
 resampling and its statistics) and the machine (`jaxgan.provenance.host_record`), since the same
 command draws other digits on another kind of processor.
 """
@@ -155,7 +155,8 @@ def main(argv):
   if _OUT.value:
     arrays = dict(images=digits) if labels is None else dict(images=digits, labels=labels)
     arrays['provenance'] = provenance.export_field(
-        workdir=os.path.abspath(_WORKDIR.value), step=step, num=num, seed=_SEED.value,
+        workdir=os.path.abspath(_WORKDIR.value), dataset=config.data.name, step=step, num=num,
+        seed=_SEED.value,
         latent_scale=latent_scale, truncation=_TRUNCATION.value,
         labels=None if _LABELS.value is None else classes,
         per_class=_PER_CLASS.value,

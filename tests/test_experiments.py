@@ -213,8 +213,8 @@ def test_sample_writes_uint8_digits_and_a_grid(trained_run, tmp_path):
     drawn = json.loads(str(data['provenance']))
   assert grid.exists()
   # How they were drawn and on what, for whoever trains on them later.
-  assert (drawn['workdir'], drawn['step'], drawn['num'], drawn['seed']) == (
-      str(workdir.resolve()), 16, 50, 0)
+  assert (drawn['workdir'], drawn['dataset'], drawn['step'], drawn['num'], drawn['seed']) == (
+      str(workdir.resolve()), 'mnist', 16, 50, 0)
   assert drawn['latent_scale'] == 1.0 and drawn['truncation'] == 0.0
   assert drawn['resampling'] is None and drawn['labels'] is None
   assert drawn['machine']['cpu'] == provenance.cpu()['cpu']
@@ -224,6 +224,13 @@ def test_sample_writes_uint8_digits_and_a_grid(trained_run, tmp_path):
                f'--out={scored}')
   assert result.returncode == 0, result.stderr[-3000:]
   assert json.loads(scored.read_text())['samples_provenance'] == drawn
+  # ... and refuses to score them against another dataset's digits (fcd 762 "on Kannada").
+  result = cli('evaluate', f'--samples={out}', '--dataset=kannada_mnist',
+               '--metrics=classifier_score', f'--out={tmp_path / "kannada.eval.json"}')
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'error: --dataset=kannada_mnist but {out} holds digits of a run trained on mnist (its '
+      'provenance): pass --dataset=mnist')
+  assert not (tmp_path / 'kannada.eval.json').exists()
   with zipfile.ZipFile(out) as archive:  # stored: the fast default
     assert {info.compress_type for info in archive.infolist()} == {zipfile.ZIP_STORED}
   # The same seed gives the same digits; --num only extends the list. --compress deflates.
