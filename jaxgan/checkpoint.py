@@ -87,10 +87,20 @@ class CheckpointStore:
     # Checkpoints written before a field was added (d_state, g_ema_params) lack it: restore the
     # fields they hold, and take the others, which must have no arrays, from `abstract_state`.
     try:
-      saved = set(self._manager.item_metadata(step))
+      metadata = dict(self._manager.item_metadata(step))
     except Exception as error:  # pylint: disable=broad-except  # orbax's, tensorstore's, json's
       raise self._unreadable(step, error) from None
+    saved = set(metadata)
     fields = {f.name: getattr(abstract_state, f.name) for f in dataclasses.fields(abstract_state)}
+    # Networks other than the config's (a config.json copied from another run) fail the restore
+    # in orbax's words, which read as damage and led to moving good checkpoints away.
+    for name in ('g_params', 'd_params'):
+      difference = _first_difference(metadata.get(name), fields[name])
+      if difference:
+        raise ValueError(f'the checkpoint at step {step} in {self.directory} holds other networks '
+                         f'than the run\'s config.json describes ({name}{difference}): the '
+                         'config.json is not the one the run trained with; restore it from a '
+                         'copy of the run folder')
     missing = {name: value for name, value in fields.items() if name not in saved}
     needed = sorted(name for name, value in missing.items() if jax.tree.leaves(value))
     if needed:
@@ -134,6 +144,25 @@ class CheckpointStore:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _shapes(tree) -> dict[str, tuple[int, ...]]:
+  return {jax.tree_util.keystr(path): tuple(leaf.shape)
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _first_difference(saved, expected) -> str | None:
+  """Where two networks' parameters first differ in name or shape: ' PATH: saved S, the config
+  E' (None: they agree, or the checkpoint holds no such field)."""
+  if saved is None:
+    return None
+  saved, expected = _shapes(saved), _shapes(expected)
+  for path in sorted(saved.keys() | expected.keys()):
+    if saved.get(path) != expected.get(path):
+      describe = lambda shape: 'none' if shape is None else str(shape)
+      return (f'{path}: saved {describe(saved.get(path))}, the config '
+              f'{describe(expected.get(path))}')
+  return None
 
 
 def _silence_closed_event_loop_callbacks() -> None:

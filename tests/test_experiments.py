@@ -278,6 +278,25 @@ def test_a_run_trained_longer_than_the_config_asks_is_refused_as_it_is(trained_r
   assert (run / 'config.json').read_text() == config_before
 
 
+def test_a_config_json_of_other_networks_is_named_not_called_damage(trained_run, tmp_path):
+  """A config.json copied from another run: orbax's failure read as a damaged checkpoint, whose
+  advice (move it away) would have had the good checkpoints moved one by one."""
+  workdir, _ = trained_run
+  mixed = tmp_path / 'mixed'
+  shutil.copytree(workdir, mixed)
+  config = json.loads((mixed / 'config.json').read_text())
+  config['model']['num_classes'] = 10  # a conditional run's
+  (mixed / 'config.json').write_text(json.dumps(config))
+  result = cli('sample', f'--workdir={mixed}', f'--out={tmp_path / "x.npz"}')
+  assert result.returncode == 1
+  line = result.stderr.strip().splitlines()[-1]
+  assert line.startswith(f'error: the checkpoint at step 16 in {mixed / "checkpoints"} holds '
+                         "other networks than the run's config.json describes (g_params[")
+  assert line.endswith('): the config.json is not the one the run trained with; restore it from '
+                       'a copy of the run folder')
+  assert checkpoint_steps(mixed) == checkpoint_steps(workdir)
+
+
 def test_a_damaged_run_folder_is_a_one_line_error_naming_the_file(trained_run, tmp_path):
   workdir, _ = trained_run
   damaged = tmp_path / 'damaged'
