@@ -1,5 +1,6 @@
 """Shared by the benchmarks: quiet-machine waiting, foreign CPU load, thread pinning, versions,
-and jaxgan's training step built as the trainer builds it.
+jaxgan's training step built as the trainer builds it, and argument types that refuse bad values
+with argparse's one usage line (exit 2) before any jax work.
 
 Timings on a shared machine are only meaningful while nothing else runs: `wait_quiet` blocks
 until other processes use less than `max_load` cores for `window` seconds (like
@@ -9,9 +10,64 @@ time), which every benchmark line reports.
 """
 from __future__ import annotations
 
+import argparse
+import math
 import os
 import resource
 import time
+
+
+def _number_at_least(kind, minimum, noun: str, bound: str):
+  def parse(text: str):
+    try:
+      value = kind(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f'{text!r} is not {noun}') from None
+    if not minimum <= value < math.inf:
+      raise argparse.ArgumentTypeError(f'must be {bound}{minimum}, got {text}')
+    return value
+  return parse
+
+
+def int_at_least(minimum: int):
+  """argparse type: an integer >= `minimum` (a batch of 0 fails deep in jax, not here)."""
+  return _number_at_least(int, minimum, 'an integer', '>= ')
+
+
+def finite_float_at_least(minimum: float):
+  """argparse type: a finite number >= `minimum` (NaN passes every comparison-based check)."""
+  return _number_at_least(float, minimum, 'a number', 'a finite number >= ')
+
+
+def positive_ints(text: str) -> list[int]:
+  """argparse type: comma-separated integers >= 1, such as batch sizes (`64,256`)."""
+  values = [int_at_least(1)(item) for item in text.split(',') if item]
+  if not values:
+    raise argparse.ArgumentTypeError('name at least one, e.g. 64,256')
+  return values
+
+
+def names_from(allowed):
+  """argparse type: comma-separated names, each one of `allowed` (`mlp,dcgan`)."""
+  def parse(text: str) -> list[str]:
+    names = [name for name in text.split(',') if name]
+    unknown = [name for name in names if name not in allowed]
+    if unknown or not names:
+      problem = f'unknown {",".join(unknown)}' if unknown else 'empty'
+      raise argparse.ArgumentTypeError(f'{problem}: choose from {",".join(allowed)}')
+    return names
+  return parse
+
+
+def check_out_file(flag: str, path: str | None) -> None:
+  """Refuse an output file the run could not append to, before the minutes of timing."""
+  if not path:
+    return
+  if os.path.isdir(path):
+    raise SystemExit(f'error: {flag}={path} is a folder: name a file to append the JSON lines to')
+  folder = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(folder):
+    raise SystemExit(f'error: {flag}={path}: no folder {folder}: create it or name another file')
 
 
 def machine_busy_seconds() -> float:

@@ -92,22 +92,27 @@ def parse_args(argv=None):
   parser.add_argument('--peers-python', default=os.environ.get('PEERS_PYTHON',
                                                                '/tmp/peers-venv/bin/python'))
   parser.add_argument('--peers-dir', default=str(REPO.parent / 'shared' / 'bench' / 'peers'))
-  parser.add_argument('--impls', default=DEFAULT_IMPLS,
+  parser.add_argument('--impls', type=_common.names_from([*JAXGAN_CPU_DEVICES, *PEERS]),
+                      default=DEFAULT_IMPLS,
                       help=f'comma-separated, from {",".join([*JAXGAN_CPU_DEVICES, *PEERS])}')
-  parser.add_argument('--batches', default='64,256')
-  parser.add_argument('--threads', type=int, default=2)
-  parser.add_argument('--steps', type=int, default=200)
-  parser.add_argument('--warmup', type=int, default=20)
-  parser.add_argument('--rounds', type=int, default=3)
+  parser.add_argument('--batches', type=_common.positive_ints, default='64,256')
+  parser.add_argument('--threads', type=_common.int_at_least(0), default=2,
+                      help='CPUs each run may use (0: all)')
+  parser.add_argument('--steps', type=_common.int_at_least(1), default=200)
+  parser.add_argument('--warmup', type=_common.int_at_least(0), default=20)
+  parser.add_argument('--rounds', type=_common.int_at_least(1), default=3)
   parser.add_argument('--torch-device', default='cpu',
                       help="device of the PyTorch peers, e.g. cuda (the others use jax's default)")
-  parser.add_argument('--attempts', type=int, default=3, help='runs per slot while contaminated')
+  parser.add_argument('--attempts', type=_common.int_at_least(1), default=3,
+                      help='runs per slot while contaminated')
   parser.add_argument('--max-wait', type=float, default=1200,
                       help='seconds to wait for a quiet machine before each run (0: no wait)')
   parser.add_argument('--out', help='append the JSON lines to this file too')
   parser.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
-  parser.add_argument('--batch-size', type=int, default=64, help=argparse.SUPPRESS)
-  parser.add_argument('--cpu-devices', type=int, default=None, help=argparse.SUPPRESS)
+  parser.add_argument('--batch-size', type=_common.int_at_least(1), default=64,
+                      help=argparse.SUPPRESS)
+  parser.add_argument('--cpu-devices', type=_common.int_at_least(-1), default=None,
+                      help=argparse.SUPPRESS)
   return parser.parse_args(argv)
 
 
@@ -224,12 +229,7 @@ def main(argv=None):
   if args.worker:
     print(json.dumps(worker(args)), flush=True)
     return
-  impls = [i for i in args.impls.split(',') if i]
-  unknown = set(impls) - {*JAXGAN_CPU_DEVICES, *PEERS}
-  if unknown:
-    raise SystemExit(f'unknown --impls {sorted(unknown)}: choose from '
-                     f'{",".join([*JAXGAN_CPU_DEVICES, *PEERS])}')
-  batches = [int(b) for b in args.batches.split(',')]
+  impls, batches = args.impls, args.batches
   peers = set(impls) - set(JAXGAN_CPU_DEVICES)
   if peers and not (Path(args.peers_dir) / 'keras_dcgan.py').exists():
     raise SystemExit(f'error: no peer programs in {args.peers_dir}: pass --peers-dir=PATH to '
@@ -237,6 +237,7 @@ def main(argv=None):
   if peers and not Path(args.peers_python).exists():
     raise SystemExit(f'error: no Python at {args.peers_python}: pass --peers-python=PATH to a '
                      'Python with tensorflow-cpu, keras, torch, jax, flax and optax')
+  _common.check_out_file('--out', args.out)
   out = open(args.out, 'a') if args.out else None  # pylint: disable=consider-using-with
 
   def emit(record):

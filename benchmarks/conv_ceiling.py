@@ -34,14 +34,16 @@ from benchmarks import _common  # pylint: disable=g-import-not-at-top,wrong-impo
 
 def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--batch', type=int, default=128)
-  parser.add_argument('--size', type=int, default=14, help='input height and width')
-  parser.add_argument('--in-features', type=int, default=32)
-  parser.add_argument('--features', type=int, default=64)
-  parser.add_argument('--kernel', type=int, default=5)
-  parser.add_argument('--calls', type=int, default=20)
-  parser.add_argument('--repeats', type=int, default=7)
-  parser.add_argument('--threads', type=int, default=0, help='CPUs to use (0: all)')
+  positive = _common.int_at_least(1)
+  parser.add_argument('--batch', type=positive, default=128)
+  parser.add_argument('--size', type=positive, default=14, help='input height and width')
+  parser.add_argument('--in-features', type=positive, default=32)
+  parser.add_argument('--features', type=positive, default=64)
+  parser.add_argument('--kernel', type=positive, default=5)
+  parser.add_argument('--calls', type=positive, default=20)
+  parser.add_argument('--repeats', type=positive, default=7)
+  parser.add_argument('--threads', type=_common.int_at_least(0), default=0,
+                      help='CPUs to use (0: all)')
   parser.add_argument('--max-wait', type=float, default=600)
   return parser.parse_args(argv)
 

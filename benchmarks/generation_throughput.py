@@ -30,23 +30,34 @@ from benchmarks import _common  # pylint: disable=g-import-not-at-top,wrong-impo
 
 
 DEFAULT_MODELS = 'dcgan'
+# jaxgan.models.MODEL_NAMES (a test keeps them equal), named here because importing jaxgan.models
+# imports jax, which must come after pin_threads.
+MODELS = ('mlp', 'dcgan', 'kannada', 'progressive')
 
 
 def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--models', default=DEFAULT_MODELS)
-  parser.add_argument('--num', type=int, default=60_000)
-  parser.add_argument('--batch-size', type=int, default=500, help='generate.DEFAULT_BATCH')
-  parser.add_argument('--repeats', type=int, default=3, help='timed exports after the first')
-  parser.add_argument('--threads', type=int, default=0)
-  parser.add_argument('--cpu-devices', type=int, default=0,
+  parser.add_argument('--models', type=_common.names_from(MODELS), default=None,
+                      help=f'comma-separated, from {",".join(MODELS)} (default: {DEFAULT_MODELS})')
+  parser.add_argument('--num', type=_common.int_at_least(1), default=60_000)
+  parser.add_argument('--batch-size', type=_common.int_at_least(1), default=500,
+                      help='generate.DEFAULT_BATCH')
+  parser.add_argument('--repeats', type=_common.int_at_least(0), default=3,
+                      help='timed exports after the first')
+  parser.add_argument('--threads', type=_common.int_at_least(0), default=0,
+                      help='CPUs to use (0: all)')
+  parser.add_argument('--cpu-devices', type=_common.int_at_least(-1), default=0,
                       help='jax CPU devices: 0 one per core (as experiments.sample); -1 jax '
                       'default (one device); N')
   parser.add_argument('--compress', action='store_true',
                       help='write the compressed .npz (experiments.sample --compress)')
   parser.add_argument('--workdir', help='run folder to load the generator from (its model only)')
   parser.add_argument('--max-wait', type=float, default=600)
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  if args.workdir and args.models not in (None, [DEFAULT_MODELS]):
+    parser.error("--workdir benchmarks that run's own model: drop --models")
+  args.models = args.models or [DEFAULT_MODELS]
+  return args
 
 
 def export(gan, variables, num, batch_size, path, compress, jax, generate, np):
@@ -69,6 +80,9 @@ def export(gan, variables, num, batch_size, path, compress, jax, generate, np):
 
 def main(argv=None):
   args = parse_args(argv)
+  if args.workdir and not os.path.isfile(os.path.join(args.workdir, 'config.json')):
+    raise SystemExit(f'error: --workdir={args.workdir} is not a run folder (no config.json): '
+                     'name a folder experiments.train wrote, or drop --workdir')
   _common.pin_threads(args.threads)
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -79,9 +93,7 @@ def main(argv=None):
 
   print(json.dumps(dict(benchmark='generation_throughput', machine=_common.machine(),
                         **_common.versions())), flush=True)
-  if args.workdir and args.models != DEFAULT_MODELS:
-    raise SystemExit('error: --workdir benchmarks that run\'s own model: drop --models')
-  for model in args.models.split(','):
+  for model in args.models:
     if args.workdir:
       config = load_run_config(args.workdir)
       model = config.model.name

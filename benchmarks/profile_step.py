@@ -35,19 +35,18 @@ from benchmarks.train_throughput import CONFIGS  # pylint: disable=g-import-not-
 def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--model', default='dcgan', choices=sorted(CONFIGS))
-  parser.add_argument('--batch', type=int, default=256)
-  parser.add_argument('--steps', type=int, default=20, help='steps traced (and timed)')
-  parser.add_argument('--warmup', type=int, default=5, help='untimed steps first (>= 1)')
-  parser.add_argument('--top', type=int, default=20, help='ops listed per timeline')
-  parser.add_argument('--cpu-devices', type=int, default=None,
+  positive = _common.int_at_least(1)
+  parser.add_argument('--batch', type=positive, default=256)
+  parser.add_argument('--steps', type=positive, default=20, help='steps traced (and timed)')
+  parser.add_argument('--warmup', type=positive, default=5, help='untimed steps first (>= 1)')
+  parser.add_argument('--top', type=positive, default=20, help='ops listed per timeline')
+  parser.add_argument('--cpu-devices', type=_common.int_at_least(-1), default=None,
                       help="jax CPU devices (default: the model config's); 0 one per core")
-  parser.add_argument('--compute-dtype', default='float32')
-  parser.add_argument('--threads', type=int, default=0, help='CPUs to use (0: all)')
+  parser.add_argument('--compute-dtype', default='float32', choices=('float32', 'bfloat16'))
+  parser.add_argument('--threads', type=_common.int_at_least(0), default=0,
+                      help='CPUs to use (0: all)')
   parser.add_argument('--trace-dir', help='keep the trace here (default: a temporary folder)')
-  args = parser.parse_args(argv)
-  if args.steps < 1 or args.top < 1 or args.warmup < 1:
-    parser.error('--steps, --top and --warmup must be >= 1')
-  return args
+  return parser.parse_args(argv)
 
 
 def op_totals(xplane_path: str, steps: int, top: int) -> list[dict]:

@@ -48,27 +48,31 @@ sys.path.insert(0, str(REPO))
 from benchmarks import _common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 CONFIGS = {'mlp': 'mlp_mnist', 'dcgan': 'dcgan_mnist', 'kannada': 'convgan_kannada'}
+FEEDS = ('device', 'pipeline')
 
 
 def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--models', default='mlp,dcgan,kannada')
-  parser.add_argument('--batches', default='64,256')
-  parser.add_argument('--feeds', default='device,pipeline', help='device and/or pipeline')
-  parser.add_argument('--steps', type=int, default=100,
+  parser.add_argument('--models', type=_common.names_from(CONFIGS), default='mlp,dcgan,kannada')
+  parser.add_argument('--batches', type=_common.positive_ints, default='64,256')
+  parser.add_argument('--feeds', type=_common.names_from(FEEDS), default='device,pipeline',
+                      help='device and/or pipeline')
+  parser.add_argument('--steps', type=_common.int_at_least(1), default=100,
                       help='steps per timed repeat, at least (see --min-repeat-s)')
-  parser.add_argument('--min-repeat-s', type=float, default=1.0,
+  parser.add_argument('--min-repeat-s', type=_common.finite_float_at_least(0), default=1.0,
                       help='seconds a timed repeat lasts at least: more steps than --steps where '
                       'these take less (0: --steps exactly)')
-  parser.add_argument('--repeats', type=int, default=5)
-  parser.add_argument('--warmup', type=int, default=5, help='steps after compilation, untimed')
-  parser.add_argument('--threads', type=int, default=0, help='CPUs to use (0: all)')
-  parser.add_argument('--cpu-devices', type=int, default=None,
+  parser.add_argument('--repeats', type=_common.int_at_least(1), default=5)
+  parser.add_argument('--warmup', type=_common.int_at_least(0), default=5,
+                      help='steps after compilation, untimed')
+  parser.add_argument('--threads', type=_common.int_at_least(0), default=0,
+                      help='CPUs to use (0: all)')
+  parser.add_argument('--cpu-devices', type=_common.int_at_least(-1), default=None,
                       help="jax CPU devices (default: the model config's cpu_devices, as the "
                       'trainer); 0 one per core, -1 jax default (1)')
-  parser.add_argument('--steps-per-call', type=int, default=1)
-  parser.add_argument('--compute-dtype', default='float32')
-  parser.add_argument('--prefetch', type=int, default=None,
+  parser.add_argument('--steps-per-call', type=_common.int_at_least(1), default=1)
+  parser.add_argument('--compute-dtype', default='float32', choices=('float32', 'bfloat16'))
+  parser.add_argument('--prefetch', type=_common.int_at_least(-1), default=None,
                       help="pipeline feed's prefetch thread depth (default: the model config's, "
                       'as the trainer; -1 = 0 on CPU, 2 on accelerators; 0 no thread)')
   parser.add_argument('--max-in-flight', type=int, default=None,
@@ -144,7 +148,7 @@ def worker(args) -> list[dict]:
 
   runners = {'device': make_runner(lambda: device_batch),
              'pipeline': make_runner(lambda: next(pipeline))}
-  feeds = [f for f in args.feeds.split(',') if f]
+  feeds = args.feeds
   # Host and device batches differ in their type (sharding), so each feed's first call traces
   # and compiles its own program (the trainer feeds only one of them): timed per feed.
   first_call = {}
@@ -200,11 +204,12 @@ def main(argv=None):
     for line in worker(args):
       print(json.dumps(line), flush=True)
     return
+  _common.check_out_file('--out', args.out)
   out = open(args.out, 'a') if args.out else None  # pylint: disable=consider-using-with
   print(json.dumps(dict(benchmark='train_throughput', machine=_common.machine(),
                         argv=sys.argv[1:])), flush=True)
-  for model in args.models.split(','):
-    for batch in args.batches.split(','):
+  for model in args.models:
+    for batch in args.batches:
       quiet = _common.wait_quiet(max_wait=args.max_wait) if args.max_wait > 0 else {}
       command = [sys.executable, __file__, f'--worker={model},{batch}',
                  *(a for a in (argv if argv is not None else sys.argv[1:])
@@ -212,10 +217,10 @@ def main(argv=None):
       result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
       lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{')]
       if result.returncode or not lines:
-        lines = [dict(model=model, batch=int(batch), error=result.stderr.strip()[-2000:])]
+        lines = [dict(model=model, batch=batch, error=result.stderr.strip()[-2000:])]
       by_feed = {line.get('feed'): line for line in lines}
       if 'device' in by_feed and 'pipeline' in by_feed:
-        lines.append(dict(model=model, batch=int(batch), pipeline_over_device=round(
+        lines.append(dict(model=model, batch=batch, pipeline_over_device=round(
             by_feed['pipeline']['images_per_s'] / by_feed['device']['images_per_s'], 3)))
       for line in lines:
         line.update(quiet)

@@ -19,7 +19,7 @@ import time
 
 import flax
 import jax
-from absl import flags, logging
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxgan import atomic, console, data
@@ -39,7 +39,11 @@ def main(argv):
   del argv  # flags only: console.run refuses other arguments
   console.setup_logging()
   config = console.config_from_flag(console.CLASSIFIER_CONFIG)
-  path = weights.weights_path(config.dataset, _OUT_DIR.value)  # refuses unknown datasets early
+  classifier.validate_config(config)  # before the recipe check and the minutes of training
+  if not _OUT_DIR.value:  # '' would write into whatever folder the command runs in
+    raise app.UsageError('--out_dir is empty: name the folder to write the weights to, e.g. '
+                         '--out_dir=classifiers, or leave the flag out for the shipped folder')
+  path = weights.weights_path(config.dataset, _OUT_DIR.value)
   if os.path.exists(_OUT_DIR.value) and not os.path.isdir(_OUT_DIR.value):
     raise ValueError(f'--out_dir={_OUT_DIR.value} is a file, not a folder: name a folder for '
                      f'{path.name}')

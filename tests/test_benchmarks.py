@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.idx_files import write_manual_dir
 
@@ -86,6 +87,66 @@ def test_train_throughput_rejects_a_pacing_limit_below_one():
       cwd=REPO, capture_output=True, text=True, timeout=60)
   assert result.returncode == 2
   assert '--max-in-flight=0 must be >= 1' in result.stderr
+
+
+@pytest.mark.parametrize('script, argument, problem', [
+    # These exited 0 with the error inside a JSON line, printed FAILED and exited 0, or ended in
+    # a traceback from jax (a batch of 0), numpy or a division by zero.
+    ('train_throughput', '--models=foo', 'argument --models: unknown foo: choose from '
+     'mlp,dcgan,kannada'),
+    ('train_throughput', '--batches=64,0', 'argument --batches: must be >= 1, got 0'),
+    ('train_throughput', '--feeds=foo', 'argument --feeds: unknown foo: choose from '
+     'device,pipeline'),
+    ('train_throughput', '--min-repeat-s=nan', 'argument --min-repeat-s: must be a finite '
+     'number >= 0, got nan'),
+    ('compare_peers', '--batches=-4', 'argument --batches: must be >= 1, got -4'),
+    ('compare_peers', '--impls=jaxgan,foo', 'argument --impls: unknown foo: choose from '
+     'jaxgan,jaxgan_per_core,keras_tf_function,torch_eager,jax_flax_jit,keras_eager,'
+     'torch_compile'),
+    ('generation_throughput', '--models=foo', 'argument --models: unknown foo: choose from '
+     'mlp,dcgan,kannada,progressive'),
+    ('generation_throughput', '--num=-1', 'argument --num: must be >= 1, got -1'),
+    ('generation_throughput', '--num=0', 'argument --num: must be >= 1, got 0'),
+    ('generation_throughput', '--threads=-1', 'argument --threads: must be >= 0, got -1'),
+    ('generation_throughput', '--batch-size=0', 'argument --batch-size: must be >= 1, got 0'),
+    ('profile_step', '--batch=0', 'argument --batch: must be >= 1, got 0'),
+    ('profile_step', '--steps=x', "argument --steps: 'x' is not an integer"),
+    ('conv_ceiling', '--batch=0', 'argument --batch: must be >= 1, got 0'),
+    ('conv_ceiling', '--kernel=0', 'argument --kernel: must be >= 1, got 0'),
+])
+def test_a_bad_argument_is_one_usage_error_before_any_work(script, argument, problem):
+  result = subprocess.run([sys.executable, f'benchmarks/{script}.py', argument],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert result.stdout == ''
+  assert result.stderr.splitlines()[-1] == f'{script}.py: error: {problem}'
+
+
+def test_an_output_path_that_cannot_be_written_is_one_error_line(tmp_path):
+  """--out naming a folder was an IsADirectoryError traceback; a --workdir that is no run
+  folder a FileNotFoundError one."""
+  for script, argument, line in (
+      ('train_throughput', f'--out={tmp_path}',
+       f'error: --out={tmp_path} is a folder: name a file to append the JSON lines to'),
+      ('train_throughput', f'--out={tmp_path / "none" / "t.jsonl"}',
+       f'error: --out={tmp_path / "none" / "t.jsonl"}: no folder {tmp_path / "none"}: create '
+       'it or name another file'),
+      ('generation_throughput', f'--workdir={tmp_path / "none"}',
+       f'error: --workdir={tmp_path / "none"} is not a run folder (no config.json): name a '
+       'folder experiments.train wrote, or drop --workdir')):
+    result = subprocess.run([sys.executable, f'benchmarks/{script}.py', argument,
+                             '--max-wait=0'],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines() == [line]
+    assert result.stdout == ''
+  assert list(tmp_path.iterdir()) == []
+
+
+def test_generation_throughput_offers_every_model():
+  from benchmarks import generation_throughput  # pylint: disable=import-outside-toplevel
+  from jaxgan import models  # pylint: disable=import-outside-toplevel
+  assert generation_throughput.MODELS == models.MODEL_NAMES
 
 
 def test_compare_peers_runs_the_torch_peer_unchanged_on_the_torch_device(tmp_path):

@@ -232,3 +232,29 @@ def test_sample_sets_are_named_by_file_and_names_must_differ():
   with pytest.raises(app.UsageError, match=re.escape(
       "--samples file runs/real.npz would be scored as the anchor set 'real': rename the file")):
     independent_check.set_names(['runs/real.npz'])
+
+
+@pytest.mark.parametrize('flag, line', [
+    # NaN passes the flag's bounds (every comparison with it is false): it ran for minutes and
+    # wrote NaN into the record.
+    ('--cas_translation=nan', 'error: flag --cas_translation=nan: --cas_translation must be a '
+     'finite number in [0, 0.5] (0: none); see --helpshort'),
+    ('--cas_translation=inf', 'error: flag --cas_translation=inf: inf is not a number in the '
+     'range [0.0, 0.5]; see --helpshort'),
+    # Keras seeds numpy's 32-bit generator: a larger seed failed late, naming no flag.
+    ('--seed=9223372036854775807', 'error: flag --seed=9223372036854775807: '
+     '9223372036854775807 is not an integer in the range [0, 4294967295]; see --helpshort'),
+    ('--seed=4294967295', "error: flags seed=4294967295, cas_seeds=3: --seed + --cas_seeds - 1 "
+     "(the last recogniser's seed) must be <= 4294967295, keras's largest seed: pass a smaller "
+     '--seed; see --helpshort'),
+    ('--seed=4294967293',  # the largest with 3 recognisers: accepted, then --idx_dir is missing
+     'error: --idx_dir (or JAXGAN_MANUAL_DIR) must name the folder holding mnist/ with its '
+     'official files'),
+])
+def test_bad_flag_values_are_refused_at_parsing_with_the_flag_named(flag, line):
+  env = {k: v for k, v in os.environ.items() if k != 'JAXGAN_MANUAL_DIR'}
+  result = subprocess.run([sys.executable, '-m', 'experiments.independent_check', flag],
+                          capture_output=True, text=True, env=env, timeout=300,
+                          cwd=os.path.dirname(os.path.dirname(__file__)), check=False)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == line

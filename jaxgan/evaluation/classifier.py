@@ -8,6 +8,7 @@ seeded: the same call gives the same bytes again on the same machine and softwar
 from __future__ import annotations
 
 import functools
+import math
 import time
 from typing import Iterator
 
@@ -19,7 +20,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from jaxgan import data
+from jaxgan import data, rng
 
 IMAGE_SIDE = 28
 NUM_CLASSES = 10
@@ -232,14 +233,45 @@ def fit(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, seed: int, 
   return jax.device_get(params)
 
 
-def train_classifier(config: ml_collections.ConfigDict):
-  """The evaluation classifier's parameters, trained on `config.dataset`'s train split."""
+# The fields of a classifier config (experiments/configs/classifier_mnist.py).
+CONFIG_FIELDS = ('dataset', 'seed', 'batch_size', 'num_epochs', 'learning_rate', 'max_shift',
+                 'dropout_rate', 'manual_dir', 'data_dir')
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Fail before the data is read, naming each field to fix: a NaN, zero or negative learning
+  rate or a dropout rate of 1 would train a useless classifier without an error; a negative
+  seed or max_shift would fail only after the data was read, naming no field."""
+  missing = [field for field in CONFIG_FIELDS if field not in config]
+  if missing:  # a hand-written config: one line, not an AttributeError at the first one
+    raise ValueError(f'bad config: it has no {", ".join(missing)}: start from '
+                     'experiments/configs/classifier_mnist.py')
   problems = [f'{field} must be >= 1, got {config[field]}'
               for field in ('num_epochs', 'batch_size') if config[field] < 1]
-  if problems:  # before the data is read
+  if config.dataset not in data.DATASETS:
+    problems.append(f'dataset must be one of {", ".join(data.DATASETS)}, got '
+                    f'{config.dataset!r}')
+  if not 0 <= config.seed <= rng.MAX_SEED:
+    problems.append(f'seed must be in 0..{rng.MAX_SEED}, got {config.seed}')
+  if not 0.0 < config.learning_rate < math.inf:
+    problems.append(f'learning_rate must be finite and > 0, got {config.learning_rate}')
+  if not 0 <= config.max_shift < IMAGE_SIDE:  # a shift of IMAGE_SIDE moves a digit off the image
+    problems.append(f'max_shift must be in 0..{IMAGE_SIDE - 1} pixels (0: no shifts), got '
+                    f'{config.max_shift}')
+  if not 0.0 <= config.dropout_rate < 1.0:  # 1 would zero every embedding in training
+    problems.append(f'dropout_rate must be in [0, 1) (0: no dropout), got {config.dropout_rate}')
+  if problems:
     raise ValueError('bad config: ' + '; '.join(problems))
+
+
+def train_classifier(config: ml_collections.ConfigDict):
+  """The evaluation classifier's parameters, trained on `config.dataset`'s train split."""
+  validate_config(config)  # before the data is read
   images, labels = data.load_split(config.dataset, 'train', data_dir=config.data_dir or None,
                                    manual_dir=config.manual_dir or None)
+  if config.batch_size > len(images):  # no whole batch, so no training step
+    raise ValueError(f'bad config: batch_size must be <= {len(images)}, the size of the '
+                     f'{config.dataset} train split, got {config.batch_size}')
   steps_per_epoch = len(images) // config.batch_size
   logging.info('training the %s evaluation classifier: %d examples, %d epochs of %d steps',
                config.dataset, len(images), config.num_epochs, steps_per_epoch)
