@@ -280,12 +280,24 @@ def check_export_args(out: str | None, grid: str | None) -> None:
     raise app.UsageError(f'--grid={grid} must end in .png')
 
 
+# What experiments.train writes in a run folder (README, The run folder), by folder or name.
+_TRAINING_FOLDERS = ('samples', 'checkpoints', 'best', 'resampling')
+_TRAINING_FILES = ('config.json', 'metrics.jsonl', 'machine.jsonl', 'training.lock', 'best.json')
+
+
 def check_file_to_write(flag: str, path: str) -> None:
-  """--`flag`=`path` names a file that can be written: not a folder, nor below a file, in a
-  folder this process may write."""
+  """--`flag`=`path` names a file that can be written: not a folder, nor below a file, nor one
+  of a run's own files (a grid written over samples/final.png), in a folder this process may
+  write."""
   from absl import app  # pylint: disable=g-import-not-at-top
   if os.path.isdir(path):
     raise app.UsageError(f'--{flag}={path} is a folder: name a file to write')
+  folder = os.path.dirname(os.path.abspath(path))
+  for run, where in ((os.path.dirname(folder), os.path.basename(folder) in _TRAINING_FOLDERS),
+                     (folder, os.path.basename(path) in _TRAINING_FILES)):
+    if where and os.path.isfile(os.path.join(run, 'config.json')):
+      raise app.UsageError(f'--{flag}={path} is where the training of the run {run} writes its '
+                           'own files: name a file elsewhere')
   parent = atomic.nearest_existing_parent(path)
   if not os.path.isdir(parent):
     raise app.UsageError(f'--{flag}={path} lies below {parent}, a file: name a path in a folder')

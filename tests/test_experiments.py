@@ -278,6 +278,19 @@ def test_a_run_trained_longer_than_the_config_asks_is_refused_as_it_is(trained_r
   assert (run / 'config.json').read_text() == config_before
 
 
+def test_outputs_in_place_of_a_runs_own_files_are_refused(trained_run, tmp_path):
+  """`sample --grid=RUN/samples/final.png` replaced the training's grid."""
+  workdir, _ = trained_run
+  for flag, path in (('grid', workdir / 'samples' / 'final.png'),
+                     ('out', workdir / 'checkpoints' / 'x.npz'),
+                     ('out', workdir / 'config.json')):
+    with pytest.raises(app.UsageError) as error:
+      console.check_export_args(*((None, str(path)) if flag == 'grid' else (str(path), None)))
+    assert str(error.value) == (f'--{flag}={path} is where the training of the run {workdir} '
+                                'writes its own files: name a file elsewhere')
+  console.check_export_args(str(workdir / 'digits.npz'), str(tmp_path / 'samples' / 'grid.png'))
+
+
 def test_a_config_json_of_other_networks_is_named_not_called_damage(trained_run, tmp_path):
   """A config.json copied from another run: orbax's failure read as a damaged checkpoint, whose
   advice (move it away) would have had the good checkpoints moved one by one."""
