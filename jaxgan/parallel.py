@@ -142,7 +142,7 @@ def shard_step(step_fn, mesh: Mesh, *, donate: bool = True, steps_per_call: int 
                 f'a multiple of {mesh.size}')
     return None
 
-  return _ExplainedStep(jitted, misfit)
+  return _ExplainedStep(jitted, misfit, step_fn)
 
 
 def step_compiler_options(mesh: Mesh) -> dict[str, str] | None:
@@ -189,20 +189,27 @@ def pmap_step(step_fn, *, donate: bool = True, steps_per_call: int = 1,
                   f'needs a leading axis of the {count} local devices: {fix}')
     return None
 
-  return _ExplainedStep(pmapped, misfit)
+  return _ExplainedStep(pmapped, misfit, step_fn)
 
 
 class _ExplainedStep:
   """A compiled step that, when jax refuses its arguments, names the argument at fault and the
   fix (jax's own error, an IndexError for a state not replicated for pmap, names neither).
   Checked only after a failure, so a working call costs nothing more; other attributes are the
-  compiled function's."""
+  compiled function's. The first call's batch is also checked for values the compiled step
+  cannot refuse (`step_fn.check_values`: labels outside the classes, floats outside [-1, 1]):
+  such mistakes come with every batch, and checking one costs a few microseconds, once."""
 
-  def __init__(self, compiled, misfit):
+  def __init__(self, compiled, misfit, step_fn):
     self._compiled = compiled
     self._misfit = misfit
+    self._check_values = getattr(step_fn, 'check_values', None)
 
   def __call__(self, state, batch, key):
+    if self._check_values is not None:
+      for one in batch if isinstance(batch, (list, tuple)) else (batch,):  # steps_per_call
+        self._check_values(one)
+      self._check_values = None
     try:
       return self._compiled(state, batch, key)
     except (ValueError, IndexError) as error:

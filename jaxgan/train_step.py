@@ -12,6 +12,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxgan import augment as augment_lib, ema, losses, rng
@@ -155,9 +156,17 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
                        f'{n_critic} chunks: make the batch a multiple of n_critic x the devices')
     if mode_seeking:  # before the conditional label pairing, which fails less clearly
       losses.check_pairs(rows // n_critic)
+    if not (batch['image'].dtype == jnp.uint8 or jnp.issubdtype(batch['image'].dtype,
+                                                                jnp.floating)):
+      raise ValueError(f"batch['image'] must be uint8 pixels or floats in [-1, 1], got "
+                       f"{batch['image'].dtype}: pass the pixels as uint8 (the step maps them)")
     if ema_decay and not state.g_ema_params:
       raise ValueError('ema_decay > 0 updates state.g_ema_params, which this state lacks: make '
                        'it with state.init_state(..., ema=True)')
+    if state.g_ema_params and not ema_decay:  # generator_variables would give the EMA, unmoved
+      raise ValueError('this state has state.g_ema_params, which a step with ema_decay=0 never '
+                       'updates (sampling would use the untrained generator): pass ema_decay > 0 '
+                       'to the step, or make the state with ema=False')
     if gan.num_classes:
       labels = batch.get('label')
       if labels is None or labels.shape != (rows,) or not jnp.issubdtype(labels.dtype,
@@ -309,5 +318,31 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
                          d_state=d_state, g_ema_params=g_ema_params)
     return new_state, measurements
 
+  def check_values(batch: dict) -> None:
+    """What tracing cannot see (the step compiles for shapes and dtypes): labels outside the
+    model's classes (one-based ones: NaN losses or other classes, silently) and float images
+    outside [-1, 1] (pixels as floats: D tells them apart at once). jaxgan.parallel's wrappers
+    call it on their first call."""
+    images = _local_values(batch['image'])
+    if jnp.issubdtype(images.dtype, jnp.floating) and images.size and (
+        not -1.001 <= images.min() <= images.max() <= 1.001):  # 1e-3: float rounding
+      raise ValueError(f"batch['image'] holds floats in [{images.min():.4g}, {images.max():.4g}]"
+                       ', not [-1, 1]: pass uint8 pixels (the step maps them), or pixels / 127.5 '
+                       '- 1')
+    if gan.num_classes:
+      labels = _local_values(batch['label'])
+      outside = labels[(labels < 0) | (labels >= gan.num_classes)]
+      if outside.size:
+        raise ValueError(f"batch['label'] holds {outside[0]}, outside the model's classes "
+                         f'0..{gan.num_classes - 1}: give class ids 0..{gan.num_classes - 1}')
+
   step.axis_name = axis_name  # checked by jaxgan.parallel's wrappers
+  step.check_values = check_values  # called by them once
   return step
+
+
+def _local_values(array) -> np.ndarray:
+  """This process's values of a host or jax array (a global array's addressable shards)."""
+  if isinstance(array, jax.Array) and not array.is_fully_addressable:
+    return np.concatenate([np.ravel(shard.data) for shard in array.addressable_shards])
+  return np.asarray(array)

@@ -168,11 +168,51 @@ IMAGES = np.zeros((6, 28, 28, 1), np.float32)
      r'got int32 \(6, 1\)$'),
     (dict(conditioning='auxiliary'), {'image': IMAGES, 'label': np.zeros(6, np.float32)},
      r'got float32 \(6,\)$'),
+    (dict(), {'image': IMAGES.astype(np.int32)},  # would be trained on as floats 0..255
+     r"^batch\['image'\] must be uint8 pixels or floats in \[-1, 1\], got int32: pass the "
+     r'pixels as uint8 \(the step maps them\)$'),
+    (dict(ema=True), {'image': IMAGES},  # sampling would use the EMA, never updated
+     r'^this state has state.g_ema_params, which a step with ema_decay=0 never updates '
+     r'\(sampling would use the untrained generator\): pass ema_decay > 0 to the step, or make '
+     r'the state with ema=False$'),
 ])
 def test_misuse_of_the_step_is_named_when_it_is_traced(options, batch, message):
   step, state = _misuse(**options)
   with pytest.raises(ValueError, match='(?m)' + message):  # jax appends a line of its own
     jax.eval_shape(step, state, batch, jax.random.key(1))
+
+
+@pytest.mark.parametrize('wrap', ['shard', 'pmap'])
+def test_the_first_batch_is_checked_for_values_the_compiled_step_cannot_see(wrap):
+  """One-based labels gave NaN losses (projection) or other classes, silently; pixels as
+  floats trained a discriminator that tells them apart at once. The parallel wrappers check
+  the first call's batch; the step itself is not called for a refused one."""
+  from jaxgan import parallel
+  step, abstract = _misuse(step_axis=parallel.DATA_AXIS, model_axis=parallel.DATA_AXIS,
+                           conditioning='projection')
+  count = jax.local_device_count()
+  wrapped = (parallel.shard_step(step, parallel.make_mesh()) if wrap == 'shard'
+             else parallel.pmap_step(step))
+  calls = []
+  wrapped._compiled = lambda *args: calls.append(args) or ('state', {})  # the checks alone
+  def batch(images, labels):
+    images, labels = np.repeat(images[:1], 2 * count, 0), np.resize(labels, 2 * count)
+    if wrap == 'pmap':
+      return {'image': images.reshape((count, 2) + images.shape[1:]),
+              'label': labels.reshape(count, 2)}
+    return {'image': images, 'label': labels}
+  pixels = np.full((1, 28, 28, 1), 255, np.uint8)
+  with pytest.raises(ValueError, match=r"^batch\['label'\] holds 10, outside the model's "
+                                       r'classes 0..9: give class ids 0..9$'):
+    wrapped(abstract, batch(pixels, np.asarray([1, 10])), jax.random.key(0))
+  with pytest.raises(ValueError, match=r"^batch\['image'\] holds floats in \[255, 255\], not "
+                                       r'\[-1, 1\]: pass uint8 pixels \(the step maps them\), '):
+    wrapped(abstract, batch(pixels.astype(np.float32), np.asarray([0, 1])), jax.random.key(0))
+  assert calls == []
+  good = batch(pixels, np.asarray([0, 9]))
+  wrapped(abstract, good, jax.random.key(0))
+  wrapped(abstract, batch(pixels, np.asarray([1, 10])), jax.random.key(0))  # once only
+  assert len(calls) == 2
 
 
 def test_a_model_and_step_on_different_device_axes_are_refused():
