@@ -139,6 +139,9 @@ def generate(gan: GAN, g_variables: dict, z: jax.Array, labels: np.ndarray | Non
   partial batch is padded), each batch split over `devices` (default: this process's devices;
   several CPU devices run it data-parallel, see `parallel.configure_cpu_devices`). `step`, the
   state's generator step, sets a progressive generator's growth (None: fully grown)."""
+  if np.ndim(z) != 2 or np.shape(z)[1] != gan.latent_dim:
+    raise ValueError(f'z must hold latents of shape (N, {gan.latent_dim}), got {np.shape(z)}: '
+                     f'one latent is z[None]')
   if gan.num_classes:
     _check_labels(labels, z.shape[0], gan.num_classes)
   elif labels is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import shutil
 import socket
 import time
@@ -198,9 +199,13 @@ def test_labels_a_generator_would_misread_are_refused(labels, message):
   with pytest.raises(ValueError, match=message):
     generate.generate(gan, variables, z, labels)
   unconditional = models.build('mlp')
+  unconditional_variables = unconditional.generator.init(jax.random.key(0), z, train=False)
   with pytest.raises(ValueError, match=r'^labels were given for an unconditional GAN'):
-    generate.generate(unconditional, unconditional.generator.init(
-        jax.random.key(0), z, train=False), z, np.zeros(3, np.int32))
+    generate.generate(unconditional, unconditional_variables, z, np.zeros(3, np.int32))
+  for bad in (z[0], z[:, :10]):  # one latent without its row axis; another model's width
+    with pytest.raises(ValueError, match=rf'^z must hold latents of shape \(N, 100\), got '
+                                         rf'{re.escape(str(bad.shape))}: one latent is z\[None\]$'):
+      generate.generate(unconditional, unconditional_variables, bad)
 
 
 @pytest.fixture(scope='module')
