@@ -145,7 +145,8 @@ def main(argv):
     out = _OUT.value or default_out()
   else:
     images, labels, drawn = load_samples(_SAMPLES.value)
-    trained_on = (drawn or {}).get('dataset')  # files exported before it was recorded: unknown
+    # Unknown for files exported before it was recorded, or with a provenance of their own.
+    trained_on = drawn.get('dataset') if isinstance(drawn, dict) else None
     if trained_on and trained_on != _DATASET.value:
       raise ValueError(f'--dataset={_DATASET.value} but {_SAMPLES.value} holds digits of a run '
                        f'trained on {trained_on} (its provenance): pass --dataset={trained_on}')

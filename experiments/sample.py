@@ -14,9 +14,10 @@ digits (jaxgan.resampling; README, Density-ratio resampling): trained the first 
 run's step, latent scale and truncation (minutes on a CPU) and kept in RUN/resampling/.
 
 The .npz also holds `provenance`, a JSON string (`json.loads(str(npz['provenance']))`): the run
-folder, its dataset and step, the settings that drew the digits (seed, latent scale, truncation, classes,
-resampling and its statistics) and the machine (`jaxgan.provenance.host_record`), since the same
-command draws other digits on another kind of processor.
+folder, its dataset and step, the settings that drew the digits (seed, latent scale,
+truncation, classes, resampling and its statistics) and the machine
+(`jaxgan.provenance.host_record`), since the same command draws other digits on another kind
+of processor.
 """
 import dataclasses
 import os

@@ -99,8 +99,9 @@ class CheckpointStore:
       if difference:
         raise ValueError(f'the checkpoint at step {step} in {self.directory} holds other networks '
                          f'than the run\'s config.json describes ({name}{difference}): the '
-                         'config.json is not the one the run trained with; restore it from a '
-                         'copy of the run folder')
+                         'config.json is not the one the run trained with (restore it from a '
+                         'copy of the run folder), or another jaxgan version wrote the '
+                         'checkpoint (use that version)')
     missing = {name: value for name, value in fields.items() if name not in saved}
     needed = sorted(name for name, value in missing.items() if jax.tree.leaves(value))
     if needed:

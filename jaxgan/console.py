@@ -6,6 +6,7 @@ import json
 import logging as std_logging
 import math
 import os
+import re
 import select
 import signal
 import sys
@@ -50,9 +51,10 @@ def run(main) -> None:
   for help (--help, --helpfull) prints it and exits 0 (absl: 1).
   SIGINT (Ctrl-C) and SIGTERM stop a script with one line and exit status 130 / 143, after
   Python's clean-up has run (a file being written is removed, never left half-written), where
-  SIGTERM would otherwise end the process at once. Running out of memory (numpy's MemoryError,
-  jax's RESOURCE_EXHAUSTED) is one line that says to ask for less at once. A reader of stdout that stops early
-  (`| head`) ends a script quietly with status 141, as SIGPIPE ends other tools. In a
+  SIGTERM would otherwise end the process at once. Running out of memory (numpy's
+  MemoryError, jax's RESOURCE_EXHAUSTED) is one line that says to ask for less at once. A
+  reader of stdout that stops early (`| head`) ends a script quietly with status 141, as
+  SIGPIPE ends other tools. In a
   multi-process run any other exception ends the process after its traceback and a line
   naming the process, at once (jax's exit would first wait ~100 s for the other processes,
   then abort)."""
@@ -280,24 +282,40 @@ def check_export_args(out: str | None, grid: str | None) -> None:
     raise app.UsageError(f'--grid={grid} must end in .png')
 
 
-# What experiments.train writes in a run folder (README, The run folder), by folder or name.
-_TRAINING_FOLDERS = ('samples', 'checkpoints', 'best', 'resampling')
-_TRAINING_FILES = ('config.json', 'metrics.jsonl', 'machine.jsonl', 'training.lock', 'best.json')
+# What experiments.train writes in a run folder (README, The run folder): anything below the
+# first, and the files the second matches (relative to the run, '/' between names).
+_TRAINING_FOLDERS = ('checkpoints', 'best', 'resampling')
+_TRAINING_FILES = re.compile(r'config\.json|metrics\.jsonl|machine\.jsonl|training\.lock|'
+                             r'best\.json|samples/(final\.png|progress\.gif|epoch_\d+\.png)')
+
+
+def _run_writing(path: str) -> str | None:
+  """The run folder whose training writes `path` (the nearest folder above it holding a
+  config.json, if the path is one of its training's files), else None."""
+  path = os.path.abspath(path)
+  run = os.path.dirname(path)
+  while not os.path.isfile(os.path.join(run, 'config.json')):
+    if os.path.dirname(run) == run:
+      return None
+    run = os.path.dirname(run)
+  names = os.path.relpath(path, run).split(os.sep)
+  if (len(names) > 1 and names[0] in _TRAINING_FOLDERS) or _TRAINING_FILES.fullmatch(
+      '/'.join(names)):
+    return run
+  return None
 
 
 def check_file_to_write(flag: str, path: str) -> None:
   """--`flag`=`path` names a file that can be written: not a folder, nor below a file, nor one
-  of a run's own files (a grid written over samples/final.png), in a folder this process may
-  write."""
+  of the files a run's training writes (a grid written over samples/final.png), in a folder
+  this process may write."""
   from absl import app  # pylint: disable=g-import-not-at-top
   if os.path.isdir(path):
     raise app.UsageError(f'--{flag}={path} is a folder: name a file to write')
-  folder = os.path.dirname(os.path.abspath(path))
-  for run, where in ((os.path.dirname(folder), os.path.basename(folder) in _TRAINING_FOLDERS),
-                     (folder, os.path.basename(path) in _TRAINING_FILES)):
-    if where and os.path.isfile(os.path.join(run, 'config.json')):
-      raise app.UsageError(f'--{flag}={path} is where the training of the run {run} writes its '
-                           'own files: name a file elsewhere')
+  run = _run_writing(path)
+  if run is not None:
+    raise app.UsageError(f'--{flag}={path} is where the training of the run {run} writes its '
+                         'own files: name a file elsewhere')
   parent = atomic.nearest_existing_parent(path)
   if not os.path.isdir(parent):
     raise app.UsageError(f'--{flag}={path} lies below {parent}, a file: name a path in a folder')

@@ -140,8 +140,8 @@ def generate(gan: GAN, g_variables: dict, z: jax.Array, labels: np.ndarray | Non
   several CPU devices run it data-parallel, see `parallel.configure_cpu_devices`). `step`, the
   state's generator step, sets a progressive generator's growth (None: fully grown)."""
   if np.ndim(z) != 2 or np.shape(z)[1] != gan.latent_dim:
-    raise ValueError(f'z must hold latents of shape (N, {gan.latent_dim}), got {np.shape(z)}: '
-                     f'one latent is z[None]')
+    raise ValueError(f'z must hold latents of shape (N, {gan.latent_dim}), got {np.shape(z)}'
+                     + (': one latent is z[None]' if np.ndim(z) == 1 else ''))
   if gan.num_classes:
     _check_labels(labels, z.shape[0], gan.num_classes)
   elif labels is not None:

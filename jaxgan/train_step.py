@@ -323,13 +323,13 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
     model's classes (one-based ones: NaN losses or other classes, silently) and float images
     outside [-1, 1] (pixels as floats: D tells them apart at once). jaxgan.parallel's wrappers
     call it on their first call."""
-    images = _local_values(batch['image'])
-    if jnp.issubdtype(images.dtype, jnp.floating) and images.size and (
-        not -1.001 <= images.min() <= images.max() <= 1.001):  # 1e-3: float rounding
-      raise ValueError(f"batch['image'] holds floats in [{images.min():.4g}, {images.max():.4g}]"
-                       ', not [-1, 1]: pass uint8 pixels (the step maps them), or pixels / 127.5 '
-                       '- 1')
-    if gan.num_classes:
+    if jnp.issubdtype(batch['image'].dtype, jnp.floating):  # pixels (uint8): no copy
+      images = _local_values(batch['image'])
+      if images.size and not -1.001 <= images.min() <= images.max() <= 1.001:  # float rounding
+        raise ValueError(f"batch['image'] holds floats in [{images.min():.4g}, "
+                         f'{images.max():.4g}], not [-1, 1]: pass uint8 pixels (the step maps '
+                         'them), or pixels / 127.5 - 1')
+    if gan.num_classes and 'label' in batch:  # no labels: named when the step is traced
       labels = _local_values(batch['label'])
       outside = labels[(labels < 0) | (labels >= gan.num_classes)]
       if outside.size:

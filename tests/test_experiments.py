@@ -282,13 +282,19 @@ def test_outputs_in_place_of_a_runs_own_files_are_refused(trained_run, tmp_path)
   """`sample --grid=RUN/samples/final.png` replaced the training's grid."""
   workdir, _ = trained_run
   for flag, path in (('grid', workdir / 'samples' / 'final.png'),
+                     ('grid', workdir / 'samples' / 'epoch_003.png'),
                      ('out', workdir / 'checkpoints' / 'x.npz'),
+                     ('out', workdir / 'checkpoints' / '16' / 'x.npz'),  # pruned with the step
                      ('out', workdir / 'config.json')):
     with pytest.raises(app.UsageError) as error:
       console.check_export_args(*((None, str(path)) if flag == 'grid' else (str(path), None)))
     assert str(error.value) == (f'--{flag}={path} is where the training of the run {workdir} '
                                 'writes its own files: name a file elsewhere')
-  console.check_export_args(str(workdir / 'digits.npz'), str(tmp_path / 'samples' / 'grid.png'))
+  # Beside the training's files, and a folder named samples outside a run, are the user's.
+  console.check_export_args(str(workdir / 'samples' / 'digits.npz'),
+                            str(workdir / 'samples' / 'grid.png'))
+  console.check_export_args(str(workdir / 'digits.npz'), str(tmp_path / 'samples' / 'final.png'))
+  console.check_file_to_write('out', str(workdir / 'eval.json'))  # evaluate's default record
 
 
 def test_a_config_json_of_other_networks_is_named_not_called_damage(trained_run, tmp_path):
@@ -305,8 +311,9 @@ def test_a_config_json_of_other_networks_is_named_not_called_damage(trained_run,
   line = result.stderr.strip().splitlines()[-1]
   assert line.startswith(f'error: the checkpoint at step 16 in {mixed / "checkpoints"} holds '
                          "other networks than the run's config.json describes (g_params[")
-  assert line.endswith('): the config.json is not the one the run trained with; restore it from '
-                       'a copy of the run folder')
+  assert line.endswith('): the config.json is not the one the run trained with (restore it '
+                       'from a copy of the run folder), or another jaxgan version wrote the '
+                       'checkpoint (use that version)')
   assert checkpoint_steps(mixed) == checkpoint_steps(workdir)
 
 

@@ -215,6 +215,24 @@ def test_the_first_batch_is_checked_for_values_the_compiled_step_cannot_see(wrap
   assert len(calls) == 2
 
 
+def test_first_call_checks_each_batch_of_a_multi_step_call_and_leaves_no_labels_to_the_trace():
+  from jaxgan import parallel
+  step, abstract = _misuse(step_axis=parallel.DATA_AXIS, model_axis=parallel.DATA_AXIS,
+                           conditioning='projection')
+  rows = 2 * jax.local_device_count()
+  pixels = np.zeros((rows, 28, 28, 1), np.uint8)
+  wrapped = parallel.shard_step(step, parallel.make_mesh(), steps_per_call=2)
+  wrapped._compiled = lambda *args: ('state', {})  # the checks alone
+  with pytest.raises(ValueError, match=r"^batch\['label'\] holds -1, outside the model's "):
+    wrapped(abstract, [{'image': pixels, 'label': np.zeros(rows, np.int32)},
+                       {'image': pixels, 'label': np.full(rows, -1, np.int32)}],
+            jax.random.key(0))
+  # Without labels: the traced step names what is missing (a KeyError here named nothing).
+  wrapped = parallel.shard_step(step, parallel.make_mesh())
+  with pytest.raises(ValueError, match=r"needs batch\['label'\], integer class ids"):
+    wrapped(abstract, {'image': pixels}, jax.random.key(0))
+
+
 def test_a_model_and_step_on_different_device_axes_are_refused():
   """Batch norm would average over other devices than the gradients (or none)."""
   from jaxgan import parallel

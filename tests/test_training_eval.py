@@ -300,8 +300,8 @@ def test_evaluate_refuses_an_out_file_it_would_destroy_before_any_work(tmp_path)
   sweep = tmp_path / 'sweep.json'
   sweep.write_text('{"metrics": ["fcd"], "seeds": [0, 1]}')
   for out, problem in ((samples, 'must end in .json'),
-                       (config, 'exists and is not a record this script wrote: name another '
-                        'file (it is left as it is)'),
+                       (config, f'is where the training of the run {tmp_path} writes its own '
+                        'files: name a file elsewhere'),
                        (sweep, 'exists and is not a record this script wrote: name another '
                         'file (it is left as it is)'),
                        (tmp_path, 'is a folder: name a file to write')):
