@@ -128,6 +128,10 @@ def main(argv):
   else:  # the record's place by default: a read-only run folder says so before the work
     console.check_file_to_write('out', default_out())
   console.setup_logging()
+  out = _OUT.value or default_out()
+  if os.path.isfile(out):  # scoring can take minutes: say so now, while Ctrl-C loses nothing
+    logging.warning('%s holds an earlier record, which this one replaces when it is done (pass '
+                    '--out=FILE to keep both)', out)
   if _WORKDIR.value:
     config = load_run_config(_WORKDIR.value)
     if _DATASET.value and _DATASET.value != config.data.name:
@@ -142,7 +146,6 @@ def main(argv):
         manual_dir=_MANUAL_DIR.value, data_dir=_DATA_DIR.value,
         real_results=known_real(config.data.name, _NUM_SAMPLES.value, names),
         proportions=_PROPORTIONS.value)
-    out = _OUT.value or default_out()
   else:
     images, labels, drawn = load_samples(_SAMPLES.value)
     # Unknown for files exported before it was recorded, or with a provenance of their own.
@@ -155,7 +158,6 @@ def main(argv):
         images, labels, _DATASET.value, list(names), manual_dir=_MANUAL_DIR.value,
         data_dir=_DATA_DIR.value,
         real_results=known_real(_DATASET.value, len(images), names)))
-    out = _OUT.value or default_out()
   write_json_atomic(record, out)
   logging.info('wrote %s (%.0f s)', out, record['seconds'])
   # After the record is written: a reader that stops early (| head) then costs nothing.

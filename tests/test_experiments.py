@@ -224,6 +224,11 @@ def test_sample_writes_uint8_digits_and_a_grid(trained_run, tmp_path):
                f'--out={scored}')
   assert result.returncode == 0, result.stderr[-3000:]
   assert json.loads(scored.read_text())['samples_provenance'] == drawn
+  result = cli('evaluate', f'--samples={out}', '--dataset=mnist', '--metrics=classifier_score',
+               f'--out={scored}')  # again: said before the scoring, not replaced unnoticed
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert (f'{scored} holds an earlier record, which this one replaces when it is done (pass '
+          '--out=FILE to keep both)') in result.stderr
   # ... and refuses to score them against another dataset's digits (fcd 762 "on Kannada").
   result = cli('evaluate', f'--samples={out}', '--dataset=kannada_mnist',
                '--metrics=classifier_score', f'--out={tmp_path / "kannada.eval.json"}')
