@@ -34,6 +34,8 @@ def parse_policy(policy: str) -> tuple[str, ...]:
   if unknown:
     raise ValueError(f'unknown augment.policy entries {", ".join(map(repr, unknown))}: use a '
                      f'comma-separated subset of {", ".join(POLICIES)}, or "" for none')
+  if len(set(names)) < len(names):  # each would be applied again, twice as strong
+    raise ValueError(f'augment.policy={policy!r} names an augmentation twice: name each once')
   return names
 
 

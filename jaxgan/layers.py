@@ -114,11 +114,11 @@ def minibatch_std(x, group: int):
   the standard deviation over the group of every feature, averaged over features and positions
   (Karras et al. 2018). A discriminator sees how varied a batch is, so a generator that draws
   too little variety is told apart. Groups never cross devices (whole groups per device) and
-  real and fake batches pass separately, so a group is all real or all fake. A batch smaller
-  than `group` (init's dummy batch) is one group."""
+  real and fake batches pass separately, so a group is all real or all fake. A batch of one
+  (init's dummy batch) is one group."""
   batch = x.shape[0]
-  group = min(group, batch)
-  if batch % group:
+  group = 1 if batch == 1 else group
+  if batch % group:  # also a batch smaller than the group, which would be silently one group
     raise ValueError(f'model.minibatch_std_group={group} must divide the batch each device gives '
                      f'the discriminator ({batch}): change batch_size or the group')
   grouped = x.astype(jnp.float32).reshape((batch // group, group) + x.shape[1:])

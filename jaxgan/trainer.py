@@ -180,6 +180,11 @@ def non_finite_parameters(trees: dict) -> list[str]:
           if not all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(tree))]
 
 
+_MAX_GRID_SIDE = 8192  # pixels: a 64 MB greyscale picture
+_MAX_EVAL_SAMPLES = 1_000_000
+_MAX_PREFETCH = 64
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Fail early, with the field to fix, before anything is written."""
   problems = []
@@ -238,10 +243,37 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.get('cpu_devices', -1) < -1:
     problems.append(f'cpu_devices must be >= -1 (-1: jax default, 0: one per core), got '
                     f'{config.cpu_devices}')
-  if config.loss.get('class_weight', 1.0) < 0:
-    problems.append(f'loss.class_weight must be >= 0, got {config.loss.class_weight}')
-  if config.loss.get('mode_seeking', 0.0) < 0:
-    problems.append(f'loss.mode_seeking must be >= 0 (0: off), got {config.loss.mode_seeking}')
+  # NaN passes `< 0`: a NaN or infinite weight made the first steps diverge, blamed on the
+  # learning rates, in a run folder that the mended config could then not resume.
+  for field in ('class_weight', 'mode_seeking', 'gp_weight', 'weight_clip', 'r1_gamma',
+                'consistency', 'consistency_translation'):
+    if field in config.loss and not 0.0 <= config.loss[field] < math.inf:
+      problems.append(f'loss.{field} must be finite and >= 0, got {config.loss[field]}')
+  # Bounds on what is drawn or held each time (the process ran out of memory mid-run at 100,000).
+  grid_side = max(images.grid_size(config.sample_grid_rows, max(config.sample_grid_rows, 10),
+                                   models.IMAGE_SHAPE[:2], scale=config.sample_grid_scale))
+  if config.sample_grid_rows > 0 and config.sample_grid_scale > 0 and grid_side > _MAX_GRID_SIDE:
+    problems.append(f'sample_grid_rows={config.sample_grid_rows} and sample_grid_scale='
+                    f'{config.sample_grid_scale} make sample grids {grid_side:,} pixels a side '
+                    f'(at most {_MAX_GRID_SIDE:,}): lower them')
+  if config.get('eval_num_samples', 5000) > _MAX_EVAL_SAMPLES:
+    problems.append(f'eval_num_samples must be at most {_MAX_EVAL_SAMPLES:,} (each evaluation '
+                    f'generates them at once; experiments.evaluate scores a run afterwards), got '
+                    f'{config.eval_num_samples}')
+  if config.get('prefetch', -1) > _MAX_PREFETCH:
+    problems.append(f'prefetch must be at most {_MAX_PREFETCH} (batches queued ahead; more buy '
+                    f'nothing but memory), got {config.prefetch}')
+  # Settings of a feature the config does not turn on were silently ignored.
+  if config.model.name != 'progressive' and (config.model.get('grow_step', 0)
+                                             or config.model.get('fade_steps', 0)):
+    problems.append(f'model.grow_step and model.fade_steps grow a progressive model, not '
+                    f'{config.model.name!r}: set them to 0, or model.name=progressive')
+  if config.schedule.get('warmup_steps', 0) and config.schedule.name == 'constant':
+    problems.append("schedule.warmup_steps does nothing with schedule.name='constant': use "
+                    "schedule.name='warmup' (or cosine, exponential), or set it to 0")
+  if config.data.get('rarity_epochs', 0) and not config.data.get('rarity_power', 0.0):
+    problems.append('data.rarity_epochs limits rarity weighting, which data.rarity_power=0 '
+                    'turns off: set data.rarity_power > 0, or data.rarity_epochs to 0')
   if config.get('compute_dtype', 'float32') not in ('float32', 'bfloat16'):
     problems.append(f"compute_dtype must be 'float32' or 'bfloat16', got "
                     f'{config.compute_dtype!r}')

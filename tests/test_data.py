@@ -252,6 +252,15 @@ def test_a_split_the_dataset_does_not_have_lists_those_it_has(tmp_path):
       'kannada_mnist has no split validation: use one of train, test, dig ')
 
 
+@pytest.mark.parametrize('split', ['', 'train[:abc]'])
+def test_a_split_that_is_no_tfds_expression_names_the_form_and_the_field(tmp_path, split):
+  assert_one_line_error(
+      lambda: load_split('mnist', split, data_dir=tmp_path / 'tfds', manual_dir=tmp_path / 'm'),
+      f'split {split!r} is not a tfds split expression: give e.g. train, train[:1000], '
+      'train[:50%] or train+extra (config field data.split)')
+  assert not (tmp_path / 'tfds').exists()
+
+
 def test_kannada_mnist_is_registered_with_its_declared_info(tmp_path):
   builder = tfds.builder('kannada_mnist', data_dir=tmp_path)
   assert isinstance(builder, builders.KannadaMnist)

@@ -68,9 +68,11 @@ def test_new_config_fields_are_validated_with_one_line_errors():
       ('ema.decay', 1.0, 'ema.decay must be in [0, 1)'),
       ('optimizer.name', 'sgd', 'optimizer.name must be one of adam, rmsprop'),
       ('augment.policy', 'flip', "unknown augment.policy entries 'flip'"),
-      ('loss.r1_gamma', -1.0, 'loss.r1_gamma must be >= 0'),
-      ('loss.consistency', -1.0, 'loss.consistency must be >= 0'),
+      ('loss.r1_gamma', -1.0, 'loss.r1_gamma must be finite and >= 0'),
+      ('loss.consistency', -1.0, 'loss.consistency must be finite and >= 0'),
       ('model.generator_norm', 'layer', "unknown model.generator_norm 'layer'"),
+      ('augment.policy', 'translation,translation',  # would translate twice as far
+       "augment.policy='translation,translation' names an augmentation twice: name each once"),
   ]:
     config = default.get_config()
     section, key = field.split('.')
@@ -95,6 +97,28 @@ def test_new_config_fields_are_validated_with_one_line_errors():
      'schedule.decay_steps and schedule.decay_rate must be > 0, got 0 and 0.5'),
     ('sample_latent_scale', 0.0,
      'sample_latent_scale must be finite and > 0 (1: the training distribution), got 0.0'),
+    # NaN passed `< 0` and diverged the first steps, in a folder the mended config then could
+    # not resume; inf turned weight clipping off.
+    ('loss.mode_seeking', float('nan'), 'loss.mode_seeking must be finite and >= 0, got nan'),
+    ('loss.class_weight', float('nan'), 'loss.class_weight must be finite and >= 0, got nan'),
+    ('loss.gp_weight', float('inf'), 'loss.gp_weight must be finite and >= 0, got inf'),
+    ('loss.weight_clip', float('inf'), 'loss.weight_clip must be finite and >= 0, got inf'),
+    # Sizes that ran out of memory, some after training had started.
+    ('sample_grid_scale', 100000, 'sample_grid_rows=8 and sample_grid_scale=100000 make sample '
+     'grids 29,100,000 pixels a side (at most 8,192): lower them'),
+    ('eval_num_samples', 100_000_000, 'eval_num_samples must be at most 1,000,000 (each '
+     'evaluation generates them at once; experiments.evaluate scores a run afterwards), got '
+     '100000000'),
+    ('prefetch', 1_000_000, 'prefetch must be at most 64 (batches queued ahead; more buy nothing '
+     'but memory), got 1000000'),
+    # Settings of a feature the config does not turn on, which were silently ignored.
+    ('model.grow_step', 8, "model.grow_step and model.fade_steps grow a progressive model, not "
+     "'dcgan': set them to 0, or model.name=progressive"),
+    ('schedule.warmup_steps', 5, "schedule.warmup_steps does nothing with "
+     "schedule.name='constant': use schedule.name='warmup' (or cosine, exponential), or set it "
+     'to 0'),
+    ('data.rarity_epochs', 3, 'data.rarity_epochs limits rarity weighting, which '
+     'data.rarity_power=0 turns off: set data.rarity_power > 0, or data.rarity_epochs to 0'),
 ])
 def test_optimizer_schedule_and_sampling_settings_are_validated(field, value, message):
   config = default.get_config()
@@ -104,7 +128,7 @@ def test_optimizer_schedule_and_sampling_settings_are_validated(field, value, me
     section = section[name]
   section[key] = value
   schedule = {'end_factor': 'cosine', 'decay_rate': 'exponential', 'decay_steps': 'exponential'}
-  if sections == ['schedule']:
+  if sections == ['schedule'] and key in schedule:
     config.schedule.name = 'constant'  # fields of another schedule are not read: no error
     trainer.validate(config)
     config.schedule.name = schedule[key]

@@ -32,8 +32,13 @@ def read_split(
   The dataset is prepared first if needed (see `prepare`). `split` is any tfds
   split expression ("train", "test[:1000]", ...).
   """
-  # The split names of the expression ('all' is tfds's for every split), checked before a
+  # The expression and its split names ('all' is tfds's for every split), checked before a
   # preparation that may take minutes.
+  try:
+    tfds.core.ReadInstruction.from_spec(split)
+  except ValueError:  # tfds's two lines named neither the field nor the form
+    raise DataError(f'split {split!r} is not a tfds split expression: give e.g. train, '
+                    'train[:1000], train[:50%] or train+extra (config field data.split)') from None
   names = [s for s in re.findall(r'([A-Za-z_]+)(?:\[[^\]]*\])?', split) if s != 'all']
   unknown = [s for s in names if s not in SPLITS.get(name, names)]
   if unknown:
