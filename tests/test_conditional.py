@@ -149,8 +149,9 @@ def test_bad_conditional_settings_are_refused():
     with pytest.raises(ValueError, match='generator_norm=conditional_batch needs a '
                        'class-conditional dcgan'):
       models.build(name, num_classes=num_classes, generator_norm='conditional_batch')
-  with pytest.raises(ValueError, match="unknown conditioning 'concat'"):
-    models.build('dcgan', num_classes=10, conditioning='concat')
+  for num_classes in (10, 0):  # a typo on an unconditional model was ignored
+    with pytest.raises(ValueError, match="unknown conditioning 'concat'"):
+      models.build('dcgan', num_classes=num_classes, conditioning='concat')
 
 
 @pytest.mark.parametrize('conditioning', models.CONDITIONINGS)

@@ -125,6 +125,10 @@ def build(name: str, *, axis_name: str | None = None, spectral_norm: bool = Fals
                        f'dcgan only, got {discriminator_dropout} for {name!r}: set it to '
                        f'{DCGAN_DROPOUT}')
     options_d['dropout_rate'] = discriminator_dropout
+  # Checked for unconditional models too: a typo there was silently ignored.
+  if conditioning not in CONDITIONINGS:
+    raise ValueError(f'unknown conditioning {conditioning!r}: choose one of '
+                     f'{", ".join(CONDITIONINGS)} (config field model.conditioning)')
   if grow_step < 0 or fade_steps < 0:
     raise ValueError(f'model.grow_step and model.fade_steps must be >= 0, got {grow_step} and '
                      f'{fade_steps}')
@@ -138,9 +142,6 @@ def build(name: str, *, axis_name: str | None = None, spectral_norm: bool = Fals
     return unconditional
   if num_classes < 2:
     raise ValueError(f'model.num_classes must be 0 (unconditional) or >= 2, got {num_classes}')
-  if conditioning not in CONDITIONINGS:
-    raise ValueError(f'unknown conditioning {conditioning!r}: choose one of '
-                     f'{", ".join(CONDITIONINGS)} (config field model.conditioning)')
   if label_embed_dim < 1:
     raise ValueError(f'model.label_embed_dim must be >= 1, got {label_embed_dim}')
   if name == 'progressive':
