@@ -271,7 +271,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.schedule.get('warmup_steps', 0) and config.schedule.name == 'constant':
     problems.append("schedule.warmup_steps does nothing with schedule.name='constant': use "
                     "schedule.name='warmup' (or cosine, exponential), or set it to 0")
-  if config.data.get('rarity_epochs', 0) and not config.data.get('rarity_power', 0.0):
+  if config.data.get('rarity_epochs', 0) > 0 and not config.data.get('rarity_power', 0.0):
     problems.append('data.rarity_epochs limits rarity weighting, which data.rarity_power=0 '
                     'turns off: set data.rarity_power > 0, or data.rarity_epochs to 0')
   if config.get('compute_dtype', 'float32') not in ('float32', 'bfloat16'):
