@@ -17,7 +17,6 @@ coverage, and with labels label_accuracy, cas, cas_cnn, augmentation_gain; memor
 asked for; see jaxgan.evaluation.metrics.
 The real reference is a real train subset of the same size, scored against the same test split.
 """
-import json
 import os
 import zipfile
 import zlib
@@ -26,7 +25,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import numpy as np
 from absl import app, flags, logging
 
-from jaxgan import class_proportions, console, resampling, rng
+from jaxgan import class_proportions, console, provenance, resampling, rng
 from jaxgan.checkpoint import BEST, LATEST
 from jaxgan.evaluation import run_scores, suite, weights
 from jaxgan.run_folder import load_run_config, write_json_atomic
@@ -78,12 +77,7 @@ def load_samples(path: str) -> tuple[np.ndarray, np.ndarray | None, dict | None]
       if 'images' not in npz:
         raise ValueError(f'{path} holds {", ".join(npz.files) or "nothing"}, no images array: '
                          'save the digits as images=uint8 (N, 28, 28)')
-      try:
-        drawn = json.loads(str(npz['provenance'])) if 'provenance' in npz else None
-      except json.JSONDecodeError:
-        raise ValueError(f'{path} holds a provenance array that is not the JSON '
-                         'experiments.sample writes: drop it from the file (or write the file '
-                         'again)') from None
+      drawn = provenance.from_export(npz, path)
       try:
         return npz['images'], npz['labels'] if 'labels' in npz else None, drawn
       except ValueError:  # numpy refuses object arrays (pickles) without allow_pickle
@@ -148,11 +142,7 @@ def main(argv):
         proportions=_PROPORTIONS.value)
   else:
     images, labels, drawn = load_samples(_SAMPLES.value)
-    # Unknown for files exported before it was recorded, or with a provenance of their own.
-    trained_on = drawn.get('dataset') if isinstance(drawn, dict) else None
-    if trained_on and trained_on != _DATASET.value:
-      raise ValueError(f'--dataset={_DATASET.value} but {_SAMPLES.value} holds digits of a run '
-                       f'trained on {trained_on} (its provenance): pass --dataset={trained_on}')
+    provenance.check_export_dataset(drawn, _DATASET.value, _SAMPLES.value)
     names = suite.resolve_metric_names(_METRICS.value, has_labels=labels is not None)
     record = dict(samples=_SAMPLES.value, samples_provenance=drawn, **run_scores.score_digits(
         images, labels, _DATASET.value, list(names), manual_dir=_MANUAL_DIR.value,

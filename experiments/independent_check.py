@@ -37,7 +37,7 @@ import scipy.linalg
 import scipy.stats
 from absl import app, flags, logging
 
-from jaxgan import console
+from jaxgan import console, provenance
 from jaxgan.evaluation import metrics, weights
 from jaxgan.run_folder import write_json_atomic
 
@@ -184,7 +184,10 @@ def inception_style_score(probs: np.ndarray) -> float:
   return float(np.exp((probs * (np.log(probs + eps) - np.log(marginal + eps))).sum(1).mean()))
 
 
-def load_npz(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+def load_npz(path: str, dataset: str) -> tuple[np.ndarray, np.ndarray | None]:
+  """(images, labels or None) of a .npz, refused when its provenance (experiments.sample's
+  record) names a run trained on another dataset than `dataset`, the real data it is scored
+  against."""
   if not os.path.isfile(path):
     raise FileNotFoundError(f'{path} not found: pass .npz files written by experiments.sample')
   if not zipfile.is_zipfile(path):  # np.load would try it as a pickle and say so
@@ -196,9 +199,11 @@ def load_npz(path: str) -> tuple[np.ndarray, np.ndarray | None]:
                          '(N, 28, 28)')
       images = npz['images']
       labels = npz['labels'] if 'labels' in npz else None
+      drawn = provenance.from_export(npz, path)
   except (zipfile.BadZipFile, zlib.error, EOFError) as error:  # damaged inside the zip
     raise ValueError(f'{path} is damaged ({type(error).__name__}: {error}): write it again '
                      'with experiments.sample') from None
+  provenance.check_export_dataset(drawn, dataset, path)
   if images.ndim < 1 or len(images) < 2:  # before minutes of training, not after
     raise ValueError(f'{path} holds {len(images) if images.ndim else 0} digits: a covariance '
                      '(FID) needs at least 2; pass more digits')
@@ -291,13 +296,13 @@ def main(argv):
   start = time.perf_counter()
   dataset = FLAGS.dataset
   weights.check_available(dataset)  # before minutes of Keras training, not after
+  generated = {name: load_npz(path, dataset) for name, path in zip(sample_names, FLAGS.samples)}
   train_images, train_labels = read_split(FLAGS.idx_dir, dataset, 'train')
   test_images, test_labels = read_split(FLAGS.idx_dir, dataset, 'test')
   rows = np.random.default_rng(FLAGS.seed).permutation(len(train_images))[:FLAGS.num_real]
   sets = dict(zip(ANCHORS, [(train_images[rows], train_labels[rows]),
                             (box_blur3(train_images[rows]), train_labels[rows])]))
-  for name, path in zip(sample_names, FLAGS.samples):
-    sets[name] = load_npz(path)
+  sets.update(generated)
 
   logging.info('training the independent Keras classifier (%d epochs)', FLAGS.epochs)
   keras_eval = KerasEvaluator(train_images, train_labels, epochs=FLAGS.epochs, seed=FLAGS.seed)

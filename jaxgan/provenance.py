@@ -103,6 +103,28 @@ def export_field(**drawn) -> np.ndarray:
   return np.asarray(json.dumps(dict(drawn, machine=host_record())))
 
 
+def from_export(npz, path: str):
+  """The provenance an open .npz (`np.load`'s) holds under `provenance`, decoded; None
+  without one (files exported before it was recorded, or by other tools)."""
+  if 'provenance' not in npz:
+    return None
+  try:
+    return json.loads(str(npz['provenance']))
+  except json.JSONDecodeError:
+    raise ValueError(f'{path} holds a provenance array that is not the JSON experiments.sample '
+                     'writes: drop it from the file (or write the file again)') from None
+
+
+def check_export_dataset(drawn, dataset: str, path: str) -> None:
+  """Refuse digits whose provenance `drawn` names a run trained on another dataset than the
+  real data (`dataset`) they are to be scored against."""
+  # Unknown for files exported before it was recorded, or with a provenance of their own.
+  trained_on = drawn.get('dataset') if isinstance(drawn, dict) else None
+  if trained_on and trained_on != dataset:
+    raise ValueError(f'--dataset={dataset} but {path} holds digits of a run trained on '
+                     f'{trained_on} (its provenance): pass --dataset={trained_on}')
+
+
 def differences(before: dict, now: dict, fields: tuple[str, ...] = KIND_FIELDS) -> list[str]:
   """The `fields` on which two records differ, as 'field: before -> now'."""
   return [f'{k}: {before.get(k)!r} -> {now.get(k)!r}' for k in fields

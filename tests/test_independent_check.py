@@ -189,23 +189,23 @@ def test_a_missing_official_file_is_named_with_the_flag_to_fix(tmp_path):
 def test_sample_files_that_are_missing_damaged_or_not_npz_are_named(tmp_path):
   for missing in (tmp_path / 'none.npz', tmp_path):  # no file; a folder
     with pytest.raises(FileNotFoundError, match=f'{missing} not found: pass .npz files'):
-      independent_check.load_npz(str(missing))
+      independent_check.load_npz(str(missing), 'mnist')
   not_npz = tmp_path / 'digits.npz'
   not_npz.write_text('not a zip archive')
   with pytest.raises(ValueError, match=f'{not_npz} is not an .npz file'):
-    independent_check.load_npz(str(not_npz))
+    independent_check.load_npz(str(not_npz), 'mnist')
   for compressed in (False, True):
     write_damaged_npz(not_npz, compressed)
     with pytest.raises(ValueError, match=f'^{not_npz} is damaged \\((BadZipFile|error): .*\\): '
                                          'write it again with experiments.sample$'):
-      independent_check.load_npz(str(not_npz))
+      independent_check.load_npz(str(not_npz), 'mnist')
   np.savez(not_npz, images=np.zeros((1, 28, 28), np.uint8))
   with pytest.raises(ValueError, match=f'^{not_npz} holds 1 digits: a covariance \\(FID\\) '
                                        'needs at least 2; pass more digits$'):
-    independent_check.load_npz(str(not_npz))
+    independent_check.load_npz(str(not_npz), 'mnist')
   digits = np.zeros((3, 28, 28), np.uint8)
   np.savez(tmp_path / 'ok.npz', images=digits, labels=np.arange(3))
-  images, labels = independent_check.load_npz(str(tmp_path / 'ok.npz'))
+  images, labels = independent_check.load_npz(str(tmp_path / 'ok.npz'), 'mnist')
   np.testing.assert_array_equal(images, digits)
   np.testing.assert_array_equal(labels, np.arange(3))
   for images, labels, problem in (
@@ -216,11 +216,33 @@ def test_sample_files_that_are_missing_damaged_or_not_npz_are_named(tmp_path):
     np.savez(tmp_path / 'bad.npz', images=images,
              **({} if labels is None else {'labels': labels}))
     with pytest.raises(ValueError, match=re.escape(f'{tmp_path / "bad.npz"} {problem}')):
-      independent_check.load_npz(str(tmp_path / 'bad.npz'))
+      independent_check.load_npz(str(tmp_path / 'bad.npz'), 'mnist')
   np.savez(tmp_path / 'strings.npz', images=np.zeros((2, 28, 156), np.uint8))
   with pytest.raises(ValueError, match=re.escape(
       f'{tmp_path / "strings.npz"} holds images of shape (2, 28, 156), not 28x28 digits')):
-    independent_check.load_npz(str(tmp_path / 'strings.npz'))
+    independent_check.load_npz(str(tmp_path / 'strings.npz'), 'mnist')
+
+
+def test_samples_of_a_run_trained_on_another_dataset_are_refused(tmp_path):
+  """experiments.sample records the run's dataset: Kannada digits were scored as MNIST ones
+  under the default --dataset=mnist."""
+  path = tmp_path / 'digits.npz'
+  digits = np.zeros((3, 28, 28), np.uint8)
+  np.savez(path, images=digits, provenance=json.dumps({'dataset': 'kannada_mnist'}))
+  with pytest.raises(ValueError, match=re.escape(
+      f'--dataset=mnist but {path} holds digits of a run trained on kannada_mnist (its '
+      'provenance): pass --dataset=kannada_mnist')):
+    independent_check.load_npz(str(path), 'mnist')
+  images, _ = independent_check.load_npz(str(path), 'kannada_mnist')
+  np.testing.assert_array_equal(images, digits)
+  # A provenance without the dataset (or of the user's own) says nothing about it.
+  for own in ({'seed': 3}, ['made', 'by', 'hand']):
+    np.savez(path, images=digits, provenance=json.dumps(own))
+    independent_check.load_npz(str(path), 'mnist')
+  np.savez(path, images=digits, provenance='not json')
+  with pytest.raises(ValueError, match=re.escape(
+      f'{path} holds a provenance array that is not the JSON experiments.sample writes')):
+    independent_check.load_npz(str(path), 'mnist')
 
 
 def test_sample_sets_are_named_by_file_and_names_must_differ():
