@@ -318,20 +318,26 @@ def _flatten(config: dict, prefix: str = '') -> dict:
   return flat
 
 
+def check_same_experiment(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Refuse a workdir whose run was started with a different experiment (fields other than
+  RESUMABLE_FIELDS)."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    return
+  before = {**_ADDED_FIELDS, **_flatten(run_folder.read_config_json(path))}
+  now = _flatten(json.loads(config.to_json()))
+  changed = sorted(k for k in before.keys() | now.keys()
+                   if k not in RESUMABLE_FIELDS and before.get(k) != now.get(k))
+  if changed:
+    diffs = ', '.join(f'{k}: {before.get(k)!r} there, {now.get(k)!r} now' for k in changed)
+    raise ValueError(f'{workdir} holds a run with a different config ({diffs}): use a new '
+                     '--workdir, or the same config to resume it')
+
+
 def record_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Write config.json; refuse a workdir whose run was started with a different experiment."""
-  path = os.path.join(workdir, 'config.json')
-  resolved = json.loads(config.to_json())
-  if os.path.exists(path):
-    before = {**_ADDED_FIELDS, **_flatten(run_folder.read_config_json(path))}
-    now = _flatten(resolved)
-    changed = sorted(k for k in before.keys() | now.keys()
-                     if k not in RESUMABLE_FIELDS and before.get(k) != now.get(k))
-    if changed:
-      diffs = ', '.join(f'{k}: {before.get(k)!r} there, {now.get(k)!r} now' for k in changed)
-      raise ValueError(f'{workdir} holds a run with a different config ({diffs}): use a new '
-                       '--workdir, or the same config to resume it')
-  write_json_atomic(resolved, path)
+  check_same_experiment(config, workdir)
+  write_json_atomic(json.loads(config.to_json()), os.path.join(workdir, 'config.json'))
 
 
 class MetricsLog:
@@ -500,8 +506,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
 
 def check_inputs(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
   """Refuses, in one line, what can be refused before any jax work: the config's fields, a run
-  folder that cannot be one (empty, a file, unwritable, a path its checkpoints cannot take) or
-  that another process trains, a missing evaluation classifier or data files. Returns the
+  folder that cannot be one (empty, a file, unwritable, a path its checkpoints cannot take),
+  that another process trains or that holds another experiment, a missing evaluation classifier
+  or data files. Returns the
   config with absolute data folders. experiments.train asks before the processes of a
   multi-process run join one another: each then names such a problem itself (once joined, the
   first to exit aborts the others)."""
@@ -521,6 +528,9 @@ def check_inputs(config: ml_collections.ConfigDict, workdir: str) -> ml_collecti
     shown = workdir if len(workdir) <= 100 else f'{workdir[:48]}...{workdir[-48:]}'
     raise ValueError(f'--workdir {shown}: {problem}')
   run_folder.check_not_training(workdir)
+  # Before the dataset is read: a changed field such as data.num_train_examples also changes
+  # the run's length, which was refused first, and then, once mended, the field itself.
+  check_same_experiment(config, workdir)
   if config.get('eval_every', 0) or config.data.get('rarity_power', 0.0):
     weights.check_available(config.data.name)  # the evaluation classifier, before any work
   data.check_preparable(config.data.name, data_dir=config.data.data_dir or None,

@@ -520,6 +520,13 @@ def test_a_workdir_of_another_experiment_is_refused_and_left_alone(trained_run, 
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith(f'error: {workdir} holds a run with a different config (seed: 0 there, '
                          '7 now)'), last
+  # Fewer examples also make the run shorter than it was trained: the field is named first,
+  # not the length (whose fix, more epochs, was then refused for the field).
+  result = cli('train', *train_args(data_dirs, workdir, '--config.data.num_train_examples=128'))
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'error: {workdir} holds a run with a different config (data.num_train_examples: 256 '
+      'there, 128 now): use a new --workdir, or the same config to resume it')
   assert {p: p.read_bytes() for p in before} == before
   assert checkpoint_steps(workdir) == [12, 16]
 
