@@ -198,7 +198,8 @@ class _ExplainedStep:
   Checked only after a failure, so a working call costs nothing more; other attributes are the
   compiled function's. The first call's batch is also checked for values the compiled step
   cannot refuse (`step_fn.check_values`: labels outside the classes, floats outside [-1, 1]):
-  such mistakes come with every batch, and checking one costs a few microseconds, once."""
+  such mistakes come with every batch, and checking one costs a few microseconds, once. In a
+  multi-process run the processes then agree, so that all refuse a batch that one refuses."""
 
   def __init__(self, compiled, misfit, step_fn):
     self._compiled = compiled
@@ -207,9 +208,17 @@ class _ExplainedStep:
 
   def __call__(self, state, batch, key):
     if self._check_values is not None:
-      for one in batch if isinstance(batch, (list, tuple)) else (batch,):  # steps_per_call
-        self._check_values(one)
-      self._check_values = None
+      check, self._check_values = self._check_values, None
+      problem = None
+      try:
+        for one in batch if isinstance(batch, (list, tuple)) else (batch,):  # steps_per_call
+          check(one)
+      except ValueError as error:
+        problem = str(error)
+      if jax.process_count() > 1:
+        problem = _first_problem_of_all_processes(problem)
+      if problem:
+        raise ValueError(problem)
     try:
       return self._compiled(state, batch, key)
     except (ValueError, IndexError) as error:
@@ -220,6 +229,26 @@ class _ExplainedStep:
 
   def __getattr__(self, name):
     return getattr(self._compiled, name)
+
+
+_PROBLEM_BYTES = 1024
+
+
+def _first_problem_of_all_processes(problem: str | None) -> str | None:
+  """The first process's problem, for every process of a multi-process run: each checks only
+  its own rows, and a process that refused its batch alone left the others waiting in the
+  step's first collective until jax ended them, not saying why."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  encoded = np.zeros(_PROBLEM_BYTES, np.uint8)
+  if problem:
+    text = problem.encode()[:_PROBLEM_BYTES]
+    encoded[:len(text)] = np.frombuffer(text, np.uint8)
+  gathered = np.asarray(multihost_utils.process_allgather(encoded))
+  for index, row in enumerate(gathered):
+    if row.any():
+      text = row.tobytes().rstrip(b'\0').decode(errors='replace')
+      return text if index == jax.process_index() else f'process {index}: {text}'
+  return None
 
 
 class StepPacer:

@@ -124,6 +124,45 @@ def test_a_folder_in_training_is_refused_by_every_process(tmp_path):
   assert os.listdir(workdir) == [run_folder.LOCK_FILE]
 
 
+_LIBRARY_STEP = """
+import sys
+import jax, numpy as np, optax
+from jaxgan import distributed, losses, models, parallel, state, train_step
+port, process_id = sys.argv[1], int(sys.argv[2])
+distributed.initialize(f'127.0.0.1:{port}', 2, process_id)
+gan = models.build('mlp', axis_name=parallel.DATA_AXIS)
+tx = optax.adam(1e-4)
+mesh = parallel.make_mesh()
+step = parallel.shard_step(train_step.make_train_step(gan, losses.get('bce'), tx, tx,
+                                                      axis_name=parallel.DATA_AXIS), mesh)
+gan_state = jax.jit(lambda key: state.init_state(gan, tx, tx, key),
+                    out_shardings=parallel.replicated(mesh))(jax.random.key(0))
+# Process 1 passes pixels as floats: only its own rows show it.
+images = np.full((4, 28, 28, 1), 255.0 if process_id else 0.0, np.float32)
+batch = {'image': jax.make_array_from_process_local_data(parallel.batch_sharded(mesh), images)}
+try:
+  step(gan_state, batch, jax.random.key(1))
+except ValueError as error:
+  print('refused:', error)
+"""
+
+
+def test_a_batch_one_process_refuses_is_refused_by_every_process(tmp_path):
+  """The first call's value check sees only its process's rows: process 1 refused its batch
+  alone, and process 0 waited in the step's first collective until jax ended it."""
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}  # 1 CPU device each
+  port = _free_port()
+  processes = [subprocess.Popen([sys.executable, '-c', _LIBRARY_STEP, str(port), str(i)],
+                                cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  outputs = [p.communicate(timeout=300)[0] for p in processes]
+  problem = ("batch['image'] holds floats in [255, 255], not [-1, 1]: pass uint8 pixels (the "
+             'step maps them), or pixels / 127.5 - 1')
+  assert [p.returncode for p in processes] == [0, 0], outputs
+  assert outputs[0].strip().splitlines()[-1] == f'refused: process 1: {problem}', outputs[0]
+  assert outputs[1].strip().splitlines()[-1] == f'refused: {problem}', outputs[1]
+
+
 def test_sigterm_ends_a_process_waiting_for_the_others(tmp_path):
   """jax waits for the others in C++ for up to 5 minutes, where Python's handlers cannot
   run: SIGTERM and Ctrl-C did nothing until jax aborted the process."""
