@@ -291,6 +291,11 @@ def test_donate_reuses_or_keeps_the_input_state(donate):
   assert int(new_state.step) == 1
   old_leaf = jax.tree.leaves(state.g_params)[0]
   assert old_leaf.is_deleted() == donate
+  if donate:  # as the README says (Using the library), on one device
+    with pytest.raises(RuntimeError, match='Array has been deleted'):
+      np.asarray(old_leaf)
+    with pytest.raises(ValueError, match='Buffer has been deleted or donated'):
+      sharded(state, {'image': images}, jax.random.key(1))
 
 
 # --- cpu_devices: the default is jax's one device, whatever the core count ----------------
