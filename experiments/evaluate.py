@@ -22,10 +22,15 @@ import zipfile
 import zlib
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from jaxgan import console  # pylint: disable=g-import-not-at-top
+
+if __name__ == '__main__':  # before jax and TensorFlow load, which takes seconds
+  console.take_stop_signals()
+
 import numpy as np
 from absl import app, flags, logging
 
-from jaxgan import class_proportions, console, provenance, resampling, rng
+from jaxgan import class_proportions, provenance, resampling, rng
 from jaxgan.checkpoint import BEST, LATEST
 from jaxgan.evaluation import run_scores, suite, weights
 from jaxgan.run_folder import load_run_config, write_json_atomic

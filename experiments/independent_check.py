@@ -31,13 +31,17 @@ import zlib
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('KERAS_BACKEND', 'tensorflow')
+from jaxgan import console  # pylint: disable=g-import-not-at-top
+
+if __name__ == '__main__':  # before jax and TensorFlow load, which takes seconds
+  console.take_stop_signals()
 
 import numpy as np
 import scipy.linalg
 import scipy.stats
 from absl import app, flags, logging
 
-from jaxgan import console, provenance
+from jaxgan import provenance
 from jaxgan.evaluation import metrics, weights
 from jaxgan.run_folder import write_json_atomic
 

@@ -11,12 +11,16 @@ straight lines between two Gaussian latents pass through less likely, shorter ve
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from jaxgan import console  # pylint: disable=g-import-not-at-top
+
+if __name__ == '__main__':  # before jax and TensorFlow load, which takes seconds
+  console.take_stop_signals()
 
 import jax
 import numpy as np
 from absl import app, flags, logging
 
-from jaxgan import console, generate, images, rng, trainer
+from jaxgan import generate, images, rng, trainer
 from jaxgan.models import IMAGE_SHAPE
 from jaxgan.run_folder import load_run_config
 from jaxgan.state import generator_variables
@@ -100,10 +104,11 @@ def main(argv):
   digits = generate.generate(gan, generator_variables(state), z.astype(np.float32), labels)
 
   scale = config.sample_grid_scale
-  images.save_atomic(images.grid(digits, rows, steps, scale=scale), out + '.png')
   walks = digits.reshape((rows, steps) + digits.shape[1:])
   frames = [images.grid(walks[:, i], 1, rows, scale=scale) for i in range(steps)]
-  images.save_gif_atomic(frames + frames[-2:0:-1], out + '.gif', duration_ms=_FRAME_MS.value)
+  first, gif = images.gif_settings(frames + frames[-2:0:-1], _FRAME_MS.value)
+  images.save_together([(images.grid(digits, rows, steps, scale=scale), out + '.png', {}),
+                        (first, out + '.gif', gif)])
   logging.info('wrote %s.png and %s.gif: %d %s walks of %d steps from step %d%s', out, out,
                rows, _METHOD.value, steps, int(state.step),
                '' if classes is None else f', class {classes[0]} to {classes[1]}')

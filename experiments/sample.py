@@ -23,12 +23,16 @@ import dataclasses
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from jaxgan import console  # pylint: disable=g-import-not-at-top
+
+if __name__ == '__main__':  # before jax and TensorFlow load, which takes seconds
+  console.take_stop_signals()
 
 import jax
 import numpy as np
 from absl import flags, logging
 
-from jaxgan import (class_proportions, console, generate, images, parallel, provenance,
+from jaxgan import (class_proportions, generate, images, parallel, provenance,
                     resampling, rng, run_folder, trainer)
 from jaxgan.run_folder import load_run_config
 from jaxgan.state import generator_variables

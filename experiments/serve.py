@@ -12,10 +12,14 @@ import os
 import socket
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from jaxgan import console  # pylint: disable=g-import-not-at-top
+
+if __name__ == '__main__':  # before jax and TensorFlow load, which takes seconds
+  console.take_stop_signals()
 
 from absl import app, flags, logging
 
-from jaxgan import console, interactive, run_folder, trainer
+from jaxgan import interactive, run_folder, trainer
 from jaxgan.run_folder import load_run_config
 from jaxgan.state import generator_variables
 

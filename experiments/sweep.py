@@ -19,6 +19,11 @@ Differences between two recipes smaller than the range over seeds are not differ
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from jaxgan import console  # pylint: disable=g-import-not-at-top
+
+if __name__ == '__main__':  # before jax and TensorFlow load, which takes seconds
+  console.take_stop_signals()
+
 import copy
 import dataclasses
 import json
@@ -28,7 +33,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxgan import (class_proportions, console, parallel, resampling, rng, run_folder,
+from jaxgan import (class_proportions, parallel, resampling, rng, run_folder,
                     trainer)
 from jaxgan.checkpoint import LATEST
 from jaxgan.evaluation import run_scores, suite

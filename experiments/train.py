@@ -6,10 +6,15 @@ same command again resumes from DIR's newest checkpoint.
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from jaxgan import console  # pylint: disable=g-import-not-at-top
+
+if __name__ == '__main__':  # before jax and TensorFlow load, which takes seconds
+  console.take_stop_signals()
+
 from absl import flags
 from ml_collections import config_flags
 
-from jaxgan import console, distributed, parallel, trainer
+from jaxgan import distributed, parallel, trainer
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder: config, metrics, samples, checkpoints.')
 config_flags.DEFINE_config_file('config', 'experiments/configs/dcgan_mnist.py',

@@ -12,6 +12,11 @@ before training, unless --replace_shipped: the evaluation figures depend on that
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from jaxgan import console  # pylint: disable=g-import-not-at-top
+
+if __name__ == '__main__':  # before jax and TensorFlow load, which takes seconds
+  console.take_stop_signals()
+
 import json
 import platform
 import sys
@@ -22,7 +27,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxgan import atomic, console, data
+from jaxgan import atomic, data
 from jaxgan.data.builders import TEST_SPLITS
 from jaxgan.evaluation import classifier, weights
 

@@ -38,6 +38,18 @@ def replacing(path: str | os.PathLike, suffix: str = '') -> Iterator[str]:
     raise
 
 
+@contextlib.contextmanager
+def naming(path: str | os.PathLike) -> Iterator[None]:
+  """Writes to a file already open fail with an OSError that names no file (open's name it):
+  add `path` to it, so that its one line (a full disk) says which file."""
+  try:
+    yield
+  except OSError as error:
+    if error.filename is not None or error.errno is None:
+      raise
+    raise OSError(error.errno, error.strerror, os.fspath(path)) from None
+
+
 def nearest_existing_parent(path: str | os.PathLike) -> str:
   """The folder that would hold `path` (a file or folder to make), or its nearest existing
   ancestor (which may be a file: then `path` cannot be made)."""

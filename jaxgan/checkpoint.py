@@ -39,6 +39,7 @@ class CheckpointStore:
     if problem:
       raise ValueError(f'run folder {workdir}: {problem}')
     self.directory = os.path.join(os.path.abspath(workdir), folder)
+    _silence_closed_event_loop_callbacks()
     self._manager = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=create, cleanup_tmp_directories=create),
@@ -112,7 +113,6 @@ class CheckpointStore:
     try:
       restored = self._manager.restore(step, args=ocp.args.StandardRestore(target))
     except Exception as error:  # pylint: disable=broad-except
-      _silence_closed_event_loop_callbacks()
       raise self._unreadable(step, error) from None
     return type(abstract_state)(**restored, **missing)
 
@@ -141,7 +141,7 @@ class CheckpointStore:
         raise
       raise OSError(f'no space left on the disk holding {self.directory} to save '
                     'a checkpoint: free some, then run the same command again; the run resumes '
-                    'from its newest complete checkpoint') from None
+                    'from its newest complete checkpoint, if any') from None
 
   def close(self) -> None:
     self._manager.close()
@@ -167,11 +167,12 @@ def _first_difference(saved, expected) -> str | None:
 
 
 def _silence_closed_event_loop_callbacks() -> None:
-  """After a failed restore orbax closes its event loop while TensorStore still completes the
-  other reads; each of their callbacks then finds the loop closed, and Python printed every
-  one as an unraisable RuntimeError (dozens of lines after the one-line error). Those alone
-  are dropped from then on (the hook is installed once per process); any other unraisable
-  exception is reported as before."""
+  """After a failed restore or save (a damaged checkpoint, a full disk) orbax closes its event
+  loop while TensorStore still completes the other reads or writes; each of their callbacks
+  then finds the loop closed, and Python printed every one as an unraisable RuntimeError
+  (dozens of lines around the one-line error). Those alone are dropped (the hook is installed
+  once per process, by the first CheckpointStore); any other unraisable exception is reported
+  as before."""
   previous = sys.unraisablehook
   if getattr(previous, 'drops_closed_event_loop', False):
     return

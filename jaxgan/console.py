@@ -10,6 +10,7 @@ import re
 import select
 import signal
 import sys
+import threading
 import traceback
 
 from absl import flags, logging
@@ -32,8 +33,26 @@ class _HideLibraryChatter(std_logging.Filter):
     if record.levelno == std_logging.WARNING:
       return not any(lib in record.pathname and text in record.getMessage()
                      for lib, text in _HARMLESS_WARNINGS)
-    return record.levelno > std_logging.WARNING or not any(
-        lib in record.pathname for lib in _CHATTY_LIBRARIES)
+    if record.levelno >= std_logging.ERROR:
+      return not ('/orbax/' in record.pathname and _said_in_the_last_line(record))
+    return not any(lib in record.pathname for lib in _CHATTY_LIBRARIES)
+
+
+def _said_in_the_last_line(record: std_logging.LogRecord) -> bool:
+  """Whether a failure record's cause is one the script then reports in its last line: a full
+  disk (checkpoint.CheckpointStore) or a stop (SIGINT, SIGTERM) that interrupted a checkpoint's
+  wait. Orbax logs each with its traceback from three threads first: 100 to 400 lines."""
+  if 'No space left on device' in record.getMessage():
+    return True
+  error = record.exc_info[1] if record.exc_info else None
+  for _ in range(10):  # the chain of causes, bounded
+    if error is None:
+      return False
+    if isinstance(error, (KeyboardInterrupt, _Terminated)) or (
+        'No space left on device' in str(error)):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
 
 
 def setup_logging() -> None:
@@ -61,7 +80,7 @@ def run(main) -> None:
   from absl import app  # pylint: disable=g-import-not-at-top
 
   def guarded(argv):
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    take_stop_signals()
     try:
       if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
@@ -72,16 +91,16 @@ def run(main) -> None:
         # quietly with the status of a tool that SIGPIPE ended.
         os._exit(128 + signal.SIGPIPE)  # pylint: disable=protected-access
       if isinstance(error, OSError) and error.errno == errno.ENOSPC:  # errno's line: no advice
-        _exit_now(1, f'error: {error.strerror.lower()}: free some disk space, then run the same '
-                  'command again (a training resumes from its newest checkpoint)')
+        where = f' to write {error.filename}' if error.filename else ''
+        _exit_now(1, f'error: {error.strerror.lower()}{where}: free some disk space, then run '
+                  'the same command again (a training resumes from its newest checkpoint)')
       # absl would print a UsageError after the module's docstring and every flag's help.
       _exit_now(1, f'error: {error}')
     except MemoryError as error:  # numpy's names the size and shape it could not allocate
       _exit_now(1, _out_of_memory(str(error)))
     except (KeyboardInterrupt, _Terminated) as stop:
       name, status = ('SIGTERM', 143) if isinstance(stop, _Terminated) else ('SIGINT', 130)
-      _exit_now(status, f'stopped by {name}: files already written are whole; a training run '
-                'resumes from its last checkpoint')
+      _exit_now(status, _stopped_line(name))
     except Exception as error:  # pylint: disable=broad-except
       import jax  # pylint: disable=g-import-not-at-top
       if isinstance(error, jax.errors.JaxRuntimeError) and 'RESOURCE_EXHAUSTED' in str(error):
@@ -152,6 +171,56 @@ class _Terminated(BaseException):
 def _raise_terminated(signum, frame):
   del signum, frame
   raise _Terminated()
+
+
+def _stopped_line(name: str) -> str:
+  return (f'stopped by {name}: files already written are whole; a training run resumes from its '
+          'last checkpoint')
+
+
+def take_stop_signals() -> None:
+  """SIGINT (Ctrl-C) and SIGTERM stop the script from now on, in console.run's one line.
+
+  The scripts call it first, before jax and TensorFlow load (seconds), and console.run again.
+  SIGTERM raises `_Terminated` in the main thread, as SIGINT raises KeyboardInterrupt (unless
+  SIGINT is ignored, as in a shell's background job). Either exception, raised while Python
+  runs a garbage-collection callback (jax registers one) or a finaliser, is printed as
+  "Exception ignored" and dropped, and the script ran on: a Ctrl-C in a training's first
+  seconds trained it to the end. Such a dropped stop is delivered again. One that ends the
+  script before console.run catches it (while modules load) still gets the one line."""
+  if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, _raise_terminated):
+    signal.signal(signal.SIGTERM, _raise_terminated)
+  if not getattr(sys.unraisablehook, 'delivers_stops', False):
+    sys.unraisablehook = _delivering_stops(sys.unraisablehook)
+  if not getattr(sys.excepthook, 'reports_stops', False):
+    sys.excepthook = _reporting_stops(sys.excepthook)
+
+
+def _delivering_stops(previous):
+  def hook(unraisable):
+    if isinstance(unraisable.exc_value, (KeyboardInterrupt, _Terminated)):
+      signum = signal.SIGTERM if isinstance(unraisable.exc_value, _Terminated) else signal.SIGINT
+      # Soon, from another thread: signalled at once, the main thread would raise it in this
+      # hook, which drops it again. One that lands in a callback again comes back here. A
+      # signal, not _thread.interrupt_main, which waits for the main thread to run Python code.
+      timer = threading.Timer(0.01, signal.pthread_kill,
+                              args=(threading.main_thread().ident, signum))
+      timer.daemon = True
+      timer.start()
+    else:
+      previous(unraisable)
+  hook.delivers_stops = True
+  return hook
+
+
+def _reporting_stops(previous):
+  def hook(kind, value, tb):
+    if issubclass(kind, (KeyboardInterrupt, _Terminated)):
+      _exit_now(*((143, _stopped_line('SIGTERM')) if issubclass(kind, _Terminated)
+                  else (130, _stopped_line('SIGINT'))))
+    previous(kind, value, tb)
+  hook.reports_stops = True
+  return hook
 
 
 def _override_problem(error: BaseException, argv: list[str]) -> str | None:

@@ -1,6 +1,7 @@
 """Pixels into the networks' range, sample grids, and atomic image and GIF writes."""
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Sequence
 
@@ -56,11 +57,27 @@ def grid(images: np.ndarray, rows: int, cols: int | None = None, *, scale: int =
 
 def save_atomic(picture: Image.Image, path: str, **save_kwargs) -> None:
   """Write next to `path`, then rename: a killed run never leaves a half-written image."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with atomic.replacing(path) as tmp:
-    picture.save(tmp, format=os.path.splitext(path)[1][1:].upper() or 'PNG', **save_kwargs)
+  save_together([(picture, path, save_kwargs)])
+
+
+def gif_settings(frames: Sequence[Image.Image], duration_ms: int = 400) -> tuple[Image.Image,
+                                                                                dict]:
+  """(first frame, save settings) of an animated GIF of `frames`, looping."""
+  first, *rest = frames
+  return first, dict(save_all=True, append_images=rest, duration=duration_ms, loop=0)
 
 
 def save_gif_atomic(frames: Sequence[Image.Image], path: str, *, duration_ms: int = 400) -> None:
-  first, *rest = frames
-  save_atomic(first, path, save_all=True, append_images=rest, duration=duration_ms, loop=0)
+  first, settings = gif_settings(frames, duration_ms)
+  save_atomic(first, path, **settings)
+
+
+def save_together(pictures: Sequence[tuple[Image.Image, str, dict]]) -> None:
+  """Write each (picture, path, save settings) next to its path, then rename them all: files
+  that belong together (a strip and its GIF) are all replaced or, when one fails (a full
+  disk), none is."""
+  with contextlib.ExitStack() as renames:
+    for picture, path, settings in pictures:
+      os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+      tmp = renames.enter_context(atomic.replacing(path))
+      picture.save(tmp, format=os.path.splitext(path)[1][1:].upper() or 'PNG', **settings)

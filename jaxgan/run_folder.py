@@ -140,11 +140,12 @@ def training_lock(workdir: str) -> Iterator[None]:
                       'would not be refused', path, unlockable, workdir)
       yield
       return
-    f.seek(0)
-    f.truncate()
-    f.write(f'pid {os.getpid()} on {socket.gethostname()} since '
-            f'{datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}\n')
-    f.flush()
+    with atomic.naming(path):
+      f.seek(0)
+      f.truncate()
+      f.write(f'pid {os.getpid()} on {socket.gethostname()} since '
+              f'{datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}\n')
+      f.flush()
     try:
       yield
     finally:

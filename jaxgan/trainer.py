@@ -31,7 +31,7 @@ from PIL import Image
 
 from jaxgan import atomic, augment, data, generate, images, losses, models, optim, parallel
 from jaxgan import class_proportions, provenance, rarity, rng, run_folder
-from jaxgan.checkpoint import LATEST, CheckpointStore
+from jaxgan.checkpoint import BEST, LATEST, CheckpointStore
 from jaxgan.evaluation import during_training, metrics, suite, weights
 from jaxgan.evaluation.during_training import TrainingEvaluator
 from jaxgan.run_folder import write_json_atomic
@@ -158,20 +158,27 @@ class TrainingDiverged(ValueError):
 
 
 def stop_if_diverged(done: int, not_finite: list[str], store: CheckpointStore,
-                     workdir: str) -> None:
+                     workdir: str, resumed_at: int | None = None) -> None:
   """Raise TrainingDiverged naming what is not finite at step `done`; called before anything
   (sample grid, evaluation, checkpoint) is written from such a state, so the run folder keeps
-  the last good checkpoint."""
+  the last good checkpoint. `resumed_at`: the checkpoint step this session started from, when
+  it diverged in its first log interval (a checkpoint whose bytes were overwritten restores
+  and then diverges: checkpoints carry no checksum)."""
   if not not_finite:
     return
   store.wait()
   saved = store.latest_step()
   kept = (f'its checkpoints up to step {saved} are kept' if saved is not None
           else 'no checkpoint was written')
+  damaged = ('' if resumed_at is None else
+             f'; right after resuming from step {resumed_at}: if the run did not diverge there '
+             f'before, that checkpoint may be damaged (move '
+             f'{os.path.join(store.directory, str(resumed_at))} away to resume from the one '
+             'before it)')
   raise TrainingDiverged(
       f'training diverged by step {done} in {workdir}: {", ".join(not_finite)} not finite; '
       f'{kept}. Lower the learning rates (optimizer.generator.lr, optimizer.discriminator.lr) '
-      'and train into a new run folder')
+      f'and train into a new run folder{damaged}')
 
 
 def non_finite_parameters(trees: dict) -> list[str]:
@@ -364,13 +371,18 @@ class MetricsLog:
           continue
         raise ValueError(f'{self.path} line {number} is not JSON ({error}): restore the file '
                          'from a copy of the run folder, or delete that line') from None
+      if record is not None and not (isinstance(record, dict)
+                                     and isinstance(record.get('step'), int)):
+        raise ValueError(f'{self.path} line {number} is not a line experiments.train writes (no '
+                         'step): restore the file from a copy of the run folder, or delete that '
+                         'line')
       if record is not None and record['step'] <= step:
         kept.append(line)
     with atomic.replacing(self.path) as tmp, open(tmp, 'w') as f:
       f.writelines(kept)
 
   def append(self, record: dict) -> None:
-    with open(self.path, 'a') as f:
+    with atomic.naming(self.path), open(self.path, 'a') as f:
       f.write(json.dumps(record) + '\n')
       f.flush()
 
@@ -519,8 +531,11 @@ def check_inputs(config: ml_collections.ConfigDict, workdir: str) -> ml_collecti
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ValueError(f'--workdir {workdir} is a file, not a run folder: pass a new folder or '
                      'a run folder to resume')
-  unwritable = atomic.unwritable_folder(os.path.join(workdir, 'config.json'))
-  if unwritable:  # every process writes checkpoints
+  # Every process writes checkpoints; the folders a resumed run writes into are checked too.
+  unwritable = next(filter(None, (
+      atomic.unwritable_folder(os.path.join(workdir, folder, 'config.json'))
+      for folder in ('', LATEST, 'samples', BEST))), None)
+  if unwritable:
     raise OSError(f'--workdir {workdir}: {unwritable} is not writable here, and training writes '
                   'the run folder: name a folder you can write (copy a run there to resume it)')
   problem = run_folder.path_problem(workdir, training=True)
@@ -658,6 +673,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     phases.insert(0, (step_gan.grow_step, make_runner(before_growth=True)))
   phase_ends = {stop for stop, _ in phases[:-1]}
 
+  def resumed_at(done: int) -> int | None:
+    """The checkpoint step this session resumed from, within its first log interval."""
+    return start_step if 0 < start_step and done - start_step <= config.log_every else None
+
   def run_phases(state):
     done = start_step
     for stop, phase_runner in phases:
@@ -734,11 +753,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                      measured['d_loss'], measured['g_loss'], measured['d_real'],
                      measured['d_fake'], images_per_s, eta)
         stop_if_diverged(done, sorted(k for k, v in measured.items() if not math.isfinite(v)),
-                         store, workdir)
+                         store, workdir, resumed_at(done))
       if writes_after(done) or done == total_steps:  # the final checkpoint follows the loop
         stop_if_diverged(done, non_finite_parameters(runner.to_host(
             {'generator parameters': state.g_params, 'discriminator parameters': state.d_params,
-             'EMA generator parameters': state.g_ema_params})), store, workdir)
+             'EMA generator parameters': state.g_ema_params})), store, workdir,
+                         resumed_at(done))
       if is_eval_step(done):
         evaluator(done, round(done / steps_per_epoch, 4),
                   generator_variables(runner.to_host(state)), runner.to_checkpoint(state))

@@ -89,6 +89,30 @@ def test_the_writers_leave_nothing_behind_when_the_target_is_a_folder(tmp_path):
   assert sorted(os.listdir(tmp_path)) == ['digits.npz', 'eval.json', 'grid.png']
 
 
+def test_pictures_written_together_are_all_replaced_or_none_is(tmp_path):
+  """interpolate's strip and GIF: a full disk at the GIF left a new strip beside the old GIF."""
+  strip, gif = str(tmp_path / 'walk.png'), str(tmp_path / 'walk.gif')
+  old = images.grid(np.zeros((4, 28, 28), np.uint8), 2)
+  first, settings = images.gif_settings([old, old], 100)
+  images.save_together([(old, strip, {}), (first, gif, settings)])
+  before = {path: open(path, 'rb').read() for path in (strip, gif)}
+
+  class DiskFull:
+    def save(self, path, **kwargs):
+      del kwargs
+      with open(path, 'wb') as f:
+        f.write(b'half')
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  new = images.grid(np.full((4, 28, 28), 255, np.uint8), 2)
+  with pytest.raises(OSError, match=f'^no space left on the disk to write {re.escape(gif)}: '):
+    images.save_together([(new, strip, {}), (DiskFull(), gif, {})])
+  assert {path: open(path, 'rb').read() for path in (strip, gif)} == before
+  assert sorted(os.listdir(tmp_path)) == ['walk.gif', 'walk.png']
+  images.save_together([(new, strip, {}), (first, gif, settings)])
+  assert open(strip, 'rb').read() != before[strip]
+
+
 def test_temporaries_left_by_a_killed_writer_on_this_machine_are_removed(tmp_path, caplog):
   """SIGKILL runs no clean-up: the next write of the same file removes what such a writer left,
   and only that (a live writer's temporary, or another host's, is not this write's to remove)."""

@@ -630,6 +630,15 @@ def test_a_diverging_run_stops_before_writing_anything_from_the_bad_state(data_d
   restored = final_state(workdir, config)
   assert int(restored.step) == saved
   assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(restored.g_params))
+  # Diverging again within the first log interval after a resume, the message also names the
+  # checkpoint it resumed from, which may be damaged (orbax keeps no checksums).
+  with pytest.raises(trainer.TrainingDiverged) as excinfo:
+    trainer.train_and_evaluate(config, workdir)
+  assert str(excinfo.value).endswith(
+      f'train into a new run folder; right after resuming from step {saved}: if the run did not '
+      f'diverge there before, that checkpoint may be damaged (move '
+      f'{os.path.join(workdir, "checkpoints", str(saved))} away to resume from the one before '
+      'it)'), str(excinfo.value)
 
 
 def test_an_interrupted_run_resumes_to_the_same_result(data_dirs, tmp_path):
@@ -660,6 +669,13 @@ def test_a_damaged_metrics_line_before_the_last_is_named(tmp_path):
                                        r'is not JSON \(.*\): restore the file from a copy of the '
                                        r'run folder, or delete that line$'):
     trainer.MetricsLog(str(tmp_path)).drop_after(4)
+  # JSON, but not a metrics line (added by hand): a KeyError's traceback before.
+  for line in ('{"note": "hand added"}', '[2]', '{"step": "4"}'):
+    (tmp_path / 'metrics.jsonl').write_text(f'{{"step": 2}}\n{line}\n{{"step": 6}}\n')
+    with pytest.raises(ValueError, match='^' + re.escape(
+        f'{tmp_path / "metrics.jsonl"} line 2 is not a line experiments.train writes (no step): '
+        'restore the file from a copy of the run folder, or delete that line') + '$'):
+      trainer.MetricsLog(str(tmp_path)).drop_after(4)
 
 
 def test_pmap_path_trains_like_the_mesh_path(data_dirs, tmp_path):
@@ -741,7 +757,7 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line_saying_what_to_do(tra
     with pytest.raises(OSError, match=(
         rf'^no space left on the disk holding {re.escape(store.directory)} to save a checkpoint: '
         'free some, then run the same command again; the run resumes from its newest complete '
-        'checkpoint$')):
+        'checkpoint, if any$')):
       write()
   def other_failure():
     raise ValueError('another failure')
@@ -797,6 +813,16 @@ def test_unwritable_places_are_refused_before_any_work(trained_run, data_dirs, t
                                            rf'{re.escape(str(out.parent))} is not writable here: '
                                            'name a file in a folder you can write$'):
     console.check_file_to_write('out', str(out))
+  # A run folder whose checkpoints/ alone is read-only failed at its first save, in orbax's
+  # 200 lines.
+  run = tmp_path / 'run'
+  shutil.copytree(trained_run[0], run)
+  for folder in ('checkpoints', 'samples'):
+    monkeypatch.setattr(os, 'access', lambda path, mode, folder=folder: (
+        str(path) != str(run / folder) and real_access(path, mode)))
+    with pytest.raises(OSError, match=rf'^--workdir {re.escape(str(run))}: '
+                                      rf'{re.escape(str(run / folder))} is not writable here'):
+      trainer.train_and_evaluate(tiny_config(data_dirs, num_epochs=3), str(run))
 
 
 def test_a_data_folder_that_cannot_hold_the_prepared_data_names_the_settings(tmp_path):
@@ -893,6 +919,69 @@ console.run(main)
   assert os.listdir(tmp_path) == ['script.py']
 
 
+@pytest.mark.parametrize('signal_name, status', [('SIGTERM', 143), ('SIGINT', 130)])
+def test_a_stop_that_a_garbage_collection_callback_drops_still_stops_the_script(signal_name,
+                                                                               status):
+  """Python drops an exception raised in a gc callback (jax registers one) with an "Exception
+  ignored" report: a Ctrl-C in a training's first seconds trained it to the end, exit 0."""
+  script = f'''
+import gc, os, signal, time
+from jaxgan import console
+console.take_stop_signals()
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal
+
+def main(argv):
+  def callback(phase, info):
+    if phase == 'start':
+      gc.callbacks.remove(callback)
+      os.kill(os.getpid(), signal.{signal_name})
+      sum(range(1000))  # the signal's handler raises here, in the callback
+  gc.callbacks.append(callback)
+  gc.collect()
+  time.sleep(10)  # the stop, delivered again, ends it here
+  print('ran on')
+
+console.run(main)
+'''
+  result = subprocess.run([sys.executable, '-c', script], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, 'PYTHONPATH': str(REPO)})
+  assert result.returncode == status, result.stderr[-2000:]
+  assert 'ran on' not in result.stdout
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'stopped by {signal_name}: files already written are whole; a training run resumes from '
+      'its last checkpoint')
+
+
+@pytest.mark.parametrize('signal_name, status', [('SIGTERM', 143), ('SIGINT', 130)])
+def test_a_stop_while_a_script_loads_its_modules_is_one_line(signal_name, status):
+  """Before console.run: a SIGINT was a 39-line traceback (status -2), a SIGTERM no line."""
+  script = f'''
+import os, signal
+from jaxgan import console
+console.take_stop_signals()
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal
+os.kill(os.getpid(), signal.{signal_name})  # while the modules below would load
+import json
+'''
+  result = subprocess.run([sys.executable, '-c', script], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, 'PYTHONPATH': str(REPO)})
+  assert result.returncode == status, result.stderr[-2000:]
+  assert result.stderr.strip().splitlines() == [
+      f'stopped by {signal_name}: files already written are whole; a training run resumes from '
+      'its last checkpoint']
+
+
+def test_the_scripts_take_stop_signals_before_their_libraries_load():
+  for script in sorted((REPO / 'experiments').glob('*.py')):
+    text = script.read_text()
+    if 'console.run(' not in text:
+      continue
+    early = text.index('console.take_stop_signals()')
+    assert all(text.find(f'\nimport {lib}') in (-1,) or text.find(f'\nimport {lib}') > early
+               for lib in ('jax', 'numpy', 'flax', 'tensorflow')), script.name
+    assert text.find('\nfrom absl') > early, script.name
+
+
 def test_a_full_disk_anywhere_is_one_line_with_what_to_do(tmp_path):
   """Where no writer names it (appending a metrics line, a library's write): errno's line
   alone said what but not what to do."""
@@ -912,6 +1001,23 @@ console.run(main)
   assert result.stderr.strip().splitlines() == [
       'error: no space left on device: free some disk space, then run the same command again (a '
       'training resumes from its newest checkpoint)']
+  # A write to a file already open (metrics.jsonl's append, the training lock) names it.
+  log = tmp_path / 'metrics.jsonl'
+  script.write_text(f'''
+import errno, os
+from jaxgan import atomic, console
+
+def main(argv):
+  with atomic.naming({str(log)!r}):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+console.run(main)
+''')
+  result = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, 'PYTHONPATH': str(REPO)})
+  assert result.stderr.strip().splitlines() == [
+      f'error: no space left on device to write {log}: free some disk space, then run the same '
+      'command again (a training resumes from its newest checkpoint)']
 
 
 @pytest.mark.parametrize('allocate, reason', [
@@ -1031,14 +1137,29 @@ def test_the_log_hides_library_chatter_and_keeps_what_matters():
   """Libraries' INFO records and tfds's warning about the folder it is about to fill (three
   per dataset prepared, before every preparation's own lines) are hidden; the rest shows."""
   hide = console._HideLibraryChatter()  # pylint: disable=protected-access
-  def shown(level, path, message):
-    return hide.filter(logging.LogRecord('absl', level, path, 1, message, None, None))
+  def shown(level, path, message, error=None):
+    exc_info = None if error is None else (type(error), error, None)
+    return hide.filter(logging.LogRecord('absl', level, path, 1, message, None, exc_info))
   tfds_utils = '/venv/site-packages/tensorflow_datasets/core/utils/file_utils.py'
   assert not shown(logging.WARNING, tfds_utils,
                    'Variant folder /data/mnist/3.0.1 has no dataset_info.json')
   assert shown(logging.WARNING, tfds_utils, 'another warning')
   assert not shown(logging.INFO, '/venv/site-packages/orbax/checkpoint/manager.py', 'saved')
-  assert shown(logging.ERROR, '/venv/site-packages/orbax/checkpoint/manager.py', 'failed')
+  orbax = '/venv/site-packages/orbax/checkpoint/manager.py'
+  assert shown(logging.ERROR, orbax, 'failed')
+  # Orbax's tracebacks of a full disk or of a stop in a checkpoint's wait (100 to 400 lines)
+  # say what the script's last line says.
+  full = ValueError('RESOURCE_EXHAUSTED: Error writing "d/0": No space left on device')
+  assert not shown(logging.ERROR, orbax, 'save failed: ' + str(full))
+  assert not shown(logging.ERROR, orbax, 'Save Finalize thread failed.', full)
+  chained = RuntimeError('3 Handler Commit operations failed')
+  chained.__cause__ = full
+  assert not shown(logging.ERROR, orbax, 'failed', chained)
+  assert not shown(logging.ERROR, orbax, 'failed', KeyboardInterrupt())
+  terminated = console._Terminated()  # pylint: disable=protected-access
+  assert not shown(logging.ERROR, orbax, 'failed', terminated)
+  assert shown(logging.ERROR, orbax, 'failed', ValueError('another failure'))
+  assert shown(logging.ERROR, '/repo/jaxgan/trainer.py', 'failed', KeyboardInterrupt())
   assert shown(logging.INFO, '/repo/jaxgan/trainer.py', 'epoch 1.00 step 8/8')
   assert shown(logging.WARNING, '/repo/jaxgan/data/builders.py',
                'x has no dataset_info.json')  # jaxgan's own are never hidden
