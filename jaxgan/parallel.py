@@ -207,18 +207,18 @@ class _ExplainedStep:
     self._check_values = getattr(step_fn, 'check_values', None)
 
   def __call__(self, state, batch, key):
-    if self._check_values is not None:
-      check, self._check_values = self._check_values, None
+    if self._check_values is not None:  # until a batch passes
       problem = None
       try:
         for one in batch if isinstance(batch, (list, tuple)) else (batch,):  # steps_per_call
-          check(one)
+          self._check_values(one)
       except ValueError as error:
         problem = str(error)
       if jax.process_count() > 1:
         problem = _first_problem_of_all_processes(problem)
       if problem:
         raise ValueError(problem)
+      self._check_values = None
     try:
       return self._compiled(state, batch, key)
     except (ValueError, IndexError) as error:
