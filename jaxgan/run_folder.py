@@ -33,9 +33,14 @@ def read_config_json(path: str) -> dict:
     except ValueError as error:
       problem = f'not JSON: {error}'
     else:
-      if isinstance(config, dict) and {'model', 'data', 'loss'} <= config.keys():
+      # Sections every config.json has held; the scripts that read a run need all of them.
+      sections = ('model', 'data', 'loss', 'optimizer', 'schedule')
+      missing = [name for name in sections if not (isinstance(config, dict)
+                                                   and isinstance(config.get(name), dict))]
+      if not missing:
         return config
-      problem = 'JSON without its model, data and loss sections'
+      named = ' and '.join([', '.join(missing[:-1]), missing[-1]] if len(missing) > 1 else missing)
+      problem = f'JSON without its {named} section{"s" if len(missing) > 1 else ""}'
   raise ValueError(f'{path} is not the config experiments.train writes ({problem}): restore it '
                    'from a copy of the run folder')
 
