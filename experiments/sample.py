@@ -19,6 +19,7 @@ truncation, classes, resampling and its statistics) and the machine
 (`jaxgan.provenance.host_record`), since the same command draws other digits on another kind
 of processor.
 """
+import contextlib
 import dataclasses
 import os
 
@@ -157,6 +158,19 @@ def main(argv):
         _WORKDIR.value, config, gan, generator_variables(state), step, labels, num, resample,
         seed=_SEED.value, latent_scale=latent_scale, truncation=_TRUNCATION.value,
         manual_dir=_MANUAL_DIR.value, data_dir=_DATA_DIR.value, batch_size=_BATCH.value)
+  # The digits and their grid: both replaced, or neither when one cannot be written.
+  with contextlib.ExitStack() as outputs:
+    write_outputs(outputs, config, digits, labels, classes, step=step, num=num,
+                  latent_scale=latent_scale, resample=resample, resampled=resampled)
+  if _OUT.value:
+    logging.info('wrote %d digits from step %d to %s', len(digits), step, _OUT.value)
+  if _GRID.value:
+    logging.info('wrote the grid to %s', _GRID.value)
+
+
+def write_outputs(outputs: contextlib.ExitStack, config, digits, labels, classes, *, step, num,
+                  latent_scale, resample, resampled) -> None:
+  """Write --out and --grid beside their paths; `outputs` renames them when it closes."""
   if _OUT.value:
     arrays = dict(images=digits) if labels is None else dict(images=digits, labels=labels)
     arrays['provenance'] = provenance.export_field(
@@ -168,16 +182,14 @@ def main(argv):
         class_proportions=_PROPORTIONS.value if _PROPORTIONS.present else None,
         resampling=None if resample is None else dict(dataclasses.asdict(resample),
                                                       statistics=resampled))
-    generate.save_npz_atomic(_OUT.value, compress=_COMPRESS.value, **arrays)
-    logging.info('wrote %d digits from step %d to %s', len(digits), step, _OUT.value)
+    outputs.enter_context(generate.npz_written(_OUT.value, compress=_COMPRESS.value, **arrays))
   if _GRID.value:
     if labels is None:
       rows = max(1, int(np.sqrt(min(len(digits), 100))))
       picture = images.grid(digits, rows, scale=config.sample_grid_scale)
     else:
       picture = class_grid(digits, labels, classes, config.sample_grid_scale)
-    images.save_atomic(picture, _GRID.value)
-    logging.info('wrote the grid to %s', _GRID.value)
+    outputs.enter_context(images.picture_written(picture, _GRID.value))
 
 
 if __name__ == '__main__':

@@ -12,6 +12,7 @@ int32 (N, L, 2), each digit's [start, stop) ink columns in its image (-1 for pad
 `provenance`, a JSON string of the run, step, settings and machine that drew them (as
 experiments.sample writes).
 """
+import contextlib
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -94,18 +95,22 @@ def main(argv):
   digits[used] = flat
   composed, boxes = strings.compose(digits, lengths, rng, **layout)
   texts = np.asarray([''.join(map(str, row[:n])) for row, n in zip(classes, lengths)])
+  with contextlib.ExitStack() as outputs:  # the strings and their grid: both, or neither
+    if _OUT.value:
+      drawn = provenance.export_field(
+          workdir=os.path.abspath(_WORKDIR.value), step=int(state.step), num=len(composed),
+          seed=_SEED.value, latent_scale=latent_scale, truncation=_TRUNCATION.value,
+          texts=_TEXTS.value, length=None if _TEXTS.value else _LENGTH.value, **layout)
+      outputs.enter_context(generate.npz_written(
+          _OUT.value, images=composed, texts=texts, labels=classes, lengths=lengths, boxes=boxes,
+          provenance=drawn))
+    if _GRID.value:
+      rows = min(len(composed), _GRID_ROWS)
+      outputs.enter_context(images.picture_written(
+          images.grid(composed, rows, 1, scale=config.sample_grid_scale), _GRID.value))
   if _OUT.value:
-    drawn = provenance.export_field(
-        workdir=os.path.abspath(_WORKDIR.value), step=int(state.step), num=len(composed),
-        seed=_SEED.value, latent_scale=latent_scale, truncation=_TRUNCATION.value,
-        texts=_TEXTS.value, length=None if _TEXTS.value else _LENGTH.value, **layout)
-    generate.save_npz_atomic(_OUT.value, images=composed, texts=texts, labels=classes,
-                             lengths=lengths, boxes=boxes, provenance=drawn)
     logging.info('wrote %d strings (%d digits) to %s', len(composed), len(flat), _OUT.value)
   if _GRID.value:
-    rows = min(len(composed), _GRID_ROWS)
-    images.save_atomic(images.grid(composed, rows, 1, scale=config.sample_grid_scale),
-                       _GRID.value)
     logging.info('wrote the grid to %s', _GRID.value)
 
 

@@ -1,10 +1,11 @@
 """Batched, jitted sampling from a trained generator, and the atomic .npz export of samples."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import jax
 import numpy as np
@@ -190,6 +191,15 @@ def sample_grid(gan: GAN, g_variables: dict, z: jax.Array, rows: int, *, scale: 
 
 def save_npz_atomic(path: str, *, compress: bool = False, **arrays) -> None:
   """Write next to `path`, then rename, so an existing file is never left half-written."""
+  with npz_written(path, compress=compress, **arrays):
+    pass
+
+
+@contextlib.contextmanager
+def npz_written(path: str, *, compress: bool = False, **arrays) -> Iterator[None]:
+  """Write the .npz next to `path`; renamed onto it when the block ends, or removed if the block
+  fails: a command's outputs that belong together (digits and their grid) are renamed together."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with atomic.replacing(path, '.npz') as tmp:  # np.savez adds .npz to names without it
     (np.savez_compressed if compress else np.savez)(tmp, **arrays)
+    yield

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -78,6 +78,14 @@ def save_together(pictures: Sequence[tuple[Image.Image, str, dict]]) -> None:
   disk), none is."""
   with contextlib.ExitStack() as renames:
     for picture, path, settings in pictures:
-      os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-      tmp = renames.enter_context(atomic.replacing(path))
-      picture.save(tmp, format=os.path.splitext(path)[1][1:].upper() or 'PNG', **settings)
+      renames.enter_context(picture_written(picture, path, **settings))
+
+
+@contextlib.contextmanager
+def picture_written(picture: Image.Image, path: str, **save_kwargs) -> Iterator[None]:
+  """Write `picture` next to `path`; renamed onto it when the block ends, or removed if the
+  block fails (see save_together)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with atomic.replacing(path) as tmp:
+    picture.save(tmp, format=os.path.splitext(path)[1][1:].upper() or 'PNG', **save_kwargs)
+    yield

@@ -1,5 +1,6 @@
 """jaxgan.atomic: files are replaced whole, and a failed write leaves neither half a file nor
 a temporary behind."""
+import contextlib
 import errno
 import os
 import re
@@ -111,6 +112,21 @@ def test_pictures_written_together_are_all_replaced_or_none_is(tmp_path):
   assert sorted(os.listdir(tmp_path)) == ['walk.gif', 'walk.png']
   images.save_together([(new, strip, {}), (first, gif, settings)])
   assert open(strip, 'rb').read() != before[strip]
+
+
+def test_digits_and_their_grid_are_renamed_together(tmp_path):
+  """experiments.sample --out --grid: a grid that cannot be written leaves the old digits."""
+  out, grid = tmp_path / 'digits.npz', tmp_path / 'digits.png'
+  generate.save_npz_atomic(str(out), images=np.zeros((2, 28, 28), np.uint8))
+  before = out.read_bytes()
+  with pytest.raises(OSError):
+    with contextlib.ExitStack() as outputs:
+      outputs.enter_context(generate.npz_written(str(out), images=np.ones((2, 28, 28), np.uint8)))
+      (tmp_path / 'digits.png').mkdir()  # the grid's rename fails
+      outputs.enter_context(images.picture_written(images.grid(np.ones((4, 28, 28), np.uint8), 2),
+                                                   str(grid)))
+  assert out.read_bytes() == before
+  assert sorted(os.listdir(tmp_path)) == ['digits.npz', 'digits.png']
 
 
 def test_temporaries_left_by_a_killed_writer_on_this_machine_are_removed(tmp_path, caplog):
