@@ -343,6 +343,8 @@ def check_same_experiment(config: ml_collections.ConfigDict, workdir: str) -> No
 
 def record_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Write config.json; refuse a workdir whose run was started with a different experiment."""
+  # check_inputs asked already, before the lock; asked again under it, the answer holds for
+  # what is written (another training may have started the folder in between).
   check_same_experiment(config, workdir)
   write_json_atomic(json.loads(config.to_json()), os.path.join(workdir, 'config.json'))
 
