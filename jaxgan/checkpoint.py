@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shutil
 import sys
 from typing import Iterator
 
@@ -17,6 +18,7 @@ from jaxgan.state import GANState
 
 LATEST, BEST = 'checkpoints', 'best'  # the run folder's two checkpoint folders
 _PRUNED_TRIES = 3
+_STEP_METADATA = '_CHECKPOINT_METADATA'  # orbax's; in every complete checkpoint's step folder
 
 
 class _UnreadableCheckpoint(ValueError):
@@ -31,8 +33,9 @@ class CheckpointStore:
                create: bool = True):
     """`create=False` for a store only read from (sampling, evaluating): a run folder without
     that checkpoint folder is left without it. A store that writes (a training, which holds the
-    run folder's lock) removes the temporary folders of saves a killed run left unfinished;
-    one that reads must not: a training may be writing one."""
+    run folder's lock) removes what a killed run left unfinished: the temporary folders of
+    saves and the old checkpoints it was pruning; one that reads must not: a training may be
+    writing or pruning them."""
     if folder not in (LATEST, BEST):
       raise ValueError(f'checkpoint folder must be {LATEST!r} or {BEST!r}, got {folder!r}')
     problem = run_folder.path_problem(workdir, training=False)
@@ -40,6 +43,8 @@ class CheckpointStore:
       raise ValueError(f'run folder {workdir}: {problem}')
     self.directory = os.path.join(os.path.abspath(workdir), folder)
     _silence_closed_event_loop_callbacks()
+    if create and jax.process_index() == 0:  # the host that saves and prunes, as orbax's
+      _remove_partly_pruned(self.directory)
     self._manager = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=create, cleanup_tmp_directories=create),
@@ -145,6 +150,22 @@ class CheckpointStore:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _remove_partly_pruned(directory: str) -> None:
+  """Orbax prunes an old checkpoint with a recursive delete: a run killed during it leaves a
+  step folder without some of its files, which the next save's pruning removes, but a finished
+  run never saves again and every command warned about it. A complete checkpoint holds
+  `_CHECKPOINT_METADATA` (written before the folder gets its step's name): a step folder
+  without it, older than one with it, is such a leftover."""
+  if not os.path.isdir(directory):
+    return
+  steps = {int(name): os.path.isfile(os.path.join(directory, name, _STEP_METADATA))
+           for name in os.listdir(directory) if name.isdigit()}
+  newest_complete = max((step for step, complete in steps.items() if complete), default=None)
+  for step, complete in steps.items():
+    if not complete and newest_complete is not None and step < newest_complete:
+      shutil.rmtree(os.path.join(directory, str(step)))
 
 
 def _shapes(tree) -> dict[str, tuple[int, ...]]:

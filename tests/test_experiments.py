@@ -748,6 +748,33 @@ def test_a_save_a_killed_run_left_unfinished_is_removed_by_its_training_only(
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['16', '20']
 
 
+def test_an_old_checkpoint_left_half_pruned_is_removed_by_a_training_only(trained_run,
+                                                                             data_dirs, tmp_path,
+                                                                             caplog):
+  """Orbax prunes an old checkpoint by deleting its files: a run killed meanwhile leaves its step
+  folder without some of them, and every command that opened the run warned about it. A store
+  that only reads keeps it (a training may be pruning it); the run's training removes it, also
+  when the run is finished and saves no more. A newest step without its metadata is not such a
+  leftover: kept."""
+  workdir = tmp_path / 'run'
+  shutil.copytree(trained_run[0], workdir)
+  (workdir / 'checkpoints' / '12' / '_CHECKPOINT_METADATA').unlink()
+  warned = lambda: any('_CHECKPOINT_METADATA' in r.getMessage() for r in caplog.records)
+  CheckpointStore(str(workdir), create=False)
+  assert checkpoint_steps(workdir) == [12, 16] and warned()
+  result = cli('train', *train_args(data_dirs, workdir))  # finished: nothing more to train
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert checkpoint_steps(workdir) == [16]
+  caplog.clear()
+  CheckpointStore(str(workdir), create=False)
+  assert not warned()
+  newest = tmp_path / 'newest'
+  shutil.copytree(trained_run[0], newest)
+  (newest / 'checkpoints' / '16' / '_CHECKPOINT_METADATA').unlink()
+  CheckpointStore(str(newest))
+  assert checkpoint_steps(newest) == [12, 16]
+
+
 def test_a_full_disk_while_saving_a_checkpoint_is_one_line_saying_what_to_do(trained_run,
                                                                               monkeypatch):
   store = CheckpointStore(str(trained_run[0]), create=False)
