@@ -91,13 +91,27 @@ def scan_steps(step_fn, steps_per_call: int, *, unroll: int | bool = 1):
     raise ValueError(f'steps_per_call must be >= 1, got {steps_per_call}')
 
   def steps(state, batches, key):
-    if len(batches) != steps_per_call:
-      raise ValueError(f'expected {steps_per_call} batches, got {len(batches)}')
+    problem = _batches_problem(batches, steps_per_call)
+    if problem:
+      raise ValueError(problem)
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
     return jax.lax.scan(lambda carry, batch: step_fn(carry, batch, key), state, stacked,
                         unroll=unroll)
 
   return steps
+
+
+def _batches_problem(batches, steps_per_call: int) -> str | None:
+  """What is wrong with the argument of a call of `steps_per_call` > 1 steps, if anything (one
+  batch passed alone: its dict's keys were counted as batches)."""
+  if not isinstance(batches, (list, tuple)):
+    return (f'steps_per_call={steps_per_call} takes a list of {steps_per_call} batches, got a '
+            f'{type(batches).__name__}: pass one batch per step, [batch_1, ..., '
+            f'batch_{steps_per_call}]')
+  if len(batches) != steps_per_call:
+    return (f'steps_per_call={steps_per_call} takes a list of {steps_per_call} batches, got '
+            f'{len(batches)}: pass one batch per step')
+  return None
 
 
 def _check_axis(step_fn) -> None:
@@ -135,6 +149,8 @@ def shard_step(step_fn, mesh: Mesh, *, donate: bool = True, steps_per_call: int 
 
   def misfit(state, batch, key):
     del state, key
+    if steps_per_call > 1 and (problem := _batches_problem(batch, steps_per_call)):
+      return problem
     for path, leaf in jax.tree_util.tree_leaves_with_path(batch):
       if np.ndim(leaf) == 0 or np.shape(leaf)[0] % mesh.size:
         return (f'batch{jax.tree_util.keystr(path)} has shape {np.shape(leaf)}, whose first '
@@ -179,6 +195,8 @@ def pmap_step(step_fn, *, donate: bool = True, steps_per_call: int = 1,
 
   def misfit(state, batch, key):
     del key
+    if steps_per_call > 1 and (problem := _batches_problem(batch, steps_per_call)):
+      return problem
     count = jax.local_device_count()
     for name, tree, fix in (
         ('state', state, 'pass parallel.pmap_replicate(state)'),

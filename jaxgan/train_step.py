@@ -144,12 +144,20 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
   def report(outputs):
     return jax.nn.sigmoid(outputs).mean() if loss.outputs_are_logits else outputs.mean()
 
+  def on_each_device() -> str:
+    """Where the step runs split over devices, the shapes it checks are each device's share of
+    the caller's batch: say so (' on each of 8 devices'), or the rows read as the caller's."""
+    try:
+      return '' if axis_name is None else f' on each of {jax.lax.axis_size(axis_name)} devices'
+    except NameError:  # built with an axis name, but called without the axis mapped
+      return ''
+
   def check_inputs(state: GANState, batch: dict) -> None:
     """Shape and structure errors, named at trace time rather than deep inside the step."""
     shape = batch['image'].shape
     if tuple(shape[1:]) != tuple(gan.image_shape):
       raise ValueError(f"batch['image'] must hold images of shape {tuple(gan.image_shape)} "
-                       f'(rows, height, width, channels), got {tuple(shape)}')
+                       f'(rows, height, width, channels), got {tuple(shape)}{on_each_device()}')
     rows = shape[0]
     if rows % n_critic:
       raise ValueError(f'the per-device batch of {rows} images does not split into n_critic='
@@ -173,7 +181,8 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
                                                                            jnp.integer):
         found = 'none' if labels is None else f'{labels.dtype} {labels.shape}'
         raise ValueError(f"a conditional model's step needs batch['label'], integer class ids "
-                         f'of shape ({rows},) like the images\' rows; got {found}')
+                         f'of shape ({rows},) like the images\' rows; got {found}'
+                         f'{on_each_device()}')
 
   def step(state: GANState, batch: dict, key: jax.Array):
     step_key = jax.random.fold_in(key, state.step)

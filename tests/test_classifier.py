@@ -131,6 +131,20 @@ def test_images_must_be_uint8_digits():
     classifier.as_batch(np.zeros((2, 32, 32), np.uint8))
 
 
+def test_accuracy_takes_one_integer_label_per_image(mnist_params):
+  """Labels (N, 1) or a single label broadcast against the N predictions gave about 0.1 for
+  digits read at 99%."""
+  images = random_digits(6)
+  labels = classifier.embed_and_predict(mnist_params, images)[1].argmax(axis=1)
+  assert classifier.accuracy(mnist_params, images, labels) == 1.0
+  for wrong, described in ((labels[:, None], r'int64 \(6, 1\)'), (labels[:1], r'int64 \(1,\)'),
+                           (labels.astype(np.float32), r'float32 \(6,\)')):
+    with pytest.raises(ValueError, match=(
+        rf'^labels must be 6 integers, one per image, got {described}: pass class ids of '
+        r'shape \(6,\)$')):
+      classifier.accuracy(mnist_params, images, wrong)
+
+
 def test_training_is_reproducible_from_its_seed():
   images, labels = random_digits(50), np.arange(50) % 10
   fit = lambda seed: classifier.fit(classifier.SmallClassifier(), images, labels, seed=seed,

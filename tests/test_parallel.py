@@ -134,3 +134,40 @@ def test_arguments_the_devices_cannot_take_are_named_with_the_fix():
                                        rf"pmap needs a leading axis of the {count} local "
                                        rf"devices: reshape each array to \({count}, "):
     pmapped(parallel.pmap_replicate(state), {'image': images}, jax.random.key(1))
+
+
+def test_shapes_the_step_checks_per_device_are_said_to_be_per_device():
+  """Under the wrappers the step sees each device's share: (2, 28, 28) read as the caller's
+  batch when the caller passed (16, 28, 28)."""
+  init, step = stepping.components('mlp', 'bce', axis_name=parallel.DATA_AXIS,
+                                   conditioning='projection')
+  state = jax.jit(init)(jax.random.key(0))
+  sharded = parallel.shard_step(step, parallel.make_mesh(jax.devices()[:8]), donate=False)
+  images = np.zeros((16, 28, 28, 1), np.float32)
+  with pytest.raises(ValueError, match=r"(?m)got \(2, 28, 28\) on each of 8 devices$"):
+    sharded(state, {'image': images[..., 0], 'label': np.zeros(16, np.int32)}, jax.random.key(1))
+  with pytest.raises(ValueError, match=r"(?m)shape \(2,\) like the images' rows; got int32 "
+                                       r"\(1,\) on each of 8 devices$"):
+    sharded(state, {'image': images, 'label': np.zeros(8, np.int32)}, jax.random.key(1))
+
+
+@pytest.mark.parametrize('wrap', ['shard', 'pmap'])
+def test_one_batch_where_steps_per_call_takes_a_list_is_named(wrap):
+  """A dict's keys were counted as batches ('expected 3 batches, got 1'), or a stacked batch was
+  blamed on the devices' split."""
+  init, step = stepping.components('mlp', 'bce', axis_name=parallel.DATA_AXIS)
+  state = jax.jit(init)(jax.random.key(0))
+  count = 8 if wrap == 'shard' else jax.local_device_count()
+  if wrap == 'shard':
+    wrapped = parallel.shard_step(step, parallel.make_mesh(jax.devices()[:8]), donate=False,
+                                  steps_per_call=3)
+  else:
+    wrapped, state = parallel.pmap_step(step, donate=False, steps_per_call=3), \
+        parallel.pmap_replicate(state)
+  rows = (2 * count,) if wrap == 'shard' else (count, 2)
+  one = {'image': np.zeros(rows + (28, 28, 1), np.float32)}
+  stacked = {'image': np.zeros((3,) + rows + (28, 28, 1), np.float32)}
+  for batch, got in ((one, 'a dict'), (stacked, 'a dict'), ([one, one], '2')):
+    with pytest.raises(ValueError, match=(
+        rf'^steps_per_call=3 takes a list of 3 batches, got {got}: pass one batch per step')):
+      wrapped(state, batch, jax.random.key(1))

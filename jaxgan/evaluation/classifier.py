@@ -147,8 +147,13 @@ def logits(params, images: np.ndarray, *, model: nn.Module = Classifier(),
 def accuracy(params, images: np.ndarray, labels: np.ndarray, *,
              model: nn.Module = Classifier()) -> float:
   """Share of `images` whose most probable class is their label."""
+  labels = np.asarray(labels)
+  if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
+    # (N, 1) or a single label would broadcast against the N predictions into a wrong share.
+    raise ValueError(f'labels must be {len(images)} integers, one per image, got '
+                     f'{labels.dtype} {labels.shape}: pass class ids of shape ({len(images)},)')
   _, probs = embed_and_predict(params, images, model=model)
-  return float(np.mean(probs.argmax(axis=1) == np.asarray(labels)))
+  return float(np.mean(probs.argmax(axis=1) == labels))
 
 
 @functools.partial(jax.jit, static_argnums=0)
