@@ -148,6 +148,8 @@ def get(name: str, *, label_smoothing: float = 0.0, gp_weight: float = 10.0,
   if consistency and not 0 < consistency_translation <= 0.5:
     raise ValueError('loss.consistency_translation must be in (0, 0.5] (a fraction of the '
                      f'image size), got {consistency_translation}')
+  if not 0.0 <= label_smoothing < 1.0:  # 1 makes real targets 0, above it negative
+    raise ValueError(f'loss.label_smoothing must be in [0, 1), got {label_smoothing}')
   if label_smoothing and name != 'bce':
     raise ValueError(f'loss.label_smoothing={label_smoothing} applies to the bce loss only, '
                      f'not {name!r}: set it to 0')

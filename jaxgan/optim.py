@@ -1,6 +1,8 @@
 """optax optimizers and learning-rate schedules built from config."""
 from __future__ import annotations
 
+import math
+
 import ml_collections
 import optax
 
@@ -21,6 +23,9 @@ def make_schedule(lr: float, schedule: ml_collections.ConfigDict, total_steps: i
   if warmup < 0 or (warmup and warmup >= total_steps and name == 'cosine'):
     raise ValueError(f'schedule.warmup_steps={warmup} must be >= 0 and, for cosine, below the '
                      f'{total_steps} training steps')
+  problems = schedule_problems(schedule)
+  if problems:
+    raise ValueError('; '.join(problems))
   warmup, total_steps = warmup * updates_per_step, total_steps * updates_per_step
   if name == 'constant':
     return optax.constant_schedule(lr)
@@ -36,6 +41,20 @@ def make_schedule(lr: float, schedule: ml_collections.ConfigDict, total_steps: i
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), decay], [warmup])
   raise ValueError(f'unknown schedule {name!r}: choose one of {", ".join(SCHEDULE_NAMES)} '
                    '(config field schedule.name)')
+
+
+def schedule_problems(schedule: ml_collections.ConfigDict) -> list[str]:
+  """What is wrong with the fields of `schedule.name`'s schedule (the others are unused): a
+  decay rate of 0 or a decay over 0 steps gave lr at every step, a negative end factor negative
+  learning rates."""
+  problems = []
+  if schedule.name == 'cosine' and not 0.0 <= schedule.end_factor < math.inf:
+    problems.append(f'schedule.end_factor must be finite and >= 0, got {schedule.end_factor}')
+  if schedule.name == 'exponential' and (schedule.decay_steps <= 0
+                                         or not 0.0 < schedule.decay_rate < math.inf):
+    problems.append('schedule.decay_steps and schedule.decay_rate must be > 0, got '
+                    f'{schedule.decay_steps} and {schedule.decay_rate}')
+  return problems
 
 
 def make_optimizer(name: str, opt: ml_collections.ConfigDict,

@@ -78,8 +78,8 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
   """
   if not 0.0 <= ema_decay < 1.0:
     raise ValueError(f'ema.decay must be in [0, 1) (0 = off), got {ema_decay}')
-  if n_critic < 1:
-    raise ValueError(f'loss.n_critic must be >= 1, got {n_critic}')
+  if not isinstance(n_critic, (int, np.integer)) or n_critic < 1:
+    raise ValueError(f'loss.n_critic must be an integer >= 1, got {n_critic!r}')
   if before_growth and gan.grow_step is None:
     raise ValueError(f'before_growth needs a progressive model, got {gan.name!r}')
   if mode_seeking < 0:

@@ -208,8 +208,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.data.get('num_train_examples', 0) < 0:
     problems.append('data.num_train_examples must be >= 0 (0: the whole split), got '
                     f'{config.data.num_train_examples}')
-  if not 0.0 <= config.loss.label_smoothing < 1.0:
-    problems.append(f'loss.label_smoothing must be in [0, 1), got {config.loss.label_smoothing}')
   if config.loss.n_critic < 1:
     problems.append(f'loss.n_critic must be >= 1, got {config.loss.n_critic}')
   for field in ('log_every', 'checkpoint_every', 'keep_checkpoints', 'sample_grid_rows',
@@ -298,13 +296,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         problems.append(f'optimizer.{net}.{field} must be in [0, 1), got {opt[field]}')
     if not 0.0 < opt.eps < math.inf:
       problems.append(f'optimizer.{net}.eps must be finite and > 0, got {opt.eps}')
-  schedule = config.schedule  # each schedule's own fields only: the others are unused
-  if schedule.name == 'cosine' and not 0.0 <= schedule.end_factor < math.inf:
-    problems.append(f'schedule.end_factor must be finite and >= 0, got {schedule.end_factor}')
-  if schedule.name == 'exponential' and (schedule.decay_steps <= 0
-                                         or not 0.0 < schedule.decay_rate < math.inf):
-    problems.append('schedule.decay_steps and schedule.decay_rate must be > 0, got '
-                    f'{schedule.decay_steps} and {schedule.decay_rate}')
+  problems.extend(optim.schedule_problems(config.schedule))
   if config.optimizer.get('name', 'adam') not in optim.OPTIMIZER_NAMES:
     problems.append(f'optimizer.name must be one of {", ".join(optim.OPTIMIZER_NAMES)}, got '
                     f'{config.optimizer.name!r}')

@@ -374,6 +374,9 @@ def test_r1_consistency_and_label_smoothing_options_are_checked():
     losses.get("hinge", consistency_translation=0.0)  # unused while the penalty is off
     with pytest.raises(ValueError, match="label_smoothing.*bce"):
         losses.get("hinge", label_smoothing=0.1)
+    for bad in (1.0, 1.5, -0.1, float("nan")):  # 1.5 made real targets negative, unrefused
+        with pytest.raises(ValueError, match=rf"^loss.label_smoothing must be in \[0, 1\), got {bad}$"):
+            losses.get("bce", label_smoothing=bad)
 
 
 def test_mode_seeking_penalty_closed_form():

@@ -90,6 +90,18 @@ def test_exponential_schedule_without_warmup():
     np.testing.assert_allclose(values(schedule, steps), [LR * 0.1 ** (s / 1000) for s in steps], rtol=1e-5)
 
 
+@pytest.mark.parametrize("fields, message", [
+    (dict(name="exponential", decay_steps=0), r"decay_steps and schedule.decay_rate must be > 0, got 0 and 0.5"),
+    (dict(name="exponential", decay_rate=0.0), r"decay_steps and schedule.decay_rate must be > 0, got 1000 and 0.0"),
+    (dict(name="cosine", end_factor=-1.0), r"end_factor must be finite and >= 0, got -1.0"),
+])
+def test_make_schedule_refuses_what_the_trainer_refuses(fields, message):
+    """Called directly, a decay rate of 0 or over 0 steps gave lr at every step, a negative end
+    factor negative rates."""
+    with pytest.raises(ValueError, match=rf"^schedule\.{message}$"):
+        optim.make_schedule(LR, schedule_config(**fields), TOTAL)
+
+
 @pytest.mark.parametrize("name", ["warmup", "cosine", "exponential"])
 def test_a_schedule_read_per_critic_update_follows_the_training_steps(name):
     # The discriminator's optimizer updates n_critic times per training step: at update

@@ -182,6 +182,14 @@ def test_misuse_of_the_step_is_named_when_it_is_traced(options, batch, message):
     jax.eval_shape(step, state, batch, jax.random.key(1))
 
 
+@pytest.mark.parametrize('n_critic', [0, 1.5])
+def test_n_critic_must_be_a_whole_number_of_critic_updates(n_critic):
+  """1.5 was accepted, and the first call blamed the batch ('does not split into n_critic=1.5
+  chunks')."""
+  with pytest.raises(ValueError, match=rf'^loss.n_critic must be an integer >= 1, got {n_critic}$'):
+    _misuse(n_critic=n_critic)
+
+
 @pytest.mark.parametrize('wrap', ['shard', 'pmap'])
 def test_the_first_batch_is_checked_for_values_the_compiled_step_cannot_see(wrap):
   """One-based labels gave NaN losses (projection) or other classes, silently; pixels as
