@@ -12,6 +12,7 @@ import numpy as np
 
 from jaxgan import atomic, images, parallel, rng
 from jaxgan.models import GAN
+from jaxgan.state import GANState
 
 # Digits per generator call. XLA:CPU's convolutions get slower per image as the batch grows:
 # 60,000 dcgan digits on the quiet 2-core CPU (one device) took 11.2 s at 250 per call, 9.7 s
@@ -143,14 +144,19 @@ def generate(gan: GAN, g_variables: dict, z: jax.Array, labels: np.ndarray | Non
   if np.ndim(z) != 2 or np.shape(z)[1] != gan.latent_dim:
     raise ValueError(f'z must hold latents of shape (N, {gan.latent_dim}), got {np.shape(z)}'
                      + (': one latent is z[None]' if np.ndim(z) == 1 else ''))
+  if isinstance(g_variables, GANState):
+    raise ValueError('generate takes the generator\'s variables, not the whole GAN state: pass '
+                     'jaxgan.state.generator_variables(state)')
+  if batch_size < 1:
+    raise ValueError(f'batch_size must be >= 1 (latents generated at once), got {batch_size}')
+  num = np.shape(z)[0]
   if gan.num_classes:
-    _check_labels(labels, z.shape[0], gan.num_classes)
+    _check_labels(labels, num, gan.num_classes)
   elif labels is not None:
     raise ValueError('labels were given for an unconditional GAN, which draws no class: drop '
                      'them')
   net = {} if step is None else gan.network_kwargs(step)
   devices = jax.local_devices() if devices is None else list(devices)
-  num = z.shape[0]
   if num == 0:
     return np.zeros((0,) + tuple(gan.image_shape[:2]), np.uint8)
   batch_size = min(batch_size, num)
@@ -181,6 +187,11 @@ def sample_grid(gan: GAN, g_variables: dict, z: jax.Array, rows: int, *, scale: 
                 step=None):
   """A rows x rows picture of the digits generated from the first rows**2 latents; for a
   conditional GAN, one row per class, each of the first `rows` latents."""
+  needed = rows if gan.num_classes else rows * rows
+  given = np.shape(z)[0] if np.ndim(z) else 0
+  if given < needed:  # the grid's last cells were left blank
+    raise ValueError(f'a grid of {rows} rows needs {needed} latents, got {given}: draw '
+                     f'{needed}, or make the grid smaller')
   if not gan.num_classes:
     return images.grid(generate(gan, g_variables, z[: rows * rows], step=step), rows,
                        scale=scale)

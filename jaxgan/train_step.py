@@ -159,6 +159,9 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
       raise ValueError(f"batch['image'] must hold images of shape {tuple(gan.image_shape)} "
                        f'(rows, height, width, channels), got {tuple(shape)}{on_each_device()}')
     rows = shape[0]
+    if not rows:
+      raise ValueError(f"batch['image'] holds no images{on_each_device()}: pass at least "
+                       'n_critic images per device')
     if rows % n_critic:
       raise ValueError(f'the per-device batch of {rows} images does not split into n_critic='
                        f'{n_critic} chunks: make the batch a multiple of n_critic x the devices')

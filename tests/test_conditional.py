@@ -19,6 +19,7 @@ import urllib.request
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from PIL import Image
 
@@ -26,6 +27,7 @@ from experiments.configs import cgan_mnist
 from jaxgan import generate, models, run_folder, strings, trainer
 from jaxgan.evaluation import run_scores
 from jaxgan.layers import SPECTRAL
+from jaxgan import state as state_lib
 from jaxgan.state import generator_variables
 from tests.idx_files import tiny_digits
 from tests.test_experiments import (TINY_MNIST, cli, data_dirs, tiny_config,  # noqa: F401
@@ -208,6 +210,30 @@ def test_labels_a_generator_would_misread_are_refused(labels, message):
     with pytest.raises(ValueError, match=rf'^z must hold latents of shape \(N, 100\), got '
                                          rf'{re.escape(str(bad.shape) + hint)}$'):
       generate.generate(unconditional, unconditional_variables, bad)
+
+
+def test_generate_and_sample_grid_name_their_misuse():
+  """A batch size of 0 (ZeroDivisionError), the whole GAN state (a TypeError from flax), latents
+  as a list (AttributeError), and a grid with fewer latents than cells (blank cells, silently)."""
+  gan = models.build('mlp')
+  z = np.zeros((13, gan.latent_dim), np.float32)
+  init = lambda key: state_lib.init_state(gan, optax.adam(1e-3), optax.adam(1e-3), key)
+  state = jax.jit(init)(jax.random.key(0))
+  variables = generator_variables(state)
+  for size in (0, -1):
+    with pytest.raises(ValueError, match=rf'^batch_size must be >= 1 \(latents generated at '
+                                         rf'once\), got {size}$'):
+      generate.generate(gan, variables, z, batch_size=size)
+  with pytest.raises(ValueError, match=r"^generate takes the generator's variables, not the "
+                                       r'whole GAN state: pass '
+                                       r'jaxgan.state.generator_variables\(state\)$'):
+    generate.generate(gan, state, z)
+  np.testing.assert_array_equal(generate.generate(gan, variables, z.tolist()),
+                                generate.generate(gan, variables, z))
+  with pytest.raises(ValueError, match=r'^a grid of 4 rows needs 16 latents, got 13: draw 16, '
+                                       r'or make the grid smaller$'):
+    generate.sample_grid(gan, variables, z, 4)
+  generate.sample_grid(gan, variables, z[:9], 3)  # exactly enough
 
 
 @pytest.fixture(scope='module')

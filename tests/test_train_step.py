@@ -152,6 +152,8 @@ IMAGES = np.zeros((6, 28, 28, 1), np.float32)
     (dict(), {'image': IMAGES[..., 0]},
      r"^batch\['image'\] must hold images of shape \(28, 28, 1\) \(rows, height, width, "
      r'channels\), got \(6, 28, 28\)$'),
+    (dict(), {'image': IMAGES[:0]},  # a ZeroDivisionError inside the model
+     r"^batch\['image'\] holds no images: pass at least n_critic images per device$"),
     (dict(n_critic=4), {'image': IMAGES},
      r'^the per-device batch of 6 images does not split into n_critic=4 chunks: make the batch '
      r'a multiple of n_critic x the devices$'),
