@@ -38,6 +38,7 @@ def latents(key: jax.Array, num: int, latent_dim: int, truncation: float = 0.0,
   if not 0 < scale < math.inf:
     raise ValueError('latent scale must be finite and > 0 (1: the training distribution), '
                      f'got {scale}')
+  rng.check_key(key)
   if truncation:
     z = rng.truncated_normal(key, num, (latent_dim,), truncation)
   else:

@@ -16,9 +16,23 @@ from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # The largest seed jax.random.key takes (an int64); seed flags and config.seed are bounded by it.
 MAX_SEED = 2**63 - 1
+
+
+def check_key(key) -> None:
+  """Refuse what is not a PRNG key where one goes: jax's own error for a seed passed as the key
+  ('invalid PRNG key data: expected key_data.ndim >= 1') names no fix."""
+  dtype, shape = getattr(key, 'dtype', None), np.shape(key)
+  if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key) and shape == ():
+    return
+  if dtype == jnp.uint32 and len(shape) == 1:  # a raw key, jax.random.PRNGKey's
+    return
+  described = type(key).__name__ if dtype is None else f'{dtype} {shape}'
+  raise ValueError(f'key must be one jax PRNG key, got {described}: make it with '
+                   'jax.random.key(seed)')
 
 
 def global_example_indices(local_batch: int, axis_name: str | None) -> jax.Array:

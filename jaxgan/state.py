@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxgan import rng
 from jaxgan.models import GAN
 
 
@@ -30,6 +31,7 @@ def init_state(gan: GAN, g_tx: optax.GradientTransformation, d_tx: optax.Gradien
                key: jax.Array, *, ema: bool = False) -> GANState:
   """A fresh state from `key`; call under jit (or jax.eval_shape for shapes only). With `ema`
   the moving average of the generator's parameters starts at its initial parameters."""
+  rng.check_key(key)
   g_key, d_key = jax.random.split(key)
   z = jnp.zeros((1, gan.latent_dim), jnp.float32)
   x = jnp.zeros((1,) + gan.image_shape, jnp.float32)

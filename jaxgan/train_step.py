@@ -188,6 +188,7 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
                          f'{on_each_device()}')
 
   def step(state: GANState, batch: dict, key: jax.Array):
+    rng.check_key(key)
     step_key = jax.random.fold_in(key, state.step)
     # Progressive growing's alpha (and which layers run); {} for other models.
     net = gan.network_kwargs(state.step, before_growth=before_growth)

@@ -184,6 +184,28 @@ def test_misuse_of_the_step_is_named_when_it_is_traced(options, batch, message):
     jax.eval_shape(step, state, batch, jax.random.key(1))
 
 
+def test_a_seed_where_a_key_goes_is_named_with_the_fix():
+  """jax's own error ('invalid PRNG key data: expected key_data.ndim >= 1') names no fix."""
+  import optax
+  from jaxgan import generate, models, state as state_lib
+  step, state = _misuse()
+  gan = models.build('mlp')
+  init = lambda key: state_lib.init_state(gan, optax.adam(1e-3), optax.adam(1e-3), key)
+  message = r'(?m)^key must be one jax PRNG key, got {}: make it with jax.random.key\(seed\)$'
+  for call, key, got in (
+      (lambda key: jax.eval_shape(step, state, {'image': IMAGES}, key), 0, r'int32 \(\)'),
+      (lambda key: jax.eval_shape(init, key), np.int32(0), r'int32 \(\)'),
+      (lambda key: generate.latents(key, 3, 100), 0, 'int'),
+      (lambda key: generate.latents(key, 3, 100), np.zeros(2, np.float32), r'float32 \(2,\)'),
+      (lambda key: jax.eval_shape(init, key), jax.random.split(jax.random.key(0), 3),
+       r'key<fry> \(3,\)')):
+    with pytest.raises(ValueError, match=message.format(got)):
+      call(key)
+  for key in (jax.random.key(0), jax.random.PRNGKey(0)):  # typed and raw keys both work
+    jax.eval_shape(init, key)
+    generate.latents(key, 3, 100)
+
+
 @pytest.mark.parametrize('n_critic', [0, 1.5])
 def test_n_critic_must_be_a_whole_number_of_critic_updates(n_critic):
   """1.5 was accepted, and the first call blamed the batch ('does not split into n_critic=1.5
