@@ -78,8 +78,13 @@ def compose(digits: np.ndarray, lengths: np.ndarray, rng: np.random.Generator, *
                      f'{digits.dtype} {digits.shape}')
   num, max_length, height, width = digits.shape
   lengths = np.asarray(lengths)
-  if lengths.shape != (num,) or (lengths < 1).any() or (lengths > max_length).any():
-    raise ValueError(f'lengths must hold one length in 1..{max_length} per string')
+  if (lengths.shape != (num,) or not np.issubdtype(lengths.dtype, np.integer)
+      or (lengths < 1).any() or (lengths > max_length).any()):
+    raise ValueError(f'lengths must hold one integer length in 1..{max_length} per string, got '
+                     f'{lengths.dtype} {lengths.shape}')
+  if not isinstance(rng, np.random.Generator):
+    raise ValueError(f'rng must be a numpy Generator, got {type(rng).__name__}: pass '
+                     'np.random.default_rng(seed)')
   check_layout((height, width), min_gap, max_gap, jitter)
   canvas = canvas_width(max_length, width, max_gap)
   images = np.zeros((num, height, canvas), np.uint8)
@@ -105,17 +110,21 @@ def cut_out(images: np.ndarray, boxes: np.ndarray, width: int = 28) -> np.ndarra
   """Each digit of composed strings back as a single digit: the columns of its box (with any
   ink a neighbour left there) centred in `width` columns. uint8 (number of boxes, H, width),
   string by string, padding boxes skipped."""
-  cells = []
+  images, boxes = np.asarray(images), np.asarray(boxes)
+  if images.ndim != 3 or boxes.ndim != 3 or boxes.shape[::2] != (len(images), 2):
+    raise ValueError(f'images must be (strings, height, width) and boxes (strings, length, 2), '
+                     f'got {images.shape} and {boxes.shape}: pass the arrays compose returned')
+  cells = [np.zeros((0, images.shape[1], width), np.uint8)]  # none if every box is padding
   for image, string_boxes in zip(images, boxes):
     for start, stop in string_boxes:
       if start < 0:
         continue
-      cell = np.zeros((image.shape[0], width), np.uint8)
+      cell = np.zeros((1, image.shape[0], width), np.uint8)
       columns = min(stop - start, width)
       left = (width - columns) // 2
-      cell[:, left:left + columns] = image[:, start:start + columns]
+      cell[0, :, left:left + columns] = image[:, start:start + columns]
       cells.append(cell)
-  return np.stack(cells)
+  return np.concatenate(cells)
 
 
 def random_strings(rng: np.random.Generator, num: int, length: int,
@@ -126,6 +135,9 @@ def random_strings(rng: np.random.Generator, num: int, length: int,
 
 def parse_strings(texts: list[str], num_classes: int) -> tuple[np.ndarray, np.ndarray]:
   """Digit strings such as '90210' -> (int32 classes (N, L) padded with -1, lengths (N,))."""
+  if isinstance(texts, str):  # its characters would be read as one-digit strings
+    raise ValueError(f'texts must be a list of digit strings, got the string {texts!r}: pass '
+                     f'[{texts!r}]')
   if not texts:
     raise ValueError('no strings given: pass digit strings, e.g. 90210,1234')
   for text in texts:

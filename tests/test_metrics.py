@@ -282,6 +282,7 @@ def test_label_metrics_refuse_unlabelled_samples(toy_real):
 def test_unknown_metric_names_are_refused_with_the_choices():
   with pytest.raises(ValueError, match='unknown metric fid: choose from fcd, '):
     metrics.check_names(['fcd', 'fid'])
+  assert metrics.check_names('fcd') == ('fcd',)  # one name, not its letters ('unknown metric f')
   with pytest.raises(ValueError, match='cas can only score labelled samples'):
     suite.resolve_metric_names(['fcd', 'cas'], has_labels=False)
   assert suite.resolve_metric_names(['precision', 'recall'], has_labels=False) == (

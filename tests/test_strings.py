@@ -102,6 +102,22 @@ def test_layouts_that_cannot_be_drawn_are_refused(layout, message):
                     **layout)
 
 
+def test_compose_and_cut_out_name_arguments_they_cannot_use():
+  digits = bar_digits([4, 4])[None]
+  with pytest.raises(ValueError, match=r'^lengths must hold one integer length in 1..2 per '
+                                       r'string, got float64 \(1,\)$'):
+    strings.compose(digits, np.array([2.0]), np.random.default_rng(0))
+  with pytest.raises(ValueError, match=r'^rng must be a numpy Generator, got int: pass '
+                                       r'np.random.default_rng\(seed\)$'):
+    strings.compose(digits, np.array([2]), 0)
+  composed, boxes = strings.compose(digits, np.array([2]), np.random.default_rng(0))
+  with pytest.raises(ValueError, match=r'^images must be \(strings, height, width\) and boxes '
+                                       r'\(strings, length, 2\), got \(1, 28, 60\) and '
+                                       r'\(2, 2\): pass the arrays compose returned$'):
+    strings.cut_out(composed, boxes[0])
+  assert strings.cut_out(composed[:0], boxes[:0]).shape == (0, 28, 28)  # no strings, no digits
+
+
 def test_strings_parse_to_padded_classes():
   classes, lengths = strings.parse_strings(['90210', '42'], 10)
   np.testing.assert_array_equal(classes, [[9, 0, 2, 1, 0], [4, 2, -1, -1, -1]])
@@ -110,6 +126,9 @@ def test_strings_parse_to_padded_classes():
     strings.parse_strings(['12a'], 10)
   with pytest.raises(ValueError, match="'17': the model has classes 0..4 only"):
     strings.parse_strings(['17'], 5)
+  with pytest.raises(ValueError, match=r"^texts must be a list of digit strings, got the string "
+                                       r"'90210': pass \['90210'\]$"):  # not 5 strings of 1
+    strings.parse_strings('90210', 10)
   random = strings.random_strings(np.random.default_rng(0), 1000, 5)
   assert random.shape == (1000, 5) and set(np.unique(random)) == set(range(10))
 

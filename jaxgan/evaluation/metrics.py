@@ -480,7 +480,7 @@ DEFAULT_METRICS = ('fcd', 'classifier_score', 'precision_recall', 'coverage')
 
 def check_names(names) -> tuple[str, ...]:
   """`names` as a tuple, or a one-line error naming the unknown ones and the choices."""
-  names = tuple(names)
+  names = (names,) if isinstance(names, str) else tuple(names)  # not its letters
   unknown = [name for name in names if name not in METRICS]
   if unknown:
     raise ValueError(f'unknown metric {", ".join(unknown)}: choose from {", ".join(METRICS)}')
