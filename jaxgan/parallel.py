@@ -148,10 +148,19 @@ def shard_step(step_fn, mesh: Mesh, *, donate: bool = True, steps_per_call: int 
                    compiler_options=step_compiler_options(mesh))
 
   def misfit(state, batch, key):
-    del state, key
+    del key
+    if np.ndim(getattr(state, 'step', 0)):
+      return (f'state.step has shape {np.shape(state.step)}: the state has a leading axis of '
+              'devices (pmap_replicate\'s), but shard_step takes one state: pass '
+              'parallel.pmap_unreplicate(state)')
     if steps_per_call > 1 and (problem := _batches_problem(batch, steps_per_call)):
       return problem
     for path, leaf in jax.tree_util.tree_leaves_with_path(batch):
+      if (isinstance(leaf, jax.Array) and leaf.committed
+          and not leaf.sharding.is_equivalent_to(batch_sharded(mesh), leaf.ndim)):
+        return (f'batch{jax.tree_util.keystr(path)} is placed on {leaf.sharding}, not split '
+                f'over the mesh\'s {mesh.size} devices: pass host (numpy) arrays, or place it '
+                'with jax.device_put(x, parallel.batch_sharded(mesh))')
       if np.ndim(leaf) == 0 or np.shape(leaf)[0] % mesh.size:
         return (f'batch{jax.tree_util.keystr(path)} has shape {np.shape(leaf)}, whose first '
                 f'axis the {mesh.size} devices of the mesh cannot split: make the batch size '
@@ -239,7 +248,7 @@ class _ExplainedStep:
       self._check_values = None
     try:
       return self._compiled(state, batch, key)
-    except (ValueError, IndexError) as error:
+    except (ValueError, IndexError, TypeError) as error:  # TypeError: a state pmap replicated
       problem = self._misfit(state, batch, key)
       if problem is None:
         raise
@@ -340,6 +349,14 @@ def pmap_unreplicate(tree):
   program over every device per leaf, and with several CPU devices dozens of those queued
   behind a step's all-reduce filled XLA:CPU's queue and aborted the process (the deadlock of
   MAX_STEPS_IN_FLIGHT; seen twice in the pmap tests)."""
-  return jax.tree.map(
-      lambda x: x.addressable_data(0).reshape(x.shape[1:]) if isinstance(x, jax.Array) else x[0],
-      tree)
+  def first(x):
+    if not isinstance(x, jax.Array):
+      return x[0]
+    shard = x.addressable_data(0)
+    if shard.shape != (1,) + x.shape[1:]:  # a leaf not split over the devices' leading axis
+      raise ValueError(f'pmap_unreplicate takes a pytree with a leading axis of devices (from '
+                       f'pmap_replicate or pmap_step), got a leaf of shape {x.shape} whose first '
+                       f'device holds {shard.shape}: the tree is not replicated, use it as it is')
+    return shard.reshape(x.shape[1:])
+
+  return jax.tree.map(first, tree)

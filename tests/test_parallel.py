@@ -136,6 +136,29 @@ def test_arguments_the_devices_cannot_take_are_named_with_the_fix():
     pmapped(parallel.pmap_replicate(state), {'image': images}, jax.random.key(1))
 
 
+def test_a_state_or_batch_laid_out_for_another_wrapper_is_named_with_the_fix():
+  """jax's words: 'fold_in accepts a scalar, but was given an array of shape (8,)' for a pmap
+  state given to shard_step, 'Sharding passed to jit does not match ...' for a batch on one
+  device, 'cannot reshape array' for unreplicating a state never replicated."""
+  init, step = stepping.components('mlp', 'bce', axis_name=parallel.DATA_AXIS)
+  state = jax.jit(init)(jax.random.key(0))
+  mesh = parallel.make_mesh(jax.devices()[:8])
+  sharded = parallel.shard_step(step, mesh, donate=False)
+  images = np.zeros((16, 28, 28, 1), np.float32)
+  with pytest.raises(ValueError, match=r"^state.step has shape \(8,\): the state has a leading "
+                                       r"axis of devices \(pmap_replicate's\), but shard_step "
+                                       r"takes one state: pass parallel.pmap_unreplicate\(state\)$"):
+    sharded(parallel.pmap_replicate(state, 8), {'image': images}, jax.random.key(1))
+  with pytest.raises(ValueError, match=r"^batch\['image'\] is placed on SingleDeviceSharding\("
+                                       r".*not split over the mesh's 8 devices: pass host "):
+    sharded(state, {'image': jax.device_put(images, jax.devices()[1])}, jax.random.key(1))
+  placed = jax.device_put(images, parallel.batch_sharded(mesh))  # the documented placement
+  sharded(state, {'image': placed}, jax.random.key(1))
+  with pytest.raises(ValueError, match=r'^pmap_unreplicate takes a pytree with a leading axis of '
+                                       r'devices .* the tree is not replicated, use it as it is$'):
+    parallel.pmap_unreplicate(state)
+
+
 def test_shapes_the_step_checks_per_device_are_said_to_be_per_device():
   """Under the wrappers the step sees each device's share: (2, 28, 28) read as the caller's
   batch when the caller passed (16, 28, 28)."""
