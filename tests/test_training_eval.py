@@ -18,7 +18,7 @@ import pytest
 from experiments.configs import tiny
 from jaxgan import console, generate, provenance, trainer
 from jaxgan.checkpoint import BEST, CheckpointStore
-from jaxgan.evaluation import metrics, run_scores, suite, weights
+from jaxgan.evaluation import classifier, metrics, run_scores, suite, weights
 from jaxgan.evaluation.during_training import read_best
 from jaxgan.state import generator_variables, init_state
 from tests.idx_files import tiny_digits, write_manual_dir
@@ -84,6 +84,35 @@ def test_best_checkpoint_holds_the_lowest_fcd_state(evaluated_run):
   assert int(state.step) == best['step']
   rescored = suite.make_periodic_evaluator(config, components.gan)(generator_variables(state))
   assert rescored['fcd'] == best['fcd']
+
+
+def test_the_periodic_figures_never_read_the_test_split(config_factory, monkeypatch):
+  """They choose the best checkpoint, which experiments.evaluate then scores on the test split:
+  until 2026-12-07 they compared with that split too, so the choice had seen it. They compare
+  with the train split's digits (all 1,200 here, fewer than PERIODIC_REFERENCE_SIZE)."""
+  config = config_factory()
+  splits_read, load_split = [], suite.data.load_split
+  monkeypatch.setattr(suite.data, 'load_split',
+                      lambda name, split, **options: splits_read.append(split)
+                      or load_split(name, split, **options))
+  components = trainer.build_components(config, total_steps=10)
+  evaluate = suite.make_periodic_evaluator(config, components.gan)
+  variables = generator_variables(jax.jit(lambda key: init_state(
+      components.gan, components.g_tx, components.d_tx, key))(jax.random.key(0)))
+  figures = evaluate(variables)
+  assert splits_read == ['train']
+  train_images, _ = load_split('mnist', 'train', manual_dir=config.data.manual_dir,
+                               data_dir=config.data.data_dir)
+  params, _ = weights.load_shipped('mnist')
+  samples = generate.generate(components.gan, variables, generate.latents(
+      jax.random.fold_in(jax.random.key(config.seed), suite.EVAL_LATENT_STREAM), EVAL_SAMPLES,
+      components.gan.latent_dim))
+  sample_stats, train_stats = (
+      metrics.GaussianStats.of(classifier.embed_and_predict(params, images)[0])
+      for images in (samples, train_images))
+  assert figures['fcd'] == pytest.approx(metrics.frechet_distance(
+      sample_stats.mean, sample_stats.covariance, train_stats.mean, train_stats.covariance),
+      rel=1e-4)
 
 
 def test_a_damaged_best_json_is_named_and_the_run_left_alone(evaluated_run, config_factory,

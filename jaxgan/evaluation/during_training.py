@@ -52,7 +52,8 @@ class TrainingEvaluator:
     # What the figures were measured on: a best.json measured otherwise is not comparable.
     # sample_latent_scale may change on resume, as eval_num_samples and the class mix may.
     self._drawn = dict(eval_num_samples=config.eval_num_samples,
-                       eval_latent_scale=run_folder.latent_scale(config))
+                       eval_latent_scale=run_folder.latent_scale(config),
+                       eval_reference=suite.PERIODIC_REFERENCE)
     if gan.num_classes:
       self._drawn['eval_class_proportions'] = config.get('eval_class_proportions',
                                                          class_proportions.BALANCED)
@@ -61,9 +62,11 @@ class TrainingEvaluator:
     self._best = math.inf
     if best:
       # Records from before the class mix was recorded were drawn balanced; those from before
-      # the latent scale was recorded are taken to be at this run's.
+      # the latent scale was recorded are taken to be at this run's; those from before the
+      # reference was recorded compared with the test split.
       recorded = {'eval_class_proportions': class_proportions.BALANCED,
-                  'eval_latent_scale': self._drawn['eval_latent_scale'], **best}
+                  'eval_latent_scale': self._drawn['eval_latent_scale'],
+                  'eval_reference': 'test', **best}
       best_drawn = {key: recorded.get(key) for key in self._drawn}
       if self._store.latest_step() != best['step']:  # killed between saving one and the other
         logging.warning('%s names step %d but %s holds %s: the next evaluation replaces both',

@@ -21,6 +21,9 @@ from jaxgan.evaluation.metrics import RealData, ScoredImages, Settings
 # The periodic evaluation's latents: stream 3 of the run's seed (the trainer uses 0-2).
 EVAL_LATENT_STREAM = 3
 _REFERENCE_SEED = 0
+# The periodic evaluation compares with this many train digits (all if the split is shorter).
+PERIODIC_REFERENCE_SIZE = 10_000
+PERIODIC_REFERENCE = 'train'  # recorded with the figures (before 2026-12-07: 'test')
 
 
 def load_real_data(dataset: str, params, *, data_dir: str | None = None,
@@ -128,13 +131,23 @@ def make_periodic_evaluator(config: ml_collections.ConfigDict, gan
   {fcd, classifier_score, precision, recall, coverage_entropy, coverage_min_share} (and
   label_accuracy for a conditional GAN, whose classes follow `config.eval_class_proportions`).
 
-  The real test split is scored once, here; each call generates `config.eval_num_samples`
-  digits from the same latents (stream EVAL_LATENT_STREAM of `config.seed`), so successive
-  figures differ only through the generator.
+  The figures compare with PERIODIC_REFERENCE_SIZE digits of the train split (a fixed random
+  subset), scored once, here, not with the test split: they choose the run's best checkpoint,
+  and the test split that experiments.evaluate reports on must play no part in that choice.
+  Each call generates `config.eval_num_samples` digits from the same latents (stream
+  EVAL_LATENT_STREAM of `config.seed`), so successive figures differ only through the
+  generator.
   """
   params, _ = weights.load_shipped(config.data.name)
-  real = load_real_data(config.data.name, params, data_dir=config.data.data_dir or None,
-                        manual_dir=config.data.manual_dir or None, with_train=False)
+  logging.info('loading and classifying the periodic evaluation\'s real train digits')
+  images, labels = data.load_split(config.data.name, 'train',
+                                   data_dir=config.data.data_dir or None,
+                                   manual_dir=config.data.manual_dir or None)
+  rows = np.sort(np.random.default_rng(_REFERENCE_SEED).permutation(len(images))
+                 [:PERIODIC_REFERENCE_SIZE])
+  # In RealData's place of the test split: the metrics compare the samples with its digits.
+  real = RealData(metrics.score_images(params, images[rows], labels[rows],
+                                       name='real train digits'), images[:0], labels[:0])
   z = generate.latents(jax.random.fold_in(jax.random.key(config.seed), EVAL_LATENT_STREAM),
                        config.eval_num_samples, gan.latent_dim,
                        scale=run_folder.latent_scale(config))
