@@ -203,6 +203,24 @@ def test_a_resume_at_another_latent_scale_replaces_the_best_state(config_factory
   assert os.listdir(tmp_path / BEST) == [str(best['step'])]
 
 
+def test_a_best_state_chosen_against_the_test_split_is_replaced_on_resume(config_factory,
+                                                                          tmp_path):
+  """A best.json from before eval_reference was recorded was measured against the test split:
+  its fcd is not comparable with the train-digit figures, so the next evaluation replaces it
+  even when its own fcd is higher."""
+  trainer.train_and_evaluate(config_factory(num_epochs=1), str(tmp_path))
+  best = read_best(tmp_path)
+  assert best['eval_reference'] == 'train' and best['step'] in (4, 8)
+  del best['eval_reference']
+  best['fcd'] = 0.0  # no later evaluation could beat it on its own terms
+  (tmp_path / 'best.json').write_text(json.dumps(best))
+  trainer.train_and_evaluate(config_factory(), str(tmp_path))
+  rows = eval_lines(tmp_path)
+  best = read_best(tmp_path)
+  assert best['eval_reference'] == 'train' and best['step'] in (12, 16)
+  assert best['fcd'] == min(row['eval_fcd'] for row in rows[2:])
+
+
 def test_a_best_state_saved_at_an_earlier_step_replaces_the_newer_one(config_factory, tmp_path):
   """A run resumed from a checkpoint before its best step, and evaluated otherwise, finds a
   new best at an earlier step: best/ must then hold that one (orbax saves nothing at or below
