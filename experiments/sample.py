@@ -14,7 +14,8 @@ digits (jaxgan.resampling; README, Density-ratio resampling): trained the first 
 run's step, latent scale and truncation (minutes on a CPU) and kept in RUN/resampling/.
 
 The .npz also holds `provenance`, a JSON string (`json.loads(str(npz['provenance']))`): the run
-folder, its dataset and step, the settings that drew the digits (seed, latent scale,
+folder, its dataset, step and `num_train_examples` (the real labelled digits it trained on; 0:
+the whole split), the settings that drew the digits (seed, batch size, latent scale,
 truncation, classes, resampling and its statistics) and the machine
 (`jaxgan.provenance.host_record`), since the same command draws other digits on another kind
 of processor.
@@ -95,6 +96,10 @@ def parse_labels(values: list[str] | None, num_classes: int) -> list[int]:
   if bad:
     raise ValueError(f'--labels={",".join(values)}: class {bad[0]} is out of range, the model '
                      f'has classes 0..{num_classes - 1}')
+  repeated = sorted({c for c in classes if classes.count(c) > 1})
+  if repeated:  # --per_class drew them twice over, --num twice as often
+    raise ValueError(f'--labels={",".join(values)}: class {repeated[0]} is given more than once: '
+                     'give each class once (--per_class or --class_proportions set how many)')
   return classes
 
 
@@ -126,6 +131,11 @@ def main(argv):
   console.check_export_args(_OUT.value, _GRID.value)
   resample = _RESAMPLE.resampling()
   console.setup_logging()
+  if _OUT.value and os.path.isfile(_OUT.value):
+    record = os.path.splitext(_OUT.value)[0] + '.eval.json'  # experiments.evaluate's default
+    logging.warning('%s holds earlier digits, which these replace when they are done%s', _OUT.value,
+                    f'; {record} scored those, not these: run experiments.evaluate '
+                    f'--samples={_OUT.value} again' if os.path.isfile(record) else '')
   # 60,000 dcgan digits on the 2-core CPU: 9.7 s on jax's one device, 5.8 s on two.
   parallel.configure_cpu_devices(_CPU_DEVICES.value, divides=_BATCH.value)
   config = load_run_config(_WORKDIR.value)
@@ -175,7 +185,8 @@ def write_outputs(outputs: contextlib.ExitStack, config, digits, labels, classes
     arrays = dict(images=digits) if labels is None else dict(images=digits, labels=labels)
     arrays['provenance'] = provenance.export_field(
         workdir=os.path.abspath(_WORKDIR.value), dataset=config.data.name, step=step, num=num,
-        seed=_SEED.value,
+        num_train_examples=config.data.get('num_train_examples', 0),
+        seed=_SEED.value, batch_size=_BATCH.value,
         latent_scale=latent_scale, truncation=_TRUNCATION.value,
         labels=None if _LABELS.value is None else classes,
         per_class=_PER_CLASS.value,

@@ -582,6 +582,8 @@ def test_latent_scale_multiplies_the_draws_and_keeps_prefixes():
 @pytest.mark.parametrize('args,message', [
     (('--labels=12',), '--labels=12: class 12 is out of range, the model has classes 0..9'),
     (('--labels=1,x',), '--labels=1,x: give integer classes in 0..9, e.g. --labels=0,1,2'),
+    (('--labels=3,5,3', '--per_class=2'), '--labels=3,5,3: class 3 is given more than once: '
+     'give each class once (--per_class or --class_proportions set how many)'),
 ])
 def test_bad_labels_are_one_line_errors(conditional_run, tmp_path, args, message):
   result = cli('sample', f'--workdir={conditional_run}', f'--out={tmp_path / "x.npz"}', *args)

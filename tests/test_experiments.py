@@ -26,7 +26,7 @@ import pytest
 from absl import app
 
 from experiments.configs import tiny
-from jaxgan import console, data, locks, provenance, run_folder, trainer
+from jaxgan import console, data, generate, locks, provenance, run_folder, trainer
 from jaxgan.checkpoint import CheckpointStore
 from jaxgan.data import DataError
 from tests.idx_files import write_manual_dir
@@ -217,6 +217,9 @@ def test_sample_writes_uint8_digits_and_a_grid(trained_run, tmp_path):
       str(workdir.resolve()), 'mnist', 16, 50, 0)
   assert drawn['latent_scale'] == 1.0 and drawn['truncation'] == 0.0
   assert drawn['resampling'] is None and drawn['labels'] is None
+  # The real labels it trained on (augmentation_gain's meaning depends on them) and the batch
+  # size, which may round a pixel otherwise.
+  assert (drawn['num_train_examples'], drawn['batch_size']) == (256, generate.DEFAULT_BATCH)
   assert drawn['machine']['cpu'] == provenance.cpu()['cpu']
   # experiments.evaluate --samples copies it into its record.
   scored = tmp_path / 'digits.eval.json'
@@ -241,6 +244,9 @@ def test_sample_writes_uint8_digits_and_a_grid(trained_run, tmp_path):
   # The same seed gives the same digits; --num only extends the list. --compress deflates.
   result = cli('sample', f'--workdir={workdir}', '--num=60', f'--out={out}', '--compress')
   assert result.returncode == 0, result.stderr[-3000:]
+  assert (f'{out} holds earlier digits, which these replace when they are done; {scored} '
+          f'scored those, not these: run experiments.evaluate --samples={out} again'
+          ) in result.stderr
   with np.load(out) as data:
     np.testing.assert_array_equal(data['images'][:50], first)
   with zipfile.ZipFile(out) as archive:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxgan.data.idx import read_idx_pair
-from jaxgan.evaluation import classifier, metrics, suite, weights
+from jaxgan.evaluation import classifier, metrics, run_scores, suite, weights
 
 REAL_MANUAL_DIR = os.environ.get('JAXGAN_MANUAL_DIR')
 needs_real_data = pytest.mark.skipif(
@@ -277,6 +277,22 @@ def test_label_metrics_refuse_unlabelled_samples(toy_real):
   for name in metrics.LABEL_METRICS:
     with pytest.raises(ValueError, match=f'{name} needs labelled samples'):
       metrics.compute([name], samples, real, TINY)
+
+
+def test_augmentation_gain_warns_when_the_generator_saw_more_labels_than_k():
+  """A gain "at K = 100" from the digits of a generator trained on 1,000 (or all 60,000)
+  labelled digits is no gain from 100 labels alone; the records did not say so."""
+  warning = run_scores.labels_seen_warning
+  assert warning(1000, ['fcd', 'augmentation_gain']) == (
+      "the generator trained on 1,000 real labelled digits (data.num_train_examples), more than "
+      "augmentation_gain's K = 100: there it measures what its digits add to K labels, not what "
+      "K labels alone can buy (train with --config.data.num_train_examples=K for that)")
+  assert warning(0, ['augmentation_gain']).startswith(
+      "the generator trained on the whole train split's real labelled digits "
+      "(data.num_train_examples), more than augmentation_gain's K = 100 and 1,000: ")
+  assert warning(100, ['augmentation_gain']) is None  # K = 100 its own, K = 1,000 more
+  assert warning(0, ['fcd', 'cas']) is None  # no gain scored
+  assert warning(None, ['augmentation_gain']) is None  # exported before it was recorded
 
 
 def test_unknown_metric_names_are_refused_with_the_choices():

@@ -89,6 +89,24 @@ def score_digits(images: np.ndarray, labels: np.ndarray | None, dataset: str,
               seconds=round(time.perf_counter() - start, 1), **results)
 
 
+def labels_seen_warning(num_train_examples: int | None, names) -> str | None:
+  """What to say when augmentation_gain adds digits of a generator that trained on more real
+  labels than a K it scores (`num_train_examples`: the run's data.num_train_examples, 0 for the
+  whole split; None: unknown): the gain at that K is then no gain from K labels alone."""
+  if 'augmentation_gain' not in names or num_train_examples is None:
+    return None
+  sizes = [k for k in metrics.Settings().augmentation_sizes
+           if num_train_examples == 0 or num_train_examples > k]
+  if not sizes:
+    return None
+  seen = ('the whole train split\'s' if num_train_examples == 0
+          else f'{num_train_examples:,}')
+  return (f'the generator trained on {seen} real labelled digits (data.num_train_examples), more '
+          f'than augmentation_gain\'s K = {" and ".join(f"{k:,}" for k in sizes)}: there it '
+          'measures what its digits add to K labels, not what K labels alone can buy (train '
+          'with --config.data.num_train_examples=K for that)')
+
+
 def recorded_settings() -> dict:
   """The metric settings as an evaluation record holds them (JSON: tuples become lists), to
   compare a record's with the ones a new scoring would use."""
@@ -172,7 +190,8 @@ def evaluate_run(workdir: str, names: list[str] | None = None, *, num_samples: i
                              latent_scale, resample, manual_dir=manual_dir, data_dir=data_dir,
                              class_weights=class_weights)
   source = dict(workdir=workdir, checkpoint=checkpoint, step=digits.step, seed=seed,
-                truncation=truncation, latent_scale=latent_scale)
+                truncation=truncation, latent_scale=latent_scale,
+                num_train_examples=config.data.get('num_train_examples', 0))
   if num_classes:
     source['class_proportions'] = proportions
     source['class_counts'] = np.bincount(digits.labels, minlength=num_classes).tolist()
