@@ -1,4 +1,5 @@
-r"""Generate digits from a trained run's newest checkpoint.
+r"""Generate digits from a trained run's newest checkpoint (--checkpoint=best: the best one that
+evaluation during training kept).
 
 python -m experiments.sample --workdir=DIR --num=1000 --out=digits.npz [--grid=digits.png]
 writes `images`, uint8 (N, 28, 28) with 0 = background as in the IDX files.
@@ -36,6 +37,7 @@ from absl import flags, logging
 
 from jaxgan import (class_proportions, generate, images, parallel, provenance,
                     resampling, rng, run_folder, trainer)
+from jaxgan.checkpoint import BEST, LATEST
 from jaxgan.run_folder import load_run_config
 from jaxgan.state import generator_variables
 
@@ -43,6 +45,9 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder written by experimen
 _NUM = flags.DEFINE_integer('num', 1000, 'How many digits to generate.', lower_bound=1)
 _OUT = flags.DEFINE_string('out', None, 'Output .npz path.')
 _GRID = flags.DEFINE_string('grid', None, 'Optional PNG of the first digits as a square grid.')
+_CHECKPOINT = flags.DEFINE_enum('checkpoint', LATEST, [LATEST, BEST],
+                                'Which state of the run: its newest checkpoint, or the best one '
+                                'kept by evaluation during training (config.eval_every).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the latent vectors.',
                             lower_bound=0, upper_bound=rng.MAX_SEED)
 _BATCH = flags.DEFINE_integer('batch_size', generate.DEFAULT_BATCH, 'Digits generated per call.',
@@ -151,7 +156,7 @@ def main(argv):
         _PROPORTIONS.value, num_classes, config.data.name,
         manual_dir=_MANUAL_DIR.value or config.data.manual_dir,
         data_dir=_DATA_DIR.value or config.data.data_dir)
-  components, state = trainer.restore_run_state(_WORKDIR.value, config)
+  components, state = trainer.restore_run_state(_WORKDIR.value, config, _CHECKPOINT.value)
   gan = components.gan
   step = int(state.step)
   labels = sample_labels(classes, class_weights)
@@ -184,7 +189,8 @@ def write_outputs(outputs: contextlib.ExitStack, config, digits, labels, classes
   if _OUT.value:
     arrays = dict(images=digits) if labels is None else dict(images=digits, labels=labels)
     arrays['provenance'] = provenance.export_field(
-        workdir=os.path.abspath(_WORKDIR.value), dataset=config.data.name, step=step, num=num,
+        workdir=os.path.abspath(_WORKDIR.value), dataset=config.data.name,
+        checkpoint=_CHECKPOINT.value, step=step, num=num,
         num_train_examples=config.data.get('num_train_examples', 0),
         seed=_SEED.value, batch_size=_BATCH.value,
         latent_scale=latent_scale, truncation=_TRUNCATION.value,

@@ -302,6 +302,25 @@ def test_evaluate_scores_the_best_checkpoint(evaluated_run, tmp_path):
       k: here[k] for k in ('cpu', 'cpu_family', 'isa', 'jax', 'backend')}
 
 
+def test_sample_exports_the_best_checkpoint(evaluated_run, tmp_path):
+  """evaluate could score the best state but sample could not export it."""
+  config, workdir = evaluated_run
+  out = tmp_path / 'best.npz'
+  result = subprocess.run(
+      [sys.executable, '-m', 'experiments.sample', f'--workdir={workdir}', '--checkpoint=best',
+       '--num=16', f'--out={out}'], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  best = read_best(workdir)
+  with np.load(out) as data:
+    drawn = json.loads(str(data['provenance']))
+    exported = data['images']
+  assert (drawn['checkpoint'], drawn['step']) == (BEST, best['step'])
+  components, state = trainer.restore_run_state(str(workdir), config, BEST)
+  np.testing.assert_array_equal(exported, generate.generate(
+      components.gan, generator_variables(state),
+      generate.latents(jax.random.key(0), 16, components.gan.latent_dim)))
+
+
 def test_evaluate_writes_its_record_before_printing_the_table(evaluated_run, tmp_path):
   """`evaluate ... | head -1`: a reader that stops early lost the record (the table was printed
   first, and the write never came), and the script then ended with errno's line, status 1."""
