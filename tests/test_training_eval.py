@@ -302,9 +302,13 @@ def test_evaluate_scores_the_best_checkpoint(evaluated_run, tmp_path):
       k: here[k] for k in ('cpu', 'cpu_family', 'isa', 'jax', 'backend')}
 
 
-def test_sample_exports_the_best_checkpoint(evaluated_run, tmp_path):
+def test_sample_exports_the_best_checkpoint(evaluated_run, config_factory, tmp_path):
   """evaluate could score the best state but sample could not export it."""
-  config, workdir = evaluated_run
+  _, evaluated = evaluated_run
+  workdir = tmp_path / 'run'
+  shutil.copytree(evaluated, workdir)
+  config = config_factory(num_epochs=3, eval_every=0)  # newer checkpoints, the best kept
+  trainer.train_and_evaluate(config, str(workdir))
   out = tmp_path / 'best.npz'
   result = subprocess.run(
       [sys.executable, '-m', 'experiments.sample', f'--workdir={workdir}', '--checkpoint=best',
@@ -315,6 +319,7 @@ def test_sample_exports_the_best_checkpoint(evaluated_run, tmp_path):
     drawn = json.loads(str(data['provenance']))
     exported = data['images']
   assert (drawn['checkpoint'], drawn['step']) == (BEST, best['step'])
+  assert best['step'] < trainer.trained_steps(str(workdir)) == 24
   components, state = trainer.restore_run_state(str(workdir), config, BEST)
   np.testing.assert_array_equal(exported, generate.generate(
       components.gan, generator_variables(state),
