@@ -98,8 +98,10 @@ def main(argv):
   with contextlib.ExitStack() as outputs:  # the strings and their grid: both, or neither
     if _OUT.value:
       drawn = provenance.export_field(
-          workdir=os.path.abspath(_WORKDIR.value), step=int(state.step), num=len(composed),
-          seed=_SEED.value, latent_scale=latent_scale, truncation=_TRUNCATION.value,
+          workdir=os.path.abspath(_WORKDIR.value), dataset=config.data.name,
+          step=int(state.step), num=len(composed),
+          num_train_examples=config.data.get('num_train_examples', 0), seed=_SEED.value,
+          batch_size=_BATCH.value, latent_scale=latent_scale, truncation=_TRUNCATION.value,
           texts=_TEXTS.value, length=None if _TEXTS.value else _LENGTH.value, **layout)
       outputs.enter_context(generate.npz_written(
           _OUT.value, images=composed, texts=texts, labels=classes, lengths=lengths, boxes=boxes,

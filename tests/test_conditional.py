@@ -309,6 +309,7 @@ def test_sample_strings_sets_the_generated_digits_of_each_string_side_by_side(co
   assert (drawn['texts'], drawn['seed'], drawn['min_gap'], drawn['max_gap'], drawn['jitter'],
           drawn['length']) == (['90210', '42'], 5, 1, 3, 0, None)
   assert drawn['num'] == 2 and 'cpu' in drawn['machine']
+  assert (drawn['dataset'], drawn['batch_size']) == ('mnist', generate.DEFAULT_BATCH)
   # The same digits straight from the generator: latents of --seed, one per digit in order.
   config = run_folder.load_run_config(str(conditional_run))
   components, state = trainer.restore_run_state(str(conditional_run), config)
