@@ -114,17 +114,17 @@ def cut_out(images: np.ndarray, boxes: np.ndarray, width: int = 28) -> np.ndarra
   if images.ndim != 3 or boxes.ndim != 3 or boxes.shape[::2] != (len(images), 2):
     raise ValueError(f'images must be (strings, height, width) and boxes (strings, length, 2), '
                      f'got {images.shape} and {boxes.shape}: pass the arrays compose returned')
-  cells = [np.zeros((0, images.shape[1], width), np.uint8)]  # none if every box is padding
+  cells = []
   for image, string_boxes in zip(images, boxes):
     for start, stop in string_boxes:
       if start < 0:
         continue
-      cell = np.zeros((1, image.shape[0], width), np.uint8)
+      cell = np.zeros((image.shape[0], width), np.uint8)
       columns = min(stop - start, width)
       left = (width - columns) // 2
-      cell[0, :, left:left + columns] = image[:, start:start + columns]
+      cell[:, left:left + columns] = image[:, start:start + columns]
       cells.append(cell)
-  return np.concatenate(cells)
+  return np.stack(cells) if cells else np.zeros((0, images.shape[1], width), np.uint8)
 
 
 def random_strings(rng: np.random.Generator, num: int, length: int,
