@@ -7,6 +7,7 @@ import math
 import os
 from typing import Iterator, Sequence
 
+import flax
 import jax
 import numpy as np
 
@@ -177,7 +178,17 @@ def generate(gan: GAN, g_variables: dict, z: jax.Array, labels: np.ndarray | Non
   for start in range(0, num + pad, batch_size):
     rows = slice(start, start + batch_size)
     batch_labels = None if labels is None else jax.device_put(labels[rows], sharding)
-    out.append(_generate(gan, g_variables, jax.device_put(z[rows], sharding), batch_labels, net))
+    try:
+      out.append(_generate(gan, g_variables, jax.device_put(z[rows], sharding), batch_labels,
+                           net))
+    except flax.errors.ScopeParamShapeError as error:
+      leading = {np.shape(x)[0] if np.ndim(x) else None for x in jax.tree.leaves(g_variables)}
+      if len(leading) != 1 or None in leading:
+        raise
+      # Every leaf with one leading size is no generator's own layout: a stack of copies.
+      raise ValueError(f'g_variables look pmap-replicated (every leaf has a leading axis of '
+                       f'{leading.pop()}): pass jaxgan.parallel.pmap_unreplicate(variables)'
+                       ) from error
     if len(out) > 1:  # copy the previous batch out while this one computes
       out[-2] = np.asarray(out[-2])
   out[-1] = np.asarray(out[-1])

@@ -24,7 +24,7 @@ import pytest
 from PIL import Image
 
 from experiments.configs import cgan_mnist
-from jaxgan import generate, models, run_folder, strings, trainer
+from jaxgan import generate, models, parallel, run_folder, strings, trainer
 from jaxgan.evaluation import run_scores
 from jaxgan.layers import SPECTRAL
 from jaxgan import state as state_lib
@@ -213,8 +213,9 @@ def test_labels_a_generator_would_misread_are_refused(labels, message):
 
 
 def test_generate_and_sample_grid_name_their_misuse():
-  """A batch size of 0 (ZeroDivisionError), the whole GAN state (a TypeError from flax), latents
-  as a list (AttributeError), and a grid with fewer latents than cells (blank cells, silently)."""
+  """A batch size of 0 (ZeroDivisionError), the whole GAN state (a TypeError from flax),
+  pmap-replicated variables (flax's shape mismatch), latents as a list (AttributeError), and a
+  grid with fewer latents than cells (blank cells, silently)."""
   gan = models.build('mlp')
   z = np.zeros((13, gan.latent_dim), np.float32)
   init = lambda key: state_lib.init_state(gan, optax.adam(1e-3), optax.adam(1e-3), key)
@@ -228,6 +229,10 @@ def test_generate_and_sample_grid_name_their_misuse():
                                        r'whole GAN state: pass '
                                        r'jaxgan.state.generator_variables\(state\)$'):
     generate.generate(gan, state, z)
+  with pytest.raises(ValueError, match=r'^g_variables look pmap-replicated \(every leaf has a '
+                                       r'leading axis of 2\): pass '
+                                       r'jaxgan.parallel.pmap_unreplicate\(variables\)$'):
+    generate.generate(gan, parallel.pmap_replicate(variables, 2), z)
   np.testing.assert_array_equal(generate.generate(gan, variables, z.tolist()),
                                 generate.generate(gan, variables, z))
   with pytest.raises(ValueError, match=r'^a grid of 4 rows needs 16 latents, got 13: draw 16, '
