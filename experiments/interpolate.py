@@ -101,7 +101,10 @@ def main(argv):
   if classes is not None:  # class weights (1 - t) * onehot(from) + t * onehot(to), per row
     one_hot = np.eye(gan.num_classes, dtype=np.float32)
     labels = np.tile(generate.lerp(one_hot[classes[0]], one_hot[classes[1]], t), (rows, 1))
-  digits = generate.generate(gan, generator_variables(state), z.astype(np.float32), labels)
+  # The step sets a progressive generator's growth: a checkpoint taken during the fade-in
+  # is drawn as it trained, not through its unfinished 28x28 layers.
+  digits = generate.generate(gan, generator_variables(state), z.astype(np.float32), labels,
+                             step=int(state.step))
 
   scale = config.sample_grid_scale
   walks = digits.reshape((rows, steps) + digits.shape[1:])

@@ -1,23 +1,26 @@
 """Progressive growing: the fade-in schedule, the blended networks at alpha 0 and 1, the cheaper
 step before growth, and growth at the configured step of a real (tiny) training run of the
-progressive_mnist config."""
+progressive_mnist config, sampled mid-fade by experiments.interpolate."""
 from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from PIL import Image
 
 from experiments.configs import progressive_mnist
-from jaxgan import generate, losses, models, trainer
+from jaxgan import generate, images, losses, models, trainer
 from jaxgan.models import progressive
 from jaxgan.state import generator_variables, init_state
 from jaxgan.train_step import make_train_step
 from tests.idx_files import write_manual_dir
+from tests.test_experiments import cli
 
 
 def test_alpha_is_zero_until_the_grow_step_then_rises_linearly_to_one():
@@ -106,6 +109,7 @@ def test_progressive_config_grows_at_the_configured_step(tmp_path_factory):
   config.model.grow_step, config.model.fade_steps = 2, 2
   config.schedule.warmup_steps = 1
   config.sample_grid_rows, config.sample_grid_scale = 2, 1
+  config.checkpoint_every = 3  # one checkpoint in the middle of the fade-in
   workdir = tmp_path_factory.mktemp('run')
   state = trainer.train_and_evaluate(config, str(workdir))
   with open(workdir / 'metrics.jsonl') as f:
@@ -117,6 +121,19 @@ def test_progressive_config_grows_at_the_configured_step(tmp_path_factory):
   digits = generate.generate(gan, generator_variables(state), jnp.zeros((2, gan.latent_dim)),
                              step=state.step)
   assert digits.shape == (2, 28, 28) and digits.dtype == np.uint8
+  # experiments.interpolate on the checkpoint of step 3 (alpha 0.5) draws it as it trained.
+  mid_fade = tmp_path_factory.mktemp('mid_fade') / 'run'
+  shutil.copytree(workdir, mid_fade)
+  shutil.rmtree(mid_fade / 'checkpoints' / str(config.num_steps))
+  result = cli('interpolate', f'--workdir={mid_fade}', '--steps=2', '--rows=1', '--method=lerp')
+  assert result.returncode == 0, result.stderr[-3000:]
+  state_3 = trainer.restore_run_state(str(mid_fade), config)[1]
+  assert int(state_3.step) == 3
+  ends = generate.latents(jax.random.key(0), 2, gan.latent_dim)  # interpolate's --seed=0
+  drawn = lambda step: generate.generate(gan, generator_variables(state_3), ends, step=step)
+  with Image.open(mid_fade / 'interpolation.png') as strip:
+    np.testing.assert_array_equal(np.asarray(strip), np.asarray(images.grid(drawn(3), 1, 2)))
+  assert not np.array_equal(drawn(3), drawn(None))  # the fully grown networks draw otherwise
   # Growth past the end, or at its very end (the 28x28 layers sampled, never trained): refused.
   for grow_step, fade_steps in ((5, 2), (6, 0)):
     config.model.grow_step, config.model.fade_steps = grow_step, fade_steps
