@@ -107,13 +107,6 @@ def default_out() -> str:
   return os.path.splitext(_SAMPLES.value)[0] + '.eval.json'
 
 
-def warn_of_labels_seen(num_train_examples: int | None, names) -> None:
-  """Before the scoring: augmentation_gain's meaning depends on the labels the generator saw."""
-  warning = run_scores.labels_seen_warning(num_train_examples, names)
-  if warning:
-    logging.warning(warning)
-
-
 def main(argv):
   del argv  # flags only: console.run refuses other arguments
   if (_WORKDIR.value is None) == (_SAMPLES.value is None):
@@ -145,7 +138,6 @@ def main(argv):
                        'drop --dataset')
     names = suite.resolve_metric_names(_METRICS.value,
                                        has_labels=config.model.get('num_classes', 0) > 0)
-    warn_of_labels_seen(config.data.get('num_train_examples', 0), names)
     record = run_scores.evaluate_run(
         _WORKDIR.value, list(names), num_samples=_NUM_SAMPLES.value, seed=_SEED.value,
         checkpoint=_CHECKPOINT.value, truncation=_TRUNCATION.value,
@@ -157,7 +149,11 @@ def main(argv):
     images, labels, drawn = load_samples(_SAMPLES.value)
     provenance.check_export_dataset(drawn, _DATASET.value, _SAMPLES.value)
     names = suite.resolve_metric_names(_METRICS.value, has_labels=labels is not None)
-    warn_of_labels_seen((drawn or {}).get('num_train_examples'), names)
+    # Before the scoring: augmentation_gain's meaning depends on the labels the generator saw
+    # (evaluate_run says it for --workdir).
+    warning = run_scores.labels_seen_warning((drawn or {}).get('num_train_examples'), names)
+    if warning:
+      logging.warning(warning)
     record = dict(samples=_SAMPLES.value, samples_provenance=drawn, **run_scores.score_digits(
         images, labels, _DATASET.value, list(names), manual_dir=_MANUAL_DIR.value,
         data_dir=_DATA_DIR.value,

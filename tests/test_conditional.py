@@ -259,6 +259,24 @@ def unconditional_folder(data_dirs, tmp_path_factory):  # noqa: F811
   return workdir
 
 
+def test_scoring_a_run_warns_before_it_when_the_generator_saw_more_labels_than_k(
+    conditional_run, monkeypatch, caplog):
+  """evaluate_run, which experiments.evaluate --workdir and experiments.sweep both score with,
+  says it before it generates (the sweep said nothing)."""
+  def stop(*args, **kwargs):
+    raise RuntimeError('generating')
+
+  monkeypatch.setattr(run_scores, 'generate_from_run', stop)
+  with pytest.raises(RuntimeError, match='generating'):
+    run_scores.evaluate_run(str(conditional_run), ['augmentation_gain'])
+  assert ("the generator trained on 256 real labelled digits (data.num_train_examples), more "
+          "than augmentation_gain's K = 100: ") in caplog.text
+  caplog.clear()
+  with pytest.raises(RuntimeError, match='generating'):
+    run_scores.evaluate_run(str(conditional_run), ['label_accuracy'])
+  assert 'real labelled digits' not in caplog.text
+
+
 def test_epoch_grids_have_one_row_per_class_and_become_a_gif(conditional_run):
   samples = conditional_run / 'samples'
   with Image.open(samples / 'epoch_002.png') as grid:

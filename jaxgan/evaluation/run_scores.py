@@ -181,6 +181,9 @@ def evaluate_run(workdir: str, names: list[str] | None = None, *, num_samples: i
   num_classes = config.model.get('num_classes', 0)
   names = suite.resolve_metric_names(names, has_labels=num_classes > 0, num_samples=num_samples)
   weights.check_available(config.data.name)  # the scoring classifier, also before generating
+  warning = labels_seen_warning(config.data.get('num_train_examples', 0), names)
+  if warning:  # before the scoring, which takes minutes
+    logging.warning(warning)
   manual_dir = manual_dir or config.data.manual_dir
   data_dir = data_dir or config.data.data_dir
   # Checked (and read, for TRAIN) before any generating.
