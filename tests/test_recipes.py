@@ -63,6 +63,46 @@ def test_recipe_config_trains_and_resumes(name, data_dirs, tmp_path):
   assert jax.tree.structure(resumed) == jax.tree.structure(state)
 
 
+def test_the_trainer_hands_every_config_field_to_the_step(data_dirs, tmp_path, monkeypatch):
+  """The config's augmentation policy, compute dtype, EMA decay, class-loss settings, mode
+  seeking and n_critic reach make_train_step, and D's schedule counts n_critic updates per G
+  step: a field dropped on the way trains a run without it, and every finite-metrics smoke test
+  still passes."""
+  config = smoke_config('cgan_mnist', data_dirs)
+  config.model.name = 'dcgan'  # its class-conditional batch norm; nothing is trained
+  config.augment.policy = 'translation,cutout'
+  config.compute_dtype = 'bfloat16'
+  config.ema.decay = 0.99
+  config.loss.class_weight, config.loss.class_loss_on_fakes = 0.5, True
+  config.loss.mode_seeking, config.loss.n_critic = 0.25, 2
+  config.schedule.name, config.schedule.warmup_steps = 'warmup', 4
+  policies, calls = [], []
+  real_make = trainer.augment.make
+  monkeypatch.setattr(trainer.augment, 'make',
+                      lambda policy, *args: policies.append(policy) or real_make(policy, *args))
+
+  class Stop(Exception):
+    pass
+
+  def spy(*args, **kwargs):
+    calls.append(kwargs)
+    raise Stop
+
+  monkeypatch.setattr(trainer, 'make_train_step', spy)
+  with pytest.raises(Stop):
+    trainer.train_and_evaluate(config, str(tmp_path / 'run'))
+  (kwargs,) = calls
+  assert policies == ['translation,cutout'] and kwargs['augment'] is not None
+  assert {name: kwargs[name] for name in ('compute_dtype', 'ema_decay', 'class_weight',
+                                          'class_loss_on_fakes', 'mode_seeking', 'n_critic')} == {
+      'compute_dtype': 'bfloat16', 'ema_decay': 0.99, 'class_weight': 0.5,
+      'class_loss_on_fakes': True, 'mode_seeking': 0.25, 'n_critic': 2}
+  g_schedule, d_schedule = kwargs['g_schedule'], kwargs['d_schedule']
+  for step in range(6):  # D's first update of each step, through the warmup and past it
+    np.testing.assert_allclose(d_schedule(2 * step), g_schedule(step), rtol=1e-6)
+  assert float(g_schedule(1)) < float(g_schedule(4))  # the warmup is there to compare
+
+
 def test_new_config_fields_are_validated_with_one_line_errors():
   for field, value, message in [
       ('ema.decay', 1.0, 'ema.decay must be in [0, 1)'),
