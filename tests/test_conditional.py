@@ -570,6 +570,12 @@ def test_generation_is_the_same_on_one_and_on_eight_devices():
   eight = generate.generate(gan, variables, z, labels, batch_size=16, devices=jax.devices()[:8])
   assert len(jax.devices()) == 8  # tests/conftest.py's fake CPU devices
   np.testing.assert_array_equal(one, eight)
+  # Each pixel is the grey level nearest the generator's output in [-1, 1] (the inverse of the
+  # pipeline's pixels / 127.5 - 1): flooring instead darkened every exported digit by a level.
+  drawn = np.asarray(gan.generator.apply(variables, z, labels, train=False), np.float64)[..., 0]
+  levels = (drawn + 1.0) * 127.5
+  assert np.all(np.abs(one - levels) <= 0.5 + 1e-4)  # float32 network, float64 reference
+  assert np.mean(one == np.clip(np.round(levels), 0, 255)) > 0.999
 
 
 def test_truncated_latents_stay_in_bounds_and_keep_prefixes():

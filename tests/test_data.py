@@ -532,6 +532,13 @@ def test_svhn_photographs_become_grey_28x28_digits_by_luma_and_area_averaging():
   expected = [0, 64, 255, 255, 255, 255, 255, 255, 191, 0, 0]
   np.testing.assert_array_equal(small[5, :11], expected)
   np.testing.assert_array_equal(small[:11, 5], expected)
+  # A bar, not a square, so that a transposed photograph shows: source rows [2, 10), columns
+  # [16, 32) stay in rows 1..8 and columns 14..27 (a square's test cannot tell the axes apart).
+  bar = np.zeros((1, 32, 32, 3), np.uint8)
+  bar[0, 2:10, 16:] = 255
+  small = svhn.to_mnist_format(bar)[0, ..., 0]
+  rows, cols = np.nonzero(small)
+  assert (rows.min(), rows.max(), cols.min(), cols.max()) == (1, 8, 14, 27)
   assert_one_line_error(lambda: svhn.to_mnist_format(np.zeros((1, 28, 28, 1), np.uint8)),
                         'expected uint8 (32, 32, 3)')
 
@@ -712,6 +719,7 @@ def test_class_balanced_indices_go_round_robin_over_the_classes():
   labels = np.array([2, 0, 0, 0, 1, 2, 2, 0])
   # Round 1: first 0 (index 1), first 1 (4), first 2 (0); round 2: second 0 (2), second 2 (5); ...
   np.testing.assert_array_equal(class_balanced_indices(labels, 3), [0, 1, 4])
+  np.testing.assert_array_equal(class_balanced_indices(labels, 4), [0, 1, 2, 4])  # mid-round
   np.testing.assert_array_equal(class_balanced_indices(labels, 5), [0, 1, 2, 4, 5])
   np.testing.assert_array_equal(class_balanced_indices(labels, 8), np.arange(8))
 

@@ -201,3 +201,20 @@ def test_make_optimizer_adam_uses_the_schedule():
     # Step 0 runs at lr 0 (the warmup starts from zero); step 1 at half the lr.
     np.testing.assert_array_equal(ours[0]["w"], 0.0)
     assert np.abs(np.asarray(ours[1]["w"])).max() > 0.0
+
+
+def test_make_optimizer_rmsprop_is_kerass_with_decay_b2():
+    """Keras's RMSprop (the WGAN paper's optimiser): v = b2 v + (1 - b2) g^2, step
+    -lr g / sqrt(v + eps), from v = 0. b1 is not RMSprop's: the WGAN config's b1 = b2 = 0.9
+    would hide a decay read from b1, so here they differ."""
+    opt = optimizer_config(b1=0.5, b2=0.9)
+    tx, _ = optim.make_optimizer("rmsprop", opt, schedule_config("constant"), TOTAL)
+    params, grads = _params_and_grads()
+    ours = _updates(tx, params, grads)
+    velocity = {name: np.zeros(np.shape(params[name])) for name in params}
+    for step, grad in enumerate(grads):
+        for name in params:
+            g = np.asarray(grad[name], np.float64)
+            velocity[name] = opt.b2 * velocity[name] + (1 - opt.b2) * g ** 2
+            expected = -opt.lr * g / np.sqrt(velocity[name] + opt.eps)
+            np.testing.assert_allclose(ours[step][name], expected, rtol=1e-5, atol=1e-10)
