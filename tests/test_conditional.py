@@ -730,3 +730,9 @@ def test_mode_seeking_step_is_the_same_on_one_and_on_eight_devices():
   plain, plain_history, _ = stepping.run_single_device('mlp', 'bce', conditioning='projection')
   assert 'g_mode_seeking' not in plain_history[-1]
   assert history[-1]['g_loss'] > plain_history[-1]['g_loss']  # the term is > 0 and added
+  # Added with its weight: the first step's G loss (same D update, latents and label pairs at
+  # any weight) moves by the weight's change times the logged term.
+  _, half_history, _ = stepping.run_single_device('mlp', 'bce', num_steps=1,
+                                                  conditioning='projection', mode_seeking=0.5)
+  np.testing.assert_allclose(history[0]['g_loss'] - half_history[0]['g_loss'],
+                             0.5 * history[0]['g_mode_seeking'], rtol=1e-4)
