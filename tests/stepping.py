@@ -28,7 +28,8 @@ def components(model: str, loss: str, n_critic: int = 1, axis_name=None, conditi
   d_tx, _ = optim.make_optimizer('adam', adam_config(), CONSTANT, 100)
   step = train_step.make_train_step(gan, losses.get(loss, **(loss_options or {})), g_tx, d_tx,
                                     n_critic=n_critic, axis_name=axis_name, **step_options)
-  init = lambda key: state_lib.init_state(models.build(model, **cond), g_tx, d_tx, key)
+  init = lambda key: state_lib.init_state(models.build(model, **cond), g_tx, d_tx, key,
+                                          ema=bool(step_options.get('ema_decay')))
   return init, step
 
 

@@ -53,9 +53,12 @@ def runs(request):
 def assert_runs_close(a, b, atol):
   (state_a, measured_a, *_), (state_b, measured_b, *_) = a, b
   for x, y in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b)):
+    # assert_allclose holds NaN equal to NaN: two runs that both diverged would pass.
+    assert np.isfinite(np.asarray(x, np.float64)).all()
     np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=0,
                                atol=atol)
   for key in measured_a:
+    assert np.isfinite(measured_a[key]).all(), key
     np.testing.assert_allclose(measured_a[key], measured_b[key], rtol=max(atol, 1e-6),
                                err_msg=key)
 

@@ -15,6 +15,13 @@ from jaxgan.layers import SPECTRAL, spectral_normalised
 from tests import stepping
 
 
+def _assert_finite(tree):
+  """assert_allclose and assert_array_equal take NaN for equal to NaN: two diverged runs
+  would compare as the same."""
+  for leaf in jax.tree.leaves(jax.device_get(tree)):
+    assert np.all(np.isfinite(leaf)), leaf
+
+
 # --- spectral normalisation ----------------------------------------------------------------
 
 
@@ -156,6 +163,32 @@ def test_the_consistency_penalty_follows_its_weight_and_translation():
                              3 * one_pixel, rtol=1e-5)
 
 
+def test_the_logged_r1_penalty_is_that_of_the_critic_on_the_real_batch():
+  """R1 is gamma / 2 * E||grad_x D(x)||^2 over the real images (not the fakes), with D's
+  parameters before the update and its spectral vectors as the real and the fake passes left
+  them (one more power iteration inside the penalty pass, not kept). The mlp D has no dropout,
+  and its power iteration reads only the kernels, so the critic is rebuilt here exactly."""
+  gamma = 2.0
+  images = stepping.fixed_batches(1, 16)[0]
+  init, step = stepping.components('mlp', 'bce', build_options=dict(spectral_norm=True),
+                                   loss_options=dict(r1_gamma=gamma))
+  state = jax.jit(init)(jax.random.key(0))
+  _, measured = jax.jit(step)(state, {'image': images}, jax.random.key(1))
+  discriminator = models.build('mlp', spectral_norm=True).discriminator
+
+  def advance(spectral):  # one training-mode pass: one power iteration
+    _, updates = discriminator.apply({'params': state.d_params, **spectral}, images, train=True,
+                                     mutable=[SPECTRAL])
+    return updates
+
+  after_real_and_fake = advance(advance(state.d_state))
+  critic = lambda x: discriminator.apply({'params': state.d_params, **after_real_and_fake}, x,
+                                         train=True, mutable=[SPECTRAL])[0]
+  expected = losses.r1_penalty(critic, jnp.asarray(images), gamma=gamma)
+  assert np.isfinite(float(expected)) and float(expected) > 0
+  np.testing.assert_allclose(float(measured['r1_penalty']), float(expected), rtol=1e-5)
+
+
 def test_step_with_every_option_is_the_same_on_one_and_on_eight_devices():
   """Spectral vectors, R1, the consistency penalty, DiffAugment and EMA under the data-parallel
   step: the state after two steps on 8 devices (shard_map and pmap) equals the single-device
@@ -168,6 +201,7 @@ def test_step_with_every_option_is_the_same_on_one_and_on_eight_devices():
   for images in batches:
     single, measured = jax.jit(step)(single, {'image': images}, jax.random.key(1))
   assert float(measured['consistency_penalty']) > 0 and float(measured['r1_penalty']) > 0
+  _assert_finite((single, measured))
 
   init, step = _spectral_step(parallel.DATA_AXIS)
   mesh = parallel.make_mesh(jax.devices()[:8])
@@ -182,6 +216,7 @@ def test_step_with_every_option_is_the_same_on_one_and_on_eight_devices():
     pmapped, _ = pmap_step(pmapped, {'image': images.reshape((8, -1) + images.shape[1:])},
                            jax.random.key(1))
   assert jax.tree.leaves(single.d_state)
+  _assert_finite((sharded, pmapped))
   for copy in jax.tree.leaves(jax.device_get(pmapped.d_state)):
     for device in range(1, 8):
       np.testing.assert_array_equal(copy[device], copy[0])
@@ -272,6 +307,7 @@ def test_augmentation_is_the_same_on_one_and_eight_devices():
   sharded_fn = augment.make('translation,cutout', 'data')
   sharded = jax.jit(jax.shard_map(sharded_fn, mesh=mesh, in_specs=(P('data'), P()),
                                   out_specs=P('data')))(images, key)
+  _assert_finite((single, sharded))
   np.testing.assert_array_equal(single, sharded)
 
 
@@ -283,3 +319,100 @@ def test_gradients_flow_through_the_augmentation_to_the_kept_pixels():
   # pixels that survive (at least one per image) and 0 elsewhere.
   assert set(np.unique(np.asarray(grad))) <= {0.0, 2.0}
   assert np.all(np.asarray(grad).reshape(4, -1).max(axis=1) == 2.0)
+
+
+# DiffAugment's definition (Zhao et al. 2020), written out here rather than taken from
+# jaxgan.augment: a 28x28 image is shifted by whole pixels, independently in y and x, uniformly
+# in [-4, 4] (1/8 of 28, rounded); a 14x14 square (half the size) centred uniformly anywhere in
+# the image is cut out, clipped at the border (at least 7 rows and 7 columns remain inside).
+MAX_SHIFT, CUT_SIZE = 4, 14
+
+
+def _shifted(image, dy, dx):
+  """`image` moved dy rows down and dx columns right, the vacated pixels background."""
+  out = np.full_like(image, augment.BACKGROUND)
+  height, width = image.shape[:2]
+  out[max(dy, 0):height + min(dy, 0), max(dx, 0):width + min(dx, 0)] = (
+      image[max(-dy, 0):height - max(dy, 0), max(-dx, 0):width - max(dx, 0)])
+  return out
+
+
+def _shift_of(image, out):
+  """The one (dy, dx) in [-6, 6]^2 (wider than DiffAugment's range) under which every pixel of
+  `out` that is not background is `image`'s, shifted."""
+  kept = out != augment.BACKGROUND
+  matches = [(dy, dx) for dy in range(-6, 7) for dx in range(-6, 7)
+             if np.array_equal(_shifted(image, dy, dx)[kept], out[kept])]
+  assert len(matches) == 1, matches
+  return matches[0]
+
+
+def _distinct_images(batch, seed=0):
+  """Images whose pixels are all different and none background, so a shift is recoverable."""
+  values = np.random.default_rng(seed).permutation(batch * 28 * 28)
+  return (0.9 * (2 * values / values.size - 1)).reshape(batch, 28, 28, 1).astype(np.float32)
+
+
+def test_translation_draws_shifts_uniformly_from_minus_to_plus_one_eighth_of_the_size():
+  """Over 576 images, each of the 9 shifts -4..4 occurs in each direction (a range of
+  [-4, 3] or [-3, 4] would miss one end) and the mean shift is near 0."""
+  images = _distinct_images(576)
+  moved = np.asarray(augment.translate(jnp.asarray(images), jax.random.key(7)))
+  shifts = np.array([_shift_of(image, out) for image, out in zip(images, moved)])
+  for image, out, (dy, dx) in zip(images, moved, shifts):
+    np.testing.assert_array_equal(out, _shifted(image, dy, dx))  # background moved in
+  for axis in range(2):
+    counts = np.bincount(shifts[:, axis] + MAX_SHIFT, minlength=2 * MAX_SHIFT + 1)
+    assert len(counts) == 2 * MAX_SHIFT + 1 and counts.min() >= 30, counts  # 64 expected
+    # The mean of 576 uniform draws from -4..4 has standard deviation 0.11.
+    assert abs(shifts[:, axis].mean()) < 0.35, shifts[:, axis].mean()
+
+
+def _cut_boxes(images, cut):
+  """(top, bottom, left, right) of the rectangle of background `cut` set in each image."""
+  assert np.all(cut[cut != images] == augment.BACKGROUND)
+  boxes = []
+  for mask in (cut != images)[..., 0]:
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    assert mask.sum() == len(rows) * len(cols)  # one rectangle
+    boxes.append((rows[0], rows[-1] + 1, cols[0], cols[-1] + 1))
+  return np.array(boxes)
+
+
+def test_cutout_centres_its_square_anywhere_and_clips_it_at_the_border():
+  """The centre is uniform over the image, so the 14x14 square often sticks out: over 576
+  images it is clipped at each of the four borders down to 7 rows or columns, and is whole in
+  about (15/29)^2 = 27% of the images only."""
+  images = _distinct_images(576)
+  boxes = _cut_boxes(images, np.asarray(augment.cutout(jnp.asarray(images), jax.random.key(8))))
+  heights, widths = boxes[:, 1] - boxes[:, 0], boxes[:, 3] - boxes[:, 2]
+  for sizes, low, high in ((heights, boxes[:, 0], boxes[:, 1]),
+                           (widths, boxes[:, 2], boxes[:, 3])):
+    assert set(sizes) == set(range(CUT_SIZE // 2, CUT_SIZE + 1)), sorted(set(sizes))
+    assert np.all((sizes == CUT_SIZE) | (low == 0) | (high == 28))  # smaller only where clipped
+    assert np.any((sizes == CUT_SIZE // 2) & (low == 0))
+    assert np.any((sizes == CUT_SIZE // 2) & (high == 28))
+  whole = np.mean((heights == CUT_SIZE) & (widths == CUT_SIZE))
+  assert 0.2 < whole < 0.35, whole  # standard deviation 0.02
+
+
+def test_translation_and_cutout_of_one_policy_draw_independently():
+  """'translation,cutout' draws the cutout's position independently of the shift: were both
+  drawn from one key, the square's position would follow the shift (correlation near -1)."""
+  images = _distinct_images(576, seed=1)
+  out = np.asarray(augment.make('translation,cutout')(jnp.asarray(images), jax.random.key(9)))
+  shifts, centres = [], []
+  for image, result in zip(images, out):
+    dy, dx = _shift_of(image, result)
+    moved = _shifted(image, dy, dx)
+    cut = (result != moved)[..., 0]
+    assert cut.any() and np.all(result[..., 0][cut] == augment.BACKGROUND)
+    rows, cols = np.nonzero(cut)
+    shifts.append((dy, dx))
+    centres.append((rows.mean(), cols.mean()))
+  shifts, centres = np.array(shifts, np.float64), np.array(centres)
+  for axis in range(2):
+    correlation = np.corrcoef(shifts[:, axis], centres[:, axis])[0, 1]
+    # The cut pixels inside the band of background the shift moved in are not seen: a small
+    # dependence remains (about 0.1 here); one key for both gives about -0.9.
+    assert abs(correlation) < 0.3, correlation

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 
+from jaxgan import augment, models
 from tests import stepping
 
 GOLDEN_PATH = os.path.join(os.path.dirname(__file__), 'golden', 'train_step.json')
@@ -37,6 +38,14 @@ CASES = {
     # in over 2 steps, so the 3 steps run at 14x14 and then through the fade-in.
     'progressive-bce': ('progressive', 'bce', 1, dict(build_options=dict(
         spectral_norm=True, generator_norm='instance', grow_step=1, fade_steps=2))),
+    # Every regulariser at once, on the cheap mlp (test_regularisers' _spectral_step): spectral
+    # norm, R1, the consistency penalty, DiffAugment's translation and cutout, and the EMA. The
+    # one-versus-eight-devices test there passes for a bug that changes both alike (fakes
+    # augmented with the reals' key, R1 taken on the fakes, the penalty passes reading the
+    # spectral vectors from before the real and fake passes); these values do not.
+    'mlp-bce-every-regulariser': ('mlp', 'bce', 1, dict(
+        build_options=dict(spectral_norm=True), loss_options=dict(r1_gamma=1.0, consistency=10.0),
+        augment=augment.make('translation,cutout'), ema_decay=0.5)),
 }
 
 
@@ -45,13 +54,20 @@ def run(name):
   return stepping.run_single_device(model, loss, n_critic, **(options[0] if options else {}))
 
 
+# Measurements pinned besides the losses, where a case has them.
+PENALTIES = ('r1_penalty', 'consistency_penalty')
+
+
 def summary(state, history):
-  """Losses per step and a fingerprint of every parameter tensor after the last step."""
+  """Losses (and R1 and consistency penalties) per step and a fingerprint of every parameter
+  tensor after the last step."""
   leaves = jax.tree_util.tree_leaves_with_path(
       {'g': state.g_params, 'd': state.d_params, 'g_batch_stats': state.g_batch_stats,
-       'd_state': state.d_state})  # spectral norm's power-iteration vectors and estimates
+       'd_state': state.d_state,  # spectral norm's power-iteration vectors and estimates
+       'g_ema': state.g_ema_params})  # empty (no entries) without the EMA
   return {
-      'losses': [{k: m[k] for k in ('d_loss', 'g_loss')} for m in history],
+      'losses': [{k: m[k] for k in ('d_loss', 'g_loss') + PENALTIES if k in m}
+                 for m in history],
       'param_abs_sums': {jax.tree_util.keystr(path): float(np.abs(leaf).sum())
                          for path, leaf in leaves},
   }
@@ -87,6 +103,9 @@ def test_same_seed_gives_bitwise_identical_parameters(runs):
   first, history_1, _ = runs['dcgan-bce']
   second, history_2, _ = run('dcgan-bce')
   assert history_1 == history_2
+  # assert_array_equal takes NaN for equal to NaN: two diverged runs would pass.
+  assert all(np.isfinite(v) for m in history_1 for v in m.values())
+  assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(first))
   jax.tree.map(np.testing.assert_array_equal, first, second)
 
 
@@ -128,13 +147,14 @@ def test_pixels_train_exactly_as_their_floats():
   from_floats, _ = step(state, {'image': pixels.astype(np.float32) / 127.5 - 1.0},
                         jax.random.key(1))
   for a, b in zip(jax.tree.leaves(from_pixels), jax.tree.leaves(from_floats)):
+    assert np.all(np.isfinite(a))  # NaN would equal NaN below
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def _misuse(model='mlp', step_axis=None, model_axis=None, conditioning=None, ema=False,
             **step_options):
   """(step, state) for a misuse: the model and the step may get different axes."""
-  from jaxgan import losses, models, optim, state as state_lib, train_step
+  from jaxgan import losses, optim, state as state_lib, train_step
   cond = dict(num_classes=10, conditioning=conditioning) if conditioning else {}
   gan = models.build(model, axis_name=model_axis, **cond)
   tx, _ = optim.make_optimizer('adam', stepping.adam_config(), stepping.CONSTANT, 100)
@@ -187,7 +207,7 @@ def test_misuse_of_the_step_is_named_when_it_is_traced(options, batch, message):
 def test_a_seed_where_a_key_goes_is_named_with_the_fix():
   """jax's own error ('invalid PRNG key data: expected key_data.ndim >= 1') names no fix."""
   import optax
-  from jaxgan import generate, models, state as state_lib
+  from jaxgan import generate, state as state_lib
   step, state = _misuse()
   gan = models.build('mlp')
   init = lambda key: state_lib.init_state(gan, optax.adam(1e-3), optax.adam(1e-3), key)
@@ -271,7 +291,6 @@ def test_a_model_and_step_on_different_device_axes_are_refused():
   with pytest.raises(ValueError, match=r"^the model was built with axis_name=None but the step "
                                        r"with axis_name='data': build both with the same one "):
     _misuse(step_axis=parallel.DATA_AXIS)
-  from jaxgan import augment
   with pytest.raises(ValueError, match=r"^the augmentation was built with axis_name=None but "
                                        r"the step with axis_name='data': build both "):
     _misuse(step_axis=parallel.DATA_AXIS, model_axis=parallel.DATA_AXIS,
@@ -282,3 +301,24 @@ def test_a_model_and_step_on_different_device_axes_are_refused():
     with pytest.raises(ValueError, match=r"^the step was built with axis_name='batch', but runs "
                                          r"over the 'data' axis here: build the model and the "):
       wrap()
+
+
+def test_the_step_logs_the_rates_it_trained_with_and_d_outputs_as_the_loss_reads_them():
+  """g_lr is the G rate of the step that ran (schedule(step)), d_lr D's first update's
+  (schedule(step * n_critic)); d_real / d_fake are D's mean probability for logit losses and
+  its mean raw output for critics (a sigmoid of a critic's output means nothing)."""
+  g_schedule = lambda step: 1.0 + step
+  d_schedule = lambda update: 100.0 + update
+  _, history, _ = stepping.run_single_device('mlp', 'bce', n_critic=2, g_schedule=g_schedule,
+                                             d_schedule=d_schedule)
+  assert [m['g_lr'] for m in history] == [1.0, 2.0, 3.0]
+  assert [m['d_lr'] for m in history] == [100.0, 102.0, 104.0]
+  gan = models.build('mlp')  # no dropout: D's training pass is its plain forward pass
+  real = stepping.fixed_inputs(1, 16, False)[0]['image']
+  for loss, read in (('wgan_gp', np.mean), ('bce', lambda x: np.mean(1 / (1 + np.exp(-x))))):
+    init, _ = stepping.components('mlp', loss)
+    state = jax.jit(init)(jax.random.key(0))
+    _, history, _ = stepping.run_single_device('mlp', loss, num_steps=1)
+    outputs = np.asarray(gan.discriminator.apply({'params': state.d_params}, real, train=True),
+                         np.float64)
+    np.testing.assert_allclose(history[0]['d_real'], read(outputs), rtol=1e-5)
