@@ -20,7 +20,8 @@ REGENERATE = os.environ.get('JAXGAN_REGENERATE_GOLDENS') == '1'
 # Same jax/XLA version on the same kind of CPU reproduces these bit for bit; the tolerance
 # absorbs rounding changes between library versions and processors (XLA:CPU compiles for the
 # one it runs on: dcgan-bce's first g_loss differs in its 8th digit between the Xeon that wrote
-# it and a family-26 AMD EPYC, which wrote cgan-hinge and progressive-bce).
+# it and a family-26 AMD EPYC, which wrote cgan-hinge and progressive-bce; a family-25 one wrote
+# the last two cases).
 RTOL = 1e-4
 
 # name: (model, loss, n_critic[, options of stepping.run_single_device])
@@ -46,6 +47,10 @@ CASES = {
     'mlp-bce-every-regulariser': ('mlp', 'bce', 1, dict(
         build_options=dict(spectral_norm=True), loss_options=dict(r1_gamma=1.0, consistency=10.0),
         augment=augment.make('translation,cutout'), ema_decay=0.5)),
+    # Mode seeking on a conditional mlp: its term, and G's label pairs (each pair of latents
+    # drawn as one class, which the term compares), enter G's loss.
+    'mlp-projection-mode-seeking': ('mlp', 'bce', 1, dict(conditioning='projection',
+                                                          mode_seeking=1.0)),
 }
 
 
@@ -55,11 +60,11 @@ def run(name):
 
 
 # Measurements pinned besides the losses, where a case has them.
-PENALTIES = ('r1_penalty', 'consistency_penalty')
+PENALTIES = ('r1_penalty', 'consistency_penalty', 'g_mode_seeking')
 
 
 def summary(state, history):
-  """Losses (and R1 and consistency penalties) per step and a fingerprint of every parameter
+  """Losses (and R1, consistency and mode-seeking terms) per step and a fingerprint of every parameter
   tensor after the last step."""
   leaves = jax.tree_util.tree_leaves_with_path(
       {'g': state.g_params, 'd': state.d_params, 'g_batch_stats': state.g_batch_stats,
