@@ -107,6 +107,13 @@ def labels_seen_warning(num_train_examples: int | None, names) -> str | None:
           'with --config.data.num_train_examples=K for that)')
 
 
+def warn_of_labels_seen(num_train_examples: int | None, names) -> None:
+  """Logs `labels_seen_warning`, if any: before the scoring, which takes minutes."""
+  warning = labels_seen_warning(num_train_examples, names)
+  if warning:
+    logging.warning(warning)
+
+
 def recorded_settings() -> dict:
   """The metric settings as an evaluation record holds them (JSON: tuples become lists), to
   compare a record's with the ones a new scoring would use."""
@@ -181,9 +188,7 @@ def evaluate_run(workdir: str, names: list[str] | None = None, *, num_samples: i
   num_classes = config.model.get('num_classes', 0)
   names = suite.resolve_metric_names(names, has_labels=num_classes > 0, num_samples=num_samples)
   weights.check_available(config.data.name)  # the scoring classifier, also before generating
-  warning = labels_seen_warning(config.data.get('num_train_examples', 0), names)
-  if warning:  # before the scoring, which takes minutes
-    logging.warning(warning)
+  warn_of_labels_seen(config.data.get('num_train_examples', 0), names)
   manual_dir = manual_dir or config.data.manual_dir
   data_dir = data_dir or config.data.data_dir
   # Checked (and read, for TRAIN) before any generating.
