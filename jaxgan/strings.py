@@ -53,8 +53,8 @@ def check_layout(digit_shape: tuple[int, int], min_gap: int, max_gap: int, jitte
   if min_gap > max_gap:
     raise ValueError(f'min_gap={min_gap} is above max_gap={max_gap}: swap them')
   if min_gap <= -width:
-    raise ValueError(f'min_gap={min_gap} would put a digit before its left neighbour: keep it '
-                     f'above -{width} (the digit width)')
+    raise ValueError(f'min_gap={min_gap} would overlap neighbouring digits by a whole digit '
+                     f'width: keep it above -{width}')
   if not 0 <= jitter < height:
     raise ValueError(f'jitter={jitter} is outside 0..{height - 1} rows (the digit height)')
 
@@ -66,7 +66,10 @@ def compose(digits: np.ndarray, lengths: np.ndarray, rng: np.random.Generator, *
 
   `digits`: uint8 (N, L, H, W), string n's digits in order; only its first `lengths[n]` are
   used (the rest is padding). `min_gap`..`max_gap`: pixels between the ink of neighbouring
-  digits, drawn uniformly per pair. `jitter`: each digit moves up or down by up to this many rows,
+  digits, drawn uniformly per pair; a negative gap overlaps two digits by at most the narrower
+  one's ink width less a column, so that both edges of each box lie right of its left
+  neighbour's and the boxes keep the string's order (a thin 1 is never drawn inside or before
+  the digit before it). `jitter`: each digit moves up or down by up to this many rows,
   as far as its blank rows allow (a larger draw stops where its ink reaches the edge: a digit
   of a string for OCR never loses ink it is labelled by).
   Returns images uint8 (N, H, canvas_width(L, W, max gap)) and boxes int32 (N, L, 2), each
@@ -94,8 +97,8 @@ def compose(digits: np.ndarray, lengths: np.ndarray, rng: np.random.Generator, *
     gaps = rng.integers(min_gap, max_gap, size=len(crops) - 1, endpoint=True)
     shifts = rng.integers(-jitter, jitter, size=len(crops), endpoint=True)
     widths = np.asarray([crop.shape[1] for crop in crops])
+    gaps = np.maximum(gaps, 1 - np.minimum(widths[:-1], widths[1:]))
     starts = np.concatenate([[0], np.cumsum(widths[:-1] + gaps)])
-    starts -= min(starts.min(), 0)  # a wide negative gap can pull a digit left of the first
     used = int((starts + widths).max())
     starts += rng.integers(0, canvas - used, endpoint=True)
     for i, (start, crop, shift) in enumerate(zip(starts, crops, shifts)):

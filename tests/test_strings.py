@@ -47,6 +47,19 @@ def test_negative_gaps_overlap_digits_with_the_maximum_of_their_ink():
                                 [110] * 6 + [120] * 4 + [120] * 6)  # overlap: max(110, 120)
 
 
+def test_a_negative_gap_never_puts_a_digit_inside_or_before_its_left_neighbour():
+  """Overlap is capped at the narrower digit's width less a column: a gap of -20 after a bar 3
+  columns wide starts the next digit one column after it, and a bar 3 wide after one 20 wide
+  ends one column after it; wider digits overlap by the whole gap."""
+  digits = np.stack([bar_digits([3, 20]), bar_digits([20, 3]), bar_digits([24, 22])])
+  _, boxes = strings.compose(digits, np.full(3, 2), np.random.default_rng(0), min_gap=-20,
+                             max_gap=-20, jitter=0)
+  starts, stops = boxes[..., 0], boxes[..., 1]
+  np.testing.assert_array_equal(starts[:, 1] - starts[:, 0], [1, 18, 4])
+  np.testing.assert_array_equal(stops[:, 1] - stops[:, 0], [18, 1, 2])
+  np.testing.assert_array_equal(stops[:, 0] - starts[:, 1], [2, 2, 20])  # the overlaps
+
+
 def test_jitter_moves_each_digit_by_at_most_its_rows_and_layouts_repeat_per_seed():
   digits = np.stack([bar_digits([6, 6, 6, 6, 6])] * 50)
   lengths = np.full(50, 5)
@@ -92,8 +105,8 @@ def test_shorter_strings_pad_their_boxes_and_blank_digits_keep_a_place():
 
 @pytest.mark.parametrize('layout,message', [
     (dict(min_gap=5, max_gap=2), 'min_gap=5 is above max_gap=2: swap them'),
-    (dict(min_gap=-28), 'min_gap=-28 would put a digit before its left neighbour: keep it '
-     'above -28 (the digit width)'),
+    (dict(min_gap=-28), 'min_gap=-28 would overlap neighbouring digits by a whole digit width: '
+     'keep it above -28'),
     (dict(jitter=28), 'jitter=28 is outside 0..27 rows (the digit height)'),
 ])
 def test_layouts_that_cannot_be_drawn_are_refused(layout, message):
