@@ -340,12 +340,16 @@ def prepare(
       return _prepare(name, builder, data_dir, manual_dir)
     except BaseException:
       if made_here:
-        _remove_empty_folders(folder)
+        _remove_failed_preparation(folder)
       raise
 
 
-def _remove_empty_folders(top: str) -> None:
-  """Removes `top` and the folders below it that hold no files, deepest first."""
+def _remove_failed_preparation(top: str) -> None:
+  """Removes the dataset folder `top` that a failed preparation made: tfds's note of the
+  builder config it was asked for (`.config/metadata.json`, datasets with configs such as
+  emnist/digits), then `top` and the folders below it that hold no files, deepest first."""
+  with contextlib.suppress(OSError):
+    os.remove(os.path.join(top, '.config', 'metadata.json'))
   for folder, _, _ in os.walk(top, topdown=False):
     try:
       os.rmdir(folder)

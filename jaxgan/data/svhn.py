@@ -45,8 +45,9 @@ def read_mat(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     raise DataError(f'{path}: file not found: check the path or copy the file there')
   try:
     contents = scipy.io.loadmat(os.fspath(path), variable_names=('X', 'y'))
-  except (scipy.io.matlab.MatReadError, ValueError, TypeError, OSError,
-          NotImplementedError) as error:
+  # scipy reads a file of 4-126 bytes past its end while sniffing the version: IndexError.
+  except (scipy.io.matlab.MatReadError, ValueError, TypeError, OSError, NotImplementedError,
+          IndexError) as error:
     reason = ' '.join(str(error).split())
     raise DataError(f'{path}: not a readable MATLAB file ({reason}): {_REFETCH}') from None
   if 'X' not in contents or 'y' not in contents:
