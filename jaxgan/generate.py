@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import fractions
 import functools
 import math
 import os
@@ -49,14 +50,18 @@ def latents(key: jax.Array, num: int, latent_dim: int, truncation: float = 0.0,
 
 def class_counts(num: int, weights) -> np.ndarray:
   """Digits of each class among `num`, in proportion to `weights` (finite, >= 0, not all 0):
-  the largest-remainder apportionment, ties going to the lower class id."""
+  the largest-remainder apportionment, ties going to the lower class id. In exact rational
+  arithmetic: in floats, equal remainders differed in their last bits (weights 1,2,2,0,4,...
+  gave class 4's extra digit to class 9) and weights near the float maximum overflowed."""
   weights = np.asarray(weights, np.float64)
   if weights.ndim != 1 or not np.isfinite(weights).all() or (weights < 0).any() or not (
-      weights.sum() > 0):
+      weights.any()):
     raise ValueError(f'class weights must be finite and >= 0, and not all 0, got {weights}')
-  exact = num * weights / weights.sum()
-  counts = np.floor(exact).astype(np.int64)
-  by_remainder = np.argsort(counts - exact, kind='stable')
+  shares = [fractions.Fraction(w) for w in weights.tolist()]
+  total = sum(shares)
+  exact = [num * share / total for share in shares]
+  counts = np.array([math.floor(value) for value in exact], np.int64)
+  by_remainder = sorted(range(len(exact)), key=lambda c: (counts[c] - exact[c], c))
   counts[by_remainder[:num - counts.sum()]] += 1
   return counts
 

@@ -179,8 +179,9 @@ def ratio_model_for_run(workdir: str, config: ml_collections.ConfigDict, gan: GA
   `truncation`: read from RUN/resampling/ when trained before with the same settings, else
   trained on the real digits the run trained on and as many generated ones (same class
   counts), scored on the test split and as many fresh generated digits, and written there."""
-  key = dict(dataset=config.data.name, num_train_examples=config.data.num_train_examples,
-             step=int(step), latent_scale=float(latent_scale), truncation=float(truncation),
+  key = dict(dataset=config.data.name, split=config.data.split,
+             num_train_examples=config.data.num_train_examples, step=int(step),
+             latent_scale=float(latent_scale), truncation=float(truncation),
              settings=dataclasses.asdict(settings))
   path = model_path(workdir, key)
   net = network(gan.num_classes, settings)
@@ -197,8 +198,8 @@ def ratio_model_for_run(workdir: str, config: ml_collections.ConfigDict, gan: GA
   start = time.perf_counter()
   manual_dir, data_dir = manual_dir or config.data.manual_dir, data_dir or config.data.data_dir
   real_images, real_labels = data.load_split(
-      config.data.name, 'train', data_dir=data_dir or None, manual_dir=manual_dir or None,
-      num_examples=config.data.num_train_examples or None)
+      config.data.name, config.data.split, data_dir=data_dir or None,
+      manual_dir=manual_dir or None, num_examples=config.data.num_train_examples or None)
   test_images, test_labels = data.load_split(config.data.name, 'test', data_dir=data_dir or None,
                                              manual_dir=manual_dir or None)
   if not gan.num_classes:

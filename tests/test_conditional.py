@@ -462,6 +462,14 @@ def test_class_counts_are_the_largest_remainder_apportionment():
                                 [987, 1124, 993, 1022, 974, 904, 986, 1044, 975, 991])
   np.testing.assert_array_equal(generate.class_counts(7, [1, 0, 2]), [2, 0, 5])
   np.testing.assert_array_equal(generate.class_counts(3, [0.1] * 3), [1, 1, 1])
+  # Remainders of exactly 2/3 for classes 0, 4, 6, 7, 8 and 9, and five digits left after the
+  # floors: the five lowest of those classes get one, class 9 none (in floats, class 9 got
+  # class 4's).
+  np.testing.assert_array_equal(generate.class_counts(10, [1, 2, 2, 0, 4, 2, 1, 1, 1, 1]),
+                                [1, 1, 1, 0, 3, 1, 1, 1, 1, 0])
+  # Weights near the float maximum: num * weight overflowed.
+  np.testing.assert_array_equal(generate.class_counts(20, [1e308] + [1] * 9), [20] + [0] * 9)
+  np.testing.assert_array_equal(generate.class_counts(20, [1e308] * 10), [2] * 10)
   for bad in ([0, 0], [1, -1], [1, math.inf], [math.nan, 1]):
     with pytest.raises(ValueError, match='class weights must be finite and >= 0, and not all 0'):
       generate.class_counts(10, bad)

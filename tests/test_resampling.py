@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxgan import generate, models, resampling, run_folder, trainer
+from jaxgan import data, generate, models, resampling, run_folder, trainer
 from jaxgan.evaluation import classifier, run_scores
 from jaxgan.state import generator_variables
 from tests.test_conditional import conditional_run  # noqa: F401
@@ -168,6 +168,32 @@ def test_the_run_s_ratio_model_is_trained_once_and_kept_in_the_run_folder(
   path.write_bytes(path.read_bytes()[:-10])
   mended = resampling.ratio_model_for_run(*args, latent_scale=1.2, settings=FAST)
   assert jax.tree.all(jax.tree.map(np.array_equal, mended.params, ratio.params))
+
+
+def test_the_ratio_model_learns_real_digits_from_the_split_the_run_trained_on(
+    conditional_run, monkeypatch):  # noqa: F811
+  """data.split and data.num_train_examples pick the real digits, as in training (it read the
+  whole train split), and the split is part of the model's key."""
+  workdir = str(conditional_run)
+  config = run_folder.load_run_config(workdir)
+  components, state = trainer.restore_run_state(workdir, config)
+  config.unlock()
+  config.data.split, config.data.num_train_examples = 'train[:200]', 64
+  fitted, fit = {}, resampling.fit
+
+  def fit_and_note(real_images, real_labels, *args, **kwargs):
+    fitted.update(images=real_images, labels=real_labels)
+    return fit(real_images, real_labels, *args, **kwargs)
+
+  monkeypatch.setattr(resampling, 'fit', fit_and_note)
+  ratio = resampling.ratio_model_for_run(workdir, config, components.gan,
+                                         generator_variables(state), int(state.step),
+                                         settings=FAST)
+  images, labels = data.load_split('mnist', 'train[:200]', data_dir=config.data.data_dir,
+                                   manual_dir=config.data.manual_dir, num_examples=64)
+  np.testing.assert_array_equal(fitted['images'], images)
+  np.testing.assert_array_equal(fitted['labels'], labels)
+  assert (ratio.record['split'], ratio.record['num_train_examples']) == ('train[:200]', 64)
 
 
 def test_a_ratio_model_that_cannot_be_kept_is_used_with_a_warning(conditional_run, tmp_path,
