@@ -99,7 +99,9 @@ def parse_args(argv=None):
   parser.add_argument('--threads', type=_common.int_at_least(0), default=2,
                       help='CPUs each run may use (0: all)')
   parser.add_argument('--steps', type=_common.int_at_least(1), default=200)
-  parser.add_argument('--warmup', type=_common.int_at_least(0), default=20)
+  # At least 1: the peers' programs take the time after their warm-up steps as the timing's
+  # start, and jaxgan's first step compiles.
+  parser.add_argument('--warmup', type=_common.int_at_least(1), default=20)
   parser.add_argument('--rounds', type=_common.int_at_least(1), default=3)
   parser.add_argument('--torch-device', default='cpu',
                       help="device of the PyTorch peers, e.g. cuda (the others use jax's default)")

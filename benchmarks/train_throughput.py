@@ -86,6 +86,11 @@ def parse_args(argv=None):
   args = parser.parse_args(argv)
   if args.max_in_flight is not None and args.max_in_flight < 1:
     parser.error(f'--max-in-flight={args.max_in_flight} must be >= 1 (1 waits for every step)')
+  if args.cpu_devices is not None and args.cpu_devices > 0:
+    uneven = [str(batch) for batch in args.batches if batch % args.cpu_devices]
+    if uneven:
+      parser.error(f'--batches={",".join(uneven)} cannot be split over '
+                   f'--cpu-devices={args.cpu_devices}: give multiples of {args.cpu_devices}')
   return args
 
 
@@ -139,16 +144,20 @@ def worker(args) -> list[dict]:
 
   holder = {'state': state}
 
-  def make_runner(next_batch):
+  feeds = args.feeds
+  recompiles = dict.fromkeys(feeds, 0)  # compilations by each feed's steps after its first
+
+  def make_runner(feed, next_batch):
     def run_step():
       batches = next_batch() if k == 1 else [next_batch() for _ in range(k)]
+      compiles_before = len(backend_compiles)
       holder['state'], measured = step(holder['state'], batches, key)
+      recompiles[feed] += len(backend_compiles) - compiles_before
       return measured
     return run_step
 
-  runners = {'device': make_runner(lambda: device_batch),
-             'pipeline': make_runner(lambda: next(pipeline))}
-  feeds = args.feeds
+  runners = {'device': make_runner('device', lambda: device_batch),
+             'pipeline': make_runner('pipeline', lambda: next(pipeline))}
   # Host and device batches differ in their type (sharding), so each feed's first call traces
   # and compiles its own program (the trainer feeds only one of them): timed per feed.
   first_call = {}
@@ -156,7 +165,7 @@ def worker(args) -> list[dict]:
     start = time.perf_counter()
     jax.block_until_ready(runners[feed]())
     first_call[feed] = time.perf_counter() - start
-  compiles_before_warmup = len(backend_compiles)
+    recompiles[feed] = 0
   for _ in range(args.warmup):
     for feed in feeds:
       jax.block_until_ready(runners[feed]())
@@ -177,12 +186,11 @@ def worker(args) -> list[dict]:
   for index in range(calls * k):
     jax.block_until_ready(pipeline.batch_at(index))
   host_batch_ms = 1e3 * (time.perf_counter() - start) / (calls * k)
-  recompiled = len(backend_compiles) != compiles_before_warmup
   common = dict(model=model, batch=batch_size, steps_per_call=k, cpu_devices=args.cpu_devices,
                 compute_dtype=args.compute_dtype, max_in_flight=args.max_in_flight,
                 steps=calls * k, repeats=args.repeats,
                 threads=len(os.sched_getaffinity(0)), devices=mesh.size,
-                recompiled_after_first_step=recompiled, host_batch_ms=round(host_batch_ms, 3),
+                host_batch_ms=round(host_batch_ms, 3),
                 prefetch=args.prefetch,
                 host_batches=pipeline.sharding is None,
                 peak_rss_mb=_common.peak_rss_mb(),
@@ -194,6 +202,7 @@ def worker(args) -> list[dict]:
         common, feed=feed, images_per_s=round(statistics.median(r for r, _, _ in runs), 1),
         images_per_s_repeats=[round(r, 1) for r, _, _ in runs], step_ms=round(step_ms, 3),
         compile_s=round(first_call[feed] - step_ms * k / 1e3, 2),
+        recompiled_after_first_step=recompiles[feed] > 0,
         foreign_load=max(f for _, _, f in runs)))
   return lines
 

@@ -81,6 +81,36 @@ def test_train_throughput_times_both_feeds_on_two_devices(tmp_path):
                         3)
 
 
+def test_train_throughput_says_which_feed_recompiled(tmp_path, monkeypatch):
+  """A pipeline whose batches change dtype after two recompiles the step on the pipeline feed
+  only: one counter for both feeds marked the device feed's line too."""
+  from benchmarks import train_throughput  # pylint: disable=g-import-not-at-top
+  from jaxgan import data  # pylint: disable=g-import-not-at-top
+  write_manual_dir(tmp_path / 'manual', {'mnist': {'train': 64, 'test': 8}})
+  monkeypatch.setenv('JAXGAN_MANUAL_DIR', str(tmp_path / 'manual'))
+  monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path / 'tfds'))
+
+  class FloatsAfterTwo:
+    def __init__(self, batches):
+      self.batches, self.served = batches, 0
+
+    def __getattr__(self, name):
+      return getattr(self.batches, name)
+
+    def __next__(self):
+      self.served += 1
+      batch = next(self.batches)
+      return batch if self.served <= 2 else dict(batch, image=np.float32(batch['image']))
+
+  training_batches = data.training_batches
+  monkeypatch.setattr(data, 'training_batches',
+                      lambda *args, **kwargs: FloatsAfterTwo(training_batches(*args, **kwargs)))
+  lines = train_throughput.worker(train_throughput.parse_args(
+      ['--worker=mlp,8', '--steps=2', '--min-repeat-s=0', '--repeats=1', '--warmup=1']))
+  assert {line['feed']: line['recompiled_after_first_step'] for line in lines} == {
+      'device': False, 'pipeline': True}
+
+
 def test_train_throughput_rejects_a_pacing_limit_below_one():
   result = subprocess.run(
       [sys.executable, 'benchmarks/train_throughput.py', '--max-in-flight=0'],
@@ -99,7 +129,11 @@ def test_train_throughput_rejects_a_pacing_limit_below_one():
      'device,pipeline'),
     ('train_throughput', '--min-repeat-s=nan', 'argument --min-repeat-s: must be a finite '
      'number >= 0, got nan'),
+    ('train_throughput', '--batches=64,6,3 --cpu-devices=4', '--batches=6,3 cannot be split '
+     'over --cpu-devices=4: give multiples of 4'),
     ('compare_peers', '--batches=-4', 'argument --batches: must be >= 1, got -4'),
+    # The peers' programs start their clocks after the warm-up steps: with none they crashed.
+    ('compare_peers', '--warmup=0', 'argument --warmup: must be >= 1, got 0'),
     ('compare_peers', '--impls=jaxgan,foo', 'argument --impls: unknown foo: choose from '
      'jaxgan,jaxgan_per_core,keras_tf_function,torch_eager,jax_flax_jit,keras_eager,'
      'torch_compile'),
@@ -115,7 +149,7 @@ def test_train_throughput_rejects_a_pacing_limit_below_one():
     ('conv_ceiling', '--kernel=0', 'argument --kernel: must be >= 1, got 0'),
 ])
 def test_a_bad_argument_is_one_usage_error_before_any_work(script, argument, problem):
-  result = subprocess.run([sys.executable, f'benchmarks/{script}.py', argument],
+  result = subprocess.run([sys.executable, f'benchmarks/{script}.py', *argument.split()],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
   assert result.returncode == 2, result.stderr[-3000:]
   assert result.stdout == ''
