@@ -36,7 +36,7 @@ from ml_collections import config_flags
 from jaxgan import (class_proportions, parallel, resampling, rng, run_folder,
                     trainer)
 from jaxgan.checkpoint import LATEST
-from jaxgan.evaluation import run_scores, suite
+from jaxgan.evaluation import run_scores, suite, weights
 from jaxgan.run_folder import write_json_atomic
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Sweep folder: one run folder per seed in it.')
@@ -79,16 +79,18 @@ def parse_seeds(values: list[str]) -> list[int]:
   except ValueError:
     raise ValueError(f'--seeds={",".join(values)} is not a list of integers: pass e.g. '
                      '--seeds=0,1,2') from None
-  if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-    raise ValueError(f'--seeds={",".join(values)} must name at least one seed >= 0, each once')
+  if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0 or max(seeds) > rng.MAX_SEED:
+    raise ValueError(f'--seeds={",".join(values)} must name at least one seed in '
+                     f'0..{rng.MAX_SEED}, each once')
   return seeds
 
 
 def reusable(path: str, step: int, names: tuple[str, ...], num_samples: int,
-             eval_seed: int, latent_scale: float = 1.0,
+             eval_seed: int, classifier: str, latent_scale: float = 1.0,
              resample: resampling.Resampling | None = None,
              proportions: str = class_proportions.BALANCED) -> dict | None:
-  """The record in `path` if it scored the run's state at `step` the way asked, else None."""
+  """The record in `path` if it scored the run's state at `step` the way asked, with the
+  evaluation classifier whose SHA-256 is `classifier`, else None."""
   if not os.path.exists(path):
     return None
   with open(path) as f:
@@ -99,8 +101,9 @@ def reusable(path: str, step: int, names: tuple[str, ...], num_samples: int,
   if not isinstance(record, dict):  # derived from the run: scored again, and rewritten
     logging.warning('%s is not an evaluation record: scoring the run again', path)
     return None
-  same = (record.get('step') == step and tuple(record.get('metrics', ())) == names
+  same = (record.get('step') == step and set(record.get('metrics', ())) == set(names)
           and record.get('num_samples') == num_samples and record.get('seed') == eval_seed
+          and record.get('classifier', {}).get('sha256') == classifier
           and record.get('checkpoint') == LATEST and not record.get('truncation')
           and record.get('latent_scale', 1.0) == latent_scale
           and record.get('settings') == run_scores.recorded_settings()
@@ -170,6 +173,8 @@ def run_sweep(config, workdir: str, seeds: list[int], names: list[str] | None, *
   names = suite.resolve_metric_names(names, has_labels=config.model.get('num_classes', 0) > 0,
                                      num_samples=num_samples)
   class_proportions.parse(proportions, config.model.get('num_classes', 0))  # before training
+  weights.check_available(config.data.name)  # the scoring classifier, before training too
+  classifier = run_scores.classifier_sha256(config.data.name)
   records = {}
   for seed in seeds:
     run_config = copy.deepcopy(config)
@@ -178,8 +183,8 @@ def run_sweep(config, workdir: str, seeds: list[int], names: list[str] | None, *
     logging.info('seed %d: training %s', seed, run_dir)
     state = trainer.train_and_evaluate(run_config, run_dir)
     eval_path = os.path.join(run_dir, eval_name)
-    record = reusable(eval_path, int(state.step), names, num_samples, eval_seed, latent_scale,
-                      resample, proportions)
+    record = reusable(eval_path, int(state.step), names, num_samples, eval_seed, classifier,
+                      latent_scale, resample, proportions)
     if record is None:
       record = run_scores.evaluate_run(run_dir, list(names), num_samples=num_samples,
                                        seed=eval_seed, latent_scale=latent_scale,

@@ -115,11 +115,17 @@ def from_export(npz, path: str):
                      'writes: drop it from the file (or write the file again)') from None
 
 
+def recorded(drawn, field: str):
+  """`field` of an export's provenance `drawn` (`from_export`); None where it is not recorded:
+  files without a provenance, or with one of the user's own that is not a JSON object."""
+  return drawn.get(field) if isinstance(drawn, dict) else None
+
+
 def check_export_dataset(drawn, dataset: str, path: str) -> None:
   """Refuse digits whose provenance `drawn` names a run trained on another dataset than the
   real data (`dataset`) they are to be scored against."""
   # Unknown for files exported before it was recorded, or with a provenance of their own.
-  trained_on = drawn.get('dataset') if isinstance(drawn, dict) else None
+  trained_on = recorded(drawn, 'dataset')
   if trained_on and trained_on != dataset:
     raise ValueError(f'--dataset={dataset} but {path} holds digits of a run trained on '
                      f'{trained_on} (its provenance): pass --dataset={trained_on}')

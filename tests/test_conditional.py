@@ -259,6 +259,16 @@ def unconditional_folder(data_dirs, tmp_path_factory):  # noqa: F811
   return workdir
 
 
+def test_a_run_s_evaluation_record_names_its_run_folder_by_its_absolute_path(
+    conditional_run, monkeypatch):
+  """A relative --workdir was recorded as typed: the record could not name its run from
+  another folder."""
+  monkeypatch.chdir(conditional_run.parent)
+  monkeypatch.setattr(run_scores, 'score_digits', lambda *args, **kwargs: {})
+  record = run_scores.evaluate_run(conditional_run.name, ['classifier_score'], num_samples=20)
+  assert record['workdir'] == str(conditional_run)
+
+
 def test_scoring_a_run_warns_before_it_when_the_generator_saw_more_labels_than_k(
     conditional_run, monkeypatch, caplog):
   """evaluate_run, which experiments.evaluate --workdir and experiments.sweep both score with,

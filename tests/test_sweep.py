@@ -9,10 +9,12 @@ import pytest
 
 from experiments import sweep
 from jaxgan import resampling
+from jaxgan.evaluation import run_scores
 from tests.idx_files import write_manual_dir
 from tests.test_experiments import cli
 
 NUM_SAMPLES = 64
+CLASSIFIER = run_scores.classifier_sha256('mnist')
 
 
 @pytest.fixture(scope='module')
@@ -73,20 +75,33 @@ def test_a_record_of_another_latent_scale_is_not_reused(swept):
   record = read_json(path)
   assert record['latent_scale'] == 1.0
   names = tuple(record['metrics'])
-  assert sweep.reusable(path, 16, names, NUM_SAMPLES, 0) == record
-  assert sweep.reusable(path, 16, names, NUM_SAMPLES, 0, latent_scale=1.2) is None
+  assert sweep.reusable(path, 16, names, NUM_SAMPLES, 0, CLASSIFIER) == record
+  assert sweep.reusable(path, 16, names, NUM_SAMPLES, 0, CLASSIFIER, latent_scale=1.2) is None
   # Records written before the option existed were drawn at scale 1.
   del record['latent_scale']
   older = workdir / 'older_eval.json'
   older.write_text(json.dumps(record))
-  assert sweep.reusable(str(older), 16, names, NUM_SAMPLES, 0) == record
+  assert sweep.reusable(str(older), 16, names, NUM_SAMPLES, 0, CLASSIFIER) == record
+
+
+def test_a_record_of_another_classifier_is_not_reused_and_metric_order_does_not_matter(
+    swept, tmp_path):
+  """A classifier trained again (emnist, svhn, --replace_shipped) scores otherwise: its old
+  records were reused, and their real figures copied into new seeds' records."""
+  workdir, _, _ = swept
+  path = str(workdir / 'seed_3' / 'eval.json')
+  record = read_json(path)
+  names = tuple(record['metrics'])
+  assert record['classifier']['sha256'] == CLASSIFIER
+  assert sweep.reusable(path, 16, names[::-1], NUM_SAMPLES, 0, CLASSIFIER) == record
+  assert sweep.reusable(path, 16, names, NUM_SAMPLES, 0, '0' * 64) is None
 
 
 def test_a_damaged_record_is_scored_again_not_an_error(tmp_path):
   """An eval.json is derived from its run: the sweep scores the run again and rewrites it."""
   for text in ('{"step": 1', '[1, 2]'):
     (tmp_path / 'eval.json').write_text(text)
-    assert sweep.reusable(str(tmp_path / 'eval.json'), 16, ('fcd',), NUM_SAMPLES, 0) is None
+    assert sweep.reusable(str(tmp_path / 'eval.json'), 16, ('fcd',), NUM_SAMPLES, 0, CLASSIFIER) is None
 
 
 def test_a_record_resampled_otherwise_is_not_reused(swept, tmp_path):
@@ -94,16 +109,16 @@ def test_a_record_resampled_otherwise_is_not_reused(swept, tmp_path):
   record = read_json(workdir / 'seed_3' / 'eval.json')
   names = tuple(record['metrics'])
   asked = resampling.Resampling(99, 1000)
-  assert sweep.reusable(str(workdir / 'seed_3' / 'eval.json'), 16, names, NUM_SAMPLES, 0,
+  assert sweep.reusable(str(workdir / 'seed_3' / 'eval.json'), 16, names, NUM_SAMPLES, 0, CLASSIFIER,
                         resample=asked) is None
   # What evaluate_run records of a resampling (resampling.resample's statistics).
   record['resampling'] = dict(percentile=99.0, candidates_per_class=1000, kept_share_min=0.1,
                               settings=dataclasses.asdict(asked.settings))
   path = tmp_path / 'resampled_eval.json'
   path.write_text(json.dumps(record))
-  assert sweep.reusable(str(path), 16, names, NUM_SAMPLES, 0, resample=asked) == record
-  assert sweep.reusable(str(path), 16, names, NUM_SAMPLES, 0) is None
-  assert sweep.reusable(str(path), 16, names, NUM_SAMPLES, 0,
+  assert sweep.reusable(str(path), 16, names, NUM_SAMPLES, 0, CLASSIFIER, resample=asked) == record
+  assert sweep.reusable(str(path), 16, names, NUM_SAMPLES, 0, CLASSIFIER) is None
+  assert sweep.reusable(str(path), 16, names, NUM_SAMPLES, 0, CLASSIFIER,
                         resample=resampling.Resampling(95, 1000)) is None
 
 
@@ -114,11 +129,11 @@ def test_a_record_of_other_class_proportions_is_not_reused(swept, tmp_path):
   record['class_proportions'] = 'train'
   path = tmp_path / 'train_eval.json'
   path.write_text(json.dumps(record))
-  assert sweep.reusable(str(path), 16, names, NUM_SAMPLES, 0, proportions='train') == record
-  assert sweep.reusable(str(path), 16, names, NUM_SAMPLES, 0) is None
+  assert sweep.reusable(str(path), 16, names, NUM_SAMPLES, 0, CLASSIFIER, proportions='train') == record
+  assert sweep.reusable(str(path), 16, names, NUM_SAMPLES, 0, CLASSIFIER) is None
   # Records without the field (unconditional models, or written before it) drew balanced.
   assert sweep.reusable(str(workdir / 'seed_3' / 'eval.json'), 16, names, NUM_SAMPLES,
-                        0) is not None
+                        0, CLASSIFIER) is not None
 
 
 def test_real_figures_are_reused_only_from_a_record_scored_on_this_kind_of_machine(swept):
@@ -151,7 +166,9 @@ def test_a_tagged_scoring_is_kept_beside_the_default_one(swept):
 @pytest.mark.parametrize('extra, message', [
     (['--seeds=0,x'], 'is not a list of integers'),
     (['--seeds=1,1'], 'each once'),
-    (['--seeds=-1'], 'must name at least one seed >= 0, each once'),
+    (['--seeds=-1'], 'must name at least one seed in 0..9223372036854775807, each once'),
+    # Refused when its turn came, after the seeds before it had trained.
+    (['--seeds=0,9223372036854775808'], 'must name at least one seed in 0..9223372036854775807'),
     (['--seeds=0', '--config.seed=5'], "--seeds sets each run's config.seed: drop --config.seed"),
     (['--seeds=0', '--config.seed', '5'],
      "--seeds sets each run's config.seed: drop --config.seed"),
@@ -173,6 +190,21 @@ def test_class_proportions_for_an_unconditional_config_are_refused_before_traini
       "error: --class_proportions=train needs a conditional model, but this run's model is "
       'unconditional (model.num_classes = 0): drop it')
   assert not os.path.exists(tmp_path / 's')
+
+
+def test_a_dataset_without_its_evaluation_classifier_is_refused_before_any_training(
+    tmp_path, monkeypatch):
+  """emnist and svhn have no shipped classifier: the sweep trained seed 0 (an hour for a real
+  config) before it said so."""
+  from experiments.configs import tiny  # pylint: disable=g-import-not-at-top
+  from jaxgan import trainer  # pylint: disable=g-import-not-at-top
+  from jaxgan.evaluation import weights  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(weights, 'weights_path', lambda dataset: tmp_path / f'{dataset}.msgpack')
+  monkeypatch.setattr(trainer, 'train_and_evaluate', lambda *args: 1 / 0)
+  config = tiny.get_config()
+  config.data.name = 'emnist_digits'
+  with pytest.raises(FileNotFoundError, match='^no emnist_digits evaluation classifier yet '):
+    sweep.run_sweep(config, str(tmp_path / 's'), [0], ['fcd'], num_samples=NUM_SAMPLES)
 
 
 def test_an_unknown_metric_is_refused_before_any_training(tmp_path):

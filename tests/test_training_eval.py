@@ -450,6 +450,19 @@ def test_evaluate_says_what_is_wrong_with_the_samples_file(tmp_path, write, prob
   assert result.stderr.strip().splitlines()[-1] == f'error: {path} {problem}'
 
 
+def test_evaluate_scores_samples_whose_provenance_is_the_user_s_own(tmp_path):
+  """A provenance that is JSON but not an object (a list of the user's) records nothing jaxgan
+  reads: scored, and kept in the record (it was an AttributeError)."""
+  path = tmp_path / 'digits.npz'
+  np.savez(path, images=np.zeros((8, 28, 28), np.uint8), provenance=np.asarray('[1, 2]'))
+  result = subprocess.run(
+      [sys.executable, '-m', 'experiments.evaluate', f'--samples={path}', '--dataset=mnist',
+       '--metrics=classifier_score'], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(tmp_path / 'digits.eval.json') as f:
+    assert json.load(f)['samples_provenance'] == [1, 2]
+
+
 def test_evaluate_names_a_samples_path_that_is_missing_or_a_folder(tmp_path):
   for path, what in ((tmp_path / 'none.npz', 'not found'), (tmp_path, 'is a folder')):
     result = subprocess.run(

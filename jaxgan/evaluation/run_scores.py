@@ -130,6 +130,11 @@ def machine_differences(record: dict) -> list[str]:
                                 fields=provenance.SCORING_FIELDS)
 
 
+def classifier_sha256(dataset: str) -> str:
+  """The SHA-256 of `dataset`'s evaluation classifier, which evaluation records name."""
+  return weights.read_manifest(weights.weights_path(dataset))['sha256']
+
+
 def real_results_from(path: str, dataset: str, num_samples: int, names) -> dict:
   """The real reference's figures of the evaluation record at `path` (an eval.json), checked
   to be those `score_digits` would compute for `num_samples` digits of `dataset` scored by
@@ -147,7 +152,7 @@ def real_results_from(path: str, dataset: str, num_samples: int, names) -> dict:
   if not isinstance(record, dict) or not isinstance(record.get('real'), dict):
     raise ValueError(f'{path} holds no real reference figures: pass an eval.json written by '
                      'experiments.evaluate')
-  classifier = weights.read_manifest(weights.weights_path(dataset))['sha256']
+  classifier = classifier_sha256(dataset)
   mismatches = [
       (record.get('dataset') == dataset, f'scored against {record.get("dataset")}, not {dataset}'),
       (record.get('num_samples') == num_samples,
@@ -197,7 +202,7 @@ def evaluate_run(workdir: str, names: list[str] | None = None, *, num_samples: i
   digits = generate_from_run(workdir, config, num_samples, seed, checkpoint, truncation,
                              latent_scale, resample, manual_dir=manual_dir, data_dir=data_dir,
                              class_weights=class_weights)
-  source = dict(workdir=workdir, checkpoint=checkpoint, step=digits.step, seed=seed,
+  source = dict(workdir=os.path.abspath(workdir), checkpoint=checkpoint, step=digits.step, seed=seed,
                 truncation=truncation, latent_scale=latent_scale,
                 num_train_examples=config.data.get('num_train_examples', 0))
   if num_classes:
