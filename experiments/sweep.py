@@ -36,7 +36,7 @@ from ml_collections import config_flags
 from jaxgan import (class_proportions, parallel, resampling, rng, run_folder,
                     trainer)
 from jaxgan.checkpoint import LATEST
-from jaxgan.evaluation import run_scores, suite, weights
+from jaxgan.evaluation import run_scores, suite
 from jaxgan.run_folder import write_json_atomic
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Sweep folder: one run folder per seed in it.')
@@ -173,8 +173,7 @@ def run_sweep(config, workdir: str, seeds: list[int], names: list[str] | None, *
   names = suite.resolve_metric_names(names, has_labels=config.model.get('num_classes', 0) > 0,
                                      num_samples=num_samples)
   class_proportions.parse(proportions, config.model.get('num_classes', 0))  # before training
-  weights.check_available(config.data.name)  # the scoring classifier, before training too
-  classifier = run_scores.classifier_sha256(config.data.name)
+  classifier = run_scores.classifier_sha256(config.data.name)  # refused before any training
   records = {}
   for seed in seeds:
     run_config = copy.deepcopy(config)

@@ -101,7 +101,8 @@ def test_a_damaged_record_is_scored_again_not_an_error(tmp_path):
   """An eval.json is derived from its run: the sweep scores the run again and rewrites it."""
   for text in ('{"step": 1', '[1, 2]'):
     (tmp_path / 'eval.json').write_text(text)
-    assert sweep.reusable(str(tmp_path / 'eval.json'), 16, ('fcd',), NUM_SAMPLES, 0, CLASSIFIER) is None
+    assert sweep.reusable(str(tmp_path / 'eval.json'), 16, ('fcd',), NUM_SAMPLES, 0,
+                          CLASSIFIER) is None
 
 
 def test_a_record_resampled_otherwise_is_not_reused(swept, tmp_path):
@@ -109,8 +110,8 @@ def test_a_record_resampled_otherwise_is_not_reused(swept, tmp_path):
   record = read_json(workdir / 'seed_3' / 'eval.json')
   names = tuple(record['metrics'])
   asked = resampling.Resampling(99, 1000)
-  assert sweep.reusable(str(workdir / 'seed_3' / 'eval.json'), 16, names, NUM_SAMPLES, 0, CLASSIFIER,
-                        resample=asked) is None
+  assert sweep.reusable(str(workdir / 'seed_3' / 'eval.json'), 16, names, NUM_SAMPLES, 0,
+                        CLASSIFIER, resample=asked) is None
   # What evaluate_run records of a resampling (resampling.resample's statistics).
   record['resampling'] = dict(percentile=99.0, candidates_per_class=1000, kept_share_min=0.1,
                               settings=dataclasses.asdict(asked.settings))
@@ -129,7 +130,8 @@ def test_a_record_of_other_class_proportions_is_not_reused(swept, tmp_path):
   record['class_proportions'] = 'train'
   path = tmp_path / 'train_eval.json'
   path.write_text(json.dumps(record))
-  assert sweep.reusable(str(path), 16, names, NUM_SAMPLES, 0, CLASSIFIER, proportions='train') == record
+  assert sweep.reusable(str(path), 16, names, NUM_SAMPLES, 0, CLASSIFIER,
+                        proportions='train') == record
   assert sweep.reusable(str(path), 16, names, NUM_SAMPLES, 0, CLASSIFIER) is None
   # Records without the field (unconditional models, or written before it) drew balanced.
   assert sweep.reusable(str(workdir / 'seed_3' / 'eval.json'), 16, names, NUM_SAMPLES,

@@ -131,7 +131,9 @@ def machine_differences(record: dict) -> list[str]:
 
 
 def classifier_sha256(dataset: str) -> str:
-  """The SHA-256 of `dataset`'s evaluation classifier, which evaluation records name."""
+  """The SHA-256 of `dataset`'s evaluation classifier, which evaluation records name; the
+  command that trains it if it is one jaxgan does not ship and it is not trained yet."""
+  weights.check_available(dataset)
   return weights.read_manifest(weights.weights_path(dataset))['sha256']
 
 
@@ -202,8 +204,8 @@ def evaluate_run(workdir: str, names: list[str] | None = None, *, num_samples: i
   digits = generate_from_run(workdir, config, num_samples, seed, checkpoint, truncation,
                              latent_scale, resample, manual_dir=manual_dir, data_dir=data_dir,
                              class_weights=class_weights)
-  source = dict(workdir=os.path.abspath(workdir), checkpoint=checkpoint, step=digits.step, seed=seed,
-                truncation=truncation, latent_scale=latent_scale,
+  source = dict(workdir=os.path.abspath(workdir), checkpoint=checkpoint, step=digits.step,
+                seed=seed, truncation=truncation, latent_scale=latent_scale,
                 num_train_examples=config.data.get('num_train_examples', 0))
   if num_classes:
     source['class_proportions'] = proportions
