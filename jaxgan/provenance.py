@@ -29,8 +29,15 @@ _ARM_ISA_FEATURE = re.compile(r'(asimd|sve|sme)')
 
 # Fields of a session's record that decide its floats; the others (time, step, core counts)
 # describe it without changing results.
+# jax's key type and threefry's partitionable mode (JAX_DEFAULT_PRNG_IMPL,
+# JAX_THREEFRY_PARTITIONABLE) change every random draw.
 KIND_FIELDS = ('cpu', 'cpu_vendor', 'cpu_family', 'cpu_model', 'isa', 'backend', 'device_kind',
-               'devices', 'jax', 'jaxlib', 'flax', 'optax', 'xla_flags')
+               'devices', 'jax', 'jaxlib', 'flax', 'optax', 'xla_flags', 'prng_impl',
+               'threefry_partitionable')
+
+# Records written before a field was recorded: read as jax's default, which those runs used
+# unless their user changed it (so existing run folders are not all reported as moved).
+UNRECORDED = dict(prng_impl='threefry2x32', threefry_partitionable=True)
 
 # An evaluation's floats do not depend on the device count (digits are generated one example at
 # a time whatever the sharding, and the metrics run on one device).
@@ -81,7 +88,9 @@ def software() -> dict:
   return dict(jax=jax.__version__, jaxlib=jax.lib.__version__ if hasattr(jax.lib, '__version__')
               else jax.__version__, flax=flax.__version__, optax=optax.__version__,
               backend=jax.default_backend(), devices=jax.device_count(),
-              device_kind=jax.devices()[0].device_kind)
+              device_kind=jax.devices()[0].device_kind,
+              prng_impl=str(jax.config.jax_default_prng_impl),
+              threefry_partitionable=bool(jax.config.jax_threefry_partitionable))
 
 
 def hardware() -> dict:
@@ -132,9 +141,14 @@ def check_export_dataset(drawn, dataset: str, path: str) -> None:
 
 
 def differences(before: dict, now: dict, fields: tuple[str, ...] = KIND_FIELDS) -> list[str]:
-  """The `fields` on which two records differ, as 'field: before -> now'."""
-  return [f'{k}: {before.get(k)!r} -> {now.get(k)!r}' for k in fields
-          if before.get(k) != now.get(k)]
+  """The `fields` on which two records differ, as 'field: before -> now' (a field a record
+  lacks read as `UNRECORDED` has it)."""
+  changed = []
+  for k in fields:
+    was, is_now = before.get(k, UNRECORDED.get(k)), now.get(k, UNRECORDED.get(k))
+    if was != is_now:
+      changed.append(f'{k}: {was!r} -> {is_now!r}')
+  return changed
 
 
 def record_session(workdir: str, step: int, host: dict | None = None) -> list[str]:

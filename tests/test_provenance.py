@@ -1,6 +1,9 @@
 """machine.jsonl: the processor and versions behind each session of a run."""
 import json
 import logging
+import os
+import subprocess
+import sys
 
 from jaxgan import provenance
 
@@ -71,3 +74,22 @@ def test_a_half_written_last_line_is_skipped(tmp_path):
   assert provenance.record_session(str(tmp_path), 8, host) == []
   lines = (tmp_path / provenance.FILE).read_text().splitlines()
   assert len(lines) == 3 and json.loads(lines[2])['step'] == 8
+
+
+def test_the_key_type_is_part_of_the_kind_and_older_records_read_as_jax_default(tmp_path):
+  # JAX_DEFAULT_PRNG_IMPL and JAX_THREEFRY_PARTITIONABLE change every draw of a run.
+  script = ('from jaxgan import provenance; r = provenance.host_record(); '
+            'print(r["prng_impl"], r["threefry_partitionable"])')
+  env = dict(os.environ, JAX_DEFAULT_PRNG_IMPL='rbg', JAX_THREEFRY_PARTITIONABLE='0')
+  out = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True, text=True,
+                       check=True).stdout
+  assert out.split() == ['rbg', 'False']
+  host = dict(provenance.cpu_from_cpuinfo(X86_CPUINFO), jax='0.10.2')
+  older = dict(host)  # written before the key type was recorded
+  assert provenance.differences(older, dict(host, prng_impl='threefry2x32',
+                                            threefry_partitionable=True)) == []
+  assert provenance.differences(older, dict(host, prng_impl='rbg')) == [
+      "prng_impl: 'threefry2x32' -> 'rbg'"]
+  provenance.record_session(str(tmp_path), 0, dict(host, threefry_partitionable=True))
+  assert provenance.record_session(str(tmp_path), 8, dict(host, threefry_partitionable=False)) == [
+      'threefry_partitionable: True -> False']
