@@ -120,14 +120,14 @@ def resampled_as(stats: dict | None) -> resampling.Resampling | None:
                                resampling.RatioSettings(**stats['settings']))
 
 
-def real_to_reuse(records: dict[int, dict]) -> dict | None:
-  """The real figures of an earlier seed's record scored on this kind of machine, else None.
-  The real reference is the same digits for every seed, so it is scored once per sweep; but a
-  reused eval.json copied from another machine holds figures this one computes differently in
-  the last digits, and a new record states this machine as the one that scored it."""
-  for record in records.values():
-    if not run_scores.machine_differences(record):
-      return record['real']
+def real_to_reuse(records: dict[str, dict]) -> run_scores.ReusedReal | None:
+  """The real figures of an earlier seed's record (`records`: by path) whose real figures were
+  scored on this kind of machine, else None. The real reference is the same digits for every
+  seed, so it is scored once per sweep; but a reused eval.json copied from another machine
+  holds figures this one computes differently in the last digits."""
+  for path, record in records.items():
+    if not run_scores.real_machine_differences(record):
+      return run_scores.reused_real(path, record)
   return None
 
 
@@ -174,7 +174,7 @@ def run_sweep(config, workdir: str, seeds: list[int], names: list[str] | None, *
                                      num_samples=num_samples)
   class_proportions.parse(proportions, config.model.get('num_classes', 0))  # before training
   classifier = run_scores.classifier_sha256(config.data.name)  # refused before any training
-  records = {}
+  records, scored = {}, {}  # by seed; by eval.json path
   for seed in seeds:
     run_config = copy.deepcopy(config)
     run_config.seed = seed
@@ -187,13 +187,13 @@ def run_sweep(config, workdir: str, seeds: list[int], names: list[str] | None, *
     if record is None:
       record = run_scores.evaluate_run(run_dir, list(names), num_samples=num_samples,
                                        seed=eval_seed, latent_scale=latent_scale,
-                                       resample=resample, real_results=real_to_reuse(records),
+                                       resample=resample, real_results=real_to_reuse(scored),
                                        proportions=proportions)
       write_json_atomic(record, eval_path)
       print(suite.format_table(record), flush=True)  # after the record: see evaluate.py
     else:
       logging.info('seed %d: reusing %s (step %d)', seed, eval_path, record['step'])
-    records[seed] = record
+    records[seed] = scored[eval_path] = record
   figures = summarise(records)
   summary = dict(seeds=seeds, metrics=list(names), num_samples=num_samples, eval_seed=eval_seed,
                  latent_scale=latent_scale,

@@ -53,6 +53,10 @@ def test_each_seed_trains_its_own_run_and_is_scored(swept):
   # One real reference, scored with the first seed and reused for the second.
   reals = [read_json(workdir / f'seed_{seed}' / 'eval.json')['real'] for seed in (3, 5)]
   assert reals[0] == reals[1] and fcd['real'] == reals[0]['fcd']
+  first_record = read_json(workdir / 'seed_3' / 'eval.json')
+  assert 'real_from' not in first_record
+  assert read_json(workdir / 'seed_5' / 'eval.json')['real_from'] == dict(
+      path=str(workdir / 'seed_3' / 'eval.json'), machine=first_record['machine'])
   assert set(summary['figures']) == {'fcd', 'precision', 'recall'}
   assert 'mean' in first.stdout and 'seed 5' in first.stdout
 
@@ -140,13 +144,18 @@ def test_a_record_of_other_class_proportions_is_not_reused(swept, tmp_path):
 
 def test_real_figures_are_reused_only_from_a_record_scored_on_this_kind_of_machine(swept):
   workdir, _, _ = swept
-  record = read_json(workdir / 'seed_3' / 'eval.json')
-  assert sweep.real_to_reuse({3: record}) == record['real']
+  path = str(workdir / 'seed_3' / 'eval.json')
+  record = read_json(path)
+  assert sweep.real_to_reuse({path: record}) == (
+      record['real'], dict(path=path, machine=record['machine']))
   copied = dict(record, machine=dict(record['machine'], cpu='another processor'))
   older = {key: value for key, value in record.items() if key != 'machine'}
+  # Scored here, but with real figures an evaluate --real_from took from another processor.
+  passed_on = dict(record, real_from=dict(path='/elsewhere/eval.json', machine=copied['machine']))
   assert sweep.real_to_reuse({}) is None
-  assert sweep.real_to_reuse({3: copied}) is None and sweep.real_to_reuse({3: older}) is None
-  assert sweep.real_to_reuse({3: copied, 5: record}) == record['real']
+  assert sweep.real_to_reuse({'a': copied}) is None and sweep.real_to_reuse({'a': older}) is None
+  assert sweep.real_to_reuse({'a': passed_on}) is None
+  assert sweep.real_to_reuse({'a': copied, path: record}).figures == record['real']
 
 
 def test_a_tagged_scoring_is_kept_beside_the_default_one(swept):

@@ -491,6 +491,8 @@ def test_evaluate_reuses_the_real_figures_of_an_earlier_record(evaluated_run, tm
   record = json.loads(out.read_text())
   assert record['real'] == earlier['real'] and record['model'] == earlier['model']
   assert 'another kind of machine' not in result.stderr
+  # The new record says where its real figures came from, and that record's machine scored them.
+  assert record['real_from'] == dict(path=str(earlier_path), machine=earlier['machine'])
   # Reused from another processor, or a record naming none, with a warning that says so; another
   # device count changes no score (a sweep scores on the trainer's devices): no warning.
   dataset = earlier['dataset']
@@ -503,12 +505,21 @@ def test_evaluate_reuses_the_real_figures_of_an_earlier_record(evaluated_run, tm
     caplog.clear()
     with caplog.at_level(logging.WARNING):
       assert run_scores.real_results_from(str(earlier_path), dataset, EVAL_SAMPLES,
-                                          names) == earlier['real']
+                                          names).figures == earlier['real']
     if difference is None:
       assert 'another kind of machine' not in caplog.text
     else:
       assert (f'{earlier_path} may have been scored on another kind of machine ({difference}'
               in caplog.text)
+  # A record that reused figures scored on another processor passes that machine on: reusing
+  # them again warns of it, though the record itself was scored here.
+  earlier_path.write_text(json.dumps(record | {
+      'real_from': dict(path='/elsewhere/eval.json', machine=machine | {'cpu_family': 'x'})}))
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    reused = run_scores.real_results_from(str(earlier_path), dataset, EVAL_SAMPLES, names)
+  assert reused.origin == dict(path=str(earlier_path), machine=machine | {'cpu_family': 'x'})
+  assert "another kind of machine (cpu_family: 'x' ->" in caplog.text
   earlier_path.write_text(json.dumps(earlier))
   # A record that scored something else is refused, naming the difference.
   with pytest.raises(ValueError, match=f'scored {EVAL_SAMPLES} digits, not 32: pass a record'):

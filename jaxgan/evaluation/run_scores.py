@@ -21,6 +21,14 @@ from jaxgan.run_folder import load_run_config
 from jaxgan.state import generator_variables
 
 
+class ReusedReal(NamedTuple):
+  """The real reference's figures of an earlier evaluation record, and where they came from:
+  `origin` = {'path': the record, 'machine': the machine that scored them (None: unknown)}, as a
+  record scored with them holds it under `real_from`."""
+  figures: dict
+  origin: dict
+
+
 class RunDigits(NamedTuple):
   step: int  # the generator's
   images: np.ndarray  # uint8 (N, 28, 28)
@@ -60,13 +68,13 @@ def generate_from_run(workdir: str, config: ml_collections.ConfigDict, num: int,
 
 def score_digits(images: np.ndarray, labels: np.ndarray | None, dataset: str,
                  names: list[str] | None, *, manual_dir: str = '', data_dir: str = '',
-                 real_results: dict | None = None) -> dict:
+                 real_results: ReusedReal | None = None) -> dict:
   """The evaluation record of uint8 digits (N, 28, 28): `names` (None: all that the digits
   allow) for the digits ('model') and for as many real train digits ('real'), with what they
   were measured against and the machine that measured them (`provenance.host_record`: cas_cnn
   and augmentation_gain train classifiers, whose floats depend on it). `real_results`: the
   'real' of an earlier record of as many digits with the same names, reused instead of scoring
-  the real reference again."""
+  the real reference again; the record names it under `real_from`."""
   start = time.perf_counter()
   names = suite.resolve_metric_names(names, has_labels=labels is not None,
                                      num_samples=len(images))
@@ -80,13 +88,15 @@ def score_digits(images: np.ndarray, labels: np.ndarray | None, dataset: str,
   reference = None if real_results else suite.real_reference(params, real, len(samples.images),
                                                              settings)
   results = suite.evaluate(names, samples, real, reference, settings,
-                           reference_results=real_results)
+                           reference_results=None if real_results is None
+                           else real_results.figures)
+  reused = {} if real_results is None else dict(real_from=real_results.origin)
   return dict(dataset=dataset, num_samples=len(samples.images),
               num_real_reference=num_reference, num_real_test=len(real.test.images),
               metrics=list(names), classifier=dict(file=manifest['file'],
                                                    sha256=manifest['sha256']),
               settings=dataclasses.asdict(settings), machine=provenance.host_record(),
-              seconds=round(time.perf_counter() - start, 1), **results)
+              seconds=round(time.perf_counter() - start, 1), **reused, **results)
 
 
 def labels_seen_warning(num_train_examples: int | None, names) -> str | None:
@@ -120,14 +130,28 @@ def recorded_settings() -> dict:
   return json.loads(json.dumps(dataclasses.asdict(metrics.Settings())))
 
 
-def machine_differences(record: dict) -> list[str]:
-  """How the machine that scored an evaluation record differs from this one, in what decides
-  its floats (empty: the same kind). On another processor the figures are close, not bitwise
-  the ones this one would compute."""
-  if 'machine' not in record:
+def real_figures_machine(record: dict) -> dict | None:
+  """The machine that scored an evaluation record's real figures: the record's own, or for
+  figures it reused (`real_from`) the one that scored them; None where it is not recorded."""
+  origin = record.get('real_from')
+  return origin.get('machine') if isinstance(origin, dict) else record.get('machine')
+
+
+def real_machine_differences(record: dict) -> list[str]:
+  """How the machine that scored an evaluation record's real figures (`real_figures_machine`)
+  differs from this one, in what decides their floats (empty: the same kind). On another
+  processor the figures are close, not bitwise the ones this one would compute."""
+  machine = real_figures_machine(record)
+  if machine is None:
     return ['the record names none']
-  return provenance.differences(record['machine'], provenance.host_record(),
+  return provenance.differences(machine, provenance.host_record(),
                                 fields=provenance.SCORING_FIELDS)
+
+
+def reused_real(path: str, record: dict) -> ReusedReal:
+  """The real figures of the evaluation `record` read from `path`, with their origin."""
+  return ReusedReal(record['real'], dict(path=os.path.abspath(path),
+                                         machine=real_figures_machine(record)))
 
 
 def classifier_sha256(dataset: str) -> str:
@@ -137,11 +161,11 @@ def classifier_sha256(dataset: str) -> str:
   return weights.read_manifest(weights.weights_path(dataset))['sha256']
 
 
-def real_results_from(path: str, dataset: str, num_samples: int, names) -> dict:
+def real_results_from(path: str, dataset: str, num_samples: int, names) -> ReusedReal:
   """The real reference's figures of the evaluation record at `path` (an eval.json), checked
   to be those `score_digits` would compute for `num_samples` digits of `dataset` scored by
   `names`: the same real digits, metrics, evaluation classifier and metric settings; warns when
-  it was scored on another kind of machine or does not record one."""
+  its real figures were scored on another kind of machine or it does not record one."""
   if not os.path.isfile(path):
     raise FileNotFoundError(f'--real_from={path} not found: pass an eval.json written by '
                             'experiments.evaluate')
@@ -168,19 +192,19 @@ def real_results_from(path: str, dataset: str, num_samples: int, names) -> dict:
     if not matches:
       raise ValueError(f'{path} {problem}: pass a record of the same dataset, number of digits '
                        'and metrics, or drop --real_from to score the real digits again')
-  changed = '; '.join(machine_differences(record))
+  changed = '; '.join(real_machine_differences(record))
   if changed:
     logging.warning('%s may have been scored on another kind of machine (%s): its real figures '
                     'may differ in the last digits from this machine\'s; drop --real_from to '
                     'score them here', path, changed)
-  return record['real']
+  return reused_real(path, record)
 
 
 def evaluate_run(workdir: str, names: list[str] | None = None, *, num_samples: int = 10000,
                  seed: int = 0, checkpoint: str = LATEST, truncation: float = 0.0,
                  latent_scale: float | None = None,
                  resample: resampling.Resampling | None = None, manual_dir: str = '',
-                 data_dir: str = '', real_results: dict | None = None,
+                 data_dir: str = '', real_results: ReusedReal | None = None,
                  proportions: str = class_proportions.BALANCED) -> dict:
   """The evaluation record of `num_samples` digits from the run's `checkpoint`, latents drawn
   with `seed` (`truncation`, `latent_scale`: see `generate.latents`; None: the run's
