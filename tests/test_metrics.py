@@ -320,6 +320,14 @@ def test_real_reference_avoids_the_augmentation_subsets(toy_real):
   assert len(rows) == 250  # 300 train images, 50 held for augmentation
   assert not np.intersect1d(rows, toy_real.augmentation_rows(50)).size
   np.testing.assert_array_equal(rows, suite.reference_rows(toy_real, 1000, TINY))
+  # A train split no larger than the subsets leaves nothing to draw: say why and what to do.
+  subsets_only = metrics.RealData(toy_real.test, toy_real.train_images[:40],
+                                  toy_real.train_labels[:40])
+  with pytest.raises(ValueError, match=re.escape(
+      "the real train split holds 40 digits, all kept for augmentation_gain's subsets of up to "
+      '50, and the real reference is drawn from the others: score against a train split of more '
+      'than 50 digits (the whole dataset: README, Data)')):
+    suite.reference_rows(subsets_only, 1000, TINY)
 
 
 def box_blur(images: np.ndarray, radius: int) -> np.ndarray:

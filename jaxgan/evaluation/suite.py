@@ -47,8 +47,13 @@ def load_real_data(dataset: str, params, *, data_dir: str | None = None,
 def reference_rows(real: RealData, num: int, settings: Settings) -> np.ndarray:
   """`num` train rows (fewer if the split is short) drawn with a fixed seed from those outside
   the augmentation subsets, so the real reference never repeats an image it is added to."""
-  excluded = real.augmentation_rows(max(settings.augmentation_sizes))
-  pool = np.setdiff1d(np.arange(len(real.train_labels)), excluded)
+  held = max(settings.augmentation_sizes)
+  pool = np.setdiff1d(np.arange(len(real.train_labels)), real.augmentation_rows(held))
+  if not len(pool):
+    raise ValueError(f'the real train split holds {len(real.train_labels):,} digits, all kept '
+                     f'for augmentation_gain\'s subsets of up to {held:,}, and the real reference '
+                     f'is drawn from the others: score against a train split of more than '
+                     f'{held:,} digits (the whole dataset: README, Data)')
   if num > len(pool):
     logging.warning('the real reference has %d images, not %d: the train split holds no more '
                     'outside the augmentation subsets', len(pool), num)
