@@ -6,6 +6,7 @@ loss is a mean over the local batch; the train step averages over devices.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable
 
 import jax
@@ -143,8 +144,8 @@ def get(name: str, *, label_smoothing: float = 0.0, gp_weight: float = 10.0,
   balanced consistency penalty (translations of up to `consistency_translation` of the image
   size) to any of them."""
   for field, value in (('r1_gamma', r1_gamma), ('consistency', consistency)):
-    if not value >= 0:
-      raise ValueError(f'loss.{field} must be >= 0 (0 = off), got {value}')
+    if not 0 <= value < math.inf:  # NaN and inf diverge the first step
+      raise ValueError(f'loss.{field} must be finite and >= 0 (0 = off), got {value}')
   if consistency and not 0 < consistency_translation <= 0.5:
     raise ValueError('loss.consistency_translation must be in (0, 0.5] (a fraction of the '
                      f'image size), got {consistency_translation}')
@@ -163,13 +164,15 @@ def _family(name: str, label_smoothing: float, gp_weight: float, weight_clip: fl
     return GANLoss('bce', lambda r, f: bce_discriminator_loss(r, f, label_smoothing),
                    bce_generator_loss)
   if name == 'wgan':
-    if weight_clip <= 0:
-      raise ValueError(f'wgan needs loss.weight_clip > 0, got {weight_clip} (the paper uses 0.01)')
+    if not 0 < weight_clip < math.inf:
+      raise ValueError(f'wgan needs a finite loss.weight_clip > 0, got {weight_clip} (the paper '
+                       'uses 0.01)')
     return GANLoss('wgan', wasserstein_critic_loss, wasserstein_generator_loss,
                    outputs_are_logits=False, weight_clip=weight_clip)
   if name == 'wgan_gp':
-    if gp_weight <= 0:
-      raise ValueError(f'wgan_gp needs loss.gp_weight > 0, got {gp_weight} (the paper uses 10)')
+    if not 0 < gp_weight < math.inf:
+      raise ValueError(f'wgan_gp needs a finite loss.gp_weight > 0, got {gp_weight} (the paper '
+                       'uses 10)')
     return GANLoss('wgan_gp', wasserstein_critic_loss, wasserstein_generator_loss,
                    gradient_penalty_weight=gp_weight, outputs_are_logits=False)
   if name == 'hinge':

@@ -1,7 +1,6 @@
 """optax optimizers and learning-rate schedules built from config."""
 from __future__ import annotations
 
-import math
 
 import ml_collections
 import optax
@@ -20,9 +19,11 @@ def make_schedule(lr: float, schedule: ml_collections.ConfigDict, total_steps: i
   per update of the optimizer, `updates_per_step` of them per step (the discriminator's
   n_critic), so that both networks' rates warm up and decay over the same training steps."""
   name, warmup = schedule.name, schedule.warmup_steps
-  if warmup < 0 or (warmup and warmup >= total_steps and name == 'cosine'):
-    raise ValueError(f'schedule.warmup_steps={warmup} must be >= 0 and, for cosine, below the '
-                     f'{total_steps} training steps')
+  # Cosine needs steps left to decay over; past the run's end no warmup reaches lr.
+  last = total_steps - 1 if name == 'cosine' else total_steps
+  if warmup < 0 or (name != 'constant' and warmup > last):
+    raise ValueError(f'schedule.warmup_steps={warmup} must be >= 0 and at most the '
+                     f'{total_steps} training steps (below them for cosine)')
   problems = schedule_problems(schedule)
   if problems:
     raise ValueError('; '.join(problems))
@@ -46,14 +47,14 @@ def make_schedule(lr: float, schedule: ml_collections.ConfigDict, total_steps: i
 def schedule_problems(schedule: ml_collections.ConfigDict) -> list[str]:
   """What is wrong with the fields of `schedule.name`'s schedule (the others are unused): a
   decay rate of 0 or a decay over 0 steps gave lr at every step, a negative end factor negative
-  learning rates."""
+  learning rates, and an end factor or decay rate above 1 rates that grow."""
   problems = []
-  if schedule.name == 'cosine' and not 0.0 <= schedule.end_factor < math.inf:
-    problems.append(f'schedule.end_factor must be finite and >= 0, got {schedule.end_factor}')
+  if schedule.name == 'cosine' and not 0.0 <= schedule.end_factor <= 1.0:
+    problems.append(f'schedule.end_factor must be in [0, 1] (a decay), got {schedule.end_factor}')
   if schedule.name == 'exponential' and (schedule.decay_steps <= 0
-                                         or not 0.0 < schedule.decay_rate < math.inf):
-    problems.append('schedule.decay_steps and schedule.decay_rate must be > 0, got '
-                    f'{schedule.decay_steps} and {schedule.decay_rate}')
+                                         or not 0.0 < schedule.decay_rate <= 1.0):
+    problems.append('schedule.decay_steps must be > 0 and schedule.decay_rate in (0, 1] (a '
+                    f'decay), got {schedule.decay_steps} and {schedule.decay_rate}')
   return problems
 
 

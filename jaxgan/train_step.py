@@ -8,6 +8,7 @@ are averaged over that device axis, so the same function runs under `jax.shard_m
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import jax
@@ -82,8 +83,9 @@ def make_train_step(gan: GAN, loss: losses.GANLoss, g_tx: optax.GradientTransfor
     raise ValueError(f'loss.n_critic must be an integer >= 1, got {n_critic!r}')
   if before_growth and gan.grow_step is None:
     raise ValueError(f'before_growth needs a progressive model, got {gan.name!r}')
-  if mode_seeking < 0:
-    raise ValueError(f'loss.mode_seeking must be >= 0 (0 = off), got {mode_seeking}')
+  for field, value in (('mode_seeking', mode_seeking), ('class_weight', class_weight)):
+    if not 0 <= value < math.inf:  # NaN and inf diverge the first step
+      raise ValueError(f'loss.{field} must be finite and >= 0, got {value}')
   # Otherwise batch norm would average over other devices than the gradients are, and an
   # augmentation would draw per device rather than by global example.
   for part, part_axis in (('model', gan.axis_name),

@@ -252,10 +252,17 @@ def test_get_unknown_name_raises_naming_choices():
     assert "wasserstein" in message and "bce" in message and "wgan_gp" in message
 
 
-@pytest.mark.parametrize("gp_weight", [0.0, -1.0])
+@pytest.mark.parametrize("gp_weight", [0.0, -1.0, float("nan"), float("inf")])
 def test_get_wgan_gp_needs_positive_gp_weight(gp_weight):
-    with pytest.raises(ValueError, match="gp_weight"):
+    with pytest.raises(ValueError, match=rf"^wgan_gp needs a finite loss.gp_weight > 0, got {gp_weight} "):
         losses.get("wgan_gp", gp_weight=gp_weight)
+
+
+@pytest.mark.parametrize("weight_clip", [0.0, -0.01, float("nan"), float("inf")])
+def test_get_wgan_needs_a_finite_positive_clip(weight_clip):
+    # NaN clipped every weight to NaN in the first step; inf clipped nothing.
+    with pytest.raises(ValueError, match=rf"^wgan needs a finite loss.weight_clip > 0, got {weight_clip} "):
+        losses.get("wgan", weight_clip=weight_clip)
 
 
 def test_gradient_penalty_has_a_finite_gradient_where_the_input_gradient_is_zero():
@@ -362,11 +369,10 @@ def test_r1_consistency_and_label_smoothing_options_are_checked():
     assert losses.get("hinge", r1_gamma=2.0).r1_gamma == 2.0
     assert losses.get("wgan_gp", consistency=10.0).consistency == 10.0
     assert losses.get("wgan_gp", consistency=10.0).gradient_penalty_weight == 10.0
-    with pytest.raises(ValueError, match="r1_gamma"):
-        losses.get("bce", r1_gamma=-1.0)
-    for bad in (-1.0, float("nan")):
-        with pytest.raises(ValueError, match=r"loss.consistency must be >= 0 \(0 = off\)"):
-            losses.get("hinge", consistency=bad)
+    for field in ("r1_gamma", "consistency"):
+        for bad in (-1.0, float("nan"), float("inf")):  # inf: an infinite loss in the first step
+            with pytest.raises(ValueError, match=rf"^loss.{field} must be finite and >= 0 \(0 = off\), got {bad}$"):
+                losses.get("hinge", **{field: bad})
     assert losses.get("hinge", consistency_translation=0.04).consistency_translation == 0.04
     for bad in (0.0, 0.6, float("nan")):
         with pytest.raises(ValueError, match=r"consistency_translation must be in \(0, 0.5\]"):

@@ -91,13 +91,18 @@ def test_exponential_schedule_without_warmup():
 
 
 @pytest.mark.parametrize("fields, message", [
-    (dict(name="exponential", decay_steps=0), r"decay_steps and schedule.decay_rate must be > 0, got 0 and 0.5"),
-    (dict(name="exponential", decay_rate=0.0), r"decay_steps and schedule.decay_rate must be > 0, got 1000 and 0.0"),
-    (dict(name="cosine", end_factor=-1.0), r"end_factor must be finite and >= 0, got -1.0"),
+    (dict(name="exponential", decay_steps=0),
+     r"decay_steps must be > 0 and schedule.decay_rate in \(0, 1\] \(a decay\), got 0 and 0.5"),
+    (dict(name="exponential", decay_rate=0.0),
+     r"decay_steps must be > 0 and schedule.decay_rate in \(0, 1\] \(a decay\), got 1000 and 0.0"),
+    (dict(name="exponential", decay_rate=1.5),
+     r"decay_steps must be > 0 and schedule.decay_rate in \(0, 1\] \(a decay\), got 1000 and 1.5"),
+    (dict(name="cosine", end_factor=-1.0), r"end_factor must be in \[0, 1\] \(a decay\), got -1.0"),
+    (dict(name="cosine", end_factor=5.0), r"end_factor must be in \[0, 1\] \(a decay\), got 5.0"),
 ])
 def test_make_schedule_refuses_what_the_trainer_refuses(fields, message):
     """Called directly, a decay rate of 0 or over 0 steps gave lr at every step, a negative end
-    factor negative rates."""
+    factor negative rates, an end factor or decay rate above 1 rates that grew."""
     with pytest.raises(ValueError, match=rf"^schedule\.{message}$"):
         optim.make_schedule(LR, schedule_config(**fields), TOTAL)
 
@@ -131,11 +136,21 @@ def test_negative_warmup_raises(name):
 
 @pytest.mark.parametrize("warmup", [TOTAL, TOTAL + 1])
 def test_cosine_warmup_must_end_before_training_does(warmup):
-    with pytest.raises(ValueError, match="warmup_steps"):
+    with pytest.raises(ValueError, match=rf"^schedule.warmup_steps={warmup} must be >= 0 and at "
+                       rf"most the {TOTAL} training steps \(below them for cosine\)$"):
         optim.make_schedule(LR, schedule_config("cosine", warmup_steps=warmup), TOTAL)
-    # The other schedules accept a warmup as long as the run.
-    schedule = optim.make_schedule(LR, schedule_config("warmup", warmup_steps=warmup), TOTAL)
-    np.testing.assert_allclose(float(schedule(warmup // 2)), LR * (warmup // 2) / warmup, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["warmup", "exponential"])
+def test_a_warmup_longer_than_the_run_is_refused(name):
+    # The rate would never reach lr (TOTAL / warmup of it at the run's end).
+    with pytest.raises(ValueError, match=f"warmup_steps={TOTAL + 1} must be >= 0 and at most"):
+        optim.make_schedule(LR, schedule_config(name, warmup_steps=TOTAL + 1), TOTAL)
+    # One as long as the run reaches lr at its end.
+    schedule = optim.make_schedule(LR, schedule_config(name, warmup_steps=TOTAL), TOTAL)
+    np.testing.assert_allclose(values(schedule, [TOTAL // 2, TOTAL]), [LR / 2, LR], rtol=1e-5)
+    # The constant schedule has no warmup to reach lr by.
+    optim.make_schedule(LR, schedule_config("constant", warmup_steps=TOTAL + 1), TOTAL)
 
 
 # --- make_optimizer('adam') ----------------------------------------------------------------

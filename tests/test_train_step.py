@@ -239,6 +239,14 @@ def test_n_critic_must_be_a_whole_number_of_critic_updates(n_critic):
     _misuse(n_critic=n_critic)
 
 
+@pytest.mark.parametrize('field', ['mode_seeking', 'class_weight'])
+@pytest.mark.parametrize('value', [-1.0, float('nan'), float('inf')])
+def test_loss_weights_of_the_step_must_be_finite_and_non_negative(field, value):
+  """NaN passed `< 0` (class_weight had no check) and left NaN parameters after one step."""
+  with pytest.raises(ValueError, match=rf'^loss.{field} must be finite and >= 0, got {value}$'):
+    _misuse(**{field: value})
+
+
 @pytest.mark.parametrize('wrap', ['shard', 'pmap'])
 def test_the_first_batch_is_checked_for_values_the_compiled_step_cannot_see(wrap):
   """One-based labels gave NaN losses (projection) or other classes, silently; pixels as
