@@ -1,7 +1,6 @@
 """optax optimizers and learning-rate schedules built from config."""
 from __future__ import annotations
 
-
 import ml_collections
 import optax
 
