@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import os
+import time
 from typing import Callable, Iterator, Sequence
 
 import jax
@@ -303,7 +304,7 @@ def run_steps(step, multi_step, state, next_batch: Callable[[], object], key, st
               stop: int, *, steps_per_call: int = 1,
               is_boundary: Callable[[int], bool] = lambda done: False,
               wants_measurements: Callable[[int], bool] = lambda done: True) -> Iterator:
-  """Run steps start+1 .. stop, yielding `(done, state, measurements)` after each.
+  """Run steps start+1 .. stop, yielding `(done, state, measurements, first_call)` after each.
 
   `step(state, batch, key)` runs one step; `multi_step(state, batches, key)` (from
   `shard_step`/`pmap_step` with `steps_per_call`) runs `steps_per_call` steps in one call.
@@ -312,27 +313,39 @@ def run_steps(step, multi_step, state, next_batch: Callable[[], object], key, st
   programs cover any run. `state` is the newest state, which is the state after `done` steps
   whenever `is_boundary(done)` or `done == stop`. `measurements` are that step's values where
   `wants_measurements(done)` (other steps of a multi-step call get the whole stacked dict).
+  `first_call`, for the steps of each program's first call here (which compiles it), is
+  (the call's last step, the seconds it took, compilation included): that call runs alone, after
+  the calls before it and before the next; None for the other steps.
   The host stays at most MAX_STEPS_IN_FLIGHT calls ahead of the devices (`StepPacer`).
   """
   pacer = StepPacer()
+  called = set()  # the programs called so far, by steps per call
   done = start
   while done < stop:
     count = steps_per_call
-    if (count > 1 and done + count <= stop
-        and not any(is_boundary(d) for d in range(done + 1, done + count))):
-      state, stacked = multi_step(state, [next_batch() for _ in range(count)], key)
-      pacer.dispatched(stacked)
-      for index in range(count):
-        done += 1
-        measurements = stacked
-        if wants_measurements(done):
-          measurements = jax.tree.map(lambda x, i=index: x[i], stacked)
-        yield done, state, measurements
+    if count > 1 and (done + count > stop
+                      or any(is_boundary(d) for d in range(done + 1, done + count))):
+      count = 1
+    first = count not in called
+    if first:
+      called.add(count)
+      jax.block_until_ready(state)  # the calls before it are not part of its time
+      call_start = time.perf_counter()
+    if count > 1:
+      state, measured = multi_step(state, [next_batch() for _ in range(count)], key)
     else:
-      state, measurements = step(state, next_batch(), key)
-      pacer.dispatched(measurements)
+      state, measured = step(state, next_batch(), key)
+    pacer.dispatched(measured)
+    first_call = None
+    if first:
+      jax.block_until_ready(measured)
+      first_call = (done + count, time.perf_counter() - call_start)
+    for index in range(count):
       done += 1
-      yield done, state, measurements
+      measurements = measured
+      if count > 1 and wants_measurements(done):
+        measurements = jax.tree.map(lambda x, i=index: x[i], measured)
+      yield done, state, measurements, first_call
 
 
 def pmap_replicate(tree, num_devices: int | None = None):

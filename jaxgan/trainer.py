@@ -665,7 +665,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   phases = [(total_steps, runner)]
   if step_gan.grow_step is not None and start_step < step_gan.grow_step:
     phases.insert(0, (step_gan.grow_step, make_runner(before_growth=True)))
-  phase_ends = {stop for stop, _ in phases[:-1]}
 
   def resumed_at(done: int) -> int | None:
     """The checkpoint step this session resumed from, within its first log interval."""
@@ -674,13 +673,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   def run_phases(state):
     done = start_step
     for stop, phase_runner in phases:
-      for done, state, measurements in parallel.run_steps(
+      for done, state, measurements, first_call in parallel.run_steps(
           phase_runner.step, phase_runner.multi_step, state,
           lambda: runner.prepare_batch(next(batches)), step_key, done, stop,
           steps_per_call=config.get('steps_per_call', 1),
           is_boundary=writes_after,
           wants_measurements=lambda d: d % config.log_every == 0 or d == total_steps):
-        yield done, state, measurements
+        yield done, state, measurements, first_call
 
   logging.info('training %s (%s loss) on %s: %d examples, %d steps (%d per epoch), '
                'global batch %d over %d devices (%s)', config.model.name, config.loss.name,
@@ -718,17 +717,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     return done % grid_steps == 0 or done % config.checkpoint_every == 0 or is_eval_step(done)
 
   interval_start, interval_first_step = time.perf_counter(), start_step
-  program_start = interval_start
   try:
-    for done, state, measurements in run_phases(state):
-      if done - 1 == start_step or done - 1 in phase_ends:
-        jax.block_until_ready(measurements)  # a program's first step compiles: not in img/s
-        logging.info('step %d (compilation included) took %.1f s', done,
-                     time.perf_counter() - program_start)
+    for done, state, measurements, first_call in run_phases(state):
+      if first_call is not None:  # a program's first call compiles it: not in img/s
+        call_end, seconds = first_call
+        if done == call_end:
+          logging.info('step %d (a compiled program\'s first call, compilation included) took '
+                       '%.1f s', done, seconds)
         interval_start, interval_first_step = time.perf_counter(), done
-      if done in phase_ends:
-        jax.block_until_ready(state)
-        program_start = time.perf_counter()
       if done % config.log_every == 0 or done == total_steps:
         measured = {k: float(v) for k, v in runner.to_host(measurements).items()}
         now = time.perf_counter()

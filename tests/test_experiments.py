@@ -129,6 +129,19 @@ def test_metrics_lines_are_strict_json_with_null_where_nothing_was_timed(data_di
   assert [line['images_per_s'] is None for line in lines] == [True, False, False]
 
 
+def test_images_per_s_leaves_out_the_first_call_of_each_compiled_program(data_dirs, tmp_path):
+  """With steps_per_call > 1 a run has two programs; the single-step one first runs at step 4
+  (steps 4 and 5 end at the checkpoint at 5). Its compilation was timed as a step (1.3 img/s
+  against ~400), and the steps after the first of the opening 3-step call as taking no time."""
+  config = tiny_config(data_dirs, num_steps=7, log_every=1, checkpoint_every=5,
+                       steps_per_call=3)
+  trainer.train_and_evaluate(config, str(tmp_path))
+  lines = read_metrics(str(tmp_path))
+  assert [line['step'] for line in lines] == list(range(1, 8))
+  # Steps 1-3: the 3-step program's first call; step 4: the 1-step program's.
+  assert [line['images_per_s'] is None for line in lines] == [True] * 4 + [False] * 3
+
+
 def test_progress_gif_orders_epochs_by_number_and_leaves_out_damaged_grids(tmp_path, caplog):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   epochs = (14055, 141, 1128, 987)

@@ -10,8 +10,9 @@ a group's features nearly agree, and a few of D's weights then differ between pr
 too): by ~1.3e-4 on the Xeons, by up to 1.8e-3 on an AMD EPYC (4 of 313,600 values), where a
 gradient's sign flips and Adam's step, about lr whatever the gradient's size, goes the other
 way. That case gets 2 x 3 steps x lr = 6e-3, the most such flips can part two 3-step runs. The
-mesh and pmap paths run the same per-device program on 8 devices and agree to 1e-6 (observed:
-equal).
+mesh and pmap paths run the same per-device program on 8 devices and agree to 1e-6 in these
+cases (observed: equal); with many of D's regularisers combined (README, Determinism and tests)
+rounding parts them further.
 """
 import jax
 import numpy as np

@@ -144,16 +144,21 @@ def test_run_steps_never_crosses_a_boundary():
     return state + len(batches), {'v': jnp.asarray([float(b) for b in batches])}
 
   counter = iter(range(1, 100))
-  seen = [(done, int(state), float(m['v']))
-          for done, state, m in parallel.run_steps(
+  seen = [(done, int(state), float(m['v']), first_call)
+          for done, state, m, first_call in parallel.run_steps(
               one, many, 0, lambda: next(counter), None, 1, 11, steps_per_call=3,
               is_boundary=lambda d: d % 4 == 0)]
   assert [s for s, _ in calls] == [3, 3, 1, 3]  # 2-4, 5-7, 8 alone (8-10 would cross 8), 9-11
-  assert [done for done, _, _ in seen] == list(range(2, 12))
-  assert [v for _, _, v in seen] == [float(b) for b in range(1, 11)]  # batches in order
-  for done, state, _ in seen:
+  assert [done for done, _, _, _ in seen] == list(range(2, 12))
+  assert [v for _, _, v, _ in seen] == [float(b) for b in range(1, 11)]  # batches in order
+  for done, state, _, _ in seen:
     if done % 4 == 0 or done == 11:
       assert state == done - 1  # the state after `done` steps (started at step 1 with 0)
+  # Each program's first call (which compiles it) is named on its steps, by its last step:
+  # the 3-step program's at steps 2-4, the 1-step program's at step 8; no other step.
+  firsts = {done: first_call for done, _, _, first_call in seen if first_call is not None}
+  assert {done: end for done, (end, _) in firsts.items()} == {2: 4, 3: 4, 4: 4, 8: 8}
+  assert all(seconds >= 0 for _, seconds in firsts.values())
 
 
 def test_step_pacer_waits_for_the_call_limit_back(monkeypatch):
@@ -184,7 +189,8 @@ def step_fn(state, batch, key):
 step = parallel.shard_step(step_fn, mesh)
 batch = jax.device_put(jnp.ones((8, 4)), parallel.batch_sharded(mesh))
 state = jax.device_put(jnp.zeros(()), parallel.replicated(mesh))
-for done, state, measured in parallel.run_steps(step, None, state, lambda: batch, None, 0, 3000):
+for done, state, measured, _ in parallel.run_steps(step, None, state, lambda: batch, None, 0,
+                                                  3000):
   pass
 print(done, float(state))
 '''
