@@ -149,7 +149,8 @@ def main(argv):
     images, labels, drawn = load_samples(_SAMPLES.value)
     provenance.check_export_dataset(drawn, _DATASET.value, _SAMPLES.value)
     names = suite.resolve_metric_names(_METRICS.value, has_labels=labels is not None)
-    run_scores.warn_of_labels_seen(provenance.recorded(drawn, 'num_train_examples'), names)
+    run_scores.warn_of_labels_seen(provenance.recorded(drawn, 'num_train_examples'), names,
+                                   provenance.recorded(drawn, 'split'))
     record = dict(samples=_SAMPLES.value, samples_provenance=drawn, **run_scores.score_digits(
         images, labels, _DATASET.value, list(names), manual_dir=_MANUAL_DIR.value,
         data_dir=_DATA_DIR.value,

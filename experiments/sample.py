@@ -191,7 +191,7 @@ def write_outputs(outputs: contextlib.ExitStack, config, digits, labels, classes
     arrays['provenance'] = provenance.export_field(
         workdir=os.path.abspath(_WORKDIR.value), dataset=config.data.name,
         checkpoint=_CHECKPOINT.value, step=step, num=num,
-        num_train_examples=config.data.get('num_train_examples', 0),
+        split=config.data.split, num_train_examples=config.data.get('num_train_examples', 0),
         seed=_SEED.value, batch_size=_BATCH.value,
         latent_scale=latent_scale, truncation=_TRUNCATION.value,
         labels=None if _LABELS.value is None else classes,

@@ -285,6 +285,19 @@ def test_scoring_a_run_warns_before_it_when_the_generator_saw_more_labels_than_k
   with pytest.raises(RuntimeError, match='generating'):
     run_scores.evaluate_run(str(conditional_run), ['label_accuracy'])
   assert 'real labelled digits' not in caplog.text
+  # The run's data.split decides whose digits the generator learnt from.
+  real_config = run_scores.load_run_config
+
+  def other_split(workdir):
+    config = real_config(workdir)
+    config.data.split = 'train[30000:]'
+    return config
+
+  monkeypatch.setattr(run_scores, 'load_run_config', other_split)
+  with pytest.raises(RuntimeError, match='generating'):
+    run_scores.evaluate_run(str(conditional_run), ['augmentation_gain'])
+  assert ("the generator trained on real labelled digits of data.split='train[30000:]', not "
+          "augmentation_gain's K = 100 and 1,000 of the train split") in caplog.text
 
 
 def test_epoch_grids_have_one_row_per_class_and_become_a_gif(conditional_run):

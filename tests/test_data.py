@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import http.server
 import io
+import logging
 import os
 import struct
 import subprocess
@@ -252,6 +253,24 @@ def test_a_split_the_dataset_does_not_have_lists_those_it_has(tmp_path):
       'kannada_mnist has no split validation: use one of train, test, dig ')
 
 
+def test_a_split_selecting_no_examples_or_past_the_end_is_named_with_the_field(tmp_path):
+  """tfds said 'Instruction [] corresponds to no data!' for an empty slice and TensorFlow
+  raised a FailedPreconditionError traceback for a reversed one, also inside a sum."""
+  write_manual_dir(tmp_path / 'manual', {'kannada_mnist': {'train': 6, 'test': 3, 'dig': 2}})
+  load = lambda split: load_split('kannada_mnist', split, data_dir=tmp_path / 'tfds',
+                                  manual_dir=tmp_path / 'manual')
+  for split, part, count in (('train[:0]', 'train[:0]', 0), ('train[6:]', 'train[6:]', 0),
+                             ('train[4:2]', 'train[4:2]', -2),
+                             ('test+train[4:2]', 'train[4:2]', -2)):
+    assert_one_line_error(lambda: load(split), (
+        f'kannada_mnist split {split!r}: {part} selects {count} examples: give a slice '
+        '[start:end] with start before end, within the split (config field data.split)'))
+  assert_one_line_error(lambda: load('train[:7]'), (
+      "kannada_mnist split 'train[:7]' does not fit the data (Requested slice [:7] incompatible "
+      'with 6 examples.): give a slice within the split (config field data.split)'))
+  assert len(load('train[4:]+test[:1]')[1]) == 3
+
+
 @pytest.mark.parametrize('split', ['', 'train[:abc]'])
 def test_a_split_that_is_no_tfds_expression_names_the_form_and_the_field(tmp_path, split):
   assert_one_line_error(
@@ -418,6 +437,22 @@ def test_a_failed_preparation_leaves_no_dataset_folder_and_the_next_one_succeeds
   assert not (tmp_path / 'tfds' / builders.TFDS_NAMES[name].split('/')[0]).exists()
   path.write_bytes(whole)
   assert prepare(name, data_dir=tmp_path / 'tfds', manual_dir=tmp_path / 'manual').is_prepared()
+
+
+def test_a_damaged_file_is_named_before_any_split_is_prepared_or_content_warned_of(tmp_path,
+                                                                                  caplog):
+  """A test file of gzip that holds no IDX images (a labels file under its name) was named only
+  after the train split was prepared, and after a warning that its content was not the
+  original's."""
+  write_manual_dir(tmp_path / 'manual', {'mnist': {'train': 5, 'test': 3}})
+  path = tmp_path / 'manual' / 'mnist' / builders.IDX_FILES['mnist']['test'][0]
+  write_idx(path, tiny_digits(3, seed=0)[1], magic=LABELS_MAGIC)
+  with caplog.at_level(logging.WARNING):
+    assert_one_line_error(
+        lambda: prepare('mnist', data_dir=tmp_path / 'tfds', manual_dir=tmp_path / 'manual'),
+        str(path), 'truncated: found 11 bytes, shorter than the 16-byte IDX header')
+  assert 'is not the original' not in caplog.text
+  assert not (tmp_path / 'tfds' / 'mnist').exists()
 
 
 def test_svhn_extra_split_is_prepared_when_its_file_is_there(tmp_path):

@@ -234,6 +234,7 @@ def test_sample_writes_uint8_digits_and_a_grid(trained_run, tmp_path):
   # The real labels it trained on (augmentation_gain's meaning depends on them) and the batch
   # size, which may round a pixel otherwise.
   assert (drawn['num_train_examples'], drawn['batch_size']) == (256, generate.DEFAULT_BATCH)
+  assert drawn['split'] == 'train'
   assert drawn['machine']['cpu'] == provenance.cpu()['cpu']
   # experiments.evaluate --samples copies it into its record.
   scored = tmp_path / 'digits.eval.json'

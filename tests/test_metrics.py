@@ -293,6 +293,17 @@ def test_augmentation_gain_warns_when_the_generator_saw_more_labels_than_k():
   assert warning(100, ['augmentation_gain']) is None  # K = 100 its own, K = 1,000 more
   assert warning(0, ['fcd', 'cas']) is None  # no gain scored
   assert warning(None, ['augmentation_gain']) is None  # exported before it was recorded
+  # A train[:N] prefix holds the train split's first K / 10 of each class: the same digits.
+  assert warning(100, ['augmentation_gain'], 'train[:50%]') is None
+  assert warning(100, ['augmentation_gain'], None) is None  # an export without the split
+  # Another split's labelled digits are never augmentation_gain's (train[30000:] with 1,000:
+  # none of them among its K = 1,000).
+  for split in ('train[30000:]', 'train+extra', 'test'):
+    assert warning(100, ['augmentation_gain'], split) == (
+        f"the generator trained on real labelled digits of data.split={split!r}, not "
+        "augmentation_gain's K = 100 and 1,000 of the train split: there it measures what its "
+        "digits add to K labels, not what K labels alone can buy (train with "
+        "--config.data.split=train for that)")
 
 
 def test_unknown_metric_names_are_refused_with_the_choices():

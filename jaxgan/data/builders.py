@@ -128,12 +128,18 @@ def _required_files(name: str) -> list[str]:
   return _file_names(name)
 
 
-def _idx_examples(images_path: os.PathLike, labels_path: os.PathLike) -> Iterator[tuple[int, dict]]:
-  """Examples keyed by position, in the record format of tfds's MNIST generator."""
+def _checked_idx_pair(images_path: os.PathLike,
+                      labels_path: os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+  """A split's images and labels (`read_idx_pair`), whose labels must be digits' classes."""
   images, labels = read_idx_pair(images_path, labels_path)
   if labels.size and labels.max() > 9:  # tfds would fail on it with a dump of the image
     raise DataError(f'{labels_path} holds label {labels.max()}, but the digits\' classes are '
                     '0-9: use the official file')
+  return images, labels
+
+
+def _idx_examples(images: np.ndarray, labels: np.ndarray) -> Iterator[tuple[int, dict]]:
+  """Examples keyed by position, in the record format of tfds's MNIST generator."""
   for index, (image, label) in enumerate(zip(images[..., np.newaxis], labels.astype(np.int64))):
     yield index, {'image': image, 'label': label}
 
@@ -177,7 +183,7 @@ class KannadaMnist(tfds.core.GeneratorBasedBuilder):
     }
 
   def _generate_examples(self, images_path: os.PathLike, labels_path: os.PathLike):
-    yield from _idx_examples(images_path, labels_path)
+    yield from _idx_examples(*_checked_idx_pair(images_path, labels_path))
 
 
 def warn_unless_original(dataset: str, paths: dict[str, Path]) -> list[str]:
@@ -219,11 +225,12 @@ class _FromManualDir:
     del dl_manager  # Nothing to download.
     file_names = _file_names(self.dataset)
     paths = dict(zip(file_names, find_files(self._folder, file_names)))
+    # Every file read and checked first: a damaged one is named at once, not after a warning
+    # that its content differs from the original's and a preparation of the splits before it.
+    splits = {split: _checked_idx_pair(paths[images], paths[labels])
+              for split, (images, labels) in IDX_FILES[self.dataset].items()}
     warn_unless_original(self.dataset, paths)
-    return {
-        split: _idx_examples(paths[images], paths[labels])
-        for split, (images, labels) in IDX_FILES[self.dataset].items()
-    }
+    return {split: _idx_examples(*arrays) for split, arrays in splits.items()}
 
 
 class _MnistFromManualDir(_FromManualDir, tfds.image_classification.MNIST, skip_registration=True):

@@ -27,7 +27,8 @@ def read_split(
     manual_dir: str | os.PathLike | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
   """A split as tfds stores it: (images uint8 (N, 28, 28, 1), or (N, 32, 32, 3) for SVHN,
-  labels int32 (N,)).
+  labels int32 (N,)), in its stored order: tfds's own builders (mnist, emnist, svhn) shuffle
+  the files' order once, by a hash of each example's key; Kannada-MNIST keeps the files'.
 
   The dataset is prepared first if needed (see `prepare`). `split` is any tfds
   split expression ("train", "test[:1000]", ...).
@@ -53,6 +54,16 @@ def read_split(
     raise DataError(f'the prepared copy of {name} in {builder.data_dir} has the splits '
                     f'{", ".join(sorted(prepared))}, not {", ".join(missing)}: if its files '
                     'were added after it was prepared, delete that folder to prepare it again')
+  for part in split.split('+') if prepared else ():  # a sum hides an empty or reversed part
+    try:
+      count = builder.info.splits[part].num_examples
+    except ValueError as error:  # a slice past the split's end
+      raise DataError(f'{name} split {split!r} does not fit the data ({error}): give a slice '
+                      'within the split (config field data.split)') from None
+    if count <= 0:  # tfds then failed with an error naming no split, or a TensorFlow traceback
+      raise DataError(f'{name} split {split!r}: {part} selects {count} examples: give a slice '
+                      '[start:end] with start before end, within the split (config field '
+                      'data.split)')
   chunks = list(tfds.as_numpy(builder.as_dataset(split=split, batch_size=_READ_BATCH_SIZE)))
   images = np.concatenate([chunk['image'] for chunk in chunks])
   labels = np.concatenate([chunk['label'] for chunk in chunks]).astype(np.int32)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import time
 from typing import NamedTuple
 
@@ -99,12 +100,22 @@ def score_digits(images: np.ndarray, labels: np.ndarray | None, dataset: str,
               seconds=round(time.perf_counter() - start, 1), **reused, **results)
 
 
-def labels_seen_warning(num_train_examples: int | None, names) -> str | None:
+def labels_seen_warning(num_train_examples: int | None, names,
+                        split: str | None = 'train') -> str | None:
   """What to say when augmentation_gain adds digits of a generator that trained on more real
   labels than a K it scores (`num_train_examples`: the run's data.num_train_examples, 0 for the
-  whole split; None: unknown): the gain at that K is then no gain from K labels alone."""
+  whole split; None: unknown): the gain at that K is then no gain from K labels alone. The K
+  digits are the train split's first K / 10 of each class; a generator trained on another
+  `split` (the run's data.split; None: unknown) than train or a train[:N] prefix, whose subsets
+  are those, learnt from other labelled digits at every K."""
   if 'augmentation_gain' not in names or num_train_examples is None:
     return None
+  if split is not None and not re.fullmatch(r'train(\[:[^\]]*\])?', split):
+    sizes = metrics.Settings().augmentation_sizes
+    return (f'the generator trained on real labelled digits of data.split={split!r}, not '
+            f'augmentation_gain\'s K = {" and ".join(f"{k:,}" for k in sizes)} of the train '
+            'split: there it measures what its digits add to K labels, not what K labels alone '
+            'can buy (train with --config.data.split=train for that)')
   sizes = [k for k in metrics.Settings().augmentation_sizes
            if num_train_examples == 0 or num_train_examples > k]
   if not sizes:
@@ -117,9 +128,10 @@ def labels_seen_warning(num_train_examples: int | None, names) -> str | None:
           'with --config.data.num_train_examples=K for that)')
 
 
-def warn_of_labels_seen(num_train_examples: int | None, names) -> None:
+def warn_of_labels_seen(num_train_examples: int | None, names,
+                        split: str | None = 'train') -> None:
   """Logs `labels_seen_warning`, if any: before the scoring, which takes minutes."""
-  warning = labels_seen_warning(num_train_examples, names)
+  warning = labels_seen_warning(num_train_examples, names, split)
   if warning:
     logging.warning(warning)
 
@@ -219,7 +231,7 @@ def evaluate_run(workdir: str, names: list[str] | None = None, *, num_samples: i
   num_classes = config.model.get('num_classes', 0)
   names = suite.resolve_metric_names(names, has_labels=num_classes > 0, num_samples=num_samples)
   weights.check_available(config.data.name)  # the scoring classifier, also before generating
-  warn_of_labels_seen(config.data.get('num_train_examples', 0), names)
+  warn_of_labels_seen(config.data.get('num_train_examples', 0), names, config.data.split)
   manual_dir = manual_dir or config.data.manual_dir
   data_dir = data_dir or config.data.data_dir
   # Checked (and read, for TRAIN) before any generating.
