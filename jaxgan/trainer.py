@@ -101,11 +101,14 @@ def restore_run_state(workdir: str, config: ml_collections.ConfigDict,
   """The components of a run and the state of its newest checkpoint in `folder` (LATEST or
   BEST), on this process's first device, to sample or evaluate from.
 
-  The optimizer state's structure does not depend on the schedules' length, and the true length
-  needs the training set's size, so the schedules get the shortest length the config's warmup
-  allows; they never run.
+  The schedules never run here, and the optimizer state's structure does not depend on them:
+  they are built constant, so a run whose schedule fields a later check refuses (a growing
+  "decay", a warmup past its end) can still be sampled and scored, and the true length, which
+  needs the training set's size, is not needed.
   """
-  components = build_components(config, total_steps=config.schedule.warmup_steps + 1)
+  restoring = copy.deepcopy(config)
+  restoring.schedule.name = 'constant'
+  components = build_components(restoring, total_steps=1)
   store = CheckpointStore(workdir, folder=folder, create=False)
   try:
     return components, store.restore(abstract_state(components))

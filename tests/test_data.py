@@ -269,6 +269,7 @@ def test_a_split_selecting_no_examples_or_past_the_end_is_named_with_the_field(t
       "kannada_mnist split 'train[:7]' does not fit the data (Requested slice [:7] incompatible "
       'with 6 examples.): give a slice within the split (config field data.split)'))
   assert len(load('train[4:]+test[:1]')[1]) == 3
+  assert len(load('train[4:] + test[:1]')[1]) == 3  # tfds reads spaces around + too
 
 
 @pytest.mark.parametrize('split', ['', 'train[:abc]'])

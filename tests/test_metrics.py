@@ -293,12 +293,22 @@ def test_augmentation_gain_warns_when_the_generator_saw_more_labels_than_k():
   assert warning(100, ['augmentation_gain']) is None  # K = 100 its own, K = 1,000 more
   assert warning(0, ['fcd', 'cas']) is None  # no gain scored
   assert warning(None, ['augmentation_gain']) is None  # exported before it was recorded
-  # A train[:N] prefix holds the train split's first K / 10 of each class: the same digits.
-  assert warning(100, ['augmentation_gain'], 'train[:50%]') is None
+  # A prefix of train holds the train split's first K / 10 of each class: the same digits.
+  for prefix in ('train[:50%]', 'train[0:30000]', 'train[0%:50%]'):
+    assert warning(100, ['augmentation_gain'], prefix) is None
+    assert warning(1000, ['augmentation_gain'], prefix).startswith(
+        'the generator trained on 1,000 real labelled digits (data.num_train_examples), more '
+        "than augmentation_gain's K = 100: ")
+  # All of a prefix: its size is not known here, so neither is whether it exceeds a K.
+  assert warning(0, ['augmentation_gain'], 'train[:500]') == (
+      "the generator trained on every real labelled digit of data.split='train[:500]' "
+      "(data.num_train_examples=0), which may be more than augmentation_gain's K = 100 and "
+      '1,000: there it would measure what its digits add to K labels, not what K labels alone '
+      'can buy (train with --config.data.num_train_examples=K for that)')
   assert warning(100, ['augmentation_gain'], None) is None  # an export without the split
   # Another split's labelled digits are never augmentation_gain's (train[30000:] with 1,000:
   # none of them among its K = 1,000).
-  for split in ('train[30000:]', 'train+extra', 'test'):
+  for split in ('train[30000:]', 'train[1:]', 'train+extra', 'test'):
     assert warning(100, ['augmentation_gain'], split) == (
         f"the generator trained on real labelled digits of data.split={split!r}, not "
         "augmentation_gain's K = 100 and 1,000 of the train split: there it measures what its "

@@ -55,10 +55,12 @@ def read_split(
                     f'{", ".join(sorted(prepared))}, not {", ".join(missing)}: if its files '
                     'were added after it was prepared, delete that folder to prepare it again')
   for part in split.split('+') if prepared else ():  # a sum hides an empty or reversed part
+    part = part.strip()  # tfds reads 'train + test' too
     try:
       count = builder.info.splits[part].num_examples
-    except ValueError as error:  # a slice past the split's end
-      raise DataError(f'{name} split {split!r} does not fit the data ({error}): give a slice '
+    except ValueError as error:  # a slice past the split's end (the expression parsed above)
+      reason = ' '.join(str(error).split())
+      raise DataError(f'{name} split {split!r} does not fit the data ({reason}): give a slice '
                       'within the split (config field data.split)') from None
     if count <= 0:  # tfds then failed with an error naming no split, or a TensorFlow traceback
       raise DataError(f'{name} split {split!r}: {part} selects {count} examples: give a slice '

@@ -106,11 +106,11 @@ def labels_seen_warning(num_train_examples: int | None, names,
   labels than a K it scores (`num_train_examples`: the run's data.num_train_examples, 0 for the
   whole split; None: unknown): the gain at that K is then no gain from K labels alone. The K
   digits are the train split's first K / 10 of each class; a generator trained on another
-  `split` (the run's data.split; None: unknown) than train or a train[:N] prefix, whose subsets
-  are those, learnt from other labelled digits at every K."""
+  `split` (the run's data.split; None: unknown) than train or a prefix of it (train[:N],
+  train[0:N]), whose subsets are those, learnt from other labelled digits at every K."""
   if 'augmentation_gain' not in names or num_train_examples is None:
     return None
-  if split is not None and not re.fullmatch(r'train(\[:[^\]]*\])?', split):
+  if split is not None and not re.fullmatch(r'train(\[(0%?)?:[^\]]*\])?', split):
     sizes = metrics.Settings().augmentation_sizes
     return (f'the generator trained on real labelled digits of data.split={split!r}, not '
             f'augmentation_gain\'s K = {" and ".join(f"{k:,}" for k in sizes)} of the train '
@@ -120,6 +120,12 @@ def labels_seen_warning(num_train_examples: int | None, names,
            if num_train_examples == 0 or num_train_examples > k]
   if not sizes:
     return None
+  if num_train_examples == 0 and split not in (None, 'train'):  # a prefix of unknown size here
+    return (f'the generator trained on every real labelled digit of data.split={split!r} '
+            f'(data.num_train_examples=0), which may be more than augmentation_gain\'s K = '
+            f'{" and ".join(f"{k:,}" for k in sizes)}: there it would measure what its digits '
+            'add to K labels, not what K labels alone can buy (train with '
+            '--config.data.num_train_examples=K for that)')
   seen = ('the whole train split\'s' if num_train_examples == 0
           else f'{num_train_examples:,}')
   return (f'the generator trained on {seen} real labelled digits (data.num_train_examples), more '
