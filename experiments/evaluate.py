@@ -93,7 +93,7 @@ def load_samples(path: str) -> tuple[np.ndarray, np.ndarray | None, dict | None]
                      'e.g. with experiments.sample') from None
 
 
-def known_real(dataset: str, num_samples: int, names) -> dict | None:
+def known_real(dataset: str, num_samples: int, names) -> run_scores.ReusedReal | None:
   """--real_from's real figures, checked against what this call scores; None without it."""
   if _REAL_FROM.value is None:
     return None
