@@ -299,9 +299,17 @@ def test_augmentation_gain_warns_when_the_generator_saw_more_labels_than_k():
     assert warning(1000, ['augmentation_gain'], prefix).startswith(
         'the generator trained on 1,000 real labelled digits (data.num_train_examples), more '
         "than augmentation_gain's K = 100: ")
-  # All of a prefix: its size is not known here, so neither is whether it exceeds a K.
-  assert warning(0, ['augmentation_gain'], 'train[:500]') == (
-      "the generator trained on every real labelled digit of data.split='train[:500]' "
+  # All of train[:N] is N digits (a shorter split is refused when read).
+  for prefix in ('train[:500]', 'train[0:500]'):
+    assert warning(0, ['augmentation_gain'], prefix) == (
+        f"the generator trained on 500 real labelled digits (data.split='{prefix}'), more than "
+        "augmentation_gain's K = 100: there it measures what its digits add to K labels, not "
+        "what K labels alone can buy (train with --config.data.num_train_examples=K for that)")
+  assert warning(0, ['augmentation_gain'], 'train[:100]') is None
+  assert warning(50, ['augmentation_gain'], 'train[:500]') is None  # 50 of those 500
+  # All of a percentage prefix: its size is not known here, so neither is whether it exceeds a K.
+  assert warning(0, ['augmentation_gain'], 'train[:50%]') == (
+      "the generator trained on every real labelled digit of data.split='train[:50%]' "
       "(data.num_train_examples=0), which may be more than augmentation_gain's K = 100 and "
       '1,000: there it would measure what its digits add to K labels, not what K labels alone '
       'can buy (train with --config.data.num_train_examples=K for that)')

@@ -147,7 +147,8 @@ def test_real_figures_are_reused_only_from_a_record_scored_on_this_kind_of_machi
   path = str(workdir / 'seed_3' / 'eval.json')
   record = read_json(path)
   assert sweep.real_to_reuse({path: record}) == (
-      record['real'], dict(path=path, machine=record['machine']))
+      record['real'], dict(path=path, machine=record['machine']),
+      dict(num_real_reference=NUM_SAMPLES, num_real_test=record['num_real_test']))
   copied = dict(record, machine=dict(record['machine'], cpu='another processor'))
   older = {key: value for key, value in record.items() if key != 'machine'}
   # Scored here, but with real figures an evaluate --real_from took from another processor.

@@ -25,9 +25,11 @@ from jaxgan.state import generator_variables
 class ReusedReal(NamedTuple):
   """The real reference's figures of an earlier evaluation record, and where they came from:
   `origin` = {'path': the record, 'machine': the machine that scored them (None: unknown)}, as a
-  record scored with them holds it under `real_from`."""
+  record scored with them holds it under `real_from`; `counts`: the record's
+  num_real_reference and num_real_test (None where it names none)."""
   figures: dict
   origin: dict
+  counts: dict
 
 
 class RunDigits(NamedTuple):
@@ -85,9 +87,13 @@ def score_digits(images: np.ndarray, labels: np.ndarray | None, dataset: str,
   samples = metrics.score_images(params, images, labels, name='samples')
   real = suite.load_real_data(dataset, params, data_dir=data_dir or None,
                               manual_dir=manual_dir or None)
-  num_reference = len(suite.reference_rows(real, len(samples.images), settings))
-  reference = None if real_results else suite.real_reference(params, real, len(samples.images),
-                                                             settings)
+  if real_results is None:
+    reference = suite.real_reference(params, real, len(samples.images), settings)
+    num_reference = len(reference.images)
+  else:  # no reference digits drawn: their figures are known
+    reference = None
+    num_reference = min(len(samples.images), len(suite.reference_pool(real, settings)))
+    check_same_real_data(real_results, num_reference, len(real.test.images))
   results = suite.evaluate(names, samples, real, reference, settings,
                            reference_results=None if real_results is None
                            else real_results.figures)
@@ -104,10 +110,11 @@ def labels_seen_warning(num_train_examples: int | None, names,
                         split: str | None = 'train') -> str | None:
   """What to say when augmentation_gain adds digits of a generator that trained on more real
   labels than a K it scores (`num_train_examples`: the run's data.num_train_examples, 0 for the
-  whole split; None: unknown): the gain at that K is then no gain from K labels alone. The K
-  digits are the train split's first K / 10 of each class; a generator trained on another
-  `split` (the run's data.split; None: unknown) than train or a prefix of it (train[:N],
-  train[0:N]), whose subsets are those, learnt from other labelled digits at every K."""
+  whole split, which for a split train[:N] is N; None: unknown): the gain at that K is then no
+  gain from K labels alone. The K digits are the train split's first K / 10 of each class; a
+  generator trained on another `split` (the run's data.split; None: unknown) than train or a
+  prefix of it (train[:N], train[0:N]), whose subsets are those, learnt from other labelled
+  digits at every K."""
   if 'augmentation_gain' not in names or num_train_examples is None:
     return None
   if split is not None and not re.fullmatch(r'train(\[(0%?)?:[^\]]*\])?', split):
@@ -116,11 +123,15 @@ def labels_seen_warning(num_train_examples: int | None, names,
             f'augmentation_gain\'s K = {" and ".join(f"{k:,}" for k in sizes)} of the train '
             'split: there it measures what its digits add to K labels, not what K labels alone '
             'can buy (train with --config.data.split=train for that)')
+  counted_by = 'data.num_train_examples'
+  prefix = re.fullmatch(r'train\[0?:(\d+)\]', split or '')
+  if num_train_examples == 0 and prefix:  # all of train[:N]: N digits (tfds refuses fewer)
+    num_train_examples, counted_by = int(prefix[1]), f'data.split={split!r}'
   sizes = [k for k in metrics.Settings().augmentation_sizes
            if num_train_examples == 0 or num_train_examples > k]
   if not sizes:
     return None
-  if num_train_examples == 0 and split not in (None, 'train'):  # a prefix of unknown size here
+  if num_train_examples == 0 and split not in (None, 'train'):  # train[:P%]: size unknown here
     return (f'the generator trained on every real labelled digit of data.split={split!r} '
             f'(data.num_train_examples=0), which may be more than augmentation_gain\'s K = '
             f'{" and ".join(f"{k:,}" for k in sizes)}: there it would measure what its digits '
@@ -128,7 +139,7 @@ def labels_seen_warning(num_train_examples: int | None, names,
             '--config.data.num_train_examples=K for that)')
   seen = ('the whole train split\'s' if num_train_examples == 0
           else f'{num_train_examples:,}')
-  return (f'the generator trained on {seen} real labelled digits (data.num_train_examples), more '
+  return (f'the generator trained on {seen} real labelled digits ({counted_by}), more '
           f'than augmentation_gain\'s K = {" and ".join(f"{k:,}" for k in sizes)}: there it '
           'measures what its digits add to K labels, not what K labels alone can buy (train '
           'with --config.data.num_train_examples=K for that)')
@@ -169,7 +180,20 @@ def real_machine_differences(record: dict) -> list[str]:
 def reused_real(path: str, record: dict) -> ReusedReal:
   """The real figures of the evaluation `record` read from `path`, with their origin."""
   return ReusedReal(record['real'], dict(path=os.path.abspath(path),
-                                         machine=real_figures_machine(record)))
+                                         machine=real_figures_machine(record)),
+                    {name: record.get(name) for name in ('num_real_reference', 'num_real_test')})
+
+
+def check_same_real_data(reused: ReusedReal, num_reference: int, num_test: int) -> None:
+  """Refuses reused real figures whose record counted other real digits than the real data
+  loaded now gives (another manual folder or data dir: other digits under the same name)."""
+  now = dict(num_real_reference=num_reference, num_real_test=num_test)
+  for name, count in now.items():
+    if reused.counts[name] not in (None, count):
+      raise ValueError(f'{reused.origin["path"]} scored {reused.counts[name]:,} real '
+                       f'{name[len("num_real_"):]} digits, this real data gives {count:,}: pass '
+                       'a record scored on the same real data (--manual_dir, --data_dir), or '
+                       'drop --real_from to score the real digits again')
 
 
 def classifier_sha256(dataset: str) -> str:

@@ -44,11 +44,17 @@ def load_real_data(dataset: str, params, *, data_dir: str | None = None,
   return RealData(test, train_images, train_labels, extra_tests)
 
 
+def reference_pool(real: RealData, settings: Settings) -> np.ndarray:
+  """The train rows outside the augmentation subsets, from which the real reference is drawn."""
+  held = max(settings.augmentation_sizes)
+  return np.setdiff1d(np.arange(len(real.train_labels)), real.augmentation_rows(held))
+
+
 def reference_rows(real: RealData, num: int, settings: Settings) -> np.ndarray:
   """`num` train rows (fewer if the split is short) drawn with a fixed seed from those outside
   the augmentation subsets, so the real reference never repeats an image it is added to."""
   held = max(settings.augmentation_sizes)
-  pool = np.setdiff1d(np.arange(len(real.train_labels)), real.augmentation_rows(held))
+  pool = reference_pool(real, settings)
   if not len(pool):
     raise ValueError(f'the real train split holds {len(real.train_labels):,} digits, all kept '
                      f'for augmentation_gain\'s subsets of up to {held:,}, and the real reference '
