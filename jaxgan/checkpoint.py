@@ -66,10 +66,8 @@ class CheckpointStore:
     with self._disk_full_named():  # a save also waits for the one before it
       self._manager.save(step, args=ocp.args.StandardSave(state))
 
-  def restore(self, abstract_state: GANState, step: int | None = None) -> GANState:
-    """The state at `step` (default: latest), laid out as `abstract_state` (shapes, shardings)."""
-    if step is not None:
-      return self._restore_step(abstract_state, step)
+  def restore(self, abstract_state: GANState) -> GANState:
+    """The newest state, laid out as `abstract_state` (shapes, shardings)."""
     for _ in range(_PRUNED_TRIES):
       step = self._manager.latest_step()
       if step is None:

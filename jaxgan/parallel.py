@@ -78,15 +78,14 @@ def check_batch_divides(batch_size: int, mesh: Mesh) -> None:
                      f'set --config.batch_size to a multiple of {mesh.size}')
 
 
-def scan_steps(step_fn, steps_per_call: int, *, unroll: int | bool = 1):
+def scan_steps(step_fn, steps_per_call: int):
   """`steps_per_call` consecutive steps as one function `(state, batches, key) -> (state,
   measurements)`: `batches` is a list of `steps_per_call` batches, consumed in order by a
   `lax.scan`; every measurement gains a leading axis of length `steps_per_call` (step i's
   values at index i). Each step still folds its own `state.step` into `key`, so the result is
   the same as `steps_per_call` separate calls, up to float rounding between the programs.
-
-  `unroll` is lax.scan's: 1 keeps one loop body (compiles once, but XLA:CPU runs a while-loop
-  body slower than straight-line code), True unrolls all steps into straight-line code.
+  One loop body: it compiles once, but XLA:CPU runs a while-loop body slower than straight-line
+  code (README, Speed and scale: `steps_per_call`).
   """
   if steps_per_call < 1:
     raise ValueError(f'steps_per_call must be >= 1, got {steps_per_call}')
@@ -96,8 +95,7 @@ def scan_steps(step_fn, steps_per_call: int, *, unroll: int | bool = 1):
     if problem:
       raise ValueError(problem)
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
-    return jax.lax.scan(lambda carry, batch: step_fn(carry, batch, key), state, stacked,
-                        unroll=unroll)
+    return jax.lax.scan(lambda carry, batch: step_fn(carry, batch, key), state, stacked)
 
   return steps
 
@@ -125,8 +123,7 @@ def _check_axis(step_fn) -> None:
                      f'axis_name=parallel.DATA_AXIS')
 
 
-def shard_step(step_fn, mesh: Mesh, *, donate: bool = True, steps_per_call: int = 1,
-               unroll: int | bool = 1):
+def shard_step(step_fn, mesh: Mesh, *, donate: bool = True, steps_per_call: int = 1):
   """jit(shard_map(step_fn)): state and key replicated, batch split over `DATA_AXIS`.
 
   `step_fn` must have been built with `axis_name=DATA_AXIS`. The batch may be host (numpy)
@@ -136,7 +133,7 @@ def shard_step(step_fn, mesh: Mesh, *, donate: bool = True, steps_per_call: int 
   `scan_steps` (measurements stacked, step axis first).
   """
   _check_axis(step_fn)
-  fn = step_fn if steps_per_call == 1 else scan_steps(step_fn, steps_per_call, unroll=unroll)
+  fn = step_fn if steps_per_call == 1 else scan_steps(step_fn, steps_per_call)
   # check_vma=False gives pmap's semantics, under which the step's numbers were pinned (with
   # the check on, autodiff sums the gradients over the devices and the step divides the sum).
   sharded = jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(DATA_AXIS), P()),
@@ -193,12 +190,11 @@ def step_compiler_options(mesh: Mesh) -> dict[str, str] | None:
   return None
 
 
-def pmap_step(step_fn, *, donate: bool = True, steps_per_call: int = 1,
-              unroll: int | bool = 1):
+def pmap_step(step_fn, *, donate: bool = True, steps_per_call: int = 1):
   """pmap(step_fn) over local devices: state and batch carry a leading device axis. With
   `steps_per_call` > 1, as `shard_step` (measurements: step axis first, then devices)."""
   _check_axis(step_fn)
-  fn = step_fn if steps_per_call == 1 else scan_steps(step_fn, steps_per_call, unroll=unroll)
+  fn = step_fn if steps_per_call == 1 else scan_steps(step_fn, steps_per_call)
   pmapped = jax.pmap(fn, axis_name=DATA_AXIS, in_axes=(0, 0, None),
                      out_axes=(0, 0 if steps_per_call == 1 else 1),
                      donate_argnums=(0,) if donate else ())

@@ -389,15 +389,21 @@ class _MeshRunner:
 
   def __init__(self, components: Components, step_fn, mesh, donate=True, steps_per_call=1):
     self.mesh = mesh
-    self.batch_sharding = parallel.batch_sharded(mesh)
-    self.state_sharding = parallel.replicated(mesh)
+    self.batch_sharding, self.state_sharding = self._shardings()
     self._init = jax.jit(
         lambda key: init_state(components.gan, components.g_tx, components.d_tx, key,
                                ema=components.ema),
-        out_shardings=self.state_sharding)
-    self.step = parallel.shard_step(step_fn, mesh, donate=donate)
-    self.multi_step = None if steps_per_call == 1 else parallel.shard_step(
-        step_fn, mesh, donate=donate, steps_per_call=steps_per_call)
+        out_shardings=parallel.replicated(mesh))
+    self.step = self._wrap(step_fn, donate, 1)
+    self.multi_step = None if steps_per_call == 1 else self._wrap(step_fn, donate,
+                                                                  steps_per_call)
+
+  def _shardings(self):
+    """(the batch's, the state's)."""
+    return parallel.batch_sharded(self.mesh), parallel.replicated(self.mesh)
+
+  def _wrap(self, step_fn, donate: bool, steps_per_call: int):
+    return parallel.shard_step(step_fn, self.mesh, donate=donate, steps_per_call=steps_per_call)
 
   def init(self, key):
     return self._init(key)
@@ -434,11 +440,13 @@ class _PmapRunner(_MeshRunner):
     if jax.process_count() > 1:
       raise ValueError("parallel='pmap' runs on one process; use --config.parallel=mesh")
     super().__init__(components, step_fn, mesh, donate, steps_per_call)
-    self.batch_sharding = None  # host batches, split on a leading device axis below
-    self.state_sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    self.step = parallel.pmap_step(step_fn, donate=donate)
-    self.multi_step = None if steps_per_call == 1 else parallel.pmap_step(
-        step_fn, donate=donate, steps_per_call=steps_per_call)
+
+  def _shardings(self):
+    # Host batches, split on a leading device axis below.
+    return None, jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+  def _wrap(self, step_fn, donate: bool, steps_per_call: int):
+    return parallel.pmap_step(step_fn, donate=donate, steps_per_call=steps_per_call)
 
   def init(self, key):
     return self.from_checkpoint(self._init(key))

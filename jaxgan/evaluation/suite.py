@@ -27,15 +27,13 @@ PERIODIC_REFERENCE = 'train'  # recorded with the figures (before 2026-12-07: 't
 
 
 def load_real_data(dataset: str, params, *, data_dir: str | None = None,
-                   manual_dir: str | None = None, with_train: bool = True) -> RealData:
-  """The scored real test split, and (with_train) the labelled train split and the dataset's
-  further test splits (Kannada-MNIST's Dig-MNIST), which cas and augmentation_gain also score."""
+                   manual_dir: str | None = None) -> RealData:
+  """The scored real test split, the labelled train split and the dataset's further test
+  splits (Kannada-MNIST's Dig-MNIST), which cas and augmentation_gain also score."""
   logging.info('loading and classifying the real %s test split', dataset)
   test_images, test_labels = data.load_split(dataset, 'test', data_dir=data_dir,
                                              manual_dir=manual_dir)
   test = metrics.score_images(params, test_images, test_labels, name='real test images')
-  if not with_train:
-    return RealData(test, test_images[:0], test_labels[:0])
   logging.info('loading the real %s train split', dataset)
   train_images, train_labels = data.load_split(dataset, 'train', data_dir=data_dir,
                                                manual_dir=manual_dir)
@@ -137,7 +135,7 @@ def format_table(results: dict) -> str:
 
 
 def make_periodic_evaluator(config: ml_collections.ConfigDict, gan
-                            ) -> Callable[[dict], dict[str, float]]:
+                            ) -> Callable[..., dict[str, float]]:
   """What a training run calls every `config.eval_every` steps: (generator variables, step) ->
   {fcd, classifier_score, precision, recall, coverage_entropy, coverage_min_share} (and
   label_accuracy for a conditional GAN, whose classes follow `config.eval_class_proportions`).
