@@ -34,8 +34,9 @@ def configure_cpu_devices(count: int = 0, *, divides: int | None = None) -> int 
   batch, instead of one program whose ops are split over the cores (compare with
   benchmarks/train_throughput.py --cpu-devices). Results equal the 1-device step up to float
   rounding (batch statistics and gradients are averaged over devices; dropout and latents are
-  drawn per global example). Not the default, so that a run's numbers do not depend on the
-  machine's core count. Loops that dispatch steps must bound how far the host runs ahead
+  drawn per global example). Not the default, so that the program a run compiles does not
+  depend on the machine's core count (its floats follow XLA:CPU's thread count either way:
+  `provenance.xla_cpu_threads`). Loops that dispatch steps must bound how far the host runs ahead
   (`StepPacer`), as `run_steps` does.
 
   `count` 0: one device per core this process may use, lowered to the largest count that

@@ -1,12 +1,12 @@
 """Which machine and software computed a run: `machine.jsonl` in the run folder.
 
 XLA compiles for the host it runs on, so the same seed and config reproduce a run bit for bit
-only on the same kind of processor with the same library versions and XLA flags (two 2-core VMs
-that both call themselves "AMD EPYC" trained one cgan_mnist command to different digits: README,
-Determinism and tests). The trainer appends one line per training session (a fresh start or a
-resume) and warns when a run is resumed on another kind of machine, since from there on it need
-not match the same run trained on one machine. Evaluation records and exported digits carry the
-same machine record.
+only on the same kind of processor with the same library versions, XLA flags and XLA:CPU thread
+count (two 2-core VMs that both call themselves "AMD EPYC" trained one cgan_mnist command to
+different digits; a 1-core run differs from a 2-core one: README, Determinism and tests). The
+trainer appends one line per training session (a fresh start or a resume) and warns when a run
+is resumed on another kind of machine, since from there on it need not match the same run
+trained on one machine. Evaluation records and exported digits carry the same machine record.
 """
 from __future__ import annotations
 
@@ -28,16 +28,19 @@ _X86_ISA_FLAG = re.compile(r'(sse|ssse|avx|amx|fma|f16c)')
 _ARM_ISA_FEATURE = re.compile(r'(asimd|sve|sme)')
 
 # Fields of a session's record that decide its floats; the others (time, step, core counts)
-# describe it without changing results.
-# jax's key type and threefry's partitionable mode (JAX_DEFAULT_PRNG_IMPL,
-# JAX_THREEFRY_PARTITIONABLE) change every random draw.
+# describe it. jax's key type and threefry's partitionable mode (JAX_DEFAULT_PRNG_IMPL,
+# JAX_THREEFRY_PARTITIONABLE) change every random draw; XLA:CPU splits its reductions (YNNPACK's)
+# and some convolutions over its thread pool, so its size (`cpu_threads`) changes sums.
 KIND_FIELDS = ('cpu', 'cpu_vendor', 'cpu_family', 'cpu_model', 'isa', 'backend', 'device_kind',
                'devices', 'jax', 'jaxlib', 'flax', 'optax', 'xla_flags', 'prng_impl',
-               'threefry_partitionable')
+               'threefry_partitionable', 'cpu_threads')
 
 # Records written before a field was recorded: read as jax's default, which those runs used
 # unless their user changed it (so existing run folders are not all reported as moved).
 UNRECORDED = dict(prng_impl='threefry2x32', threefry_partitionable=True)
+
+# The environment variables that size XLA:CPU's thread pool, in the order XLA reads them.
+THREAD_ENV = ('PJRT_NPROC', 'NPROC')
 
 # An evaluation's floats do not depend on the device count (digits are generated one example at
 # a time whatever the sharding, and the metrics run on one device).
@@ -80,6 +83,30 @@ def usable_cores() -> int:
   return os.cpu_count() or 1
 
 
+def xla_cpu_threads(cpu_devices: int, environ=os.environ) -> int:
+  """The size of XLA:CPU's thread pool for a process with `cpu_devices` CPU devices, as XLA
+  sizes it (xla::DefaultThreadPoolSize): the first of PJRT_NPROC and NPROC that is a number,
+  else the cores this process may use; never fewer than the devices."""
+  for name in THREAD_ENV:
+    try:
+      threads = max(0, int(environ[name].strip()))
+    except (KeyError, ValueError):
+      continue
+    break
+  else:
+    threads = usable_cores()
+  return max(threads, cpu_devices)
+
+
+def recorded_cpu_threads(record: dict) -> int | None:
+  """A record's `cpu_threads`; for one written before it was recorded, the thread count XLA
+  then used unless PJRT_NPROC or NPROC was set (the cores the process could use, at least its
+  CPU devices); None for other backends."""
+  if 'cpu_threads' in record or record.get('backend') != 'cpu' or 'usable_cores' not in record:
+    return record.get('cpu_threads')
+  return max(record['usable_cores'], record.get('devices', 1) // record.get('processes', 1))
+
+
 def software() -> dict:
   """The library versions and the devices jax computes on."""
   import flax  # pylint: disable=g-import-not-at-top
@@ -90,7 +117,9 @@ def software() -> dict:
               backend=jax.default_backend(), devices=jax.device_count(),
               device_kind=jax.devices()[0].device_kind,
               prng_impl=str(jax.config.jax_default_prng_impl),
-              threefry_partitionable=bool(jax.config.jax_threefry_partitionable))
+              threefry_partitionable=bool(jax.config.jax_threefry_partitionable),
+              cpu_threads=xla_cpu_threads(jax.local_device_count())
+              if jax.default_backend() == 'cpu' else None)
 
 
 def hardware() -> dict:
@@ -142,10 +171,13 @@ def check_export_dataset(drawn, dataset: str, path: str) -> None:
 
 def differences(before: dict, now: dict, fields: tuple[str, ...] = KIND_FIELDS) -> list[str]:
   """The `fields` on which two records differ, as 'field: before -> now' (a field a record
-  lacks read as `UNRECORDED` has it)."""
+  lacks read as `UNRECORDED` has it; `cpu_threads` as `recorded_cpu_threads` reads it)."""
   changed = []
   for k in fields:
-    was, is_now = before.get(k, UNRECORDED.get(k)), now.get(k, UNRECORDED.get(k))
+    if k == 'cpu_threads':
+      was, is_now = recorded_cpu_threads(before), recorded_cpu_threads(now)
+    else:
+      was, is_now = before.get(k, UNRECORDED.get(k)), now.get(k, UNRECORDED.get(k))
     if was != is_now:
       changed.append(f'{k}: {was!r} -> {is_now!r}')
   return changed
@@ -169,9 +201,12 @@ def record_session(workdir: str, step: int, host: dict | None = None) -> list[st
       continue
   changed = [] if previous is None else differences(previous, host)
   if changed:
+    threads = recorded_cpu_threads(previous)
+    hint = (f' (PJRT_NPROC={threads} in the environment gives XLA:CPU its thread count)'
+            if any(c.startswith('cpu_threads:') for c in changed) and threads else '')
     logging.warning('%s: resumed at step %d on another kind of machine than the session from '
                     'step %d (%s): from here on the run need not match one trained on a single '
-                    'machine', workdir, step, previous['step'], '; '.join(changed))
+                    'machine%s', workdir, step, previous['step'], '; '.join(changed), hint)
   line = dict(step=step, time=datetime.datetime.now(datetime.timezone.utc).isoformat(
       timespec='seconds'), **host)
   with open(path, 'a') as f:

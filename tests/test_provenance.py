@@ -52,7 +52,8 @@ def test_this_hosts_record_names_its_software():
 def test_sessions_append_and_only_a_different_kind_is_reported(tmp_path, caplog):
   host = dict(provenance.cpu_from_cpuinfo(X86_CPUINFO), cores=2, jax='0.10.2', xla_flags='')
   assert provenance.record_session(str(tmp_path), 0, host) == []
-  # Core counts are not part of the kind: the same processor with more cores computes alike.
+  # The machine's core count is not part of the kind (the cores XLA:CPU computes on are, as
+  # cpu_threads: see below).
   assert provenance.record_session(str(tmp_path), 100, dict(host, cores=8)) == []
   other = dict(host, cpu_family='25', isa=host['isa'][:-1])
   with caplog.at_level(logging.WARNING):
@@ -93,3 +94,31 @@ def test_the_key_type_is_part_of_the_kind_and_older_records_read_as_jax_default(
   provenance.record_session(str(tmp_path), 0, dict(host, threefry_partitionable=True))
   assert provenance.record_session(str(tmp_path), 8, dict(host, threefry_partitionable=False)) == [
       'threefry_partitionable: True -> False']
+
+
+def test_xla_cpus_thread_count_is_read_as_xla_sizes_its_pool(monkeypatch):
+  monkeypatch.setattr(provenance, 'usable_cores', lambda: 2)
+  threads = provenance.xla_cpu_threads
+  assert threads(1, {}) == 2  # the cores the process may use
+  assert threads(8, {}) == 8  # never fewer than the CPU devices
+  assert threads(1, dict(PJRT_NPROC='3', NPROC='5')) == 3
+  assert threads(1, dict(PJRT_NPROC='many', NPROC=' 5 ')) == 5  # not a number: the next one
+  assert threads(1, dict(PJRT_NPROC='0')) == 1 and threads(4, dict(NPROC='-3')) == 4
+
+
+def test_the_thread_count_is_part_of_the_kind_and_older_records_read_as_their_cores(tmp_path,
+                                                                                  caplog):
+  host = dict(provenance.cpu_from_cpuinfo(X86_CPUINFO), jax='0.10.2', backend='cpu',
+              usable_cores=2, devices=1, processes=1)
+  older = dict(host)  # written before cpu_threads was recorded: XLA took the usable cores
+  assert provenance.differences(older, dict(host, cpu_threads=2)) == []
+  assert provenance.differences(dict(older, devices=8), dict(host, devices=8,
+                                                            cpu_threads=8)) == []
+  assert provenance.differences(dict(host, backend='gpu'), dict(host, backend='gpu',
+                                                                cpu_threads=None)) == []
+  provenance.record_session(str(tmp_path), 0, older)
+  with caplog.at_level(logging.WARNING):
+    changed = provenance.record_session(str(tmp_path), 8, dict(host, cpu_threads=1))
+  assert changed == ['cpu_threads: 2 -> 1']
+  assert ('need not match one trained on a single machine (PJRT_NPROC=2 in the environment '
+          "gives XLA:CPU its thread count)") in caplog.text

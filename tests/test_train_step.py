@@ -7,13 +7,17 @@ and say why in the commit message.
 """
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
 
-from jaxgan import augment, models
+from jaxgan import augment, models, provenance
 from tests import stepping
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 GOLDEN_PATH = os.path.join(os.path.dirname(__file__), 'golden', 'train_step.json')
 REGENERATE = os.environ.get('JAXGAN_REGENERATE_GOLDENS') == '1'
@@ -112,6 +116,55 @@ def test_same_seed_gives_bitwise_identical_parameters(runs):
   assert all(np.isfinite(v) for m in history_1 for v in m.values())
   assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(first))
   jax.tree.map(np.testing.assert_array_equal, first, second)
+
+
+# Three dcgan steps on one CPU device in a fresh process on the cores given as arguments: a
+# digest of the state's bits, and the XLA:CPU thread count the process's machine record names.
+_THREADS_PROBE = """
+import hashlib
+import os
+import sys
+os.sched_setaffinity(0, map(int, sys.argv[1:]))  # before jax sizes its thread pool
+import jax
+import numpy as np
+from jaxgan import provenance
+from tests import stepping
+init, step = stepping.components('dcgan', 'bce')
+step, state, key = jax.jit(step), init(jax.random.key(0)), jax.random.key(1)
+for images in stepping.fixed_batches(3, 16):
+  state, _ = step(state, {'image': images}, key)
+digest = hashlib.sha256()
+for leaf in jax.tree.leaves(jax.device_get(state)):
+  if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+    leaf = jax.random.key_data(leaf)
+  digest.update(np.asarray(leaf).tobytes())
+print(digest.hexdigest(), provenance.host_record()['cpu_threads'])
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, 'sched_setaffinity') or len(os.sched_getaffinity(0)) < 2,
+                    reason='needs 2 cores to run on and the Linux affinity call')
+def test_the_bits_follow_xla_cpus_thread_count_not_the_cores_it_runs_on():
+  """XLA:CPU splits sums (YNNPACK's reductions, a convolution's kernel gradient) over its
+  thread pool, sized by the cores a process may use unless PJRT_NPROC says otherwise: one step
+  on 1 core differs from the same on 2, and PJRT_NPROC=2 on 1 core gives the 2-core bits. So
+  machine records hold `cpu_threads` as part of the kind (README, Determinism and tests)."""
+  two_cores = sorted(os.sched_getaffinity(0))[:2]
+
+  def probe(cores, **environ):
+    env = {k: v for k, v in os.environ.items() if k not in provenance.THREAD_ENV}
+    env.update(environ, XLA_FLAGS='', PYTHONPATH=REPO)  # one device, not conftest's 8
+    result = subprocess.run([sys.executable, '-c', _THREADS_PROBE, *map(str, cores)], env=env,
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    digest, threads = result.stdout.split()
+    return digest, int(threads)
+
+  on_two = probe(two_cores)
+  assert on_two[1] == 2
+  assert probe(two_cores[:1], PJRT_NPROC='2') == on_two
+  on_one = probe(two_cores[:1])
+  assert on_one[1] == 1 and on_one[0] != on_two[0]
 
 
 def test_another_seed_gives_other_parameters(runs):

@@ -102,8 +102,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.steps_per_call = 1
   # CPU only: jax devices per process (set before jax starts, by experiments.train); -1 = jax's
   # default (1 device using every core), 0 = one per core, N = N. Several CPU devices make the
-  # step data-parallel (1.6x faster on 2 cores); runs default to one device so that their
-  # numbers do not depend on the machine's core count.
+  # step data-parallel (1.6x faster on 2 cores); runs default to one device so that the program
+  # does not depend on the machine's core count (the floats follow XLA:CPU's thread count, the
+  # usable cores unless PJRT_NPROC sets it: README, Determinism and tests).
   config.cpu_devices = -1
   config.compute_dtype = 'float32'
   config.donate = True
