@@ -42,8 +42,9 @@ UNRECORDED = dict(prng_impl='threefry2x32', threefry_partitionable=True)
 # The environment variables that size XLA:CPU's thread pool, in the order XLA reads them.
 THREAD_ENV = ('PJRT_NPROC', 'NPROC')
 
-# An evaluation's floats do not depend on the device count (digits are generated one example at
-# a time whatever the sharding, and the metrics run on one device).
+# An evaluation's floats do not depend on the device count as such (digits are generated one
+# example at a time whatever the sharding, and the metrics run on one device), only through
+# XLA:CPU's thread count, which is at least the CPU device count (`cpu_threads`).
 SCORING_FIELDS = tuple(field for field in KIND_FIELDS if field != 'devices')
 
 
@@ -87,12 +88,10 @@ def xla_cpu_threads(cpu_devices: int, environ=os.environ) -> int:
   """The size of XLA:CPU's thread pool for a process with `cpu_devices` CPU devices, as XLA
   sizes it (xla::DefaultThreadPoolSize): the first of PJRT_NPROC and NPROC that is a number,
   else the cores this process may use; never fewer than the devices."""
-  for name in THREAD_ENV:
-    try:
-      threads = max(0, int(environ[name].strip()))
-    except (KeyError, ValueError):
-      continue
-    break
+  for name in THREAD_ENV:  # a whole number, as absl::SimpleAtoi reads one ('1_0' is not)
+    if re.fullmatch(r'\s*[+-]?\d+\s*', environ.get(name, '')):
+      threads = max(0, int(environ[name]))
+      break
   else:
     threads = usable_cores()
   return max(threads, cpu_devices)
@@ -203,7 +202,7 @@ def record_session(workdir: str, step: int, host: dict | None = None) -> list[st
   if changed:
     threads = recorded_cpu_threads(previous)
     hint = (f' (PJRT_NPROC={threads} in the environment gives XLA:CPU its thread count)'
-            if any(c.startswith('cpu_threads:') for c in changed) and threads else '')
+            if threads and recorded_cpu_threads(host) not in (None, threads) else '')
     logging.warning('%s: resumed at step %d on another kind of machine than the session from '
                     'step %d (%s): from here on the run need not match one trained on a single '
                     'machine%s', workdir, step, previous['step'], '; '.join(changed), hint)

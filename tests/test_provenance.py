@@ -103,6 +103,7 @@ def test_xla_cpus_thread_count_is_read_as_xla_sizes_its_pool(monkeypatch):
   assert threads(8, {}) == 8  # never fewer than the CPU devices
   assert threads(1, dict(PJRT_NPROC='3', NPROC='5')) == 3
   assert threads(1, dict(PJRT_NPROC='many', NPROC=' 5 ')) == 5  # not a number: the next one
+  assert threads(1, dict(PJRT_NPROC='1_0')) == 2  # not a number to XLA either
   assert threads(1, dict(PJRT_NPROC='0')) == 1 and threads(4, dict(NPROC='-3')) == 4
 
 
@@ -122,3 +123,8 @@ def test_the_thread_count_is_part_of_the_kind_and_older_records_read_as_their_co
   assert changed == ['cpu_threads: 2 -> 1']
   assert ('need not match one trained on a single machine (PJRT_NPROC=2 in the environment '
           "gives XLA:CPU its thread count)") in caplog.text
+  # On another backend no environment variable gives the CPU's bits back: no hint.
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    provenance.record_session(str(tmp_path), 16, dict(host, backend='gpu', cpu_threads=None))
+  assert 'cpu_threads: 1 -> None' in caplog.text and 'PJRT_NPROC' not in caplog.text

@@ -153,7 +153,8 @@ def test_the_bits_follow_xla_cpus_thread_count_not_the_cores_it_runs_on():
 
   def probe(cores, **environ):
     env = {k: v for k, v in os.environ.items() if k not in provenance.THREAD_ENV}
-    env.update(environ, XLA_FLAGS='', PYTHONPATH=REPO)  # one device, not conftest's 8
+    # One CPU device, not conftest's 8; on the CPU whatever accelerator jax has.
+    env.update(environ, XLA_FLAGS='', JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
     result = subprocess.run([sys.executable, '-c', _THREADS_PROBE, *map(str, cores)], env=env,
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
