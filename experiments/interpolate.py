@@ -5,7 +5,7 @@ python -m experiments.interpolate --workdir=RUN --steps=10 [--method=slerp|lerp]
   RUN/interpolation.gif (frame t: digit t of every walk).
 Conditional models also morph the class: --from_label=A --to_label=B (default: 0 and 1) mix
 the two class embeddings with the same weights as the latents.
-Spherical interpolation (the default) keeps the latents at the norm a Gaussian latent has;
+Spherical interpolation (the default) keeps the latents near the norm a Gaussian latent has;
 straight lines between two Gaussian latents pass through less likely, shorter vectors.
 """
 import os
@@ -37,8 +37,9 @@ _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the end-point latents.',
 _OUT = flags.DEFINE_string('out', None, 'Output path without extension; default: '
                            'RUN/interpolation (writes .png and .gif).')
 _FRAME_MS = flags.DEFINE_integer('frame_ms', 200, 'GIF frame duration (GIF counts it in tens of '
-                                 'milliseconds).', lower_bound=10,
-                                 upper_bound=images.GIF_MAX_FRAME_MS)
+                                 'milliseconds, so it is rounded down to them; browsers play a '
+                                 'frame of 10 ms or less for 100 ms, so the least is 20).',
+                                 lower_bound=20, upper_bound=images.GIF_MAX_FRAME_MS)
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -91,6 +92,9 @@ def main(argv):
   check_picture_sizes(config.sample_grid_scale)
   components, state = trainer.restore_run_state(_WORKDIR.value, config)
   gan = components.gan
+  earlier = [out + extension for extension in ('.png', '.gif') if os.path.isfile(out + extension)]
+  if earlier:  # said once the flags and the run are known good, while Ctrl-C loses nothing
+    logging.warning('%s: replaced by this interpolation when it is done', ' and '.join(earlier))
 
   steps, rows = _STEPS.value, _ROWS.value
   ends = np.asarray(generate.latents(jax.random.key(_SEED.value), 2 * rows, gan.latent_dim))

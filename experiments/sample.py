@@ -136,11 +136,6 @@ def main(argv):
   console.check_export_args(_OUT.value, _GRID.value)
   resample = _RESAMPLE.resampling()
   console.setup_logging()
-  if _OUT.value and os.path.isfile(_OUT.value):
-    record = os.path.splitext(_OUT.value)[0] + '.eval.json'  # experiments.evaluate's default
-    logging.warning('%s holds earlier digits, which these replace when they are done%s', _OUT.value,
-                    f'; {record} scored those, not these: run experiments.evaluate '
-                    f'--samples={_OUT.value} again' if os.path.isfile(record) else '')
   # 60,000 dcgan digits on the 2-core CPU: 9.7 s on jax's one device, 5.8 s on two.
   parallel.configure_cpu_devices(_CPU_DEVICES.value, divides=_BATCH.value)
   config = load_run_config(_WORKDIR.value)
@@ -162,6 +157,13 @@ def main(argv):
   labels = sample_labels(classes, class_weights)
   num = _NUM.value if labels is None else len(labels)
   latent_scale = run_folder.latent_scale(config, _LATENT_SCALE.value)
+  # Once the flags and the run are known good (a bad one is then the only line), before the
+  # generation, while Ctrl-C loses nothing.
+  if _OUT.value and os.path.isfile(_OUT.value):
+    record = os.path.splitext(_OUT.value)[0] + '.eval.json'  # experiments.evaluate's default
+    logging.warning('%s holds earlier digits, which these replace when they are done%s', _OUT.value,
+                    f'; {record} scored those, not these: run experiments.evaluate '
+                    f'--samples={_OUT.value} again' if os.path.isfile(record) else '')
   resampled = None
   if resample is None:
     z = generate.latents(jax.random.key(_SEED.value), num, gan.latent_dim, _TRUNCATION.value,

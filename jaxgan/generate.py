@@ -105,8 +105,9 @@ def lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
 def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
   """(len(t), D) points of Shoemake's (1985) spherical interpolation from a to b, as White (2016)
   walks GAN latents: sin((1 - t) w) / sin(w) a + sin(t w) / sin(w) b, w the angle between them.
-  On equal norms the path keeps that norm (the great circle); on unequal ones its norm goes
-  between them, not linearly in t. lerp where a and b are (anti)parallel or one is zero."""
+  On equal norms the path keeps that norm at an even angular pace (the great circle); on unequal
+  ones neither its norm nor its angle moves linearly in t. lerp where a and b are (anti)parallel
+  or one is zero."""
   norm_a, norm_b = np.linalg.norm(a), np.linalg.norm(b)
   if norm_a == 0 or norm_b == 0:  # no angle to follow
     return lerp(a, b, t)

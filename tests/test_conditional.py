@@ -689,9 +689,16 @@ def test_interpolate_writes_a_strip_and_a_gif(conditional_run, tmp_path):
     first = np.asarray(gif.convert('L'))
   # Frame 0 shows the walks' first digits, the strip's first column.
   np.testing.assert_array_equal(first[1:29, 1:29], strip[1:29, 1:29])
+  # Another walk to the same files says it replaces them; a bad flag says only what is wrong.
+  result = cli('interpolate', f'--workdir={conditional_run}', '--steps=3', '--rows=1',
+               '--seed=1', f'--out={out}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f'{out}.png and {out}.gif: replaced by this interpolation when it is done' in (
+      result.stderr)
   result = cli('interpolate', f'--workdir={conditional_run}', '--to_label=10', f'--out={out}')
   assert result.stderr.strip().splitlines()[-1] == (
       'error: --to_label=10 is out of range: the model has classes 0..9')
+  assert 'replaced' not in result.stderr
   for bad in (f'{out}.png', f'{tmp_path}/'):  # .png and .gif are added to --out
     result = cli('interpolate', f'--workdir={conditional_run}', f'--out={bad}')
     assert result.stderr.strip() == (
@@ -712,9 +719,11 @@ def test_interpolate_writes_a_strip_and_a_gif(conditional_run, tmp_path):
   assert result.stderr.strip().splitlines()[-1] == (
       "error: --rows=2300 and --steps=10 make pictures of up to 66,701 pixels a side at the "
       "run's scale of 1, more than the 65,535 a GIF holds: lower them")
-  result = cli('interpolate', f'--workdir={conditional_run}', '--frame_ms=700000',
-               f'--out={out}_big')
-  assert result.returncode == 1 and 'frame_ms' in result.stderr.strip().splitlines()[-1]
+  # Longer than a GIF holds; as short as browsers play at 100 ms.
+  for frame_ms in (700000, 10):
+    result = cli('interpolate', f'--workdir={conditional_run}', f'--frame_ms={frame_ms}',
+                 f'--out={out}_big')
+    assert result.returncode == 1 and 'frame_ms' in result.stderr.strip().splitlines()[-1]
   assert not list(tmp_path.glob('walk_big*'))
   assert not (tmp_path.parent / f'{tmp_path.name}.png').exists()
 

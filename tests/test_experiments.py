@@ -267,6 +267,12 @@ def test_sample_writes_uint8_digits_and_a_grid(trained_run, tmp_path):
     np.testing.assert_array_equal(data['images'][:50], first)
   with zipfile.ZipFile(out) as archive:
     assert {info.compress_type for info in archive.infolist()} == {zipfile.ZIP_DEFLATED}
+  # A bad flag is the only thing said: the file stays, so no word of replacing it.
+  before = out.read_bytes()
+  result = cli('sample', f'--workdir={workdir}', '--labels=3', f'--out={out}')
+  assert result.returncode == 1 and 'holds earlier digits' not in result.stderr
+  assert result.stderr.strip().splitlines()[-1].startswith('error: --labels')
+  assert out.read_bytes() == before
 
 
 def test_sample_without_a_run_folder_is_a_one_line_error(tmp_path):
