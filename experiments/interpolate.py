@@ -1,6 +1,7 @@
 r"""Walk the latent space of a trained run between two random latents.
 
 python -m experiments.interpolate --workdir=RUN --steps=10 [--method=slerp|lerp] [--rows=4]
+    [--latent_scale=S]
   writes RUN/interpolation.png (a strip: --rows walks, one per row, --steps digits each) and
   RUN/interpolation.gif (frame t: digit t of every walk).
 Conditional models also morph the class: --from_label=A --to_label=B (default: 0 and 1) mix
@@ -20,7 +21,7 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from jaxgan import generate, images, rng, trainer
+from jaxgan import generate, images, rng, run_folder, trainer
 from jaxgan.models import IMAGE_SHAPE
 from jaxgan.run_folder import load_run_config
 from jaxgan.state import generator_variables
@@ -34,6 +35,9 @@ _FROM = flags.DEFINE_integer('from_label', None, 'Conditional models: class at t
 _TO = flags.DEFINE_integer('to_label', None, 'Conditional models: class at the end.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the end-point latents.',
                             lower_bound=0, upper_bound=rng.MAX_SEED)
+_LATENT_SCALE = console.define_latent_scale(
+    'Multiplies the end-point latents (README, Wider latents).')
+flags.adopt_module_key_flags(console)  # --latent_scale, defined there: in this --help too
 _OUT = flags.DEFINE_string('out', None, 'Output path without extension; default: '
                            'RUN/interpolation (writes .png and .gif).')
 _FRAME_MS = flags.DEFINE_integer('frame_ms', 200, 'GIF frame duration (GIF counts it in tens of '
@@ -97,7 +101,9 @@ def main(argv):
     logging.warning('%s: replaced by this interpolation when it is done', ' and '.join(earlier))
 
   steps, rows = _STEPS.value, _ROWS.value
-  ends = np.asarray(generate.latents(jax.random.key(_SEED.value), 2 * rows, gan.latent_dim))
+  scale = run_folder.latent_scale(config, _LATENT_SCALE.value)
+  ends = np.asarray(generate.latents(jax.random.key(_SEED.value), 2 * rows, gan.latent_dim,
+                                     scale=scale))
   t = np.linspace(0.0, 1.0, steps)
   path = generate.slerp if _METHOD.value == 'slerp' else generate.lerp
   z = np.concatenate([path(ends[2 * r], ends[2 * r + 1], t) for r in range(rows)])
@@ -110,14 +116,14 @@ def main(argv):
   digits = generate.generate(gan, generator_variables(state), z.astype(np.float32), labels,
                              step=int(state.step))
 
-  scale = config.sample_grid_scale
+  zoom = config.sample_grid_scale
   walks = digits.reshape((rows, steps) + digits.shape[1:])
-  frames = [images.grid(walks[:, i], 1, rows, scale=scale) for i in range(steps)]
+  frames = [images.grid(walks[:, i], 1, rows, scale=zoom) for i in range(steps)]
   first, gif = images.gif_settings(frames + frames[-2:0:-1], _FRAME_MS.value)
-  images.save_together([(images.grid(digits, rows, steps, scale=scale), out + '.png', {}),
+  images.save_together([(images.grid(digits, rows, steps, scale=zoom), out + '.png', {}),
                         (first, out + '.gif', gif)])
-  logging.info('wrote %s.png and %s.gif: %d %s walks of %d steps from step %d%s', out, out,
-               rows, _METHOD.value, steps, int(state.step),
+  logging.info('wrote %s.png and %s.gif: %d %s walks of %d steps from step %d at latent scale '
+               '%g%s', out, out, rows, _METHOD.value, steps, int(state.step), scale,
                '' if classes is None else f', class {classes[0]} to {classes[1]}')
 
 

@@ -690,11 +690,19 @@ def test_interpolate_writes_a_strip_and_a_gif(conditional_run, tmp_path):
   # Frame 0 shows the walks' first digits, the strip's first column.
   np.testing.assert_array_equal(first[1:29, 1:29], strip[1:29, 1:29])
   # Another walk to the same files says it replaces them; a bad flag says only what is wrong.
-  result = cli('interpolate', f'--workdir={conditional_run}', '--steps=3', '--rows=1',
-               '--seed=1', f'--out={out}')
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert f'{out}.png and {out}.gif: replaced by this interpolation when it is done' in (
-      result.stderr)
+  # The end points are drawn at the run's sample_latent_scale (1 here) unless --latent_scale.
+  strips, logs = [], []
+  for scale, name in ((None, 'walk'), (1.5, 'wide')):
+    result = cli('interpolate', f'--workdir={conditional_run}', '--steps=2', '--rows=1',
+                 '--seed=1', f'--out={tmp_path / name}',
+                 *([] if scale is None else [f'--latent_scale={scale}']))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f'at latent scale {scale or 1}, class 0 to 1' in result.stderr
+    logs.append(result.stderr)
+    with Image.open(tmp_path / f'{name}.png') as strip:
+      strips.append(np.asarray(strip))
+  assert f'{out}.png and {out}.gif: replaced by this interpolation when it is done' in logs[0]
+  assert 'replaced' not in logs[1] and not np.array_equal(*strips)
   result = cli('interpolate', f'--workdir={conditional_run}', '--to_label=10', f'--out={out}')
   assert result.stderr.strip().splitlines()[-1] == (
       'error: --to_label=10 is out of range: the model has classes 0..9')
