@@ -164,6 +164,9 @@ def main(argv):
     logging.warning('%s holds earlier digits, which these replace when they are done%s', _OUT.value,
                     f'; {record} scored those, not these: run experiments.evaluate '
                     f'--samples={_OUT.value} again' if os.path.isfile(record) else '')
+  if _GRID.value and os.path.isfile(_GRID.value):
+    logging.warning('%s holds an earlier grid, which these digits\' grid replaces when it is done',
+                    _GRID.value)
   resampled = None
   if resample is None:
     z = generate.latents(jax.random.key(_SEED.value), num, gan.latent_dim, _TRUNCATION.value,

@@ -258,11 +258,14 @@ def test_sample_writes_uint8_digits_and_a_grid(trained_run, tmp_path):
   with zipfile.ZipFile(out) as archive:  # stored: the fast default
     assert {info.compress_type for info in archive.infolist()} == {zipfile.ZIP_STORED}
   # The same seed gives the same digits; --num only extends the list. --compress deflates.
-  result = cli('sample', f'--workdir={workdir}', '--num=60', f'--out={out}', '--compress')
+  result = cli('sample', f'--workdir={workdir}', '--num=60', f'--out={out}', '--compress',
+               f'--grid={grid}')
   assert result.returncode == 0, result.stderr[-3000:]
   assert (f'{out} holds earlier digits, which these replace when they are done; {scored} '
           f'scored those, not these: run experiments.evaluate --samples={out} again'
           ) in result.stderr
+  assert (f'{grid} holds an earlier grid, which these digits\' grid replaces when it is done'
+          in result.stderr)
   with np.load(out) as data:
     np.testing.assert_array_equal(data['images'][:50], first)
   with zipfile.ZipFile(out) as archive:

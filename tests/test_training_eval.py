@@ -542,10 +542,11 @@ def test_evaluate_reuses_the_real_figures_of_an_earlier_record(evaluated_run, tm
       run_scores.real_results_from(str(path), dataset, EVAL_SAMPLES, names)
 
 
-def test_reused_real_figures_must_come_from_the_same_real_data(config_factory):
+def test_reused_real_figures_must_come_from_the_same_real_data(config_factory, evaluated_run,
+                                                               monkeypatch):
   """Reused real figures need no reference digits drawn; a record that counted other real
   digits than the real data loaded now (another manual folder under the same dataset name) is
-  refused."""
+  refused, by evaluate_run before it generates any digit."""
   config = config_factory()
   images = tiny_digits(EVAL_SAMPLES, seed=3)[0]
   figures = dict(classifier_score=1.5)
@@ -563,3 +564,13 @@ def test_reused_real_figures_must_come_from_the_same_real_data(config_factory):
       run_scores.score_digits(images, None, 'mnist', ['classifier_score'],
                               manual_dir=config.data.manual_dir, data_dir=config.data.data_dir,
                               real_results=reused._replace(counts=counts))
+  _, workdir = evaluated_run
+
+  def generate_from_run(*args, **kwargs):
+    raise AssertionError('digits generated before the reused figures were checked')
+
+  monkeypatch.setattr(run_scores, 'generate_from_run', generate_from_run)
+  with pytest.raises(ValueError, match='scored 40 real test digits, this real data gives 50'):
+    run_scores.evaluate_run(workdir, ['classifier_score'], num_samples=EVAL_SAMPLES,
+                            real_results=reused._replace(counts=dict(num_real_reference=None,
+                                                                      num_real_test=40)))

@@ -69,31 +69,51 @@ def generate_from_run(workdir: str, config: ml_collections.ConfigDict, num: int,
   return RunDigits(step, digits, labels, None)
 
 
+def load_real(dataset: str, num_samples: int, *, manual_dir: str = '', data_dir: str = '',
+              real_results: ReusedReal | None = None) -> metrics.RealData:
+  """The real data that `num_samples` digits of `dataset` are scored against, its test split
+  classified; reused real figures (`real_results`) checked to have counted these real digits."""
+  params, _ = weights.load_shipped(dataset)
+  real = suite.load_real_data(dataset, params, data_dir=data_dir or None,
+                              manual_dir=manual_dir or None)
+  if real_results is not None:
+    check_same_real_data(real_results, reused_reference_size(real, num_samples),
+                         len(real.test.images))
+  return real
+
+
+def reused_reference_size(real: metrics.RealData, num_samples: int) -> int:
+  """How many real reference digits reused figures of `num_samples` digits were scored on."""
+  return min(num_samples, len(suite.reference_pool(real, metrics.Settings())))
+
+
 def score_digits(images: np.ndarray, labels: np.ndarray | None, dataset: str,
                  names: list[str] | None, *, manual_dir: str = '', data_dir: str = '',
-                 real_results: ReusedReal | None = None) -> dict:
+                 real_results: ReusedReal | None = None,
+                 real: metrics.RealData | None = None) -> dict:
   """The evaluation record of uint8 digits (N, 28, 28): `names` (None: all that the digits
   allow) for the digits ('model') and for as many real train digits ('real'), with what they
   were measured against and the machine that measured them (`provenance.host_record`: cas_cnn
   and augmentation_gain train classifiers, whose floats depend on it). `real_results`: the
   'real' of an earlier record of as many digits with the same names, reused instead of scoring
-  the real reference again; the record names it under `real_from`."""
+  the real reference again; the record names it under `real_from`. `real`: `load_real`'s for
+  these digits and `real_results`, loaded here when None."""
   start = time.perf_counter()
   names = suite.resolve_metric_names(names, has_labels=labels is not None,
                                      num_samples=len(images))
+  if real is None:
+    real = load_real(dataset, len(images), manual_dir=manual_dir, data_dir=data_dir,
+                     real_results=real_results)
   params, manifest = weights.load_shipped(dataset)
   settings = metrics.Settings()
   logging.info('classifying %d samples', len(images))
   samples = metrics.score_images(params, images, labels, name='samples')
-  real = suite.load_real_data(dataset, params, data_dir=data_dir or None,
-                              manual_dir=manual_dir or None)
   if real_results is None:
     reference = suite.real_reference(params, real, len(samples.images), settings)
     num_reference = len(reference.images)
   else:  # no reference digits drawn: their figures are known
     reference = None
-    num_reference = min(len(samples.images), len(suite.reference_pool(real, settings)))
-    check_same_real_data(real_results, num_reference, len(real.test.images))
+    num_reference = reused_reference_size(real, len(samples.images))
   results = suite.evaluate(names, samples, real, reference, settings,
                            reference_results=None if real_results is None
                            else real_results.figures)
@@ -267,6 +287,9 @@ def evaluate_run(workdir: str, names: list[str] | None = None, *, num_samples: i
   # Checked (and read, for TRAIN) before any generating.
   class_weights = class_proportions.weights(proportions, num_classes, config.data.name,
                                             manual_dir=manual_dir, data_dir=data_dir)
+  # Loaded, and reused figures checked against it, before the minutes of generating.
+  real = load_real(config.data.name, num_samples, manual_dir=manual_dir, data_dir=data_dir,
+                   real_results=real_results)
   digits = generate_from_run(workdir, config, num_samples, seed, checkpoint, truncation,
                              latent_scale, resample, manual_dir=manual_dir, data_dir=data_dir,
                              class_weights=class_weights)
@@ -279,5 +302,6 @@ def evaluate_run(workdir: str, names: list[str] | None = None, *, num_samples: i
   if digits.resampling is not None:
     source['resampling'] = digits.resampling
   record = score_digits(digits.images, digits.labels, config.data.name, names,
-                        manual_dir=manual_dir, data_dir=data_dir, real_results=real_results)
+                        manual_dir=manual_dir, data_dir=data_dir, real_results=real_results,
+                        real=real)
   return dict(source, **record) | dict(seconds=round(time.perf_counter() - start, 1))
