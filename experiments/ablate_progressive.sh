@@ -23,7 +23,7 @@ declare -A variants=(
   [no_growing]='--config.model.grow_step=0 --config.model.fade_steps=0'
   [no_instance_norm]='--config.model.generator_norm=batch'
   [no_spectral_norm]='--config.model.spectral_norm=False'
-  [no_schedule]='--config.schedule.name=constant'
+  [no_schedule]='--config.schedule.name=constant --config.schedule.warmup_steps=0'
   [no_label_smoothing]='--config.loss.label_smoothing=0.0'
   # batch 64: 4x the steps (and the grow/fade/warmup steps), the unscaled learning rate 1e-4.
   [no_large_batch]="$(length $((4 * steps))) --config.batch_size=64

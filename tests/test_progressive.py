@@ -3,9 +3,13 @@ step before growth, and growth at the configured step of a real (tiny) training 
 progressive_mnist config, sampled mid-fade by experiments.interpolate."""
 from __future__ import annotations
 
+import ast
+import functools
 import json
+import os
 import re
 import shutil
+import subprocess
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +24,7 @@ from jaxgan.models import progressive
 from jaxgan.state import generator_variables, init_state
 from jaxgan.train_step import make_train_step
 from tests.idx_files import write_manual_dir
-from tests.test_experiments import cli
+from tests.test_experiments import REPO, cli
 
 
 def test_alpha_is_zero_until_the_grow_step_then_rises_linearly_to_one():
@@ -139,3 +143,36 @@ def test_progressive_config_grows_at_the_configured_step(tmp_path_factory):
     config.model.grow_step, config.model.fade_steps = grow_step, fade_steps
     with pytest.raises(ValueError, match='never be fully grown and trained'):
       trainer.train_and_evaluate(config, str(tmp_path_factory.mktemp('bad')))
+
+
+def test_every_variant_of_the_ablation_script_is_a_valid_config(tmp_path):
+  """experiments/ablate_progressive.sh (the README's ablation table) trains seven variants of
+  progressive_mnist: each one's flags, as the script passes them, must make a config that the
+  trainer accepts (its no_schedule variant kept a warmup that the constant schedule refuses)."""
+  calls = tmp_path / 'calls'
+  stub = tmp_path / 'bin' / 'python'  # records each call instead of training or evaluating
+  stub.parent.mkdir()
+  stub.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
+  stub.chmod(0o755)
+  path = f'{stub.parent}:{os.environ["PATH"]}'
+  result = subprocess.run(['bash', 'experiments/ablate_progressive.sh', str(tmp_path / 'runs')],
+                          cwd=REPO, env=dict(os.environ, PATH=path), capture_output=True,
+                          text=True, timeout=60)
+  assert result.returncode == 0, result.stdout + result.stderr
+  trainings = [line.split() for line in calls.read_text().splitlines()
+               if line.startswith('-m experiments.train ')]
+  variants = {args[3].rpartition('/')[2]: args[4:] for args in trainings}
+  assert sorted(variants) == sorted(['full', 'no_growing', 'no_instance_norm', 'no_spectral_norm',
+                                     'no_schedule', 'no_label_smoothing', 'no_large_batch'])
+  for name, overrides in variants.items():
+    config = progressive_mnist.get_config()
+    for override in overrides:  # --config.a.b=value, later ones winning as absl's do
+      path, _, value = override.removeprefix('--config.').partition('=')
+      *groups, field = path.split('.')
+      try:
+        value = ast.literal_eval(value)
+      except ValueError:  # a name, such as constant
+        pass
+      functools.reduce(getattr, groups, config)[field] = value
+    trainer.validate(config)  # raises naming the field
+    assert config.num_steps == (4 if name == 'no_large_batch' else 1) * 2340, name
