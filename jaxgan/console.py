@@ -126,7 +126,8 @@ def run(main) -> None:
       # error: report the original. Other flag errors are absl's own one-line messages.
       failure = _config_error_cause(error)
       if failure is None:
-        raise SystemExit(f'error: {str(error).rstrip(".")}; see --helpshort') from None
+        raise SystemExit(f'error: {_group_given_a_value(str(error)) or str(error).rstrip(".")}'
+                         '; see --helpshort') from None
     except Exception as error:  # pylint: disable=broad-except
       failure = error
     problem = (_missing_config_file(argv) or _override_problem(failure, argv)
@@ -246,6 +247,17 @@ def _override_problem(error: BaseException, argv: list[str]) -> str | None:
           f'{error}; the fields are those of the --config file (README, Configs)')
 
 
+def _group_given_a_value(message: str) -> str | None:
+  """One line for `--config.model=dcgan` (a group of fields given one value), whose absl
+  message shows ml_collections' parse of it as a dict, or None for another flag error."""
+  given = re.match(r"flag --([\w.]+)=.*Failed to parse .* as a ConfigDict", message)
+  if given is None:
+    return None
+  name = given[1]
+  return (f'--{name}: {name.partition(".")[2]} is a group of fields, not one value: set them '
+          f'one by one, --{name}.FIELD=VALUE (README, Configs)')
+
+
 def _config_error_cause(error: BaseException) -> BaseException | None:
   """The exception raised by a config file's code that a flag error was raised from, if any
   (ml_collections raises a new one whose message starts "Error whilst parsing config file")."""
@@ -321,7 +333,14 @@ def config_from_flag(kind: tuple[tuple[str, ...], str, str], name: str = 'config
   if missing:
     raise ValueError(f'--{name}={path} is not {what} (it has no {", ".join(missing)}): pass '
                      f'{what} such as {example}')
-  if 'num_epochs' in config_flags.get_override_values(flags.FLAGS[name]) and config.get(
+  overrides = config_flags.get_override_values(flags.FLAGS[name])
+  for path, value in overrides.items():
+    if isinstance(value, (dict, ml_collections.ConfigDict)):  # the group's other fields dropped
+      example = next(iter(value), 'FIELD')
+      raise ValueError(f'--{name}.{path}={{...}} replaces the whole group {path}, dropping the '
+                       f'fields it leaves out: set them one by one, e.g. '
+                       f'--{name}.{path}.{example}=VALUE')
+  if 'num_epochs' in overrides and config.get(
       'num_steps', 0) > 0:
     raise ValueError(f'--{name}.num_epochs has no effect: num_steps={config.num_steps} counts '
                      f'instead; add --{name}.num_steps=0 to train by epochs')

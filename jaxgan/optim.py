@@ -47,6 +47,8 @@ def schedule_problems(schedule: ml_collections.ConfigDict) -> list[str]:
   """What is wrong with the fields of `schedule.name`'s schedule (the others are unused): a
   decay rate of 0 or a decay over 0 steps gave lr at every step, a negative end factor negative
   learning rates, and an end factor or decay rate above 1 rates that grow."""
+  if schedule.name not in SCHEDULE_NAMES:  # else refused only once the data had loaded
+    return [f'schedule.name must be one of {", ".join(SCHEDULE_NAMES)}, got {schedule.name!r}']
   problems = []
   if schedule.name == 'cosine' and not 0.0 <= schedule.end_factor <= 1.0:
     problems.append(f'schedule.end_factor must be in [0, 1] (a decay), got {schedule.end_factor}')

@@ -213,6 +213,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
                     f'{config.data.num_train_examples}')
   if config.loss.n_critic < 1:
     problems.append(f'loss.n_critic must be >= 1, got {config.loss.n_critic}')
+  num_classes = config.model.get('num_classes', 0)
+  if num_classes not in (0, data.builders.NUM_CLASSES):  # 20 broke the first evaluation
+    problems.append(f'model.num_classes must be 0 (unconditional) or {config.data.name}\'s '
+                    f'{data.builders.NUM_CLASSES} digit classes, got {num_classes}')
   for field in ('log_every', 'checkpoint_every', 'keep_checkpoints', 'sample_grid_rows',
                 'sample_grid_scale', 'max_epoch_grids'):
     if config.get(field, 1) <= 0:
@@ -292,13 +296,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
     problems.append(f'ema.decay must be in [0, 1) (0 = off), got {ema_decay(config)}')
   for net in ('generator', 'discriminator'):
     opt = config.optimizer[net]
-    if not 0.0 < opt.lr < math.inf:
-      problems.append(f'optimizer.{net}.lr must be finite and > 0, got {opt.lr}')
+    # Above 1 a run trained on without a word (lr 1e6: g_loss 2e16, D certain of every digit).
+    if not 0.0 < opt.lr <= 1.0:
+      problems.append(f'optimizer.{net}.lr must be in (0, 1] (these GANs train at 1e-4 to '
+                      f'1e-3), got {opt.lr}')
     for field in ('b1', 'b2'):
       if not 0.0 <= opt[field] < 1.0:
         problems.append(f'optimizer.{net}.{field} must be in [0, 1), got {opt[field]}')
-    if not 0.0 < opt.eps < math.inf:
-      problems.append(f'optimizer.{net}.eps must be finite and > 0, got {opt.eps}')
+    if not 0.0 < opt.eps <= 1.0:  # a large eps silently stops every update
+      problems.append(f'optimizer.{net}.eps must be in (0, 1] (Adam\'s default: 1e-8), got '
+                      f'{opt.eps}')
   problems.extend(optim.schedule_problems(config.schedule))
   if config.optimizer.get('name', 'adam') not in optim.OPTIMIZER_NAMES:
     problems.append(f'optimizer.name must be one of {", ".join(optim.OPTIMIZER_NAMES)}, got '
@@ -578,7 +585,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   steps_per_epoch = len(train_images) // examples_per_step
   if steps_per_epoch == 0:
     raise ValueError(f'{len(train_images)} training examples are fewer than one step needs '
-                     f'(batch_size x loss.n_critic = {examples_per_step}): lower batch_size')
+                     f'(batch_size x loss.n_critic = {examples_per_step}): lower batch_size '
+                     'or loss.n_critic, or train on more (data.num_train_examples)')
   total_steps = config.num_steps or config.num_epochs * steps_per_epoch
   # Epoch grids and epoch-end checkpoints at every k-th epoch, k = ceil(epochs / max_epoch_grids):
   # a few real digits make epochs of one step (100 digits: 14,055 epochs).
@@ -591,10 +599,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                      f'{config.model.fade_steps} is past the {total_steps} training steps (or '
                      'growth starts at the end): the model would never be fully grown and '
                      'trained; lower them or train longer')
-  num_classes = config.model.get('num_classes', 0)
-  if num_classes and train_labels.max() >= num_classes:
-    raise ValueError(f'{config.data.name} has labels up to {train_labels.max()} but '
-                     f'model.num_classes={num_classes}: set it to {train_labels.max() + 1}')
 
   trained = trained_steps(workdir)
   if trained is not None and trained > total_steps:
@@ -632,15 +636,18 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   runner.trace_step(components, {'image': np.zeros((examples_per_step,) + train_images.shape[1:],
                                                    np.uint8),
                                  'label': np.zeros(examples_per_step, np.int32)})
+  init_key, step_key, _ = seed_keys(config.seed)
+  # A new run's parameters are made before anything is written: a model too big for memory
+  # left a config.json that the corrected config could then not resume.
+  new_state = runner.init(init_key) if trained is None else None
   os.makedirs(workdir, exist_ok=True)
   if is_writer:
     held.enter_context(run_folder.training_lock(workdir))
     record_config(config, workdir)
 
-  init_key, step_key, _ = seed_keys(config.seed)
   store = CheckpointStore(workdir, keep=config.keep_checkpoints)
-  if store.latest_step() is None:
-    state = runner.init(init_key)
+  if store.latest_step() is None:  # None before too, unless its checkpoints went meanwhile
+    state = runner.init(init_key) if new_state is None else new_state
   else:
     state = runner.from_checkpoint(
         store.restore(abstract_state(components, runner.state_sharding)))

@@ -516,6 +516,39 @@ def test_an_override_of_a_field_the_config_lacks_is_a_one_line_error(override, p
   assert not (tmp_path / 'run').exists()
 
 
+def test_a_model_too_big_for_memory_leaves_no_workdir(data_dirs, tmp_path, monkeypatch):
+  """A new run's parameters are made before anything is written (model.label_embed_dim=2e9 ran
+  out of memory after config.json, which then refused the corrected config)."""
+  def out_of_memory(self, key):
+    raise MemoryError('Unable to allocate 74.5 GiB for the parameters')
+
+  monkeypatch.setattr(trainer._MeshRunner, 'init', out_of_memory)
+  with pytest.raises(MemoryError):
+    trainer.train_and_evaluate(tiny_config(data_dirs), str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.parametrize('override, error', [
+    # absl's line showed ml_collections' parse of it: "ValueError('malformed node or string on
+    # line 1: <ast.Name object at 0x7f...>')".
+    ('--config.model=dcgan', 'error: --config.model: model is a group of fields, not one value: '
+     'set them one by one, --config.model.FIELD=VALUE (README, Configs); see --helpshort'),
+    # A dict replaced the group: a traceback at its first missing field (KeyError 'b1'), or, with
+    # every field named, misspelt ones trained and were recorded.
+    ("--config.optimizer.generator={'lr': 1e-4}", 'error: --config.optimizer.generator={...} '
+     'replaces the whole group optimizer.generator, dropping the fields it leaves out: set them '
+     'one by one, e.g. --config.optimizer.generator.lr=VALUE'),
+])
+def test_a_group_of_config_fields_given_one_value_is_a_one_line_error(override, error, tmp_path):
+  result = cli('train', '--config=experiments/configs/tiny.py', f'--workdir={tmp_path / "run"}',
+               override)
+  assert result.returncode == 1
+  errors = [line for line in result.stderr.splitlines()  # all but absl's log lines
+            if line and not re.match(r'[IW]\d{4} ', line)]
+  assert errors == [error], errors
+  assert not (tmp_path / 'run').exists()
+
+
 @pytest.mark.parametrize('module', ['sample', 'interpolate', 'sample_strings', 'evaluate'])
 def test_seeds_jax_cannot_take_are_refused_by_the_flag(module, tmp_path):
   """jax.random.key takes an int64: a larger seed was an OverflowError traceback."""
@@ -568,7 +601,9 @@ def test_a_workdir_of_another_experiment_is_refused_and_left_alone(trained_run, 
 
 
 @pytest.mark.parametrize('overrides, message', [
-    (['--config.schedule.name=cosin'], "error: unknown schedule 'cosin': choose one of "),
+    (['--config.loss.n_critic=100'], 'error: 256 training examples are fewer than one step '
+     'needs (batch_size x loss.n_critic = 3200): lower batch_size or loss.n_critic, or train on '
+     'more (data.num_train_examples)'),
     # Named by the step when traced: 40 rows over the tests' 8 devices are 5 per device.
     (['--config.loss.mode_seeking=0.2', '--config.batch_size=40'],
      'error: the mode-seeking term pairs rows, so the per-device batch must be even, got 5'),

@@ -125,12 +125,23 @@ def test_new_config_fields_are_validated_with_one_line_errors():
 
 @pytest.mark.parametrize('field,value,message', [
     ('optimizer.generator.lr', float('nan'),
-     'optimizer.generator.lr must be finite and > 0, got nan'),
+     'optimizer.generator.lr must be in (0, 1] (these GANs train at 1e-4 to 1e-3), got nan'),
     ('optimizer.discriminator.lr', -1.0,
-     'optimizer.discriminator.lr must be finite and > 0, got -1.0'),
+     'optimizer.discriminator.lr must be in (0, 1] (these GANs train at 1e-4 to 1e-3), got -1.0'),
+    # Trained on without a word: g_loss 2e16, D certain of every digit.
+    ('optimizer.discriminator.lr', 1e6,
+     'optimizer.discriminator.lr must be in (0, 1] (these GANs train at 1e-4 to 1e-3), got '
+     '1000000.0'),
     ('optimizer.generator.b1', 1.0, 'optimizer.generator.b1 must be in [0, 1), got 1.0'),
     ('optimizer.discriminator.eps', 0.0,
-     'optimizer.discriminator.eps must be finite and > 0, got 0.0'),
+     "optimizer.discriminator.eps must be in (0, 1] (Adam's default: 1e-8), got 0.0"),
+    ('optimizer.generator.eps', 1e30,  # stopped every update, silently
+     "optimizer.generator.eps must be in (0, 1] (Adam's default: 1e-8), got 1e+30"),
+    ('schedule.name', 'linear', 'schedule.name must be one of constant, warmup, cosine, '
+     "exponential, got 'linear'"),
+    # Trained, then failed at the first evaluation, in a folder no corrected config could resume.
+    ('model.num_classes', 20, "model.num_classes must be 0 (unconditional) or mnist's 10 digit "
+     'classes, got 20'),
     ('schedule.end_factor', -0.5, 'schedule.end_factor must be in [0, 1] (a decay), got -0.5'),
     ('schedule.decay_rate', 0.0, 'schedule.decay_steps must be > 0 and schedule.decay_rate in '
      '(0, 1] (a decay), got 1000 and 0.0'),

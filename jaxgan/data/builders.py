@@ -79,6 +79,7 @@ ORIGINAL_CONTENT_SHA256: dict[str, dict[str, str]] = {
     },
 }
 DATASETS: tuple[str, ...] = (*IDX_FILES, 'svhn')
+NUM_CLASSES = 10  # every dataset here: the digits 0-9
 # jaxgan's dataset name -> the name tfds knows it by.
 TFDS_NAMES = {'mnist': 'mnist', 'kannada_mnist': 'kannada_mnist',
               'emnist_digits': 'emnist/digits', 'svhn': 'svhn_cropped'}
@@ -165,7 +166,7 @@ class KannadaMnist(tfds.core.GeneratorBasedBuilder):
         ),
         features=tfds.features.FeaturesDict({
             'image': tfds.features.Image(shape=(28, 28, 1)),
-            'label': tfds.features.ClassLabel(num_classes=10),
+            'label': tfds.features.ClassLabel(num_classes=NUM_CLASSES),
         }),
         supervised_keys=('image', 'label'),
         homepage='https://github.com/vinayprabhu/Kannada_MNIST',
