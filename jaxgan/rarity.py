@@ -47,7 +47,8 @@ def sampling_weights(rarities: np.ndarray, labels: np.ndarray, power: float,
                      cap: float) -> np.ndarray:
   """Probabilities (sum 1) proportional to min(rarity ** power, cap) within each class, each
   class keeping its share of the examples."""
-  raw = np.minimum(np.asarray(rarities, np.float64) ** power, cap)
+  with np.errstate(over='ignore'):  # a large power overflows to inf, which the cap then caps
+    raw = np.minimum(np.asarray(rarities, np.float64) ** power, cap)
   probabilities = np.empty_like(raw)
   for label in np.unique(labels):
     members = labels == label

@@ -34,6 +34,7 @@ from jaxgan import class_proportions, provenance, rarity, rng, run_folder
 from jaxgan.checkpoint import BEST, LATEST, CheckpointStore
 from jaxgan.evaluation import during_training, metrics, suite, weights
 from jaxgan.evaluation.during_training import TrainingEvaluator
+from jaxgan.models import conditional
 from jaxgan.run_folder import write_json_atomic
 from jaxgan.state import GANState, generator_variables, init_state
 from jaxgan.train_step import make_train_step
@@ -195,6 +196,17 @@ _MAX_EVAL_SAMPLES = 1_000_000
 _MAX_PREFETCH = 64
 
 
+# Fields of class-conditional models (with their defaults), read only when model.num_classes > 0;
+# the loss's only with a head that classifies.
+_CLASS_FIELDS = (('model.conditioning', 'projection'), ('model.label_embed_dim', 50),
+                 ('loss.class_weight', 1.0), ('loss.class_loss_on_fakes', True))
+
+
+def _field(config: ml_collections.ConfigDict, name: str, default):
+  section, field = name.split('.')
+  return config[section].get(field, default)
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Fail early, with the field to fix, before anything is written."""
   problems = []
@@ -283,6 +295,25 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.schedule.get('warmup_steps', 0) and config.schedule.name == 'constant':
     problems.append("schedule.warmup_steps does nothing with schedule.name='constant': use "
                     "schedule.name='warmup' (or cosine, exponential), or set it to 0")
+  for field, default, used_by in (('weight_clip', 0.01, 'wgan'), ('gp_weight', 10.0, 'wgan_gp')):
+    if config.loss.get(field, default) != default and config.loss.name != used_by:
+      problems.append(f'loss.{field} applies to loss.name={used_by!r} only, not '
+                      f'{config.loss.name!r}: set it to {default} (its default), or '
+                      f'loss.name={used_by}')
+  heads = conditional.HEADS.get(config.model.get('conditioning', 'projection'))
+  class_fields = [name for name, default in _CLASS_FIELDS
+                  if _field(config, name, default) != default
+                  and (not num_classes or name.startswith('loss.') and heads
+                       and not heads.classifier)]
+  if class_fields and not num_classes:
+    problems.append(f'{", ".join(class_fields)} configure class-conditional models only, '
+                    'which model.num_classes=0 is not: set model.num_classes=10, or leave them '
+                    'at their defaults')
+  elif class_fields:
+    problems.append(f'{", ".join(class_fields)} weigh the auxiliary classifier\'s loss, which '
+                    f'model.conditioning={config.model.conditioning!r} has none of: use '
+                    "conditioning='auxiliary' or 'projection_auxiliary', or leave them at their "
+                    'defaults')
   if config.data.get('rarity_epochs', 0) > 0 and not config.data.get('rarity_power', 0.0):
     problems.append('data.rarity_epochs limits rarity weighting, which data.rarity_power=0 '
                     'turns off: set data.rarity_power > 0, or data.rarity_epochs to 0')

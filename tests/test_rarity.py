@@ -2,6 +2,8 @@
 probabilities, and a weighted run that resumes to the uninterrupted result."""
 from __future__ import annotations
 
+import warnings
+
 import jax
 import numpy as np
 import pytest
@@ -53,6 +55,11 @@ def test_sampling_weights_keep_class_shares_and_follow_rarity_up_to_the_cap():
   np.testing.assert_allclose(weights[:6] / weights[1], [0.5, 1, 1, 2, 2.5, 2.5])
   np.testing.assert_allclose(rarity.sampling_weights(rarities, labels, power=0.0, cap=2.5),
                              np.full(10, 0.1))
+  # A power that overflows (9 ** 1000) is capped like any other, without numpy's warning.
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    huge = rarity.sampling_weights(rarities, labels, power=1000.0, cap=2.5)
+  np.testing.assert_allclose(huge[:6] / huge[4], [0, 1 / 2.5, 1 / 2.5, 1, 1, 1], atol=1e-12)
 
 
 @pytest.fixture(scope='module')

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import math
 from typing import Any
 
 import flax.struct
@@ -13,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments.configs import default
+from experiments.configs import cgan_mnist, default
 from jaxgan import models, optim, trainer
 from jaxgan import state as state_lib
 from jaxgan.checkpoint import CheckpointStore
@@ -123,6 +124,18 @@ def test_new_config_fields_are_validated_with_one_line_errors():
     assert message in str(excinfo.value) and '\n' not in str(excinfo.value)
 
 
+def test_a_class_loss_setting_without_a_class_head_is_refused():
+  config = cgan_mnist.get_config()
+  trainer.validate(config)
+  config.model.conditioning = 'projection'  # a head that does not classify
+  with pytest.raises(ValueError) as excinfo:
+    trainer.validate(config)
+  assert str(excinfo.value) == (
+      "bad config: loss.class_loss_on_fakes weigh the auxiliary classifier's loss, which "
+      "model.conditioning='projection' has none of: use conditioning='auxiliary' or "
+      "'projection_auxiliary', or leave them at their defaults")
+
+
 @pytest.mark.parametrize('field,value,message', [
     ('optimizer.generator.lr', float('nan'),
      'optimizer.generator.lr must be in (0, 1] (these GANs train at 1e-4 to 1e-3), got nan'),
@@ -166,6 +179,15 @@ def test_new_config_fields_are_validated_with_one_line_errors():
     # Settings of a feature the config does not turn on, which were silently ignored.
     ('model.grow_step', 8, "model.grow_step and model.fade_steps grow a progressive model, not "
      "'dcgan': set them to 0, or model.name=progressive"),
+    ('loss.weight_clip', 0.5, "loss.weight_clip applies to loss.name='wgan' only, not 'bce': "
+     'set it to 0.01 (its default), or loss.name=wgan'),
+    ('loss.gp_weight', 5.0, "loss.gp_weight applies to loss.name='wgan_gp' only, not 'bce': set "
+     'it to 10.0 (its default), or loss.name=wgan_gp'),
+    ('model.label_embed_dim', 20, 'model.label_embed_dim configure class-conditional models only, '
+     'which model.num_classes=0 is not: set model.num_classes=10, or leave them at their '
+     'defaults'),
+    ('loss.class_weight', 5.0, 'loss.class_weight configure class-conditional models only, which '
+     'model.num_classes=0 is not: set model.num_classes=10, or leave them at their defaults'),
     ('schedule.warmup_steps', 5, "schedule.warmup_steps does nothing with "
      "schedule.name='constant': use schedule.name='warmup' (or cosine, exponential), or set it "
      'to 0'),
@@ -174,6 +196,11 @@ def test_new_config_fields_are_validated_with_one_line_errors():
 ])
 def test_optimizer_schedule_and_sampling_settings_are_validated(field, value, message):
   config = default.get_config()
+  # A setting's bad value, checked where it is read (elsewhere a change of it is refused apart).
+  config.update_from_flattened_dict({
+      'loss.gp_weight': {'loss.name': 'wgan_gp'}, 'loss.weight_clip': {'loss.name': 'wgan'},
+      'loss.class_weight': {'model.num_classes': 10, 'model.conditioning': 'auxiliary'},
+  }.get(field, {}) if isinstance(value, float) and not math.isfinite(value) else {})
   *sections, key = field.split('.')
   section = config
   for name in sections:
