@@ -5,9 +5,10 @@ python -m experiments.train_classifier --config=experiments/configs/classifier_k
 
 writes <out_dir>/<dataset>.msgpack and <dataset>.json (default out_dir: the weights shipped in
 jaxgan/evaluation/weights/) and prints the accuracy on every held-out split (Kannada-MNIST: test
-and Dig-MNIST). With the same config and seed, a CPU run reproduces the shipped file bit for bit.
-A config that differs from the shipped file's recipe (its manifest's config) is refused there
-before training, unless --replace_shipped: the evaluation figures depend on that classifier.
+and Dig-MNIST). With the same config and seed, a CPU run on the kind of processor that trained
+the shipped file reproduces it bit for bit. Writing over a shipped file (MNIST, Kannada-MNIST) is
+refused before training, unless --replace_shipped: the evaluation figures depend on that
+classifier; train into --out_dir=FOLDER to reproduce or vary it.
 """
 import os
 
@@ -34,8 +35,8 @@ from jaxgan.evaluation import classifier, weights
 _OUT_DIR = flags.DEFINE_string('out_dir', str(weights.SHIPPED_DIR),
                                'Folder the weights and their manifest are written to.')
 _REPLACE_SHIPPED = flags.DEFINE_bool(
-    'replace_shipped', False, 'Let a config other than the one the shipped weights were trained '
-    'with overwrite them (every evaluation figure changes with the classifier).')
+    'replace_shipped', False, 'Let this training overwrite the shipped weights (every '
+    'evaluation figure changes with the classifier).')
 config_flags.DEFINE_config_file('config', 'experiments/configs/classifier_mnist.py',
                                 'Classifier training config file.', lock_config=True)
 

@@ -2,6 +2,7 @@
 import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -242,11 +243,25 @@ def test_the_script_refuses_bad_input_before_training_and_keeps_the_shipped_weig
   assert not list(tmp_path.iterdir())  # nothing written where the command ran
 
 
-def test_only_the_shipped_recipe_may_overwrite_the_shipped_weights(tmp_path):
+def test_no_recipe_may_overwrite_the_shipped_weights_unasked(tmp_path, monkeypatch):
   shipped = weights.weights_path('mnist')
   config = classifier_mnist.get_config()
   config.manual_dir, config.data_dir = '/elsewhere', '/tmp/x'  # where data lives: not the recipe
-  weights.check_shipped_recipe(shipped, json.loads(config.to_json()))
+  # The shipped recipe itself: on another kind of processor it writes other bytes.
+  with pytest.raises(ValueError, match=re.escape(
+      f'{shipped} is the shipped classifier, which every fcd, label_accuracy and cas figure '
+      'depends on, and another kind of processor may train other bytes by its recipe: train it '
+      'into --out_dir=FOLDER and compare the sha256 with the shipped manifest\'s, or '
+      'pass --replace_shipped to replace it on purpose')):
+    weights.check_shipped_recipe(shipped, json.loads(config.to_json()))
+  # A user's own classifier (not shipped) in that folder is theirs to train again.
+  own = tmp_path / 'weights' / 'emnist_digits.msgpack'
+  own.parent.mkdir()
+  shutil.copy(shipped, own)
+  shutil.copy(weights.manifest_path(shipped), weights.manifest_path(own))
+  monkeypatch.setattr(weights, 'SHIPPED_DIR', own.parent)
+  weights.check_shipped_recipe(own, json.loads(config.to_json()))
+  monkeypatch.undo()
   config.num_epochs, config.learning_rate = 3, 1e-3
   with pytest.raises(ValueError) as excinfo:
     weights.check_shipped_recipe(shipped, json.loads(config.to_json()))

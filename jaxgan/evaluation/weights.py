@@ -48,9 +48,10 @@ _DATA_LOCATION_FIELDS = ('manual_dir', 'data_dir')
 
 
 def check_shipped_recipe(path: str | os.PathLike, config: dict) -> None:
-  """Refuses to overwrite a shipped weights file with a classifier trained by another recipe
-  than its manifest records: every fcd, label_accuracy and cas figure would silently change
-  with it. Other folders, and the shipped recipe itself (which reproduces the file), pass."""
+  """Refuses to overwrite a shipped weights file: every fcd, label_accuracy and cas figure
+  would silently change with it (another recipe than its manifest records; or the same one on
+  another kind of processor, which may round otherwise). Other folders pass, and so does a user's
+  own classifier (NOT_SHIPPED) in the shipped folder trained by its recipe again."""
   path = Path(path)
   if path.resolve().parent != SHIPPED_DIR.resolve() or not path.exists():
     return
@@ -63,6 +64,12 @@ def check_shipped_recipe(path: str | os.PathLike, config: dict) -> None:
                      f'({", ".join(changed)}), and every fcd, label_accuracy and cas figure '
                      'would change with it: write it elsewhere with --out_dir=FOLDER, or pass '
                      '--replace_shipped to replace the shipped classifier on purpose')
+  if path.stem not in NOT_SHIPPED:
+    raise ValueError(f'{path} is the shipped classifier, which every fcd, label_accuracy and '
+                     'cas figure depends on, and another kind of processor may train other '
+                     'bytes by its recipe: train it into --out_dir=FOLDER and compare the '
+                     'sha256 with the shipped manifest\'s, or pass --replace_shipped to replace it '
+                     'on purpose')
 
 
 def manifest_path(path: str | os.PathLike) -> Path:
