@@ -1,7 +1,9 @@
 r"""Train an evaluation classifier and write its weights and manifest.
 
-python -m experiments.train_classifier --config=experiments/configs/classifier_mnist.py
-python -m experiments.train_classifier --config=experiments/configs/classifier_kannada.py
+python -m experiments.train_classifier --config=experiments/configs/classifier_mnist.py \
+    --out_dir=classifiers
+python -m experiments.train_classifier --config=experiments/configs/classifier_kannada.py \
+    --out_dir=classifiers
 
 writes <out_dir>/<dataset>.msgpack and <dataset>.json (default out_dir: the weights shipped in
 jaxgan/evaluation/weights/) and prints the accuracy on every held-out split (Kannada-MNIST: test

@@ -318,7 +318,9 @@ def config_from_flag(kind: tuple[tuple[str, ...], str, str], name: str = 'config
   """The ConfigDict of an ml_collections config-file flag, checked to be of `kind`
   (GAN_CONFIG or CLASSIFIER_CONFIG): a config of the other kind, or a get_config that returns
   something else, is one line rather than a traceback at its first missing field. So is a file
-  that does not exist (ml_collections defers it to a multi-line error on first use)."""
+  that does not exist (ml_collections defers it to a multi-line error on first use), and an
+  override that gives a group of fields a dict (`--config.model={...}`), which would drop the
+  group's other fields."""
   import ml_collections  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   path = config_flags.get_config_filename(flags.FLAGS[name])
@@ -334,12 +336,15 @@ def config_from_flag(kind: tuple[tuple[str, ...], str, str], name: str = 'config
     raise ValueError(f'--{name}={path} is not {what} (it has no {", ".join(missing)}): pass '
                      f'{what} such as {example}')
   overrides = config_flags.get_override_values(flags.FLAGS[name])
-  for path, value in overrides.items():
+  for group, value in overrides.items():
     if isinstance(value, (dict, ml_collections.ConfigDict)):  # the group's other fields dropped
-      example = next(iter(value), 'FIELD')
-      raise ValueError(f'--{name}.{path}={{...}} replaces the whole group {path}, dropping the '
-                       f'fields it leaves out: set them one by one, e.g. '
-                       f'--{name}.{path}.{example}=VALUE')
+      example = group
+      while isinstance(value, (dict, ml_collections.ConfigDict)):  # down to a field it names
+        field = next(iter(value), 'FIELD')
+        example, value = f'{example}.{field}', value.get(field)
+      raise ValueError(f'--{name}.{group}={{...}} replaces the whole group {group}, dropping '
+                       f'the fields it leaves out: set them one by one, e.g. '
+                       f'--{name}.{example}=VALUE')
   if 'num_epochs' in overrides and config.get(
       'num_steps', 0) > 0:
     raise ValueError(f'--{name}.num_epochs has no effect: num_steps={config.num_steps} counts '

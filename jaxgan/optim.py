@@ -44,7 +44,8 @@ def make_schedule(lr: float, schedule: ml_collections.ConfigDict, total_steps: i
 
 
 def schedule_problems(schedule: ml_collections.ConfigDict) -> list[str]:
-  """What is wrong with the fields of `schedule.name`'s schedule (the others are unused): a
+  """What is wrong with `schedule.name` (an unknown schedule, refused before the data loads)
+  and the fields of its schedule (the others are unused): a
   decay rate of 0 or a decay over 0 steps gave lr at every step, a negative end factor negative
   learning rates, and an end factor or decay rate above 1 rates that grow."""
   if schedule.name not in SCHEDULE_NAMES:  # else refused only once the data had loaded

@@ -196,15 +196,15 @@ _MAX_EVAL_SAMPLES = 1_000_000
 _MAX_PREFETCH = 64
 
 
-# Fields of class-conditional models (with their defaults), read only when model.num_classes > 0;
-# the loss's only with a head that classifies.
-_CLASS_FIELDS = (('model.conditioning', 'projection'), ('model.label_embed_dim', 50),
-                 ('loss.class_weight', 1.0), ('loss.class_loss_on_fakes', True))
+# Fields read only by class-conditional models (model.num_classes > 0).
+_CLASS_FIELDS = ('model.conditioning', 'model.label_embed_dim', 'loss.class_weight',
+                 'loss.class_loss_on_fakes')
 
 
-def _field(config: ml_collections.ConfigDict, name: str, default):
+def _changed(config: ml_collections.ConfigDict, name: str) -> bool:
+  """Whether the config's `name` (section.field) differs from its default."""
   section, field = name.split('.')
-  return config[section].get(field, default)
+  return config[section].get(field, _ADDED_FIELDS[name]) != _ADDED_FIELDS[name]
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -300,20 +300,21 @@ def validate(config: ml_collections.ConfigDict) -> None:
       problems.append(f'loss.{field} applies to loss.name={used_by!r} only, not '
                       f'{config.loss.name!r}: set it to {default} (its default), or '
                       f'loss.name={used_by}')
-  heads = conditional.HEADS.get(config.model.get('conditioning', 'projection'))
-  class_fields = [name for name, default in _CLASS_FIELDS
-                  if _field(config, name, default) != default
-                  and (not num_classes or name.startswith('loss.') and heads
-                       and not heads.classifier)]
+  class_fields = [name for name in _CLASS_FIELDS if _changed(config, name)]
   if class_fields and not num_classes:
-    problems.append(f'{", ".join(class_fields)} configure class-conditional models only, '
-                    'which model.num_classes=0 is not: set model.num_classes=10, or leave them '
-                    'at their defaults')
-  elif class_fields:
-    problems.append(f'{", ".join(class_fields)} weigh the auxiliary classifier\'s loss, which '
-                    f'model.conditioning={config.model.conditioning!r} has none of: use '
-                    "conditioning='auxiliary' or 'projection_auxiliary', or leave them at their "
-                    'defaults')
+    several = len(class_fields) > 1
+    problems.append(f'{", ".join(class_fields)} configure{"" if several else "s"} '
+                    'class-conditional models only, which model.num_classes=0 is not: set '
+                    'model.num_classes=10, or leave '
+                    f'{"them at their defaults" if several else "it at its default"}')
+  conditioning = config.model.get('conditioning', 'projection')
+  heads = conditional.HEADS.get(conditioning)
+  # Not class_loss_on_fakes: cgan_mnist sets it, and its runs are rerun with a projection head.
+  if num_classes and heads and not heads.classifier and _changed(config, 'loss.class_weight'):
+    problems.append(f'loss.class_weight weighs the auxiliary classifier\'s loss, which '
+                    f'model.conditioning={conditioning!r} has none of: use '
+                    "conditioning='auxiliary' or 'projection_auxiliary', or set it to 1.0 (its "
+                    'default)')
   if config.data.get('rarity_epochs', 0) > 0 and not config.data.get('rarity_power', 0.0):
     problems.append('data.rarity_epochs limits rarity weighting, which data.rarity_power=0 '
                     'turns off: set data.rarity_power > 0, or data.rarity_epochs to 0')
@@ -329,14 +330,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
     opt = config.optimizer[net]
     # Above 1 a run trained on without a word (lr 1e6: g_loss 2e16, D certain of every digit).
     if not 0.0 < opt.lr <= 1.0:
-      problems.append(f'optimizer.{net}.lr must be in (0, 1] (these GANs train at 1e-4 to '
-                      f'1e-3), got {opt.lr}')
+      problems.append(f'optimizer.{net}.lr must be in (0, 1] (the configs here train at '
+                      f'5e-5 to 4e-4), got {opt.lr}')
     for field in ('b1', 'b2'):
       if not 0.0 <= opt[field] < 1.0:
         problems.append(f'optimizer.{net}.{field} must be in [0, 1), got {opt[field]}')
     if not 0.0 < opt.eps <= 1.0:  # a large eps silently stops every update
-      problems.append(f'optimizer.{net}.eps must be in (0, 1] (Adam\'s default: 1e-8), got '
-                      f'{opt.eps}')
+      problems.append(f'optimizer.{net}.eps must be in (0, 1] (the default config\'s: 1e-7), '
+                      f'got {opt.eps}')
   problems.extend(optim.schedule_problems(config.schedule))
   if config.optimizer.get('name', 'adam') not in optim.OPTIMIZER_NAMES:
     problems.append(f'optimizer.name must be one of {", ".join(optim.OPTIMIZER_NAMES)}, got '

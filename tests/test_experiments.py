@@ -538,6 +538,9 @@ def test_a_model_too_big_for_memory_leaves_no_workdir(data_dirs, tmp_path, monke
     ("--config.optimizer.generator={'lr': 1e-4}", 'error: --config.optimizer.generator={...} '
      'replaces the whole group optimizer.generator, dropping the fields it leaves out: set them '
      'one by one, e.g. --config.optimizer.generator.lr=VALUE'),
+    ("--config.optimizer={'generator': {'lr': 1e-4}}", 'error: --config.optimizer={...} replaces '
+     'the whole group optimizer, dropping the fields it leaves out: set them one by one, e.g. '
+     '--config.optimizer.generator.lr=VALUE'),
 ])
 def test_a_group_of_config_fields_given_one_value_is_a_one_line_error(override, error, tmp_path):
   result = cli('train', '--config=experiments/configs/tiny.py', f'--workdir={tmp_path / "run"}',

@@ -145,17 +145,20 @@ def test_progressive_config_grows_at_the_configured_step(tmp_path_factory):
       trainer.train_and_evaluate(config, str(tmp_path_factory.mktemp('bad')))
 
 
-def test_every_variant_of_the_ablation_script_is_a_valid_config(tmp_path):
+@pytest.mark.parametrize('steps', [234, 2340])  # the README's command and the script's default
+def test_every_variant_of_the_ablation_script_is_a_valid_config(tmp_path, steps):
   """experiments/ablate_progressive.sh (the README's ablation table) trains seven variants of
   progressive_mnist: each one's flags, as the script passes them, must make a config that the
-  trainer accepts (its no_schedule variant kept a warmup that the constant schedule refuses)."""
+  trainer accepts (its no_schedule variant kept a warmup that the constant schedule refuses),
+  growing and fading within the run."""
   calls = tmp_path / 'calls'
   stub = tmp_path / 'bin' / 'python'  # records each call instead of training or evaluating
   stub.parent.mkdir()
   stub.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
   stub.chmod(0o755)
   path = f'{stub.parent}:{os.environ["PATH"]}'
-  result = subprocess.run(['bash', 'experiments/ablate_progressive.sh', str(tmp_path / 'runs')],
+  result = subprocess.run(['bash', 'experiments/ablate_progressive.sh', str(tmp_path / 'runs'),
+                           str(steps)],
                           cwd=REPO, env=dict(os.environ, PATH=path), capture_output=True,
                           text=True, timeout=60)
   assert result.returncode == 0, result.stdout + result.stderr
@@ -175,4 +178,6 @@ def test_every_variant_of_the_ablation_script_is_a_valid_config(tmp_path):
         pass
       functools.reduce(getattr, groups, config)[field] = value
     trainer.validate(config)  # raises naming the field
-    assert config.num_steps == (4 if name == 'no_large_batch' else 1) * 2340, name
+    trainer.build_components(config, config.num_steps)  # the schedules, for this length
+    assert config.num_steps == (4 if name == 'no_large_batch' else 1) * steps, name
+    assert config.model.grow_step + max(config.model.fade_steps, 1) <= config.num_steps, name

@@ -133,7 +133,7 @@ def _checked_idx_pair(images_path: os.PathLike,
                       labels_path: os.PathLike) -> tuple[np.ndarray, np.ndarray]:
   """A split's images and labels (`read_idx_pair`), whose labels must be digits' classes."""
   images, labels = read_idx_pair(images_path, labels_path)
-  if labels.size and labels.max() > 9:  # tfds would fail on it with a dump of the image
+  if labels.size and labels.max() >= NUM_CLASSES:  # tfds would fail with a dump of the image
     raise DataError(f'{labels_path} holds label {labels.max()}, but the digits\' classes are '
                     '0-9: use the official file')
   return images, labels

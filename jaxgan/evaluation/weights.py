@@ -19,7 +19,8 @@ from jaxgan import atomic
 from jaxgan.evaluation import classifier
 
 SHIPPED_DIR = Path(__file__).parent / 'weights'
-# The command that (re)produces each shipped file, named in every error about it.
+# The command that trains each classifier (a shipped one into --out_dir, or with
+# --replace_shipped over it), named in every error about it.
 TRAIN_COMMANDS = {
     'mnist': 'python -m experiments.train_classifier '
              '--config=experiments/configs/classifier_mnist.py',
@@ -124,7 +125,8 @@ def load(path: str | os.PathLike, model=classifier.Classifier()) -> tuple[dict, 
   if actual != manifest.get('sha256'):  # a manifest without one is as damaged as a wrong one
     raise ValueError(f'{path} has SHA-256 {actual}, but {manifest_path(path).name} expects '
                      f'{manifest.get("sha256")}: the file is damaged or was changed; restore it '
-                     f'(git checkout {path}) or train it again with {regenerate}')
+                     f'(git checkout {path}) or train it again with {regenerate}'
+                     f'{"" if path.stem in NOT_SHIPPED else " --replace_shipped"}')
   target = jax.eval_shape(functools.partial(classifier.init_params, model), jax.random.key(0))
   try:
     params = flax.serialization.from_bytes(target, data)
